@@ -1,0 +1,203 @@
+"""Transformer building blocks shared by every vlx model.
+
+Every parameter carries logical axis names (`embed`, `mlp`, `heads`, `kv`,
+`vocab`, ...) and every large activation a logical constraint (`act_batch`,
+`act_len`, `act_embed`, ...); the mapping of those names onto mesh axes lives in
+the config (`config.sharding.rules`), so one model definition serves data
+parallel, FSDP and tensor parallel meshes alike.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Sequence, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+Initializer = Callable[..., jax.Array]
+
+ACT = ("act_batch", "act_len", "act_embed")
+
+
+def boxed(init: Initializer, axes: Sequence[Optional[str]]) -> Initializer:
+  return nn.with_logical_partitioning(init, tuple(axes))
+
+
+def constrain(x: jax.Array, axes: Sequence[Optional[str]]) -> jax.Array:
+  return nn.with_logical_constraint(x, tuple(axes))
+
+
+class DenseGeneral(nn.Module):
+  """Dense layer over named input/output axes, with logical names on its kernel.
+
+  `in_axes` names the contracted trailing input dims, `out_axes` the new ones;
+  e.g. QKV projections map `embed -> (heads, kv)`.
+  """
+  features: Tuple[int, ...]
+  in_names: Tuple[str, ...]
+  out_names: Tuple[str, ...]
+  num_in: int = 1
+  use_bias: bool = True
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+  kernel_init: Initializer = nn.initializers.xavier_uniform()
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    in_shape = x.shape[-self.num_in:]
+    features = tuple(self.features)
+    fan_in = 1
+    for d in in_shape:
+      fan_in *= d
+    fan_out = 1
+    for d in features:
+      fan_out *= d
+
+    def init(key, shape, dtype):
+      flat = self.kernel_init(key, (fan_in, fan_out), dtype)
+      return flat.reshape(shape)
+
+    kernel = self.param("kernel", boxed(init, self.in_names + self.out_names),
+                        in_shape + features, self.param_dtype)
+    letters = "abcdefgh"
+    ins = letters[:self.num_in]
+    outs = letters[self.num_in:self.num_in + len(features)]
+    y = jnp.einsum(f"...{ins},{ins}{outs}->...{outs}", x.astype(self.dtype),
+                   kernel.astype(self.dtype))
+    if self.use_bias:
+      bias = self.param("bias", boxed(nn.initializers.zeros, self.out_names),
+                        features, self.param_dtype)
+      y = y + bias.astype(self.dtype)
+    return y
+
+
+def dense(features: int, in_name: str, out_name: str, dtype, param_dtype, **kw):
+  return DenseGeneral((features,), (in_name,), (out_name,), dtype=dtype,
+                      param_dtype=param_dtype, **kw)
+
+
+def layer_norm(dtype, param_dtype, name=None):
+  return nn.LayerNorm(
+      epsilon=1e-6, dtype=dtype, param_dtype=param_dtype, name=name,
+      scale_init=boxed(nn.initializers.ones, ("norm",)),
+      bias_init=boxed(nn.initializers.zeros, ("norm",)))
+
+
+class Attention(nn.Module):
+  """Multi-head attention on `jax.nn.dot_product_attention` (cuDNN flash on GPU)."""
+  num_heads: int
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x_q, x_kv, mask=None, is_causal: bool = False):
+    width = x_q.shape[-1]
+    head_dim = width // self.num_heads
+    proj = lambda name: DenseGeneral(  # noqa: E731
+        (self.num_heads, head_dim), ("embed",), ("heads", "kv"),
+        dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+    q = constrain(proj("query")(x_q), ("act_batch", "act_len", "act_heads", "act_kv"))
+    k = constrain(proj("key")(x_kv), ("act_batch", "act_len", "act_heads", "act_kv"))
+    v = constrain(proj("value")(x_kv), ("act_batch", "act_len", "act_heads", "act_kv"))
+    out = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=is_causal)
+    out = constrain(out, ("act_batch", "act_len", "act_heads", "act_kv"))
+    out = DenseGeneral((width,), ("heads", "kv"), ("embed",), num_in=2,
+                       dtype=self.dtype, param_dtype=self.param_dtype, name="out")(out)
+    return constrain(out, ACT)
+
+
+class Mlp(nn.Module):
+  mlp_dim: int
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    width = x.shape[-1]
+    h = dense(self.mlp_dim, "embed", "mlp", self.dtype, self.param_dtype, name="fc1")(x)
+    h = constrain(nn.gelu(h), ("act_batch", "act_len", "act_mlp"))
+    return constrain(
+        dense(width, "mlp", "embed", self.dtype, self.param_dtype, name="fc2")(h), ACT)
+
+
+class Block(nn.Module):
+  """Pre-LayerNorm transformer block; the (carry, out) signature lets nn.scan stack it."""
+  num_heads: int
+  mlp_dim: int
+  is_causal: bool = False
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, mask=None):
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    y = layer_norm(name="ln_attn", **kw)(x)
+    x = x + Attention(self.num_heads, name="attn", **kw)(y, y, mask, self.is_causal)
+    y = layer_norm(name="ln_mlp", **kw)(x)
+    x = x + Mlp(self.mlp_dim, name="mlp", **kw)(y)
+    return constrain(x, ACT), None
+
+
+REMAT_POLICIES = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "dots_all": jax.checkpoint_policies.checkpoint_dots,
+}
+
+
+class Encoder(nn.Module):
+  """A stack of `Block`s, unrolled or under `nn.scan`, with an optional remat policy.
+
+  scan compiles one layer instead of `depth` (fast compiles for deep models);
+  unrolled lets XLA fuse across layers; pick by measurement (experiments/).
+  """
+  depth: int
+  num_heads: int
+  mlp_dim: int
+  is_causal: bool = False
+  scan: bool = False
+  remat: str = "none"
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, mask=None):
+    if self.remat not in REMAT_POLICIES:
+      raise ValueError(f"unknown remat policy {self.remat!r}; known: {sorted(REMAT_POLICIES)}")
+    block = Block
+    if self.remat != "none":
+      block = nn.remat(Block, policy=REMAT_POLICIES[self.remat], prevent_cse=not self.scan)
+    kw = dict(num_heads=self.num_heads, mlp_dim=self.mlp_dim, is_causal=self.is_causal,
+              dtype=self.dtype, param_dtype=self.param_dtype)
+    if self.scan:
+      stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
+                      in_axes=nn.broadcast, length=self.depth,
+                      metadata_params={nn.PARTITION_NAME: "layers"})
+      x, _ = stack(name="layers", **kw)(x, mask)
+    else:
+      for i in range(self.depth):
+        x, _ = block(name=f"layer_{i}", **kw)(x, mask)
+    return layer_norm(self.dtype, self.param_dtype, name="ln_final")(x)
+
+
+class MapHead(nn.Module):
+  """Multi-head attention pooling with learned probes (big_vision's MAP head)."""
+  num_heads: int
+  mlp_dim: int
+  num_queries: int = 1
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    width = x.shape[-1]
+    probe = self.param("probe", boxed(nn.initializers.normal(0.02), (None, "embed")),
+                       (self.num_queries, width), self.param_dtype)
+    q = jnp.broadcast_to(probe.astype(self.dtype), (x.shape[0],) + probe.shape)
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    y = Attention(self.num_heads, name="attn", **kw)(q, x)
+    y = y + Mlp(self.mlp_dim, name="mlp", **kw)(layer_norm(name="ln", **kw)(y))
+    return y[:, 0] if self.num_queries == 1 else y

@@ -1,0 +1,70 @@
+"""Text transformer: causal (CLIP) or bidirectional (SigLIP/BERT), pooled by eot/first/last/mean."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from vlx.models import layers
+
+PAD_ID = 0
+
+
+def pool_tokens(x, tokens, how: str, eos_id: int):
+  """Pool [B, L, D] to [B, D]; padding (id 0) is never pooled."""
+  valid = tokens != PAD_ID
+  length = valid.sum(-1)
+  if how == "first":
+    return x[:, 0]
+  if how == "last":
+    idx = jnp.maximum(length - 1, 0)
+    return jnp.take_along_axis(x, idx[:, None, None], axis=1)[:, 0]
+  if how == "eot":
+    is_eos = tokens == eos_id
+    # First EOS; falls back to the last real token when a caption was truncated.
+    idx = jnp.where(is_eos.any(-1), jnp.argmax(is_eos, -1), jnp.maximum(length - 1, 0))
+    return jnp.take_along_axis(x, idx[:, None, None], axis=1)[:, 0]
+  if how == "mean":
+    w = valid[..., None].astype(x.dtype)
+    return (x * w).sum(1) / jnp.maximum(w.sum(1), 1.)
+  raise ValueError(f"unknown text pooling {how!r}; known: eot, first, last, mean")
+
+
+class TextTransformer(nn.Module):
+  """Token ids [B, L] (0 = padding) -> (pooled [B, width], tokens [B, L, width])."""
+  vocab_size: int = 32_000
+  max_len: int = 77
+  width: int = 512
+  depth: int = 12
+  num_heads: int = 8
+  mlp_ratio: float = 4.0
+  causal: bool = True
+  pool: str = "eot"
+  eos_id: int = 2
+  scan: bool = False
+  remat: str = "none"
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, tokens):
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    if tokens.shape[1] > self.max_len:
+      raise ValueError(f"text length {tokens.shape[1]} exceeds max_len {self.max_len}")
+    embed = self.param("token_embedding",
+                       layers.boxed(nn.initializers.normal(0.02), ("vocab", "embed")),
+                       (self.vocab_size, self.width), self.param_dtype)
+    pos = self.param("pos_embedding",
+                     layers.boxed(nn.initializers.normal(0.01), (None, "pos", "embed")),
+                     (1, self.max_len, self.width), self.param_dtype)
+    x = jnp.take(embed.astype(self.dtype), tokens, axis=0) + pos[:, :tokens.shape[1]].astype(
+        self.dtype)
+    x = layers.constrain(x, layers.ACT)
+    # Keys that are padding are masked; with a causal mask, real tokens never see padding anyway.
+    mask = (tokens != PAD_ID)[:, None, None, :]
+    x = layers.Encoder(self.depth, self.num_heads, int(self.width * self.mlp_ratio),
+                       is_causal=self.causal, scan=self.scan, remat=self.remat,
+                       name="encoder", **kw)(x, mask)
+    return pool_tokens(x, tokens, self.pool, self.eos_id), x

@@ -1,0 +1,78 @@
+"""Dual encoders: CLIP, ALIGN and SigLIP differ only in config (towers, pooling, loss)."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+
+from vlx import registry
+from vlx.models import layers
+from vlx.models.text import TextTransformer
+from vlx.models.vit import ViT
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def l2_normalize(x, eps=1e-6):
+  x = x.astype(jnp.float32)
+  return x / jnp.sqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), eps * eps))
+
+
+@registry.MODELS.register("two_tower")
+class TwoTower(nn.Module):
+  """Image and text towers with linear projections into one embedding space.
+
+  Returns L2-normalized `img_emb`/`txt_emb` plus the learnable `logit_scale`
+  (log temperature; CLIP's is clamped in the loss) and, when `bias_init` is set,
+  SigLIP's `logit_bias`. Towers are configured by dicts so every ViT/text option
+  is a config key.
+  """
+  image: Any
+  text: Any
+  embed_dim: int = 512
+  temperature_init: float = 1 / 0.07
+  bias_init: Optional[float] = None
+  project: bool = True
+  dtype: str = "float32"
+
+  def setup(self):
+    dtype = DTYPES[self.dtype]
+    self.img_tower = ViT(**dict(self.image), dtype=dtype, name="img")
+    self.txt_tower = TextTransformer(**dict(self.text), dtype=dtype, name="txt")
+    init = nn.initializers.xavier_uniform()
+    if self.project:
+      self.img_proj = layers.dense(self.embed_dim, "embed", "joint", dtype, jnp.float32,
+                                   use_bias=False, kernel_init=init, name="img_proj")
+      self.txt_proj = layers.dense(self.embed_dim, "embed", "joint", dtype, jnp.float32,
+                                   use_bias=False, kernel_init=init, name="txt_proj")
+    self.logit_scale = self.param(
+        "logit_scale", layers.boxed(nn.initializers.constant(np.log(self.temperature_init)), ()),
+        (), jnp.float32)
+    if self.bias_init is not None:
+      self.logit_bias = self.param(
+          "logit_bias", layers.boxed(nn.initializers.constant(self.bias_init), ()), (),
+          jnp.float32)
+
+  def encode_image(self, image):
+    pooled, _ = self.img_tower(image)
+    if self.project:
+      pooled = self.img_proj(pooled)
+    return l2_normalize(pooled)
+
+  def encode_text(self, text):
+    pooled, _ = self.txt_tower(text)
+    if self.project:
+      pooled = self.txt_proj(pooled)
+    return l2_normalize(pooled)
+
+  def __call__(self, batch, train: bool = True):
+    del train
+    out = {"img_emb": self.encode_image(batch["image"]),
+           "txt_emb": self.encode_text(batch["text"]),
+           "logit_scale": self.logit_scale}
+    if self.bias_init is not None:
+      out["logit_bias"] = self.logit_bias
+    return out
