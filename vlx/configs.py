@@ -1,0 +1,109 @@
+"""Shared config builders; `configs/<family>.py` files pick a family's pieces from here."""
+
+from __future__ import annotations
+
+import ml_collections
+
+# Literature sizes (ViT, Dosovitskiy et al.; text towers as in CLIP, Radford et al.).
+VIT_SIZES = {
+    "tiny": dict(patch_size=8, width=128, depth=4, num_heads=4),
+    "s32": dict(patch_size=32, width=384, depth=12, num_heads=6),
+    "b32": dict(patch_size=32, width=768, depth=12, num_heads=12),
+    "b16": dict(patch_size=16, width=768, depth=12, num_heads=12),
+    "l14": dict(patch_size=14, width=1024, depth=24, num_heads=16),
+}
+TEXT_SIZES = {
+    "tiny": dict(width=128, depth=3, num_heads=4),
+    "s32": dict(width=384, depth=12, num_heads=6),
+    "b32": dict(width=512, depth=12, num_heads=8),
+    "b16": dict(width=512, depth=12, num_heads=8),
+    "l14": dict(width=768, depth=12, num_heads=12),
+}
+EMBED_DIM = {"tiny": 128, "s32": 384, "b32": 512, "b16": 512, "l14": 768}
+IMAGE_SIZE = {"tiny": 64, "s32": 224, "b32": 224, "b16": 224, "l14": 224}
+
+
+def parse_arg(arg: str):
+  """'tiny' | 'b16' | 'tiny,smoke' | 'smoke' -> (size, smoke)."""
+  parts = [p for p in (arg or "tiny").split(",") if p]
+  smoke = "smoke" in parts or "runlocal" in parts
+  sizes = [p for p in parts if p not in ("smoke", "runlocal")]
+  size = sizes[0] if sizes else "tiny"
+  if size not in VIT_SIZES:
+    raise ValueError(f"unknown variant {size!r}; known: {', '.join(VIT_SIZES)}, smoke")
+  return size, smoke
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.total_steps = 1000
+  c.batch_size = 128
+  c.accum_steps = 1
+  c.log_every = 50
+  c.eval_every = 1000
+  c.checkpoint_every = 500
+  c.keep_checkpoints = 3
+  c.eval_batch_size = 256
+  c.init_from = ""
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+  c.sharding = ml_collections.ConfigDict(dict(rules=()))  # () -> vlx.parallel.mesh.DEFAULT_RULES
+  c.distributed = ml_collections.ConfigDict(dict(
+      enabled=False, coordinator_address="", num_processes=1, process_id=0, cpu_collectives=""))
+  c.optimizer = ml_collections.ConfigDict(dict(
+      name="adamw", lr=1e-3, b1=0.9, b2=0.98, eps=1e-6, weight_decay=0.1,
+      weight_decay_regex=r"(kernel|embedding)$", clip_norm=1.0, schedule="cosine",
+      warmup_steps=100, end_lr_frac=0.0, total_steps=1000, param_groups=()))
+  return c
+
+
+def dual_encoder_config(arg: str, *, objective: str, objective_kwargs=None, text_causal=True,
+                        text_pool="eot", img_pool="gap", temperature_init=1 / 0.07,
+                        bias_init=None) -> ml_collections.ConfigDict:
+  size, smoke = parse_arg(arg)
+  c = base_config()
+  c.data = ml_collections.ConfigDict(dict(
+      name="synthetic_shapes", source=dict(data_dir="", variant="default", vocab_size=256),
+      train_split="train", test_split="test", image_size=IMAGE_SIZE[size], max_len=32,
+      pp_train="decode|value_range(-1,1)|sample_caption|tokenize(32)",
+      pp_eval="decode|value_range(-1,1)",
+      num_threads=2, prefetch=4))
+  c.model = ml_collections.ConfigDict(dict(
+      name="two_tower", embed_dim=EMBED_DIM[size], temperature_init=temperature_init,
+      bias_init=bias_init, dtype="float32",
+      image=dict(**VIT_SIZES[size], mlp_ratio=4.0, pool=img_pool, stem="patch",
+                 posemb="learn", scan=False, remat="none"),
+      text=dict(**TEXT_SIZES[size], vocab_size=256, max_len=32, mlp_ratio=4.0,
+                causal=text_causal, pool=text_pool, eos_id=2, scan=False, remat="none")))
+  c.objectives = ml_collections.ConfigDict({objective: dict(weight=1.0, **(objective_kwargs or {}))})
+  c.evals = ml_collections.ConfigDict(dict(
+      zeroshot=dict(type="zeroshot", attributes=dict(colour=0, shape=1)),
+      retrieval=dict(type="retrieval"),
+      linear_probe=dict(type="linear_probe", shots=(1, 5, 10)),
+  ))
+  if size != "tiny":
+    c.data.update(dict(name="tfds", source=dict(tfds_name="coco_captions"), test_split="val",
+                       pp_train="decode|resize(224)|value_range(-1,1)|sample_caption|tokenize(77)",
+                       pp_eval="decode|resize(224)|value_range(-1,1)", max_len=77))
+    c.model.text.max_len = 77
+    c.model.text.vocab_size = 32_000
+    c.evals = ml_collections.ConfigDict(dict(retrieval=dict(type="retrieval")))
+    c.batch_size = 4096
+    c.total_steps = 100_000
+    c.optimizer.update(dict(lr=5e-4, warmup_steps=5_000, weight_decay=0.2))
+    c.model.dtype = "bfloat16"
+    c.model.image.scan = c.model.text.scan = True
+    c.model.image.remat = c.model.text.remat = "dots"
+    c.mesh.update(dict(data=1, fsdp=-1))
+  if smoke:
+    c.data.source.variant = "small"
+    c.total_steps = 6
+    c.batch_size = 16
+    c.log_every = 2
+    c.eval_every = 6
+    c.checkpoint_every = 3
+    c.optimizer.warmup_steps = 2
+    c.evals.linear_probe.shots = (1, 2) if "linear_probe" in c.evals else ()
+    c.evals.linear_probe.pool = 256
+  c.optimizer.total_steps = c.total_steps
+  return c

@@ -1,0 +1,144 @@
+"""Preprocessing ops named in config strings: `decode|value_range(-1,1)|sample_caption|tokenize(24)`.
+
+Each registered op is a factory `(handle, *args) -> fn(example, rng) -> example`
+(big_vision's string preprocessing, with an explicit numpy rng so every random
+choice is reproducible from the pipeline seed and resumable).
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import re
+from typing import Callable, List
+
+import numpy as np
+
+from vlx import registry
+from vlx.data.sources import DatasetHandle, get_path
+
+
+class CorruptRecord(ValueError):
+  """A record that cannot be decoded: the pipeline skips and counts it."""
+
+
+def _to_str(x) -> str:
+  return x.decode("utf-8") if isinstance(x, bytes) else str(x)
+
+
+@registry.PP_OPS.register("decode")
+def decode(handle: DatasetHandle):
+  def fn(record, rng):
+    del rng
+    try:
+      image = get_path(record, handle.image_key)
+      if isinstance(image, (bytes, np.bytes_)):
+        from PIL import Image  # pylint: disable=g-import-not-at-top
+        image = np.asarray(Image.open(io.BytesIO(image)).convert("RGB"))
+      image = np.asarray(image)
+      if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
+        raise CorruptRecord(f"image has shape {image.shape} dtype {image.dtype}")
+      captions = [_to_str(c) for c in np.atleast_1d(get_path(record, handle.captions_key))]
+      captions = [c for c in captions if c.strip()]
+      if not captions:
+        raise CorruptRecord("record has no captions")
+      out = {"image": image, "captions": captions}
+      if handle.label_key and handle.label_key in record:
+        out["label"] = np.int32(record[handle.label_key])
+      return out
+    except CorruptRecord:
+      raise
+    except Exception as e:  # pylint: disable=broad-except
+      raise CorruptRecord(f"{type(e).__name__}: {e}") from e
+  return fn
+
+
+@registry.PP_OPS.register("resize")
+def resize(handle, size: int):
+  del handle
+
+  def fn(ex, rng):
+    del rng
+    if ex["image"].shape[:2] != (size, size):
+      from PIL import Image  # pylint: disable=g-import-not-at-top
+      ex["image"] = np.asarray(Image.fromarray(ex["image"]).resize((size, size),
+                                                                   Image.BILINEAR))
+    return ex
+  return fn
+
+
+@registry.PP_OPS.register("value_range")
+def value_range(handle, lo: float = -1.0, hi: float = 1.0):
+  del handle
+
+  def fn(ex, rng):
+    del rng
+    ex["image"] = (ex["image"].astype(np.float32) / 255.0) * (hi - lo) + lo
+    return ex
+  return fn
+
+
+@registry.PP_OPS.register("sample_caption")
+def sample_caption(handle):
+  del handle
+
+  def fn(ex, rng):
+    ex["caption"] = ex["captions"][int(rng.integers(len(ex["captions"])))]
+    return ex
+  return fn
+
+
+@registry.PP_OPS.register("first_caption")
+def first_caption(handle):
+  del handle
+
+  def fn(ex, rng):
+    del rng
+    ex["caption"] = ex["captions"][0]
+    return ex
+  return fn
+
+
+@registry.PP_OPS.register("tokenize")
+def tokenize(handle, max_len: int):
+  def fn(ex, rng):
+    del rng
+    ex["text"] = handle.tokenizer.encode([ex["caption"]], max_len)[0]
+    return ex
+  return fn
+
+
+@registry.PP_OPS.register("keep")
+def keep(handle, *keys):
+  del handle
+
+  def fn(ex, rng):
+    del rng
+    return {k: ex[k] for k in keys if k in ex}
+  return fn
+
+
+_OP = re.compile(r"^\s*([A-Za-z_]\w*)\s*(?:\((.*)\))?\s*$")
+
+
+def parse(pp: str, handle: DatasetHandle) -> Callable:
+  """'op1(a,b)|op2' -> one function applying the ops in order."""
+  fns: List[Callable] = []
+  for part in pp.split("|"):
+    if not part.strip():
+      continue
+    m = _OP.match(part)
+    if not m:
+      raise ValueError(f"cannot parse preprocessing op {part!r} in {pp!r}")
+    name, args = m.group(1), m.group(2)
+    try:
+      args = ast.literal_eval(f"({args},)") if args and args.strip() else ()
+    except (ValueError, SyntaxError) as e:
+      raise ValueError(f"bad arguments in preprocessing op {part!r}: {e}") from e
+    fns.append(registry.PP_OPS.get(name)(handle, *args))
+
+  def apply(example, rng):
+    for f in fns:
+      example = f(example, rng)
+    return example
+  return apply

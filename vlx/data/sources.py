@@ -1,0 +1,109 @@
+"""Datasets by registry name -> random-access sources, tokenizer and class names.
+
+`synthetic_shapes` (the embedded default) is generated on first use and cached;
+any other TFDS dataset prepared in ArrayRecord (e.g. `coco_captions`) is read by
+the same keys through `tfds`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import os
+from typing import Any, List, Optional, Sequence
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from vlx import registry
+from vlx.data.tokenizer import Tokenizer, train_sentencepiece
+
+
+@dataclasses.dataclass
+class DatasetHandle:
+  """What the pipeline and evaluators need from a dataset, whatever its origin."""
+  splits: dict                   # split name -> random-access source of raw records
+  tokenizer: Tokenizer
+  class_names: Optional[List[str]] = None
+  image_key: str = "image"
+  captions_key: str = "captions"  # '/'-separated path into nested records
+  label_key: Optional[str] = "label"
+
+  def split(self, name: str) -> Sequence[Any]:
+    if name not in self.splits:
+      raise KeyError(f"unknown split {name!r}; known: {sorted(self.splits)}")
+    return self.splits[name]
+
+
+def get_path(record, path: str):
+  for part in path.split("/"):
+    record = record[part]
+  return record
+
+
+@contextlib.contextmanager
+def _file_lock(path: str):
+  """Only one process prepares a dataset; the others wait and then reuse it."""
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, "w") as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def default_data_dir(data_dir: Optional[str]) -> str:
+  return os.path.expanduser(data_dir or os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets"))
+
+
+def _tokenizer_beside(builder, train_source, captions_key, vocab_size) -> Tokenizer:
+  path = os.path.join(builder.data_dir, f"spm_{vocab_size}.model")
+  if not os.path.exists(path):
+    def texts():
+      for i in range(min(len(train_source), 20_000)):
+        for c in np.atleast_1d(get_path(train_source[i], captions_key)):
+          yield c.decode() if isinstance(c, bytes) else str(c)
+    train_sentencepiece(texts(), path, vocab_size)
+  return Tokenizer(path)
+
+
+@registry.DATASETS.register("synthetic_shapes")
+def synthetic_shapes(data_dir: Optional[str] = None, variant: str = "default",
+                     vocab_size: int = 256, **unused) -> DatasetHandle:
+  del unused
+  from vlx.data import shapes_render, synthetic_shapes as builder_lib  # pylint: disable=g-import-not-at-top
+  data_dir = default_data_dir(data_dir)
+  builder = builder_lib.SyntheticShapes(config=variant, data_dir=data_dir,
+                                        file_format="array_record")
+  with _file_lock(os.path.join(data_dir, f".synthetic_shapes_{variant}.lock")):
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(verify_ssl=False))
+    splits = {s: builder.as_data_source(split=s) for s in ("train", "test")}
+    tokenizer = _tokenizer_beside(builder, splits["train"], "captions", vocab_size)
+  return DatasetHandle(splits=splits, tokenizer=tokenizer,
+                       class_names=shapes_render.class_names())
+
+
+@registry.DATASETS.register("tfds")
+def tfds_dataset(tfds_name: str = "coco_captions", data_dir: Optional[str] = None,
+                 splits: Sequence[str] = ("train", "val"), image_key: str = "image",
+                 captions_key: str = "captions/text", label_key: Optional[str] = None,
+                 tokenizer: Optional[str] = None, vocab_size: int = 8_000,
+                 class_names: Optional[Sequence[str]] = None, **unused) -> DatasetHandle:
+  """Any TFDS dataset prepared as ArrayRecord (prepare it once with `tfds build`)."""
+  del unused
+  data_dir = default_data_dir(data_dir)
+  builder = tfds.builder(tfds_name, data_dir=data_dir)
+  sources = {s: builder.as_data_source(split=s) for s in splits}
+  tok = Tokenizer(tokenizer) if tokenizer else _tokenizer_beside(
+      builder, sources[splits[0]], captions_key, vocab_size)
+  return DatasetHandle(splits=sources, tokenizer=tok,
+                       class_names=list(class_names) if class_names else None,
+                       image_key=image_key, captions_key=captions_key, label_key=label_key)
+
+
+def load_dataset(data_config) -> DatasetHandle:
+  kwargs = dict(data_config.get("source", {}))
+  return registry.DATASETS.get(data_config.name)(**kwargs)

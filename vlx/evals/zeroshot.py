@@ -1,0 +1,51 @@
+"""Zero-shot classification: class names in prompt templates, averaged per class (CLIP)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vlx import registry
+from vlx.evals.common import EvalContext, embed
+from vlx.data import pipeline
+
+DEFAULT_TEMPLATES = ("a {}", "a large {}", "a picture of a large {}", "there is a large {}")
+
+
+def class_embeddings(ctx: EvalContext, params, class_names, templates, max_len):
+  texts = [t.format(c) for c in class_names for t in templates]
+  tokens = ctx.handle.tokenizer.encode(texts, max_len)
+  emb = embed(ctx, params, "encode_text", tokens).reshape(len(class_names), len(templates), -1)
+  emb = emb.mean(1)
+  return emb / np.linalg.norm(emb, axis=-1, keepdims=True)
+
+
+@registry.EVALUATORS.register("zeroshot")
+class ZeroShot:
+  """Top-1/top-5 accuracy; with `attributes`, also accuracy per word of the class name
+  (e.g. colour = word 0, shape = word 1 of 'red circle')."""
+
+  def __init__(self, ctx: EvalContext, split: str = "test", templates=DEFAULT_TEMPLATES,
+               attributes=None, limit=None):
+    if not ctx.handle.class_names:
+      raise ValueError("zeroshot evaluator: the dataset has no class names")
+    self.ctx = ctx
+    self.templates = tuple(templates)
+    self.attributes = dict(attributes or {})
+    self.data = pipeline.load_eval_arrays(ctx.handle, split, ctx.data_config.pp_eval,
+                                          ctx.data_config.max_len, limit)
+
+  def __call__(self, params):
+    ctx = self.ctx
+    names = ctx.handle.class_names
+    cls = class_embeddings(ctx, params, names, self.templates, ctx.data_config.max_len)
+    img = embed(ctx, params, "encode_image", self.data["image"])
+    scores = img @ cls.T
+    labels = self.data["label"]
+    pred = scores.argmax(-1)
+    top5 = np.argsort(-scores, axis=-1)[:, :5]
+    out = {"top1": float(np.mean(pred == labels)),
+           "top5": float(np.mean((top5 == labels[:, None]).any(-1)))}
+    for attr, word in self.attributes.items():
+      words = np.array([n.split()[int(word)] for n in names])
+      out[f"{attr}_acc"] = float(np.mean(words[pred] == words[labels]))
+    return out

@@ -1,0 +1,67 @@
+"""optax from config: AdamW, warmup + cosine, clipping, weight-decay mask, regex param groups.
+
+Param groups (`optimizer.param_groups = [(regex, lr_mult), ...]`, first match wins)
+scale a group's updates; `lr_mult = 0` freezes it with no optimizer state at all
+(e.g. LiT's locked image tower: `[("img/.*", 0.0)]`).
+"""
+
+from __future__ import annotations
+
+import re
+
+import jax
+import optax
+
+
+def param_path(path) -> str:
+  """('params', 'img', 'encoder', 'kernel') key path -> 'img/encoder/kernel'."""
+  parts = []
+  for k in path:
+    for attr in ("key", "name", "idx"):
+      if hasattr(k, attr):
+        parts.append(str(getattr(k, attr)))
+        break
+  return "/".join(parts)
+
+
+def make_schedule(cfg):
+  total = int(cfg.total_steps)
+  warmup = min(int(cfg.warmup_steps), max(total - 1, 0))
+  lr = float(cfg.lr)
+  if cfg.schedule == "cosine":
+    return optax.warmup_cosine_decay_schedule(0.0, lr, max(warmup, 1) if warmup else 1,
+                                              max(total, warmup + 1), lr * cfg.end_lr_frac)
+  if cfg.schedule == "constant":
+    return optax.join_schedules([optax.linear_schedule(0.0, lr, max(warmup, 1)),
+                                 optax.constant_schedule(lr)], [warmup])
+  raise ValueError(f"unknown schedule {cfg.schedule!r}; known: cosine, constant")
+
+
+def make_optimizer(cfg, params):
+  """Returns (tx, schedule). `params` is any tree with the model's param structure."""
+  schedule = make_schedule(cfg)
+  decay_re = re.compile(cfg.weight_decay_regex)
+  wd_mask = jax.tree_util.tree_map_with_path(
+      lambda p, _: bool(decay_re.search(param_path(p))), params)
+  if cfg.name != "adamw":
+    raise ValueError(f"unknown optimizer {cfg.name!r}; known: adamw")
+  base = optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
+                     weight_decay=cfg.weight_decay, mask=wd_mask)
+  groups = [(re.compile(r), float(m)) for r, m in cfg.get("param_groups", ())]
+  if groups:
+    def label(path, _):
+      name = param_path(path)
+      for i, (regex, _) in enumerate(groups):
+        if regex.fullmatch(name):
+          return f"group{i}"
+      return "default"
+    labels = jax.tree_util.tree_map_with_path(label, params)
+    transforms = {"default": base}
+    for i, (_, mult) in enumerate(groups):
+      transforms[f"group{i}"] = optax.set_to_zero() if mult == 0 else optax.chain(
+          base, optax.scale(mult))
+    base = optax.multi_transform(transforms, labels)
+  chain = [base]
+  if cfg.clip_norm:
+    chain.insert(0, optax.clip_by_global_norm(cfg.clip_norm))
+  return optax.chain(*chain), schedule

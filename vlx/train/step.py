@@ -1,0 +1,111 @@
+"""THE train step: one function for every model family.
+
+`train_step(state, batch) -> (state, metrics)`: forward, weighted objectives,
+gradients (optionally GradCache-accumulated so contrastive negatives stay those
+of the full batch), optax update, and a finite-loss guard that leaves the state
+untouched on NaN/Inf so a bad step can never reach a checkpoint.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from vlx.parallel import mesh as mesh_lib
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  opt_state: Any
+  rng: jax.Array
+  nonfinite: jax.Array        # count of steps skipped for a NaN/Inf loss or gradient
+  extras: Dict[str, Any]      # auxiliary state of objectives (EMA params, queues, ...)
+
+
+def _micro_batches(batch, accum: int):
+  """[B, ...] -> [accum, B/accum, ...], strided so each micro-batch spans every device."""
+  def split(x):
+    b = x.shape[0]
+    if b % accum:
+      raise ValueError(f"batch {b} is not divisible by accum_steps={accum}")
+    x = x.reshape((b // accum, accum) + x.shape[1:])
+    return jnp.swapaxes(x, 0, 1)
+  return jax.tree.map(split, batch)
+
+
+def _join(xs):
+  return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), xs)
+
+
+def make_train_step(model, loss_fn: Callable, tx: optax.GradientTransformation,
+                    schedule: Callable, accum_steps: int = 1):
+  """Builds the (unjitted) train step; the trainer jits it with shardings."""
+
+  def forward(params, batch, rng):
+    return model.apply({"params": params}, batch, train=True, rngs={"dropout": rng})
+
+  def grads_direct(params, batch, rng):
+    def objective(p):
+      return loss_fn(forward(p, batch, rng), batch)
+    (loss, metrics), grads = jax.value_and_grad(objective, has_aux=True)(params)
+    return loss, metrics, grads
+
+  def grads_gradcache(params, batch, rng):
+    """GradCache: embed all micro-batches without gradients, take the loss gradient
+    w.r.t. the embeddings over the full batch, then backprop each micro-batch."""
+    micro = _micro_batches(batch, accum_steps)
+
+    def embed(_, xs):
+      i, mb = xs
+      return None, jax.lax.stop_gradient(forward(params, mb, jax.random.fold_in(rng, i)))
+    _, outs = jax.lax.scan(embed, None, (jnp.arange(accum_steps), micro))
+    # Per-example outputs are joined; shared scalars (temperature) are equal across micro-batches.
+    full_out = {k: (v[0] if v.ndim == 1 else _join(v)) for k, v in outs.items()}
+    full_batch = _join(micro)
+    (loss, metrics), d_out = jax.value_and_grad(loss_fn, has_aux=True)(full_out, full_batch)
+    per_micro = {k: (v if v.ndim == 0 else v.reshape((accum_steps, -1) + v.shape[1:]))
+                 for k, v in d_out.items()}
+
+    def backprop(grads, xs):
+      i, mb = xs
+      _, vjp = jax.vjp(lambda p: forward(p, mb, jax.random.fold_in(rng, i)), params)
+      # A shared scalar's cotangent is applied once, not once per micro-batch.
+      cot = {k: (jnp.where(i == 0, v, jnp.zeros_like(v)) if v.ndim == 0 else v[i])
+             for k, v in per_micro.items()}
+      g, = vjp(cot)
+      return jax.tree.map(jnp.add, grads, g), None
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    grads, _ = jax.lax.scan(backprop, zeros, (jnp.arange(accum_steps), micro))
+    return loss, metrics, grads
+
+  compute_grads = grads_direct if accum_steps == 1 else grads_gradcache
+
+  def train_step(state: TrainState, batch):
+    rng = jax.random.fold_in(state.rng, state.step)
+    loss, metrics, grads = compute_grads(state.params, batch, rng)
+    grad_norm = optax.global_norm(grads)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)  # noqa: E731
+    new_state = state.replace(
+        step=state.step + 1,
+        params=keep(params, state.params),
+        opt_state=keep(opt_state, state.opt_state),
+        nonfinite=state.nonfinite + (~finite).astype(jnp.int32))
+    out = {"train/loss": loss, "train/grad_norm": grad_norm,
+           "train/lr": schedule(state.step),
+           **{f"train/{k}": v for k, v in metrics.items()}}
+    return new_state, out
+
+  return train_step
+
+
+def batch_spec_like(mesh, batch):
+  return {k: mesh_lib.batch_sharding(mesh, v.ndim) for k, v in batch.items()}

@@ -1,0 +1,266 @@
+"""The training loop, read top to bottom: mesh, input, model, sharded state, compiled
+step, checkpoints, evals, loop. Every model family runs through this one file."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Dict
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import tqdm
+
+from vlx import registry
+from vlx.data import pipeline, sources
+from vlx.evals.common import EvalContext
+from vlx.objectives.contrastive import build_objectives
+from vlx.parallel import mesh as mesh_lib
+from vlx.train import checkpoint as ckpt_lib
+from vlx.train.metrics_writer import MetricsWriter
+from vlx.train.optimizer import make_optimizer
+from vlx.train.step import TrainState, make_train_step
+
+
+class NonFiniteLossError(RuntimeError):
+  """Raised when a step produced NaN/Inf: the run stops, the last checkpoint stays clean."""
+
+
+def _hashable(x):
+  """ConfigDict/dict/list -> FrozenDict/tuple, so modules stay hashable (jit caches key on them)."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from flax.core import FrozenDict  # pylint: disable=g-import-not-at-top
+  if isinstance(x, ml_collections.ConfigDict):
+    x = x.to_dict()
+  if isinstance(x, dict):
+    return FrozenDict({k: _hashable(v) for k, v in x.items()})
+  if isinstance(x, (list, tuple)):
+    return tuple(_hashable(v) for v in x)
+  return x
+
+
+def build_model(config):
+  kwargs = {k: _hashable(v) for k, v in config.model.items()}
+  name = kwargs.pop("name")
+  return registry.MODELS.get(name)(**kwargs)
+
+
+def dummy_batch(config, local: bool = False) -> Dict[str, np.ndarray]:
+  b = config.batch_size // (jax.process_count() if local else 1)
+  s = config.data.image_size
+  return {"image": np.zeros((b, s, s, 3), np.float32),
+          "text": np.zeros((b, config.data.max_len), np.int32)}
+
+
+def create_state(config, model, tx, mesh, rules):
+  """Shapes first: eval_shape -> shardings -> jit(init, out_shardings): no full copy on one device."""
+  batch = {k: v[:1] for k, v in dummy_batch(config).items()}
+
+  def init_boxed(rng):
+    params_rng, state_rng = jax.random.split(rng)
+    return model.init(params_rng, batch, train=False)["params"], state_rng
+
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    abstract_params, _ = jax.eval_shape(init_boxed, jax.random.key(config.seed))
+    param_shardings = mesh_lib.logical_to_shardings(abstract_params, mesh, rules)
+    unboxed = mesh_lib.unbox(abstract_params)
+    abstract_opt = jax.eval_shape(tx.init, unboxed)
+    opt_shardings = optax.tree_map_params(
+        tx, lambda _, s: s, abstract_opt, param_shardings,
+        transform_non_params=lambda _: mesh_lib.replicated(mesh))
+    rep = mesh_lib.replicated(mesh)
+    shardings = TrainState(step=rep, params=param_shardings, opt_state=opt_shardings, rng=rep,
+                           nonfinite=rep, extras={})
+
+    def init(rng):
+      params, state_rng = init_boxed(rng)
+      params = nn.meta.unbox(params)
+      return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                        opt_state=tx.init(params), rng=state_rng,
+                        nonfinite=jnp.zeros((), jnp.int32), extras={})
+
+    state = jax.jit(init, out_shardings=shardings)(jax.random.key(config.seed))
+  return state, shardings
+
+
+def _memory_report(compiled) -> Dict[str, float]:
+  try:
+    m = compiled.memory_analysis()
+  except Exception:  # pylint: disable=broad-except
+    return {}
+  if m is None:
+    return {}
+  mib = lambda x: round(x / 2**20, 2)  # noqa: E731
+  return {"arguments_mib": mib(m.argument_size_in_bytes), "outputs_mib": mib(m.output_size_in_bytes),
+          "temp_mib": mib(m.temp_size_in_bytes), "aliased_mib": mib(m.alias_size_in_bytes)}
+
+
+def _flops(compiled) -> float:
+  try:
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return float(cost.get("flops", 0.0))
+  except Exception:  # pylint: disable=broad-except
+    return 0.0
+
+
+def build_evaluators(config, model, mesh, handle):
+  ctx = EvalContext(model=model, mesh=mesh, handle=handle, data_config=config.data,
+                    batch_size=config.get("eval_batch_size", 256))
+  evals = {}
+  for name, ecfg in config.evals.items():
+    kwargs = dict(ecfg)
+    kind = kwargs.pop("type", name)
+    evals[name] = registry.EVALUATORS.get(kind)(ctx, **kwargs)
+  return evals
+
+
+def run_evals(evals, params, step, writer) -> Dict[str, float]:
+  results = {}
+  for name, ev in evals.items():
+    t = time.time()
+    for k, v in ev(params).items():
+      results[f"{name}/{k}"] = v
+    results[f"{name}/seconds"] = round(time.time() - t, 2)
+  if results:
+    writer.write(step, results)
+  return results
+
+
+def train(config, workdir: str) -> Dict[str, float]:
+  """Trains (and evaluates) `config`, resuming from `workdir` when it holds a checkpoint."""
+  os.makedirs(workdir, exist_ok=True)
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
+
+  # ---- Mesh and sharding rules -------------------------------------------
+  mesh = mesh_lib.make_mesh(config.mesh)
+  rules = mesh_lib.rules_from_config(config.sharding)
+  mesh_lib.check_rules(rules, mesh)
+  logging.info("mesh %s over %d devices (%d processes)", dict(mesh.shape), jax.device_count(),
+               jax.process_count())
+  if config.batch_size % mesh_lib.batch_axis_size(mesh):
+    raise ValueError(f"batch_size {config.batch_size} is not divisible by the "
+                     f"{mesh_lib.batch_axis_size(mesh)} batch shards of mesh {dict(mesh.shape)}")
+
+  # ---- Input --------------------------------------------------------------
+  handle = sources.load_dataset(config.data)
+  with config.unlocked():
+    if config.model.get("text") is not None and "vocab_size" in config.model.text:
+      config.model.text.vocab_size = max(config.model.text.vocab_size, handle.tokenizer.vocab_size)
+  local_batch = config.batch_size // jax.process_count()
+  data_iter = pipeline.TrainIterator(
+      handle, config.data.train_split, config.data.pp_train, local_batch,
+      seed=config.seed, num_threads=config.data.num_threads, prefetch=config.data.prefetch)
+
+  # ---- Model, objectives, optimizer, state ---------------------------------
+  model = build_model(config)
+  loss_fn = build_objectives(config.objectives)
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    abstract_params = mesh_lib.unbox(jax.eval_shape(
+        lambda r: model.init(r, {k: v[:1] for k, v in dummy_batch(config).items()},
+                             train=False)["params"], jax.random.key(0)))
+  tx, schedule = make_optimizer(config.optimizer, abstract_params)
+  state, shardings = create_state(config, model, tx, mesh, rules)
+  num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
+  logging.info("model %s: %.2fM parameters", config.model.name, num_params / 1e6)
+
+  ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints)
+  start_step = 0
+  if ckpt.latest_step() is not None:
+    abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                            state, shardings)
+    state, data_state = ckpt.restore(abstract)
+    data_iter.set_state(data_state)
+    start_step = int(state.step)
+  elif config.init_from:
+    params = ckpt_lib.load_params(config.init_from, jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state.params))
+    state = state.replace(params=params)
+    logging.info("initialized weights from %s", config.init_from)
+
+  # ---- The train step, compiled ahead of time --------------------------------
+  step_fn = make_train_step(model, loss_fn, tx, schedule, config.accum_steps)
+  batch_shardings = {k: mesh_lib.batch_sharding(mesh, v.ndim) for k, v in dummy_batch(config).items()}
+  rep = mesh_lib.replicated(mesh)
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    jitted = jax.jit(step_fn, in_shardings=(shardings, batch_shardings),
+                     out_shardings=(shardings, rep), donate_argnums=(0,))
+    abstract_batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_shardings[k])
+                      for k, v in dummy_batch(config).items()}
+    t = time.time()
+    compiled = jitted.lower(state, abstract_batch).compile()
+  memory = _memory_report(compiled)
+  step_flops = _flops(compiled)
+  logging.info("compiled train step in %.1fs; memory per device: %s; %.3g GFLOP/step",
+               time.time() - t, memory, step_flops / 1e9)
+
+  writer = MetricsWriter(workdir, resume_step=start_step)
+  if start_step == 0:
+    writer.write(0, {f"compile/{k}": v for k, v in memory.items()} | {
+        "model/num_params": num_params})
+  evals = build_evaluators(config, model, mesh, handle)
+
+  # ---- Loop ------------------------------------------------------------------
+  def check_finite(state):
+    bad = int(jax.device_get(state.nonfinite))
+    if bad:
+      raise NonFiniteLossError(
+          f"non-finite loss or gradient at or before step {int(jax.device_get(state.step))}: "
+          f"{bad} update(s) skipped; stopping. The last checkpoint in {ckpt.directory} is clean; "
+          "lower the learning rate or check the data.")
+
+  final = {}
+  bar = tqdm.tqdm(total=config.total_steps, initial=start_step, desc="train", unit="step",
+                  disable=jax.process_index() != 0, dynamic_ncols=True)
+  last_t, last_step = time.time(), start_step
+  step = start_step
+  try:
+    while step < config.total_steps:
+      batch = mesh_lib.global_batch(next(data_iter), mesh)
+      with jax.set_mesh(mesh):
+        state, metrics = compiled(state, batch)
+      step += 1
+      bar.update(1)
+      if step % config.log_every == 0 or step == config.total_steps:
+        metrics = jax.device_get(metrics)
+        check_finite(state)
+        now = time.time()
+        rate = (step - last_step) * config.batch_size / max(now - last_t, 1e-9)
+        last_t, last_step = now, step
+        metrics = {k: float(v) for k, v in metrics.items()}
+        metrics["train/examples_per_s"] = rate
+        metrics["data/skipped_records"] = data_iter.counter.count
+        if step_flops:
+          metrics["train/gflops_per_s"] = rate / config.batch_size * step_flops / 1e9
+        writer.write(step, metrics)
+        bar.set_postfix(loss=f"{metrics['train/loss']:.4f}")
+        final.update(metrics)
+      if step % config.checkpoint_every == 0 or step == config.total_steps:
+        check_finite(state)
+        ckpt.save(step, state, data_iter.get_state())
+      if evals and (step % config.eval_every == 0 or step == config.total_steps):
+        final.update(run_evals(evals, state.params, step, writer))
+  finally:
+    bar.close()
+    ckpt.close()
+    writer.close()
+  if start_step >= config.total_steps and evals:
+    final.update(run_evals(evals, state.params, step, writer))
+  return final
+
+
+def summarize(final: Dict[str, float], workdir: str) -> str:
+  keys = sorted(k for k in final if not k.endswith("/seconds"))
+  lines = [f"  {k}: {final[k]:.4f}" if isinstance(final[k], float) else f"  {k}: {final[k]}"
+           for k in keys]
+  return ("final metrics:\n" + "\n".join(lines) + f"\noutputs in {os.path.abspath(workdir)}: "
+          "metrics.jsonl, tensorboard/, checkpoints/, config.json")
+
+
+__all__ = ["train", "summarize", "NonFiniteLossError"]
