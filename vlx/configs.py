@@ -46,6 +46,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.keep_checkpoints = 3
   c.eval_batch_size = 256
   c.init_from = ""
+  c.curriculum = ml_collections.ConfigDict()  # {name: kwargs}, see vlx/train/curriculum.py
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
   c.sharding = ml_collections.ConfigDict(dict(rules=()))  # () -> vlx.parallel.mesh.DEFAULT_RULES
   c.distributed = ml_collections.ConfigDict(dict(

@@ -49,6 +49,7 @@ OBJECTIVES = Registry("objective")
 EVALUATORS = Registry("evaluator")
 DATASETS = Registry("dataset")
 PP_OPS = Registry("preprocessing op")
+CURRICULA = Registry("curriculum")
 
 _IMPORTED = False
 
@@ -64,3 +65,4 @@ def _import_builtin_components():
   from vlx.objectives import contrastive  # noqa: F401
   from vlx.evals import zeroshot, retrieval, linear_probe  # noqa: F401
   from vlx.data import sources, pp_ops  # noqa: F401
+  from vlx.train import curriculum  # noqa: F401

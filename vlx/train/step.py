@@ -8,7 +8,7 @@ untouched on NaN/Inf so a bad step can never reach a checkpoint.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Optional
 
 import flax
 import jax
@@ -44,7 +44,8 @@ def _join(xs):
 
 
 def make_train_step(model, loss_fn: Callable, tx: optax.GradientTransformation,
-                    schedule: Callable, accum_steps: int = 1):
+                    schedule: Callable, accum_steps: int = 1,
+                    batch_transform: Optional[Callable] = None):
   """Builds the (unjitted) train step; the trainer jits it with shardings."""
 
   def forward(params, batch, rng):
@@ -88,6 +89,8 @@ def make_train_step(model, loss_fn: Callable, tx: optax.GradientTransformation,
 
   def train_step(state: TrainState, batch):
     rng = jax.random.fold_in(state.rng, state.step)
+    if batch_transform is not None:
+      batch = batch_transform(batch, state.step, jax.random.fold_in(rng, 1 << 20))
     loss, metrics, grads = compute_grads(state.params, batch, rng)
     grad_norm = optax.global_norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)

@@ -21,6 +21,7 @@ from vlx.evals.common import EvalContext
 from vlx.objectives.contrastive import build_objectives
 from vlx.parallel import mesh as mesh_lib
 from vlx.train import checkpoint as ckpt_lib
+from vlx.train import curriculum
 from vlx.train.metrics_writer import MetricsWriter
 from vlx.train.optimizer import make_optimizer
 from vlx.train.step import TrainState, make_train_step
@@ -185,7 +186,8 @@ def train(config, workdir: str) -> Dict[str, float]:
     logging.info("initialized weights from %s", config.init_from)
 
   # ---- The train step, compiled ahead of time --------------------------------
-  step_fn = make_train_step(model, loss_fn, tx, schedule, config.accum_steps)
+  step_fn = make_train_step(model, loss_fn, tx, schedule, config.accum_steps,
+                            curriculum.build(config.get("curriculum"), config.total_steps))
   batch_shardings = {k: mesh_lib.batch_sharding(mesh, v.ndim) for k, v in dummy_batch(config).items()}
   rep = mesh_lib.replicated(mesh)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
