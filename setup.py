@@ -33,5 +33,6 @@ setup(
         "test": ["pytest>=8", "pytest-xdist>=3"],
         # Preparing real TFDS datasets such as coco_captions needs TensorFlow.
         "tf": ["tensorflow>=2.18"],
+        "plot": ["matplotlib>=3.8"],
     },
 )

@@ -54,7 +54,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.optimizer = ml_collections.ConfigDict(dict(
       name="adamw", lr=1e-3, b1=0.9, b2=0.98, eps=1e-6, weight_decay=0.1,
       weight_decay_regex=r"(kernel|embedding)$", clip_norm=1.0, schedule="cosine",
-      warmup_steps=100, end_lr_frac=0.0, total_steps=1000, param_groups=()))
+      warmup_steps=100, end_lr_frac=0.0, param_groups=()))
   return c
 
 
@@ -106,5 +106,4 @@ def dual_encoder_config(arg: str, *, objective: str, objective_kwargs=None, text
     c.optimizer.warmup_steps = 2
     c.evals.linear_probe.shots = (1, 2) if "linear_probe" in c.evals else ()
     c.evals.linear_probe.pool = 256
-  c.optimizer.total_steps = c.total_steps
   return c

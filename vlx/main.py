@@ -11,7 +11,7 @@ import os
 import sys
 
 USAGE = ("usage: python -m vlx.main --config=configs/<family>.py[:<variant>] --workdir=DIR "
-         "[--config.key=value ...]")
+         "[--mode=train|eval] [--config.key=value ...]")
 
 
 def main(argv=None) -> int:
@@ -22,7 +22,7 @@ def main(argv=None) -> int:
     if "help" in flags or "config" not in flags or "workdir" not in flags:
       print(USAGE, file=sys.stderr)
       return 0 if "help" in flags else 2
-    unknown = set(flags) - {"config", "workdir"}
+    unknown = set(flags) - {"config", "workdir", "mode"}
     if unknown:
       raise config_lib.ConfigError(f"unknown flag --{sorted(unknown)[0]}")
     config = config_lib.load_config_file(flags["config"])
@@ -40,7 +40,7 @@ def main(argv=None) -> int:
   mesh_lib.maybe_initialize_distributed(config.distributed)
   from vlx.train import trainer  # pylint: disable=g-import-not-at-top
   try:
-    final = trainer.train(config, flags["workdir"])
+    final = trainer.train(config, flags["workdir"], mode=flags.get("mode", "train"))
   except trainer.NonFiniteLossError as e:
     print(f"vlx: stopped: {e}", file=sys.stderr)
     return 3

@@ -49,6 +49,18 @@ def _mask(shape: str, xx, yy, cx, cy, r):
   raise ValueError(shape)
 
 
+REGIONS = ("top left", "top", "top right", "left", "center", "right", "bottom left", "bottom",
+           "bottom right")
+
+
+def zeroshot_templates():
+  """Prompts in the captions' own style, ensembled over the nine regions (as CLIP ensembles
+  its 80 photo templates) so a class embedding does not depend on where the shape is."""
+  forms = ("a large {{}} in the {}", "a picture of a large {{}} in the {}",
+           "there is a large {{}} in the {}")
+  return tuple(f.format(r) for f in forms for r in REGIONS)
+
+
 def _relation(dx: float, dy: float) -> str:
   """Where a distractor lies relative to the primary (image y grows downwards)."""
   if abs(dx) >= abs(dy):

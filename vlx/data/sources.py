@@ -29,6 +29,8 @@ class DatasetHandle:
   image_key: str = "image"
   captions_key: str = "captions"  # '/'-separated path into nested records
   label_key: Optional[str] = "label"
+  # Zero-shot prompt templates suited to this dataset's captions ('{}' = class name).
+  templates: Optional[Sequence[str]] = None
 
   def split(self, name: str) -> Sequence[Any]:
     if name not in self.splits:
@@ -59,7 +61,7 @@ def default_data_dir(data_dir: Optional[str]) -> str:
 
 
 def _tokenizer_beside(builder, train_source, captions_key, vocab_size) -> Tokenizer:
-  path = os.path.join(builder.data_dir, f"spm_{vocab_size}.model")
+  path = os.path.join(builder.data_dir, f"spm_bpe_{vocab_size}.model")
   if not os.path.exists(path):
     def texts():
       for i in range(min(len(train_source), 20_000)):
@@ -83,7 +85,8 @@ def synthetic_shapes(data_dir: Optional[str] = None, variant: str = "default",
     splits = {s: builder.as_data_source(split=s) for s in ("train", "test")}
     tokenizer = _tokenizer_beside(builder, splits["train"], "captions", vocab_size)
   return DatasetHandle(splits=splits, tokenizer=tokenizer,
-                       class_names=shapes_render.class_names())
+                       class_names=shapes_render.class_names(),
+                       templates=shapes_render.zeroshot_templates())
 
 
 @registry.DATASETS.register("tfds")

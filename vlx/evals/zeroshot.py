@@ -24,12 +24,12 @@ class ZeroShot:
   """Top-1/top-5 accuracy; with `attributes`, also accuracy per word of the class name
   (e.g. colour = word 0, shape = word 1 of 'red circle')."""
 
-  def __init__(self, ctx: EvalContext, split: str = "test", templates=DEFAULT_TEMPLATES,
+  def __init__(self, ctx: EvalContext, split: str = "test", templates=None,
                attributes=None, limit=None):
     if not ctx.handle.class_names:
       raise ValueError("zeroshot evaluator: the dataset has no class names")
     self.ctx = ctx
-    self.templates = tuple(templates)
+    self.templates = tuple(templates or ctx.handle.templates or DEFAULT_TEMPLATES)
     self.attributes = dict(attributes or {})
     self.data = pipeline.load_eval_arrays(ctx.handle, split, ctx.data_config.pp_eval,
                                           ctx.data_config.max_len, limit)

@@ -17,18 +17,21 @@ def _scalar(v):
 
 class MetricsWriter:
 
-  def __init__(self, workdir: str, resume_step: int = 0):
+  def __init__(self, workdir: str, resume_step: int = 0, filename: str = "metrics.jsonl",
+               tensorboard: bool = True):
     self.enabled = jax.process_index() == 0
-    self.path = os.path.join(workdir, "metrics.jsonl")
+    self.path = os.path.join(workdir, filename)
     self.tb = None
     if not self.enabled:
       return
     # A resumed run rewrites history after its checkpoint: drop lines logged past it.
-    if os.path.exists(self.path):
+    if resume_step is not None and os.path.exists(self.path):
       with open(self.path) as f:
         lines = [l for l in f if l.strip() and json.loads(l).get("step", 0) <= resume_step]
       with open(self.path, "w") as f:
         f.writelines(lines)
+    if not tensorboard:
+      return
     try:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
       self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))

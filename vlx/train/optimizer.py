@@ -24,8 +24,8 @@ def param_path(path) -> str:
   return "/".join(parts)
 
 
-def make_schedule(cfg):
-  total = int(cfg.total_steps)
+def make_schedule(cfg, total_steps):
+  total = int(total_steps)
   warmup = min(int(cfg.warmup_steps), max(total - 1, 0))
   lr = float(cfg.lr)
   if cfg.schedule == "cosine":
@@ -37,9 +37,14 @@ def make_schedule(cfg):
   raise ValueError(f"unknown schedule {cfg.schedule!r}; known: cosine, constant")
 
 
-def make_optimizer(cfg, params):
-  """Returns (tx, schedule). `params` is any tree with the model's param structure."""
-  schedule = make_schedule(cfg)
+def make_optimizer(cfg, params, total_steps=None):
+  """Returns (tx, schedule). `params` is any tree with the model's param structure;
+  the schedule spans `total_steps` (the run's `config.total_steps`)."""
+  if total_steps is None:
+    total_steps = cfg.get("total_steps", None)
+  if total_steps is None:
+    raise ValueError("make_optimizer needs total_steps (the run's config.total_steps)")
+  schedule = make_schedule(cfg, total_steps)
   decay_re = re.compile(cfg.weight_decay_regex)
   wd_mask = jax.tree_util.tree_map_with_path(
       lambda p, _: bool(decay_re.search(param_path(p))), params)

@@ -132,8 +132,14 @@ def run_evals(evals, params, step, writer) -> Dict[str, float]:
   return results
 
 
-def train(config, workdir: str) -> Dict[str, float]:
-  """Trains (and evaluates) `config`, resuming from `workdir` when it holds a checkpoint."""
+def train(config, workdir: str, mode: str = "train") -> Dict[str, float]:
+  """Trains (and evaluates) `config`, resuming from `workdir` when it holds a checkpoint.
+
+  mode="eval" evaluates the latest checkpoint (or `init_from`) without training and
+  appends the results to `eval_metrics.jsonl`.
+  """
+  if mode not in ("train", "eval"):
+    raise ValueError(f"unknown mode {mode!r}; known: train, eval")
   os.makedirs(workdir, exist_ok=True)
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "config.json"), "w") as f:
@@ -166,7 +172,7 @@ def train(config, workdir: str) -> Dict[str, float]:
     abstract_params = mesh_lib.unbox(jax.eval_shape(
         lambda r: model.init(r, {k: v[:1] for k, v in dummy_batch(config).items()},
                              train=False)["params"], jax.random.key(0)))
-  tx, schedule = make_optimizer(config.optimizer, abstract_params)
+  tx, schedule = make_optimizer(config.optimizer, abstract_params, config.total_steps)
   state, shardings = create_state(config, model, tx, mesh, rules)
   num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
   logging.info("model %s: %.2fM parameters", config.model.name, num_params / 1e6)
@@ -184,6 +190,18 @@ def train(config, workdir: str) -> Dict[str, float]:
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state.params))
     state = state.replace(params=params)
     logging.info("initialized weights from %s", config.init_from)
+
+  if mode == "eval":
+    if start_step == 0 and not config.init_from:
+      raise ValueError(f"mode=eval: no checkpoint in {workdir} and no init_from")
+    writer = MetricsWriter(workdir, resume_step=None, filename="eval_metrics.jsonl",
+                           tensorboard=False)
+    try:
+      return run_evals(build_evaluators(config, model, mesh, handle), state.params, start_step,
+                       writer)
+    finally:
+      ckpt.close()
+      writer.close()
 
   # ---- The train step, compiled ahead of time --------------------------------
   step_fn = make_train_step(model, loss_fn, tx, schedule, config.accum_steps,

@@ -1,0 +1,45 @@
+"""`python -m vlx.main --config=configs/<family>.py:smoke` trains, evaluates and writes its outputs."""
+
+import json
+import math
+import os
+
+import pytest
+
+from vlx_testlib import read_metrics, run_main, shapes_data_dir  # noqa: F401
+
+
+@pytest.mark.parametrize("family", ["clip", "align", "siglip"])
+def test_smoke_run_writes_all_outputs(shapes_data_dir, tmp_path, family):
+  workdir = tmp_path / "w"
+  proc = run_main(family, workdir, shapes_data_dir)
+  assert proc.returncode == 0
+  assert "final metrics:" in proc.stdout
+
+  rows = read_metrics(workdir)
+  assert all(isinstance(r.get("step"), int) for r in rows), rows
+  train = [r for r in rows if "train/loss" in r]
+  # smoke: 6 steps, logged every 2.
+  assert [r["step"] for r in train] == [2, 4, 6]
+  assert all(math.isfinite(r["train/loss"]) for r in train)
+  assert all(f"train/{family}/loss" in r for r in train)
+  merged = {k: v for r in rows for k, v in r.items()}
+  for key in ("zeroshot/top1", "retrieval/i2t_r1", "retrieval/t2i_r1", "linear_probe/1shot",
+              "linear_probe/2shot", "data/skipped_records", "model/num_params"):
+    assert key in merged, (key, sorted(merged))
+  for key in ("zeroshot/top1", "retrieval/i2t_r1", "linear_probe/1shot"):
+    assert 0.0 <= merged[key] <= 1.0, (key, merged[key])
+  assert merged["data/skipped_records"] == 0
+  eval_rows = [r for r in rows if "zeroshot/top1" in r]
+  assert [r["step"] for r in eval_rows] == [6]
+
+  events = [f for f in os.listdir(workdir / "tensorboard") if f.startswith("events.out.tfevents")]
+  assert events and all(os.path.getsize(workdir / "tensorboard" / f) > 0 for f in events)
+
+  with open(workdir / "config.json") as f:
+    config = json.load(f)
+  assert config["total_steps"] == 6 and list(config["objectives"]) == [family]
+  assert config["data"]["source"]["data_dir"] == shapes_data_dir
+
+  ckpts = sorted(int(n) for n in os.listdir(workdir / "checkpoints") if n.isdigit())
+  assert ckpts == [3, 6], os.listdir(workdir / "checkpoints")

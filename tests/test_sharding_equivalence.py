@@ -1,0 +1,158 @@
+"""Sharding and gradient accumulation change how a step is computed, never what it computes.
+
+* a 20-step run on 1 device and on an 8-device data=2 x fsdp=2 x tensor=2 mesh logs the
+  same train/loss at every step (subprocesses);
+* one train step on a 1-device mesh and on the 8-device mesh gives equal params (in-process);
+* GradCache (accum_steps=2) gives the loss and gradients of the un-accumulated step.
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from vlx import config_lib
+from vlx.objectives.contrastive import build_objectives
+from vlx.parallel import mesh as mesh_lib
+from vlx.train import trainer
+from vlx.train.step import make_train_step
+from vlx_testlib import (REPO, no_evals, run_main, shapes_data_dir,  # noqa: F401
+                         train_losses)
+
+MESH_222 = ("--config.mesh.data=2", "--config.mesh.fsdp=2", "--config.mesh.tensor=2")
+
+
+def test_sharded_run_logs_same_losses_as_single_device(shapes_data_dir, tmp_path):
+  common = ("--config.total_steps=20", "--config.log_every=1", "--config.batch_size=16",
+            "--config.checkpoint_every=1000", *no_evals())
+  one, eight = tmp_path / "d1", tmp_path / "d8"
+  run_main("clip", one, shapes_data_dir, *common, num_devices=1)
+  run_main("clip", eight, shapes_data_dir, *common, *MESH_222, num_devices=8)
+  l1, l8 = train_losses(one), train_losses(eight)
+  assert sorted(l1) == list(range(1, 21)), sorted(l1)
+  assert sorted(l8) == sorted(l1)
+  for step in l1:
+    assert np.isfinite(l1[step])
+    np.testing.assert_allclose(l8[step], l1[step], rtol=1e-4, err_msg=f"step {step}")
+  # The run must have trained at all, or equal losses would prove little.
+  assert l1[20] < l1[1] - 0.2, l1
+
+
+# ---- In-process: the trainer's own pieces -------------------------------------------------
+
+
+def _config(family="clip", **over):
+  config = config_lib.load_config_file(f"{REPO}/configs/{family}.py:smoke")
+  # Small and shallow: compile time, not arithmetic, dominates on CPU.
+  base = {"model.image.depth": 1, "model.text.depth": 1, "batch_size": 16,
+          "model.image.width": 64, "model.text.width": 64, "model.embed_dim": 32,
+          "data.image_size": 32, "data.max_len": 16, "model.text.max_len": 16}
+  base.update(over)
+  config_lib.apply_overrides(config, [(k, str(v)) for k, v in base.items()])
+  return config
+
+
+def _batch(config, seed=0):
+  rng = np.random.default_rng(seed)
+  b, s, l = config.batch_size, config.data.image_size, config.data.max_len
+  image = rng.uniform(-1, 1, (b, s, s, 3)).astype(np.float32)
+  text = np.zeros((b, l), np.int32)
+  for i in range(b):
+    n = int(rng.integers(3, l - 1))
+    text[i, :n] = rng.integers(3, config.model.text.vocab_size, n)
+    text[i, n] = 2  # EOS, then padding
+  return {"image": image, "text": text}
+
+
+def _init(config, tx):
+  """The trainer's model and sharded TrainState, initialized on a 1-device mesh."""
+  model = trainer.build_model(config)
+  rules = mesh_lib.rules_from_config(config.sharding)
+  state, _ = trainer.create_state(config, model, tx, _mesh(1, 1, 1, 1), rules)
+  return model, jax.device_get(state)
+
+
+def _one_step(config, model, state, mesh, tx, batch, accum_steps=1):
+  """The trainer's jitted step on `mesh` (state resharded there) -> (new params, metrics)."""
+  rules = mesh_lib.rules_from_config(config.sharding)
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    abstract = jax.eval_shape(lambda r: model.init(
+        r, {k: v[:1] for k, v in batch.items()}, train=False)["params"], jax.random.key(0))
+    param_shardings = mesh_lib.logical_to_shardings(abstract, mesh, rules)
+  rep = mesh_lib.replicated(mesh)
+  shardings = state.replace(
+      step=rep, params=param_shardings, rng=rep, nonfinite=rep,
+      opt_state=optax.tree_map_params(tx, lambda _, s: s, state.opt_state, param_shardings,
+                                      transform_non_params=lambda _: rep))
+  state = jax.device_put(state, shardings)
+  step_fn = make_train_step(model, build_objectives(config.objectives), tx,
+                            optax.constant_schedule(1.0), accum_steps)
+  batch_shardings = {k: mesh_lib.batch_sharding(mesh, v.ndim) for k, v in batch.items()}
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    jitted = jax.jit(step_fn, in_shardings=(shardings, batch_shardings),
+                     out_shardings=(shardings, rep))
+    new_state, metrics = jitted(state, mesh_lib.global_batch(batch, mesh))
+  assert int(new_state.nonfinite) == 0
+  # Params really live sharded on the mesh (not silently replicated everywhere).
+  if mesh.size > 1:
+    specs = {tuple(x.sharding.spec) for x in jax.tree.leaves(new_state.params)}
+    assert any(any(a is not None for a in spec) for spec in specs), specs
+  return jax.device_get(new_state.params), jax.device_get(metrics)
+
+
+def _mesh(data, fsdp, tensor, n):
+  return mesh_lib.make_mesh(ml_collections.ConfigDict(dict(data=data, fsdp=fsdp, tensor=tensor)),
+                            devices=jax.devices()[:n])
+
+
+def _assert_trees_close(a, b, atol, rtol=0.0, what=""):
+  flat_a = jax.tree_util.tree_flatten_with_path(a)[0]
+  flat_b = jax.tree.leaves(b)
+  assert len(flat_a) == len(flat_b)
+  for (path, x), y in zip(flat_a, flat_b):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=atol, rtol=rtol,
+                               err_msg=f"{what} {jax.tree_util.keystr(path)}")
+
+
+def test_one_step_equal_on_1_and_8_device_meshes():
+  assert jax.device_count() >= 8, "conftest should provide 8 CPU devices"
+  config = _config("siglip")  # MAP head + bias: the most parameter kinds
+  batch = _batch(config)
+  tx = optax.sgd(1.0)  # params - grads: compares the gradients themselves
+  model, state = _init(config, tx)
+  p0_1 = state.params
+  p1_1, m1 = _one_step(config, model, state, _mesh(1, 1, 1, 1), tx, batch)
+  p1_8, m8 = _one_step(config, model, state, _mesh(2, 2, 2, 8), tx, batch)
+  np.testing.assert_allclose(m8["train/loss"], m1["train/loss"], rtol=1e-5)
+  np.testing.assert_allclose(m8["train/grad_norm"], m1["train/grad_norm"], rtol=1e-4)
+  _assert_trees_close(p1_1, p1_8, atol=2e-5, rtol=1e-4, what="after step")
+  # The step moved the params (else equality would be vacuous).
+  moved = max(float(np.abs(a - b).max()) for a, b in zip(jax.tree.leaves(p0_1),
+                                                          jax.tree.leaves(p1_1)))
+  assert moved > 1e-3
+
+
+@pytest.mark.parametrize("family", ["clip", "siglip"])
+def test_gradcache_accumulation_matches_full_batch(family):
+  config = _config(family)
+  batch = _batch(config, seed=1)
+  tx = optax.sgd(1.0)
+  mesh = _mesh(1, 1, 1, 1)
+  model, state = _init(config, tx)
+  p0 = state.params
+  p_full, m_full = _one_step(config, model, state, mesh, tx, batch, accum_steps=1)
+  p_acc, m_acc = _one_step(config, model, state, mesh, tx, batch, accum_steps=2)
+  np.testing.assert_allclose(m_acc["train/loss"], m_full["train/loss"], rtol=1e-6, atol=1e-5)
+  np.testing.assert_allclose(m_acc["train/grad_norm"], m_full["train/grad_norm"], rtol=1e-5)
+  # sgd(1): new params = params - grads, so this compares every gradient leaf.
+  g_full = jax.tree.map(lambda a, b: a - b, p0, p_full)
+  g_acc = jax.tree.map(lambda a, b: a - b, p0, p_acc)
+  _assert_trees_close(g_full, g_acc, atol=1e-5, what=f"{family} grads")
+  # Shared scalars (temperature, bias) get their gradient once, not once per micro-batch.
+  assert abs(float(g_full["logit_scale"])) > 1e-6
+  np.testing.assert_allclose(g_acc["logit_scale"], g_full["logit_scale"], rtol=1e-4, atol=1e-6)
+  if family == "siglip":
+    np.testing.assert_allclose(g_acc["logit_bias"], g_full["logit_bias"], rtol=1e-4, atol=1e-6)

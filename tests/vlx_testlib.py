@@ -1,0 +1,99 @@
+"""Shared helpers for the vlx test files (not a test module itself).
+
+`shapes_data_dir` is a session-scoped fixture: it prepares the 'small'
+synthetic_shapes variant once into a TFDS data dir shared by all pytest-xdist
+workers (the dataset registry takes a file lock, so concurrent workers wait for
+one another) and exports TFDS_DATA_DIR so subprocesses find it too. Test files
+import it by name: `from vlx_testlib import shapes_data_dir  # noqa: F401`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+from typing import Dict, List, Optional, Sequence
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+
+
+@pytest.fixture(scope="session")
+def shapes_data_dir(tmp_path_factory, worker_id):
+  # Under xdist every worker has its own basetemp; its parent is shared by the run.
+  base = tmp_path_factory.getbasetemp()
+  root = base.parent if worker_id != "master" else base
+  data_dir = root / "vlx_tfds"
+  data_dir.mkdir(exist_ok=True)
+  from vlx.data import sources  # pylint: disable=g-import-not-at-top
+  handle = sources.synthetic_shapes(data_dir=str(data_dir), variant="small")
+  assert len(handle.split("train")) == 2048 and len(handle.split("test")) == 256
+  mp = pytest.MonkeyPatch()
+  mp.setenv("TFDS_DATA_DIR", str(data_dir))
+  yield str(data_dir)
+  mp.undo()
+
+
+@pytest.fixture(scope="session")
+def shapes_handle(shapes_data_dir):
+  from vlx.data import sources  # pylint: disable=g-import-not-at-top
+  return sources.synthetic_shapes(data_dir=shapes_data_dir, variant="small")
+
+
+def subprocess_env(num_devices: int = 1, **extra) -> Dict[str, str]:
+  env = dict(os.environ)
+  env.pop("XLA_FLAGS", None)
+  env.update(JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES=str(num_devices),
+             TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+  env.update({k: str(v) for k, v in extra.items()})
+  return env
+
+
+def main_cmd(family: str, workdir, data_dir: Optional[str], *overrides: str,
+             variant: str = "smoke") -> List[str]:
+  cmd = [PYTHON, "-m", "vlx.main", f"--config=configs/{family}.py:{variant}",
+         f"--workdir={workdir}"]
+  if data_dir is not None:
+    cmd.append(f"--config.data.source.data_dir={data_dir}")
+  return cmd + list(overrides)
+
+
+def run_main(family: str, workdir, data_dir: Optional[str], *overrides: str,
+             num_devices: int = 1, timeout: float = 300, check: bool = True,
+             variant: str = "smoke") -> subprocess.CompletedProcess:
+  proc = subprocess.run(main_cmd(family, workdir, data_dir, *overrides, variant=variant),
+                        cwd=REPO, env=subprocess_env(num_devices), capture_output=True,
+                        text=True, timeout=timeout)
+  if check and proc.returncode != 0:
+    raise AssertionError(f"vlx.main exited {proc.returncode}\nstderr tail:\n"
+                         f"{proc.stderr[-4000:]}")
+  return proc
+
+
+def read_metrics(workdir) -> List[dict]:
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def train_losses(workdir) -> Dict[int, float]:
+  """step -> train/loss; fails on a step logged twice."""
+  rows = [r for r in read_metrics(workdir) if "train/loss" in r]
+  steps = [r["step"] for r in rows]
+  assert len(steps) == len(set(steps)), f"duplicate steps in metrics.jsonl: {steps}"
+  return {r["step"]: r["train/loss"] for r in rows}
+
+
+def checkpoint_steps(workdir) -> List[int]:
+  """Finished orbax step dirs (orbax writes `<step>.orbax-checkpoint-tmp-*` then renames)."""
+  d = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(d):
+    return []
+  return sorted(int(n) for n in os.listdir(d) if n.isdigit())
+
+
+def no_evals() -> Sequence[str]:
+  return ("--config.evals={}",)
