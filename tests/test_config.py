@@ -63,10 +63,6 @@ def test_missing_config_file_exits_2(tmp_path):
   _assert_one_line_error(proc, "nope.py")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "library bug: an unknown variant (configs/clip.py:b99) raises ValueError from "
-    "vlx/configs.py:parse_arg, which load_config_file does not turn into a ConfigError: "
-    "traceback and exit 1 instead of one line and exit 2"))
 def test_unknown_variant_exits_2_with_one_line(tmp_path):
   proc = _main("--config=configs/clip.py:b99", f"--workdir={tmp_path}")
   _assert_one_line_error(proc, "b99")

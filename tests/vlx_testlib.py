@@ -9,6 +9,7 @@ import it by name: `from vlx_testlib import shapes_data_dir  # noqa: F401`.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pathlib
@@ -30,7 +31,15 @@ def shapes_data_dir(tmp_path_factory, worker_id):
   data_dir = root / "vlx_tfds"
   data_dir.mkdir(exist_ok=True)
   from vlx.data import sources  # pylint: disable=g-import-not-at-top
-  handle = sources.synthetic_shapes(data_dir=str(data_dir), variant="small")
+  # Our own lock around the whole first use: the library's lock does not cover building
+  # the TFDS builder, so a second process that starts while the first generates fails
+  # (see test_data.py::test_second_process_waiting_on_the_lock_gets_the_dataset).
+  with open(root / "vlx_tfds.lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+      handle = sources.synthetic_shapes(data_dir=str(data_dir), variant="small")
+    finally:
+      fcntl.flock(lock, fcntl.LOCK_UN)
   assert len(handle.split("train")) == 2048 and len(handle.split("test")) == 256
   mp = pytest.MonkeyPatch()
   mp.setenv("TFDS_DATA_DIR", str(data_dir))

@@ -28,7 +28,10 @@ def load_config_file(spec: str) -> ml_collections.ConfigDict:
       f"vlx_config_{os.path.basename(path)[:-3]}", path)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
-  config = module.get_config(arg) if arg else module.get_config()
+  try:
+    config = module.get_config(arg) if arg else module.get_config()
+  except ValueError as e:
+    raise ConfigError(f"{spec}: {e}") from None
   config.lock()
   return config
 

@@ -77,9 +77,10 @@ def synthetic_shapes(data_dir: Optional[str] = None, variant: str = "default",
   del unused
   from vlx.data import shapes_render, synthetic_shapes as builder_lib  # pylint: disable=g-import-not-at-top
   data_dir = default_data_dir(data_dir)
-  builder = builder_lib.SyntheticShapes(config=variant, data_dir=data_dir,
-                                        file_format="array_record")
   with _file_lock(os.path.join(data_dir, f".synthetic_shapes_{variant}.lock")):
+    # Built under the lock: a builder made while another process generates sees no splits.
+    builder = builder_lib.SyntheticShapes(config=variant, data_dir=data_dir,
+                                          file_format="array_record")
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(verify_ssl=False))
     splits = {s: builder.as_data_source(split=s) for s in ("train", "test")}

@@ -23,8 +23,10 @@ class EvalContext:
 
 
 @functools.lru_cache(maxsize=None)
-def _jitted(model, method: str):
-  return jax.jit(lambda params, x: model.apply({"params": params}, x, method=method))
+def _jitted(model, method: str, mesh):
+  # Replicated outputs: every process (multi-host) can fetch the embeddings it needs.
+  return jax.jit(lambda params, x: model.apply({"params": params}, x, method=method),
+                 out_shardings=mesh_lib.replicated(mesh))
 
 
 def embed(ctx: EvalContext, params, method: str, x: np.ndarray) -> np.ndarray:
@@ -34,7 +36,7 @@ def embed(ctx: EvalContext, params, method: str, x: np.ndarray) -> np.ndarray:
     raise ValueError(f"nothing to embed for {method}")
   per = mesh_lib.batch_axis_size(ctx.mesh)
   bs = max(per, (min(ctx.batch_size, n) + per - 1) // per * per)
-  fn = _jitted(ctx.model, method)
+  fn = _jitted(ctx.model, method, ctx.mesh)
   outs = []
   with jax.set_mesh(ctx.mesh):
     for start in range(0, n, bs):

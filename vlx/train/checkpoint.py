@@ -6,11 +6,28 @@ fresh optimizer and step) are kept apart, as big_vision does.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-from typing import Any, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
+import jax
+import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
+
+
+def _gather_json(obj) -> List[Any]:
+  """Every process's JSON-able object, on every process (each host has its own data state)."""
+  if jax.process_count() == 1:
+    return [obj]
+  data = np.frombuffer(json.dumps(obj).encode(), np.uint8)
+  sizes = np.asarray(multihost_utils.process_allgather(np.array([data.size], np.int32)))
+  sizes = sizes.reshape(-1)
+  padded = np.zeros(int(sizes.max()), np.uint8)
+  padded[:data.size] = data
+  everyone = np.asarray(multihost_utils.process_allgather(padded))
+  return [json.loads(bytes(everyone[i, :int(sizes[i])])) for i in range(len(sizes))]
 
 
 class Checkpointer:
@@ -26,15 +43,20 @@ class Checkpointer:
     return self.manager.latest_step()
 
   def save(self, step: int, state, data_state: dict):
+    per_process = {"per_process": _gather_json(data_state)}
     self.manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)), force=True)
+        state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(per_process)), force=True)
 
   def restore(self, abstract_state) -> Tuple[Any, dict]:
     step = self.manager.latest_step()
     restored = self.manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
     logging.info("resumed from %s step %d", self.directory, step)
-    return restored["state"], restored["data"]
+    data = restored["data"]["per_process"]
+    if len(data) != jax.process_count():
+      raise ValueError(f"checkpoint {step} was written by {len(data)} processes, this run has "
+                       f"{jax.process_count()}: the data iterators cannot be resumed exactly")
+    return restored["state"], data[jax.process_index()]
 
   def wait(self):
     self.manager.wait_until_finished()

@@ -29,10 +29,14 @@ def make_schedule(cfg, total_steps):
   warmup = min(int(cfg.warmup_steps), max(total - 1, 0))
   lr = float(cfg.lr)
   if cfg.schedule == "cosine":
-    return optax.warmup_cosine_decay_schedule(0.0, lr, max(warmup, 1) if warmup else 1,
-                                              max(total, warmup + 1), lr * cfg.end_lr_frac)
+    if not warmup:
+      return optax.cosine_decay_schedule(lr, max(total, 1), cfg.end_lr_frac)
+    return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, max(total, warmup + 1),
+                                              lr * cfg.end_lr_frac)
   if cfg.schedule == "constant":
-    return optax.join_schedules([optax.linear_schedule(0.0, lr, max(warmup, 1)),
+    if not warmup:
+      return optax.constant_schedule(lr)
+    return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup),
                                  optax.constant_schedule(lr)], [warmup])
   raise ValueError(f"unknown schedule {cfg.schedule!r}; known: cosine, constant")
 

@@ -1,0 +1,117 @@
+"""A run killed with SIGKILL and restarted with the same command reproduces the uninterrupted
+run exactly; `init_from` loads weights only (fresh step and optimizer)."""
+
+import fcntl
+import os
+import signal
+import subprocess
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from vlx_testlib import (REPO, checkpoint_steps, main_cmd, no_evals, read_metrics,  # noqa: F401
+                         run_main, shapes_data_dir, subprocess_env, train_losses)
+
+TOTAL, EVERY, KILL_AFTER = 40, 10, 20
+ARGS = (f"--config.total_steps={TOTAL}", f"--config.checkpoint_every={EVERY}",
+        "--config.log_every=1", *no_evals())
+
+
+def _restore_state(workdir, step):
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  mngr = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")))
+  try:
+    return jax.device_get(mngr.restore(step, args=ocp.args.Composite(
+        state=ocp.args.PyTreeRestore()))["state"])
+  finally:
+    mngr.close()
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(shapes_data_dir, tmp_path_factory, worker_id):
+  """The reference run, made once and shared by all xdist workers (file lock + marker)."""
+  base = tmp_path_factory.getbasetemp()
+  root = base.parent if worker_id != "master" else base
+  workdir = root / "resume_uninterrupted"
+  with open(root / "resume_uninterrupted.lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+      if not (root / "resume_uninterrupted.done").exists():
+        run_main("clip", workdir, shapes_data_dir, *ARGS)
+        (root / "resume_uninterrupted.done").touch()
+    finally:
+      fcntl.flock(lock, fcntl.LOCK_UN)
+  return workdir
+
+
+def test_sigkill_then_restart_matches_uninterrupted_run(uninterrupted, shapes_data_dir, tmp_path):
+  expected = train_losses(uninterrupted)
+  assert sorted(expected) == list(range(1, TOTAL + 1))
+
+  workdir = tmp_path / "killed"
+  cmd = main_cmd("clip", workdir, shapes_data_dir, *ARGS)
+  log = open(tmp_path / "killed.log", "w")
+  proc = subprocess.Popen(cmd, cwd=REPO, env=subprocess_env(), stdout=log,
+                          stderr=subprocess.STDOUT, start_new_session=True)
+  try:
+    deadline = time.time() + 400
+    # A finished orbax step dir is renamed into place from a tmp dir, so its name appears
+    # only once the checkpoint is complete.
+    while KILL_AFTER not in checkpoint_steps(workdir):
+      assert proc.poll() is None, f"run ended (rc {proc.returncode}) before step {KILL_AFTER}"
+      assert time.time() < deadline, "no step-20 checkpoint in time"
+      time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+  finally:
+    if proc.poll() is None:
+      os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    log.close()
+  assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+  partial = train_losses(workdir)
+  assert KILL_AFTER in partial and max(partial) < TOTAL, sorted(partial)
+  assert max(checkpoint_steps(workdir)) < TOTAL
+
+  restarted = run_main("clip", workdir, shapes_data_dir, *ARGS)
+  assert "resumed from" in restarted.stderr
+  got = train_losses(workdir)  # also fails on a step logged twice
+  assert sorted(got) == list(range(1, TOTAL + 1))
+  for step in expected:
+    np.testing.assert_allclose(got[step], expected[step], rtol=1e-6, atol=0,
+                               err_msg=f"train/loss at step {step}")
+  # The bookkeeping row of step 0 is written once, by the first start only.
+  assert [r["step"] for r in read_metrics(workdir)].count(0) == 1
+
+  # Same final state, bit for bit up to float tolerance.
+  final_a, final_b = _restore_state(uninterrupted, TOTAL), _restore_state(workdir, TOTAL)
+  assert int(final_a["step"]) == int(final_b["step"]) == TOTAL
+  for a, b in zip(jax.tree.leaves(final_a["params"]), jax.tree.leaves(final_b["params"])):
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-6, atol=1e-7)
+
+
+def test_init_from_loads_weights_only(uninterrupted, shapes_data_dir, tmp_path):
+  scratch = train_losses(uninterrupted)
+  workdir = tmp_path / "finetune"
+  # lr=0: whatever the run starts from is what its checkpoint holds.
+  run_main("clip", workdir, shapes_data_dir, f"--config.init_from={uninterrupted}/checkpoints",
+           "--config.total_steps=2", "--config.checkpoint_every=2", "--config.log_every=1",
+           "--config.optimizer.lr=0.0", *no_evals())
+  rows = read_metrics(workdir)
+  assert rows[0]["step"] == 0 and "model/num_params" in rows[0], "must start at step 0"
+  got = train_losses(workdir)
+  assert sorted(got) == [1, 2]
+  # Same seed -> same first batch as the source run's step 1, which started from scratch.
+  assert got[1] < scratch[1] - 0.2, (got[1], scratch[1])
+  assert abs(got[1] - scratch[TOTAL]) < 0.5, (got[1], scratch[TOTAL])
+
+  assert checkpoint_steps(workdir) == [2]
+  source, loaded = _restore_state(uninterrupted, TOTAL), _restore_state(workdir, 2)
+  assert int(loaded["step"]) == 2, "init_from must not carry over the source's step"
+  for a, b in zip(jax.tree.leaves(source["params"]), jax.tree.leaves(loaded["params"])):
+    np.testing.assert_array_equal(np.asarray(b), np.asarray(a))
+  # Fresh optimizer: after 2 steps its Adam moment count is 2, not TOTAL + 2.
+  counts = [int(np.asarray(x)) for path, x in jax.tree_util.tree_leaves_with_path(
+      loaded["opt_state"]) if "count" in jax.tree_util.keystr(path)]
+  assert counts and all(c <= 2 for c in counts), counts
