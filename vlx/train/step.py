@@ -15,7 +15,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from vlx.parallel import mesh as mesh_lib
 
 
 @flax.struct.dataclass
@@ -109,6 +108,3 @@ def make_train_step(model, loss_fn: Callable, tx: optax.GradientTransformation,
 
   return train_step
 
-
-def batch_spec_like(mesh, batch):
-  return {k: mesh_lib.batch_sharding(mesh, v.ndim) for k, v in batch.items()}

@@ -50,8 +50,9 @@ def build_model(config):
   return registry.MODELS.get(name)(**kwargs)
 
 
-def dummy_batch(config, local: bool = False) -> Dict[str, np.ndarray]:
-  b = config.batch_size // (jax.process_count() if local else 1)
+def dummy_batch(config) -> Dict[str, np.ndarray]:
+  """A global batch of zeros with the config's shapes (for shapes-first init and AOT compile)."""
+  b = config.batch_size
   s = config.data.image_size
   return {"image": np.zeros((b, s, s, 3), np.float32),
           "text": np.zeros((b, config.data.max_len), np.int32)}
