@@ -143,6 +143,35 @@ def logical_to_shardings(abstract_boxed, mesh, rules):
       to_sharding, mesh_specs, unboxed, is_leaf=lambda x: isinstance(x, P))
 
 
+def _path_keys(path) -> Tuple[str, ...]:
+  return tuple(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+
+
+def like_param_shardings(abstract_tree, abstract_params, param_shardings, mesh):
+  """Shardings for a tree holding copies of the params (optimizer moments, EMA, ...).
+
+  A leaf whose key path ends with a parameter's path and has its shape takes that
+  parameter's sharding; everything else (counts, scalars) is replicated. Matching
+  by path suffix works through any optax wrapper (masked, multi_transform, chains),
+  where structure-matching helpers break on masked-out nodes.
+  """
+  by_path = {}
+  for (path, leaf), sharding in zip(jax.tree_util.tree_flatten_with_path(abstract_params)[0],
+                                    jax.tree.leaves(param_shardings)):
+    by_path[_path_keys(path)] = (leaf.shape, sharding)
+  rep = replicated(mesh)
+
+  def pick(path, leaf):
+    keys = _path_keys(path)
+    for start in range(len(keys)):
+      hit = by_path.get(keys[start:])
+      if hit is not None and hit[0] == getattr(leaf, "shape", None):
+        return hit[1]
+    return rep
+
+  return jax.tree_util.tree_map_with_path(pick, abstract_tree)
+
+
 def batch_sharding(mesh, ndim: int = 1) -> NamedSharding:
   axes = tuple(a for a in BATCH_AXES if a in mesh.axis_names)
   return NamedSharding(mesh, P(axes, *([None] * (ndim - 1))))

@@ -12,7 +12,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import tqdm
 
 from vlx import registry
@@ -58,7 +57,15 @@ def dummy_batch(config) -> Dict[str, np.ndarray]:
           "text": np.zeros((b, config.data.max_len), np.int32)}
 
 
-def create_state(config, model, tx, mesh, rules):
+def abstract_params(config, model, mesh, rules):
+  """The model's params as boxed ShapeDtypeStructs (logical axes kept): no FLOP spent."""
+  batch = {k: v[:1] for k, v in dummy_batch(config).items()}
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    return jax.eval_shape(lambda r: model.init(r, batch, train=False)["params"],
+                          jax.random.key(config.seed))
+
+
+def create_state(config, model, tx, mesh, rules, boxed_abstract=None):
   """Shapes first: eval_shape -> shardings -> jit(init, out_shardings): no full copy on one device."""
   batch = {k: v[:1] for k, v in dummy_batch(config).items()}
 
@@ -66,14 +73,13 @@ def create_state(config, model, tx, mesh, rules):
     params_rng, state_rng = jax.random.split(rng)
     return model.init(params_rng, batch, train=False)["params"], state_rng
 
+  if boxed_abstract is None:
+    boxed_abstract = abstract_params(config, model, mesh, rules)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    abstract_params, _ = jax.eval_shape(init_boxed, jax.random.key(config.seed))
-    param_shardings = mesh_lib.logical_to_shardings(abstract_params, mesh, rules)
-    unboxed = mesh_lib.unbox(abstract_params)
+    param_shardings = mesh_lib.logical_to_shardings(boxed_abstract, mesh, rules)
+    unboxed = mesh_lib.unbox(boxed_abstract)
     abstract_opt = jax.eval_shape(tx.init, unboxed)
-    opt_shardings = optax.tree_map_params(
-        tx, lambda _, s: s, abstract_opt, param_shardings,
-        transform_non_params=lambda _: mesh_lib.replicated(mesh))
+    opt_shardings = mesh_lib.like_param_shardings(abstract_opt, unboxed, param_shardings, mesh)
     rep = mesh_lib.replicated(mesh)
     shardings = TrainState(step=rep, params=param_shardings, opt_state=opt_shardings, rng=rep,
                            nonfinite=rep, extras={})
@@ -171,12 +177,10 @@ def train(config, workdir: str, mode: str = "train") -> Dict[str, float]:
   # ---- Model, objectives, optimizer, state ---------------------------------
   model = build_model(config)
   loss_fn = build_objectives(config.objectives)
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    abstract_params = mesh_lib.unbox(jax.eval_shape(
-        lambda r: model.init(r, {k: v[:1] for k, v in dummy_batch(config).items()},
-                             train=False)["params"], jax.random.key(0)))
-  tx, schedule = make_optimizer(config.optimizer, abstract_params, config.total_steps)
-  state, shardings = create_state(config, model, tx, mesh, rules)
+  boxed_abstract = abstract_params(config, model, mesh, rules)
+  tx, schedule = make_optimizer(config.optimizer, mesh_lib.unbox(boxed_abstract),
+                                config.total_steps)
+  state, shardings = create_state(config, model, tx, mesh, rules, boxed_abstract)
   num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
   logging.info("model %s: %.2fM parameters", config.model.name, num_params / 1e6)
 
