@@ -20,6 +20,7 @@ INSTALL_REQUIRES = [
     "pillow",
     "tqdm",
     "tensorboardX>=2.6",
+    "pycocoevalcap>=1.2,<1.3",  # COCO caption metrics (BLEU, ROUGE-L, CIDEr, METEOR)
 ]
 
 setup(

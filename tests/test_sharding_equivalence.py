@@ -46,9 +46,14 @@ def test_sharded_run_logs_same_losses_as_single_device(shapes_data_dir, tmp_path
 def _config(family="clip", **over):
   config = config_lib.load_config_file(f"{REPO}/configs/{family}.py:smoke")
   # Small and shallow: compile time, not arithmetic, dominates on CPU.
-  base = {"model.image.depth": 1, "model.text.depth": 1, "batch_size": 16,
+  base = {"model.image.depth": 1, "batch_size": 16,
           "model.image.width": 64, "model.text.width": 64, "model.embed_dim": 32,
           "data.image_size": 32, "data.max_len": 16, "model.text.max_len": 16}
+  if family == "coca":
+    base.update({"model.text.unimodal_depth": 1, "model.text.multimodal_depth": 1,
+                 "model.caption_queries": 8})
+  else:
+    base["model.text.depth"] = 1
   base.update(over)
   config_lib.apply_overrides(config, [(k, str(v)) for k, v in base.items()])
   return config
@@ -116,9 +121,11 @@ def _assert_trees_close(a, b, atol, rtol=0.0, what=""):
                                err_msg=f"{what} {jax.tree_util.keystr(path)}")
 
 
-def test_one_step_equal_on_1_and_8_device_meshes():
+@pytest.mark.parametrize("family", ["siglip", "coca"])
+def test_one_step_equal_on_1_and_8_device_meshes(family):
+  """SigLIP: MAP head + bias; CoCa: contrastive + captioning losses, decoder layers."""
   assert jax.device_count() >= 8, "conftest should provide 8 CPU devices"
-  config = _config("siglip")  # MAP head + bias: the most parameter kinds
+  config = _config(family)
   batch = _batch(config)
   tx = optax.sgd(1.0)  # params - grads: compares the gradients themselves
   model, state = _init(config, tx)

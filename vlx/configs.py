@@ -87,6 +87,9 @@ def dual_encoder_config(arg: str, *, objective: str, objective_kwargs=None, text
     # the first 40% of steps make the towers learn shape, not only colour, in 1,000 steps.
     c.model.image.stem = "conv"
     c.curriculum = ml_collections.ConfigDict({"grayscale": {"start": 0.0, "end": 0.4}})
+    # A quarter of training captions name only the salient object (test captions are
+    # untouched): zero-shot prompts describe one object, most scenes hold several.
+    c.data.pp_train = "decode|value_range(-1,1)|sample_caption|salient_caption(0.25)|tokenize(32)"
   else:
     c.data.update(dict(name="tfds", source=dict(tfds_name="coco_captions", data_dir="", vocab_size=32_000),
                        test_split="val",
@@ -112,4 +115,37 @@ def dual_encoder_config(arg: str, *, objective: str, objective_kwargs=None, text
     c.optimizer.warmup_steps = 2
     c.evals.linear_probe.shots = (1, 2) if "linear_probe" in c.evals else ()
     c.evals.linear_probe.pool = 256
+  return c
+
+
+# CoCa's multimodal (captioning) layers per size; the unimodal layers are TEXT_SIZES' depth.
+COCA_MULTIMODAL_DEPTH = {"tiny": 2, "s32": 6, "b32": 12, "b16": 12, "l14": 12}
+
+
+def coca_config(arg: str, *, contrastive_weight: float = 1.0,
+                caption_weight: float = 2.0) -> ml_collections.ConfigDict:
+  """CoCa on the dual encoders' data, mesh and optimizer; `contrastive_weight=0` gives
+  the plain captioner (encoder-decoder, captioning loss only)."""
+  size, smoke = parse_arg(arg)
+  c = dual_encoder_config(arg, objective="clip", objective_kwargs=dict(max_scale=100.0))
+  text = dict(c.model.text)
+  c.model = ml_collections.ConfigDict(dict(
+      name="coca", embed_dim=c.model.embed_dim, temperature_init=1 / 0.07, dtype=c.model.dtype,
+      caption_queries=32 if size == "tiny" else 256,
+      image=dict(c.model.image),
+      text=dict(vocab_size=text["vocab_size"], max_len=text["max_len"], width=text["width"],
+                num_heads=text["num_heads"], mlp_ratio=text["mlp_ratio"],
+                unimodal_depth=text["depth"], multimodal_depth=COCA_MULTIMODAL_DEPTH[size],
+                eos_id=2, scan=text["scan"], remat=text["remat"])))
+  c.objectives = ml_collections.ConfigDict(dict(
+      clip=dict(weight=contrastive_weight, max_scale=100.0),
+      captioning=dict(weight=caption_weight, label_smoothing=0.0)))
+  if not contrastive_weight:
+    del c.objectives["clip"]
+    c.evals = ml_collections.ConfigDict()
+  c.evals.captioning = ml_collections.ConfigDict(dict(
+      type="captioning", methods=("greedy", "beam"), beam_size=4, length_penalty=0.6,
+      max_len=c.data.max_len, gallery=16, limit=None))
+  if smoke:  # seconds, not minutes: one decoding method, no Java scorers
+    c.evals.captioning.update(dict(limit=32, methods=("greedy",), meteor=False, spice=False))
   return c

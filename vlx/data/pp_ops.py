@@ -88,6 +88,20 @@ def sample_caption(handle):
   return fn
 
 
+@registry.PP_OPS.register("salient_caption")
+def salient_caption(handle, prob: float = 0.25):
+  """With probability `prob`, replace the sampled caption by one naming only the salient
+  object (the dataset says how: `DatasetHandle.salient_caption`). Training only."""
+  if handle.salient_caption is None:
+    raise ValueError("pp op salient_caption: this dataset has no salient captions")
+
+  def fn(ex, rng):
+    if rng.random() < prob:
+      ex["caption"] = handle.salient_caption(ex["captions"])
+    return ex
+  return fn
+
+
 @registry.PP_OPS.register("first_caption")
 def first_caption(handle):
   del handle

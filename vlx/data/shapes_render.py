@@ -110,6 +110,15 @@ def captions_for(objects):
   return caps
 
 
+def salient_caption(captions) -> str:
+  """The first caption without its distractors: 'a large red circle in the top left'.
+
+  Real alt-text often names only the main object; training on such captions some of
+  the time teaches a model which object a scene is about, which zero-shot prompts ask.
+  """
+  return str(captions[0]).split(" with ")[0]
+
+
 def render_scene(rng: np.random.Generator, image_size: int = 64):
   """Returns (image uint8 [S, S, 3], objects list, captions list of 5 strings)."""
   n = int(rng.choice([1, 2, 3], p=[0.06, 0.34, 0.6]))

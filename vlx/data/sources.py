@@ -11,7 +11,7 @@ import contextlib
 import dataclasses
 import fcntl
 import os
-from typing import Any, List, Optional, Sequence
+from typing import Callable, Any, List, Optional, Sequence
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -31,6 +31,8 @@ class DatasetHandle:
   label_key: Optional[str] = "label"
   # Zero-shot prompt templates suited to this dataset's captions ('{}' = class name).
   templates: Optional[Sequence[str]] = None
+  # captions -> a caption naming only the image's salient object (for `salient_caption`).
+  salient_caption: Optional[Callable[[List[str]], str]] = None
 
   def split(self, name: str) -> Sequence[Any]:
     if name not in self.splits:
@@ -87,7 +89,8 @@ def synthetic_shapes(data_dir: Optional[str] = None, variant: str = "default",
     tokenizer = _tokenizer_beside(builder, splits["train"], "captions", vocab_size)
   return DatasetHandle(splits=splits, tokenizer=tokenizer,
                        class_names=shapes_render.class_names(),
-                       templates=shapes_render.zeroshot_templates())
+                       templates=shapes_render.zeroshot_templates(),
+                       salient_caption=shapes_render.salient_caption)
 
 
 @registry.DATASETS.register("tfds")

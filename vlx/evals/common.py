@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
-from typing import Any
+from typing import Any, Callable, Dict, Hashable, Optional, Tuple
 
 import jax
 import numpy as np
@@ -20,30 +19,47 @@ class EvalContext:
   handle: DatasetHandle
   data_config: Any
   batch_size: int = 256
+  workdir: Optional[str] = None  # where evaluators may write artifacts (galleries, ...)
 
 
-@functools.lru_cache(maxsize=None)
-def _jitted(model, method: str, mesh):
-  # Replicated outputs: every process (multi-host) can fetch the embeddings it needs.
-  return jax.jit(lambda params, x: model.apply({"params": params}, x, method=method),
-                 out_shardings=mesh_lib.replicated(mesh))
+_JIT_CACHE: Dict[Tuple[Hashable, Any], Callable] = {}
 
 
-def embed(ctx: EvalContext, params, method: str, x: np.ndarray) -> np.ndarray:
-  """Runs `model.<method>` over x in batches sharded across the data axes."""
+def _jitted(key: Hashable, fn: Callable, mesh):
+  """One compiled program per (key, mesh): evaluators rebuild `fn` closures every call."""
+  if (key, mesh) not in _JIT_CACHE:
+    # Replicated outputs: every process (multi-host) can fetch the results it needs.
+    _JIT_CACHE[(key, mesh)] = jax.jit(fn, out_shardings=mesh_lib.replicated(mesh))
+  return _JIT_CACHE[(key, mesh)]
+
+
+def run_batched(ctx: EvalContext, key: Hashable, fn: Callable, params, x: np.ndarray,
+                pad_value=0) -> np.ndarray:
+  """Runs jitted `fn(params, batch)` over x in fixed batches sharded across the data axes.
+
+  `key` identifies fn for the compile cache: everything fn's result depends on besides
+  its arguments (the model, the method, the decoding config).
+  """
   n = x.shape[0]
   if n == 0:
-    raise ValueError(f"nothing to embed for {method}")
+    raise ValueError(f"nothing to run {key} on")
   per = mesh_lib.batch_axis_size(ctx.mesh)
   bs = max(per, (min(ctx.batch_size, n) + per - 1) // per * per)
-  fn = _jitted(ctx.model, method, ctx.mesh)
+  jitted = _jitted((ctx.model, key), fn, ctx.mesh)
   outs = []
   with jax.set_mesh(ctx.mesh):
     for start in range(0, n, bs):
       chunk = x[start:start + bs]
       pad = bs - chunk.shape[0]
       if pad:
-        chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)])
+        chunk = np.concatenate([chunk, np.full((pad,) + chunk.shape[1:], pad_value, chunk.dtype)])
       arr = jax.device_put(chunk, mesh_lib.batch_sharding(ctx.mesh, chunk.ndim))
-      outs.append(np.asarray(jax.device_get(fn(params, arr)))[:bs - pad])
+      outs.append(np.asarray(jax.device_get(jitted(params, arr)))[:bs - pad])
   return np.concatenate(outs)
+
+
+def embed(ctx: EvalContext, params, method: str, x: np.ndarray) -> np.ndarray:
+  """Runs `model.<method>` over x in batches sharded across the data axes."""
+  model = ctx.model
+  return run_batched(ctx, ("embed", method),
+                     lambda p, b: model.apply({"params": p}, b, method=method), params, x)

@@ -86,8 +86,14 @@ def layer_norm(dtype, param_dtype, name=None):
 
 
 class Attention(nn.Module):
-  """Multi-head attention on `jax.nn.dot_product_attention` (cuDNN flash on GPU)."""
+  """Multi-head attention on `jax.nn.dot_product_attention` (cuDNN flash on GPU).
+
+  With `decode=True` the keys and values of every call are appended to a KV cache
+  (collection "cache") so autoregressive decoding computes each position once. The
+  first call, made with the full target length, only creates the cache.
+  """
   num_heads: int
+  decode: bool = False
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -98,14 +104,34 @@ class Attention(nn.Module):
     proj = lambda name: DenseGeneral(  # noqa: E731
         (self.num_heads, head_dim), ("embed",), ("heads", "kv"),
         dtype=self.dtype, param_dtype=self.param_dtype, name=name)
-    q = constrain(proj("query")(x_q), ("act_batch", "act_len", "act_heads", "act_kv"))
-    k = constrain(proj("key")(x_kv), ("act_batch", "act_len", "act_heads", "act_kv"))
-    v = constrain(proj("value")(x_kv), ("act_batch", "act_len", "act_heads", "act_kv"))
+    heads = ("act_batch", "act_len", "act_heads", "act_kv")
+    q = constrain(proj("query")(x_q), heads)
+    k = constrain(proj("key")(x_kv), heads)
+    v = constrain(proj("value")(x_kv), heads)
+    if self.decode:
+      k, v, cache_mask = self._cached(k, v)
+      if cache_mask is not None:  # the cache's own causal mask replaces is_causal
+        mask, is_causal = cache_mask if mask is None else (mask & cache_mask), False
     out = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=is_causal)
-    out = constrain(out, ("act_batch", "act_len", "act_heads", "act_kv"))
+    out = constrain(out, heads)
     out = DenseGeneral((width,), ("heads", "kv"), ("embed",), num_in=2,
                        dtype=self.dtype, param_dtype=self.param_dtype, name="out")(out)
     return constrain(out, ACT)
+
+  def _cached(self, k, v):
+    initialized = self.has_variable("cache", "cached_key")
+    cached_k = self.variable("cache", "cached_key", jnp.zeros, k.shape, k.dtype)
+    cached_v = self.variable("cache", "cached_value", jnp.zeros, v.shape, v.dtype)
+    index = self.variable("cache", "cache_index", lambda: jnp.zeros((), jnp.int32))
+    if not initialized:
+      return k, v, None
+    start, q_len, max_len = index.value, k.shape[1], cached_k.value.shape[1]
+    cached_k.value = jax.lax.dynamic_update_slice(cached_k.value, k, (0, start, 0, 0))
+    cached_v.value = jax.lax.dynamic_update_slice(cached_v.value, v, (0, start, 0, 0))
+    index.value = start + q_len
+    # Query i sits at absolute position start + i and sees keys at positions <= its own.
+    visible = jnp.arange(max_len)[None, :] <= (start + jnp.arange(q_len))[:, None]
+    return cached_k.value, cached_v.value, visible[None, None]
 
 
 class Mlp(nn.Module):
@@ -123,18 +149,28 @@ class Mlp(nn.Module):
 
 
 class Block(nn.Module):
-  """Pre-LayerNorm transformer block; the (carry, out) signature lets nn.scan stack it."""
+  """Pre-LayerNorm transformer block; the (carry, out) signature lets nn.scan stack it.
+
+  `cross_attention` adds a cross-attention sublayer to `memory` (decoder blocks);
+  `decode` turns on the self-attention KV cache.
+  """
   num_heads: int
   mlp_dim: int
   is_causal: bool = False
+  cross_attention: bool = False
+  decode: bool = False
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x, mask=None):
+  def __call__(self, x, mask=None, memory=None):
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     y = layer_norm(name="ln_attn", **kw)(x)
-    x = x + Attention(self.num_heads, name="attn", **kw)(y, y, mask, self.is_causal)
+    x = x + Attention(self.num_heads, decode=self.decode, name="attn", **kw)(
+        y, y, mask, self.is_causal)
+    if self.cross_attention:
+      y = layer_norm(name="ln_cross", **kw)(x)
+      x = x + Attention(self.num_heads, name="cross_attn", **kw)(y, memory)
     y = layer_norm(name="ln_mlp", **kw)(x)
     x = x + Mlp(self.mlp_dim, name="mlp", **kw)(y)
     return constrain(x, ACT), None
@@ -158,28 +194,31 @@ class Encoder(nn.Module):
   num_heads: int
   mlp_dim: int
   is_causal: bool = False
+  cross_attention: bool = False
+  decode: bool = False
   scan: bool = False
   remat: str = "none"
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x, mask=None):
+  def __call__(self, x, mask=None, memory=None):
     if self.remat not in REMAT_POLICIES:
       raise ValueError(f"unknown remat policy {self.remat!r}; known: {sorted(REMAT_POLICIES)}")
     block = Block
     if self.remat != "none":
       block = nn.remat(Block, policy=REMAT_POLICIES[self.remat], prevent_cse=not self.scan)
     kw = dict(num_heads=self.num_heads, mlp_dim=self.mlp_dim, is_causal=self.is_causal,
+              cross_attention=self.cross_attention, decode=self.decode,
               dtype=self.dtype, param_dtype=self.param_dtype)
     if self.scan:
-      stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
-                      in_axes=nn.broadcast, length=self.depth,
+      stack = nn.scan(block, variable_axes={"params": 0, "cache": 0},
+                      split_rngs={"params": True}, in_axes=nn.broadcast, length=self.depth,
                       metadata_params={nn.PARTITION_NAME: "layers"})
-      x, _ = stack(name="layers", **kw)(x, mask)
+      x, _ = stack(name="layers", **kw)(x, mask, memory)
     else:
       for i in range(self.depth):
-        x, _ = block(name=f"layer_{i}", **kw)(x, mask)
+        x, _ = block(name=f"layer_{i}", **kw)(x, mask, memory)
     return layer_norm(self.dtype, self.param_dtype, name="ln_final")(x)
 
 

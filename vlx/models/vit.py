@@ -76,7 +76,7 @@ class ViT(nn.Module):
   depth: int = 12
   num_heads: int = 12
   mlp_ratio: float = 4.0
-  pool: str = "gap"          # cls | gap | map
+  pool: str = "gap"          # cls | gap | map | none (tokens only, pooled is None)
   stem: str = "patch"        # patch | conv
   posemb: str = "learn"      # learn | sincos2d
   scan: bool = False
@@ -116,4 +116,6 @@ class ViT(nn.Module):
       return x.mean(axis=1), x
     if self.pool == "map":
       return layers.MapHead(self.num_heads, mlp_dim, name="map_head", **kw)(x), x
-    raise ValueError(f"unknown ViT pool {self.pool!r}; known: cls, gap, map")
+    if self.pool == "none":
+      return None, x
+    raise ValueError(f"unknown ViT pool {self.pool!r}; known: cls, gap, map, none")

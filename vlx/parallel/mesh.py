@@ -29,6 +29,7 @@ DEFAULT_RULES = (
     ("kv", None),
     ("vocab", "tensor"),
     ("joint", "tensor"),
+    ("memory", None),
     ("patch", None),
     ("pos", None),
     ("norm", None),

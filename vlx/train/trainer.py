@@ -43,6 +43,13 @@ def _hashable(x):
   return x
 
 
+def fit_vocab(config, handle):
+  """The text vocabulary holds at least every id the dataset's tokenizer can emit."""
+  with config.unlocked():
+    if config.model.get("text") is not None and "vocab_size" in config.model.text:
+      config.model.text.vocab_size = max(config.model.text.vocab_size, handle.tokenizer.vocab_size)
+
+
 def build_model(config):
   kwargs = {k: _hashable(v) for k, v in config.model.items()}
   name = kwargs.pop("name")
@@ -118,9 +125,9 @@ def _flops(compiled, num_devices: int) -> float:
     return 0.0
 
 
-def build_evaluators(config, model, mesh, handle):
+def build_evaluators(config, model, mesh, handle, workdir=None):
   ctx = EvalContext(model=model, mesh=mesh, handle=handle, data_config=config.data,
-                    batch_size=config.get("eval_batch_size", 256))
+                    batch_size=config.get("eval_batch_size", 256), workdir=workdir)
   evals = {}
   for name, ecfg in config.evals.items():
     kwargs = dict(ecfg)
@@ -166,9 +173,7 @@ def train(config, workdir: str, mode: str = "train") -> Dict[str, float]:
 
   # ---- Input --------------------------------------------------------------
   handle = sources.load_dataset(config.data)
-  with config.unlocked():
-    if config.model.get("text") is not None and "vocab_size" in config.model.text:
-      config.model.text.vocab_size = max(config.model.text.vocab_size, handle.tokenizer.vocab_size)
+  fit_vocab(config, handle)
   local_batch = config.batch_size // jax.process_count()
   data_iter = pipeline.TrainIterator(
       handle, config.data.train_split, config.data.pp_train, local_batch,
@@ -204,7 +209,7 @@ def train(config, workdir: str, mode: str = "train") -> Dict[str, float]:
     writer = MetricsWriter(workdir, resume_step=None, filename="eval_metrics.jsonl",
                            tensorboard=False)
     try:
-      return run_evals(build_evaluators(config, model, mesh, handle), state.params, start_step,
+      return run_evals(build_evaluators(config, model, mesh, handle, workdir), state.params, start_step,
                        writer)
     finally:
       ckpt.close()
@@ -231,7 +236,7 @@ def train(config, workdir: str, mode: str = "train") -> Dict[str, float]:
   if start_step == 0:
     writer.write(0, {f"compile/{k}": v for k, v in memory.items()} | {
         "model/num_params": num_params})
-  evals = build_evaluators(config, model, mesh, handle)
+  evals = build_evaluators(config, model, mesh, handle, workdir)
 
   # ---- Loop ------------------------------------------------------------------
   def check_finite(state):

@@ -1,0 +1,170 @@
+"""CoCa (Yu et al. 2022): one model, a contrastive and a captioning loss, one forward pass.
+
+Image: ViT tokens -> two attentional poolers, one query for the contrastive embedding
+and `caption_queries` queries as the decoder's memory. Text: `[BOS] + caption` through
+causal *unimodal* layers (the EOS position gives the text embedding), then causal
+*multimodal* layers that cross-attend to the image memory and predict the caption.
+The plain captioner (encoder-decoder, captioning loss only) is this model with the
+contrastive weight at zero.
+
+Decoding protocol (vlx/decode.py relies on it): `image_memory(image)` once, then
+`decode_tokens(tokens, memory)` with `decode=True` and a mutable "cache" collection,
+one position per call; without the cache, `decode_tokens` on the whole prefix.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vlx import registry
+from vlx.models import layers
+from vlx.models.text import pool_tokens
+from vlx.models.two_tower import DTYPES, l2_normalize
+from vlx.models.vit import ViT
+
+
+class CaptionDecoder(nn.Module):
+  """Token embedding, unimodal causal layers, multimodal causal + cross-attention layers."""
+  vocab_size: int = 32_000
+  max_len: int = 77            # caption tokens; the decoder sees max_len + 1 with BOS
+  width: int = 512
+  num_heads: int = 8
+  mlp_ratio: float = 4.0
+  unimodal_depth: int = 6
+  multimodal_depth: int = 6
+  scan: bool = False
+  remat: str = "none"
+  decode: bool = False
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  def setup(self):
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    self.token_embedding = self.param(
+        "token_embedding", layers.boxed(nn.initializers.normal(0.02), ("vocab", "embed")),
+        (self.vocab_size, self.width), self.param_dtype)
+    self.pos_embedding = self.param(
+        "pos_embedding", layers.boxed(nn.initializers.normal(0.01), (None, "pos", "embed")),
+        (1, self.max_len + 1, self.width), self.param_dtype)
+    mlp_dim = int(self.width * self.mlp_ratio)
+    stack = dict(num_heads=self.num_heads, mlp_dim=mlp_dim, is_causal=True, scan=self.scan,
+                 remat=self.remat, decode=self.decode, **kw)
+    self.unimodal = layers.Encoder(self.unimodal_depth, name="unimodal", **stack)
+    self.multimodal = layers.Encoder(self.multimodal_depth, cross_attention=True,
+                                     name="multimodal", **stack)
+    self.head = layers.dense(self.vocab_size, "embed", "vocab", name="head", **kw)
+    if self.decode:  # the next position to write; the first call only creates it
+      self.cache_ready = self.has_variable("cache", "position")
+      self.position = self.variable("cache", "position", lambda: jnp.zeros((), jnp.int32))
+
+  def _embed(self, tokens):
+    x = jnp.take(self.token_embedding.astype(self.dtype), tokens, axis=0)
+    q_len = tokens.shape[1]
+    if q_len > self.max_len + 1:
+      raise ValueError(f"decoder input length {q_len} exceeds max_len + 1 = {self.max_len + 1}")
+    if self.decode and self.cache_ready:
+      pos = jax.lax.dynamic_slice(self.pos_embedding, (0, self.position.value, 0),
+                                  (1, q_len, self.width))
+      self.position.value = self.position.value + q_len
+    else:
+      pos = self.pos_embedding[:, :q_len]
+    return layers.constrain(x + pos.astype(self.dtype), layers.ACT)
+
+  def text_states(self, tokens_in):
+    """Unimodal hidden states of the decoder input [BOS, t0, ...]: [B, L, width]."""
+    return self.unimodal(self._embed(tokens_in))
+
+  def logits(self, states, memory):
+    return self.head(self.multimodal(states, None, memory)).astype(jnp.float32)
+
+  def __call__(self, tokens_in, memory):
+    return self.logits(self.text_states(tokens_in), memory)
+
+
+@registry.MODELS.register("coca")
+class CoCa(nn.Module):
+  image: Any                     # ViT kwargs (its own pool is unused: CoCa pools by attention)
+  text: Any                      # CaptionDecoder kwargs (+ eos_id, bos_id)
+  embed_dim: int = 512
+  caption_queries: int = 64
+  temperature_init: float = 1 / 0.07
+  decode: bool = False
+  dtype: str = "float32"
+
+  def setup(self):
+    dtype = DTYPES[self.dtype]
+    kw = dict(dtype=dtype, param_dtype=jnp.float32)
+    image = dict(self.image, pool="none")
+    text = dict(self.text)
+    self.eos_id = int(text.pop("eos_id", 2))
+    self.bos_id = int(text.pop("bos_id", self.eos_id))
+    self.img_tower = ViT(**image, name="img", **kw)
+    width, heads = int(image["width"]), int(image["num_heads"])
+    mlp_dim = int(width * image.get("mlp_ratio", 4.0))
+    self.contrastive_pool = layers.MapHead(heads, mlp_dim, num_queries=1,
+                                           name="contrastive_pool", **kw)
+    self.caption_pool = layers.MapHead(heads, mlp_dim, num_queries=self.caption_queries,
+                                       name="caption_pool", **kw)
+    # Output axis "memory" (unsharded by default): with it on "tensor", XLA's CPU SPMD
+    # partitioner computed wrong image-tower gradients on a data x fsdp x tensor = 2x2x2
+    # mesh (every single-axis and two-axis mesh was exact); tests/test_sharding_equivalence.
+    self.memory_proj = layers.dense(int(text["width"]), "embed", "memory", name="memory_proj",
+                                    **kw)
+    self.txt = CaptionDecoder(**text, decode=self.decode, name="txt", **kw)
+    init = nn.initializers.xavier_uniform()
+    self.img_proj = layers.dense(self.embed_dim, "embed", "joint", use_bias=False,
+                                 kernel_init=init, name="img_proj", **kw)
+    self.txt_proj = layers.dense(self.embed_dim, "embed", "joint", use_bias=False,
+                                 kernel_init=init, name="txt_proj", **kw)
+    self.logit_scale = self.param(
+        "logit_scale", layers.boxed(nn.initializers.constant(np.log(self.temperature_init)), ()),
+        (), jnp.float32)
+
+  # ---- image ---------------------------------------------------------------------------
+  def _image_tokens(self, image):
+    return self.img_tower(image)[1]
+
+  def encode_image(self, image):
+    return l2_normalize(self.img_proj(self.contrastive_pool(self._image_tokens(image))))
+
+  def _memory(self, tokens):
+    pooled = self.caption_pool(tokens)
+    return self.memory_proj(pooled[:, None] if pooled.ndim == 2 else pooled)
+
+  def image_memory(self, image):
+    """The caption decoder's memory: [B, caption_queries, text width]."""
+    return self._memory(self._image_tokens(image))
+
+  # ---- text ----------------------------------------------------------------------------
+  def _text_embedding(self, states, text):
+    # states[:, 1:] are aligned with text (states[:, 0] is BOS); pool at the caption's EOS.
+    return l2_normalize(self.txt_proj(pool_tokens(states[:, 1:], text, "eot", self.eos_id)))
+
+  def _decoder_input(self, text):
+    return jnp.concatenate([jnp.full_like(text[:, :1], self.bos_id), text], axis=1)
+
+  def encode_text(self, text):
+    return self._text_embedding(self.txt.text_states(self._decoder_input(text)), text)
+
+  def decode_tokens(self, tokens, memory):
+    """Decoder logits [B, L, vocab] for input tokens [B, L] (BOS first)."""
+    return self.txt(tokens, memory)
+
+  def __call__(self, batch, train: bool = True):
+    del train
+    image, text = batch["image"], batch["text"]
+    tokens = self._image_tokens(image)
+    img_emb = l2_normalize(self.img_proj(self.contrastive_pool(tokens)))
+    memory = self._memory(tokens)
+    # One unimodal pass over [BOS] + caption serves both losses: the EOS state embeds
+    # the text, states 0..L-1 ([BOS, t0 .. t_{L-2}]) predict t0 .. t_{L-1}.
+    states = self.txt.text_states(self._decoder_input(text))
+    return {"img_emb": img_emb,
+            "txt_emb": self._text_embedding(states, text),
+            "logit_scale": self.logit_scale,
+            "caption_logits": self.txt.logits(states[:, :-1], memory)}
