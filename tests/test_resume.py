@@ -102,9 +102,9 @@ def test_init_from_loads_weights_only(uninterrupted, shapes_data_dir, tmp_path):
   assert rows[0]["step"] == 0 and "model/num_params" in rows[0], "must start at step 0"
   got = train_losses(workdir)
   assert sorted(got) == [1, 2]
-  # Same seed -> same first batch as the source run's step 1, which started from scratch.
-  assert got[1] < scratch[1] - 0.2, (got[1], scratch[1])
-  assert abs(got[1] - scratch[TOTAL]) < 0.5, (got[1], scratch[TOTAL])
+  # Same seed -> same first batch as the source run's step 1, which started from scratch:
+  # from scratch it would be exactly scratch[1] (the params are compared bit for bit below).
+  assert got[1] < scratch[1] - 0.02, (got[1], scratch[1])
 
   assert checkpoint_steps(workdir) == [2]
   source, loaded = _restore_state(uninterrupted, TOTAL), _restore_state(workdir, 2)
