@@ -21,6 +21,11 @@ INSTALL_REQUIRES = [
     "tqdm",
     "tensorboardX>=2.6",
     "pycocoevalcap>=1.2,<1.3",  # COCO caption metrics (BLEU, ROUGE-L, CIDEr, METEOR)
+    # Imported checkpoints (vlx.convert, vlx.pretrained): safetensors without torch, and the
+    # CLIP tokenizer's Unicode classes (regex) and open_clip's text cleaning (ftfy).
+    "safetensors>=0.4",
+    "regex>=2023.0",
+    "ftfy>=6.1",
 ]
 
 setup(
@@ -31,7 +36,12 @@ setup(
     python_requires=">=3.11",
     install_requires=INSTALL_REQUIRES,
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3"],
+        "test": ["pytest>=8", "pytest-xdist>=3", "nbclient>=0.10", "nbformat>=5.10",
+                 "ipykernel>=6.29", "matplotlib>=3.8", "scikit-image>=0.22"],
+        # Reading .pt/.bin checkpoints, and the parity tests against the reference models
+        # (.ci/run pins torch==2.14.1 torchvision==0.29.1, the pair tested here).
+        "torch": ["torch>=2.4", "torchvision>=0.19", "transformers>=5.0,<6",
+                  "open_clip_torch>=3.0,<4"],
         # Preparing real TFDS datasets such as coco_captions needs TensorFlow.
         "tf": ["tensorflow>=2.18"],
         "plot": ["matplotlib>=3.8"],

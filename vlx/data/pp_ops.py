@@ -67,6 +67,22 @@ def resize(handle, size: int):
   return fn
 
 
+@registry.PP_OPS.register("preprocess_image")
+def preprocess_image(handle, resize: int, resize_mode: str = "shortest", crop=None,
+                     mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), resample: str = "bicubic",
+                     crop_rounding: str = "floor"):
+  """Resize, crop and normalize exactly as an imported checkpoint expects (`vlx.pretrained`)."""
+  del handle
+  from vlx.data import image_ops  # pylint: disable=g-import-not-at-top
+
+  def fn(ex, rng):
+    del rng
+    ex["image"] = image_ops.preprocess(ex["image"], resize, resize_mode, crop, mean, std,
+                                       resample, crop_rounding)
+    return ex
+  return fn
+
+
 @registry.PP_OPS.register("value_range")
 def value_range(handle, lo: float = -1.0, hi: float = 1.0):
   del handle

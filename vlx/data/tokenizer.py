@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import io
 import os
-from typing import Iterable, Sequence
+import re
+from typing import Any, Iterable, List, Sequence
 
 import numpy as np
 import sentencepiece as spm
@@ -64,3 +65,112 @@ class Tokenizer:
       row = row[:row.index(EOS_ID)] if EOS_ID in row else row
       rows.append(self.sp.decode([t for t in row if t != PAD_ID]))
     return rows
+
+
+class SiglipTokenizer:
+  """SigLIP's sentencepiece tokenizer, id for id with Hugging Face's `SiglipTokenizer`.
+
+  The reference lowercases, drops ASCII punctuation and collapses whitespace before the
+  sentencepiece model sees the text, splits special tokens out first, appends `</s>` and
+  pads with `</s>` to a fixed length (the text tower reads the last position).
+  """
+
+  def __init__(self, path: str, lower: bool = True):
+    import string  # pylint: disable=g-import-not-at-top
+    if not os.path.exists(path):
+      raise FileNotFoundError(f"no sentencepiece model at {path}")
+    self.path = path
+    self.sp = spm.SentencePieceProcessor(model_file=path)
+    self.lower = lower
+    self._punct = str.maketrans("", "", string.punctuation)
+    self.unk, self.eos = "<unk>", "</s>"
+    self.eos_id = self.sp.piece_to_id(self.eos)
+    self.pad_id = self.eos_id
+    self._specials = [self.eos, self.unk]
+    self._unk_len = len(self.sp.encode(self.unk, out_type=str))
+
+  @property
+  def vocab_size(self) -> int:
+    return self.sp.get_piece_size()
+
+  def _canonicalize(self, text: str) -> str:
+    text = text.lower() if self.lower else text
+    return re.sub(r"\s+", " ", text.translate(self._punct)).strip()
+
+  def _split_specials(self, text: str) -> List[str]:
+    """Special tokens become their own chunks; whitespace next to them is dropped."""
+    pattern = "(" + "|".join(re.escape(s) for s in self._specials) + ")"
+    parts = re.split(pattern, text)
+    out = []
+    for i, part in enumerate(parts):
+      if part in self._specials:
+        out.append(part)
+        continue
+      if i + 1 < len(parts) and parts[i + 1] in self._specials:
+        part = part.rstrip()
+      if i > 0 and parts[i - 1] in self._specials:
+        part = part.lstrip()
+      if part:
+        out.append(part)
+    return out
+
+  def encode_one(self, text: str) -> List[int]:
+    pieces = []
+    for chunk in self._split_specials("\u2581" + text.replace("\u2581", " ")):
+      if chunk in self._specials:
+        pieces.append(chunk)
+      else:
+        encoded = self.sp.encode(self.unk + self._canonicalize(chunk), out_type=str)
+        pieces.extend(encoded[self._unk_len:] if len(encoded) >= self._unk_len else encoded)
+    if len(pieces) > 1 and pieces[0] == "\u2581" and pieces[1] in self._specials:
+      pieces = pieces[1:]
+    return [self.sp.piece_to_id(p) for p in pieces]
+
+  def encode(self, texts: Sequence[str], max_len: int = 64) -> np.ndarray:
+    out = np.full((len(texts), max_len), self.pad_id, np.int32)
+    for i, text in enumerate(texts):
+      ids = self.encode_one(text)[:max_len - 1]
+      if not ids or ids[-1] != self.eos_id:
+        ids = ids + [self.eos_id]
+      out[i, :len(ids)] = ids
+    return out
+
+  def decode(self, ids) -> list:
+    rows = []
+    for row in np.asarray(ids).tolist():
+      row = row[:row.index(self.eos_id)] if self.eos_id in row else row
+      rows.append(self.sp.decode(row))
+    return rows
+
+
+def load_tokenizer(spec) -> Any:
+  """A tokenizer from a spec dict: {"type": "sentencepiece" | "siglip" | "clip_bpe", ...}.
+
+  `clip_bpe` takes `dir` (vocab.json + merges.txt or tokenizer.json) or `bpe` (OpenAI's
+  merges file as open_clip ships it), and `normalization` ("hf" or "open_clip").
+  """
+  tok = _build_tokenizer(dict(spec))
+  tok.source_spec = dict(spec)  # export copies the tokenizer's files from here
+  return tok
+
+
+def _build_tokenizer(spec):
+  from vlx.data import clip_bpe  # pylint: disable=g-import-not-at-top
+  kind = spec.pop("type")
+  if kind == "sentencepiece":
+    return Tokenizer(spec["path"])
+  if kind == "siglip":
+    return SiglipTokenizer(spec["path"], lower=spec.get("lower", True))
+  if kind == "clip_bpe":
+    if spec.get("dir"):
+      vocab, merges = clip_bpe.read_hf_vocab(spec["dir"])
+    else:
+      bpe = spec.get("bpe") or clip_bpe.find_open_clip_bpe()
+      if not bpe:
+        raise FileNotFoundError(
+            "an open_clip tokenizer needs OpenAI's bpe_simple_vocab_16e6.txt.gz: install "
+            "open_clip_torch or give its path as the tokenizer's `bpe`")
+      vocab, merges = clip_bpe.open_clip_vocab(bpe)
+    return clip_bpe.ClipBpeTokenizer(vocab, merges, spec.get("normalization", "hf"),
+                                     spec.get("pad_id"))
+  raise ValueError(f"unknown tokenizer type {kind!r}; known: clip_bpe, sentencepiece, siglip")

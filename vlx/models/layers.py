@@ -78,9 +78,9 @@ def dense(features: int, in_name: str, out_name: str, dtype, param_dtype, **kw):
                       param_dtype=param_dtype, **kw)
 
 
-def layer_norm(dtype, param_dtype, name=None):
+def layer_norm(dtype, param_dtype, name=None, eps: float = 1e-6):
   return nn.LayerNorm(
-      epsilon=1e-6, dtype=dtype, param_dtype=param_dtype, name=name,
+      epsilon=eps, dtype=dtype, param_dtype=param_dtype, name=name,
       scale_init=boxed(nn.initializers.ones, ("norm",)),
       bias_init=boxed(nn.initializers.zeros, ("norm",)))
 
@@ -134,8 +134,29 @@ class Attention(nn.Module):
     return cached_k.value, cached_v.value, visible[None, None]
 
 
+def quick_gelu(x):
+  """OpenAI CLIP's sigmoid approximation of GELU (its checkpoints were trained with it)."""
+  return x * jax.nn.sigmoid(1.702 * x)
+
+
+# MLP activations by name; imported checkpoints pick the one they were trained with.
+ACTIVATIONS = {
+    "gelu_tanh": lambda x: nn.gelu(x, approximate=True),  # SigLIP, big_vision
+    "gelu": lambda x: nn.gelu(x, approximate=False),      # open_clip, HF "gelu" (erf)
+    "quick_gelu": quick_gelu,                             # OpenAI CLIP
+    "relu": nn.relu,
+}
+
+
+def activation(name: str):
+  if name not in ACTIVATIONS:
+    raise ValueError(f"unknown activation {name!r}; known: {sorted(ACTIVATIONS)}")
+  return ACTIVATIONS[name]
+
+
 class Mlp(nn.Module):
   mlp_dim: int
+  act: str = "gelu_tanh"
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -143,7 +164,7 @@ class Mlp(nn.Module):
   def __call__(self, x):
     width = x.shape[-1]
     h = dense(self.mlp_dim, "embed", "mlp", self.dtype, self.param_dtype, name="fc1")(x)
-    h = constrain(nn.gelu(h), ("act_batch", "act_len", "act_mlp"))
+    h = constrain(activation(self.act)(h), ("act_batch", "act_len", "act_mlp"))
     return constrain(
         dense(width, "mlp", "embed", self.dtype, self.param_dtype, name="fc2")(h), ACT)
 
@@ -159,20 +180,22 @@ class Block(nn.Module):
   is_causal: bool = False
   cross_attention: bool = False
   decode: bool = False
+  ln_eps: float = 1e-6
+  act: str = "gelu_tanh"
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x, mask=None, memory=None):
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    y = layer_norm(name="ln_attn", **kw)(x)
+    y = layer_norm(name="ln_attn", eps=self.ln_eps, **kw)(x)
     x = x + Attention(self.num_heads, decode=self.decode, name="attn", **kw)(
         y, y, mask, self.is_causal)
     if self.cross_attention:
-      y = layer_norm(name="ln_cross", **kw)(x)
+      y = layer_norm(name="ln_cross", eps=self.ln_eps, **kw)(x)
       x = x + Attention(self.num_heads, name="cross_attn", **kw)(y, memory)
-    y = layer_norm(name="ln_mlp", **kw)(x)
-    x = x + Mlp(self.mlp_dim, name="mlp", **kw)(y)
+    y = layer_norm(name="ln_mlp", eps=self.ln_eps, **kw)(x)
+    x = x + Mlp(self.mlp_dim, act=self.act, name="mlp", **kw)(y)
     return constrain(x, ACT), None
 
 
@@ -198,6 +221,8 @@ class Encoder(nn.Module):
   decode: bool = False
   scan: bool = False
   remat: str = "none"
+  ln_eps: float = 1e-6
+  act: str = "gelu_tanh"
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -210,7 +235,7 @@ class Encoder(nn.Module):
       block = nn.remat(Block, policy=REMAT_POLICIES[self.remat], prevent_cse=not self.scan)
     kw = dict(num_heads=self.num_heads, mlp_dim=self.mlp_dim, is_causal=self.is_causal,
               cross_attention=self.cross_attention, decode=self.decode,
-              dtype=self.dtype, param_dtype=self.param_dtype)
+              ln_eps=self.ln_eps, act=self.act, dtype=self.dtype, param_dtype=self.param_dtype)
     if self.scan:
       stack = nn.scan(block, variable_axes={"params": 0, "cache": 0},
                       split_rngs={"params": True}, in_axes=nn.broadcast, length=self.depth,
@@ -219,7 +244,7 @@ class Encoder(nn.Module):
     else:
       for i in range(self.depth):
         x, _ = block(name=f"layer_{i}", **kw)(x, mask, memory)
-    return layer_norm(self.dtype, self.param_dtype, name="ln_final")(x)
+    return layer_norm(self.dtype, self.param_dtype, name="ln_final", eps=self.ln_eps)(x)
 
 
 class MapHead(nn.Module):
@@ -227,6 +252,8 @@ class MapHead(nn.Module):
   num_heads: int
   mlp_dim: int
   num_queries: int = 1
+  ln_eps: float = 1e-6
+  act: str = "gelu_tanh"
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -238,5 +265,6 @@ class MapHead(nn.Module):
     q = jnp.broadcast_to(probe.astype(self.dtype), (x.shape[0],) + probe.shape)
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     y = Attention(self.num_heads, name="attn", **kw)(q, x)
-    y = y + Mlp(self.mlp_dim, name="mlp", **kw)(layer_norm(name="ln", **kw)(y))
+    y = y + Mlp(self.mlp_dim, act=self.act, name="mlp", **kw)(
+        layer_norm(name="ln", eps=self.ln_eps, **kw)(y))
     return y[:, 0] if self.num_queries == 1 else y

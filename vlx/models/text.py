@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -26,10 +26,14 @@ def pool_tokens(x, tokens, how: str, eos_id: int):
     # First EOS; falls back to the last real token when a caption was truncated.
     idx = jnp.where(is_eos.any(-1), jnp.argmax(is_eos, -1), jnp.maximum(length - 1, 0))
     return jnp.take_along_axis(x, idx[:, None, None], axis=1)[:, 0]
+  if how == "final":  # the last position, padding or not (SigLIP pads to a fixed length)
+    return x[:, -1]
+  if how == "argmax":  # the highest id (OpenAI CLIP: EOT is the last id of its vocabulary)
+    return jnp.take_along_axis(x, jnp.argmax(tokens, -1)[:, None, None], axis=1)[:, 0]
   if how == "mean":
     w = valid[..., None].astype(x.dtype)
     return (x * w).sum(1) / jnp.maximum(w.sum(1), 1.)
-  raise ValueError(f"unknown text pooling {how!r}; known: eot, first, last, mean")
+  raise ValueError(f"unknown text pooling {how!r}; known: argmax, eot, final, first, last, mean")
 
 
 class TextTransformer(nn.Module):
@@ -45,6 +49,11 @@ class TextTransformer(nn.Module):
   eos_id: int = 2
   scan: bool = False
   remat: str = "none"
+  # Imported checkpoints: CLIP's id 0 is a real token ('!'), SigLIP attends to its padding.
+  mask_padding: bool = True
+  mlp_dim: Optional[int] = None  # overrides mlp_ratio (checkpoints give the exact size)
+  ln_eps: float = 1e-6
+  act: str = "gelu_tanh"
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
@@ -63,8 +72,8 @@ class TextTransformer(nn.Module):
         self.dtype)
     x = layers.constrain(x, layers.ACT)
     # Keys that are padding are masked; with a causal mask, real tokens never see padding anyway.
-    mask = (tokens != PAD_ID)[:, None, None, :]
-    x = layers.Encoder(self.depth, self.num_heads, int(self.width * self.mlp_ratio),
+    mask = (tokens != PAD_ID)[:, None, None, :] if self.mask_padding else None
+    x = layers.Encoder(self.depth, self.num_heads, self.mlp_dim or int(self.width * self.mlp_ratio),
                        is_causal=self.causal, scan=self.scan, remat=self.remat,
-                       name="encoder", **kw)(x, mask)
+                       ln_eps=self.ln_eps, act=self.act, name="encoder", **kw)(x, mask)
     return pool_tokens(x, tokens, self.pool, self.eos_id), x

@@ -35,19 +35,27 @@ class TwoTower(nn.Module):
   embed_dim: int = 512
   temperature_init: float = 1 / 0.07
   bias_init: Optional[float] = None
-  project: bool = True
+  # Per-tower projection into the joint space: linear | linear_bias | none (SigLIP's image
+  # tower ends in its MAP head, its text tower in a biased linear head).
+  image_projection: str = "linear"
+  text_projection: str = "linear"
   dtype: str = "float32"
+
+  def _projection(self, kind: str, name: str, dtype):
+    if kind == "none":
+      return None
+    if kind not in ("linear", "linear_bias"):
+      raise ValueError(f"{name}: unknown projection {kind!r}; known: linear, linear_bias, none")
+    return layers.dense(self.embed_dim, "embed", "joint", dtype, jnp.float32,
+                        use_bias=kind == "linear_bias",
+                        kernel_init=nn.initializers.xavier_uniform(), name=name)
 
   def setup(self):
     dtype = DTYPES[self.dtype]
     self.img_tower = ViT(**dict(self.image), dtype=dtype, name="img")
     self.txt_tower = TextTransformer(**dict(self.text), dtype=dtype, name="txt")
-    init = nn.initializers.xavier_uniform()
-    if self.project:
-      self.img_proj = layers.dense(self.embed_dim, "embed", "joint", dtype, jnp.float32,
-                                   use_bias=False, kernel_init=init, name="img_proj")
-      self.txt_proj = layers.dense(self.embed_dim, "embed", "joint", dtype, jnp.float32,
-                                   use_bias=False, kernel_init=init, name="txt_proj")
+    self.img_proj = self._projection(self.image_projection, "img_proj", dtype)
+    self.txt_proj = self._projection(self.text_projection, "txt_proj", dtype)
     self.logit_scale = self.param(
         "logit_scale", layers.boxed(nn.initializers.constant(np.log(self.temperature_init)), ()),
         (), jnp.float32)
@@ -58,13 +66,13 @@ class TwoTower(nn.Module):
 
   def encode_image(self, image):
     pooled, _ = self.img_tower(image)
-    if self.project:
+    if self.img_proj is not None:
       pooled = self.img_proj(pooled)
     return l2_normalize(pooled)
 
   def encode_text(self, text):
     pooled, _ = self.txt_tower(text)
-    if self.project:
+    if self.txt_proj is not None:
       pooled = self.txt_proj(pooled)
     return l2_normalize(pooled)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -53,6 +53,7 @@ class ConvStem(nn.Module):
 class PatchStem(nn.Module):
   width: int
   patch_size: int
+  use_bias: bool = True  # CLIP's patch convolution has none
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
@@ -65,7 +66,8 @@ class PatchStem(nn.Module):
     x = x.reshape(b, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5)
     x = x.reshape(b, (h // p) * (w // p), p * p * c)
     return layers.dense(self.width, "patch", "embed", self.dtype, self.param_dtype,
-                        kernel_init=nn.initializers.lecun_normal(), name="embedding")(x), (
+                        use_bias=self.use_bias, kernel_init=nn.initializers.lecun_normal(),
+                        name="embedding")(x), (
                             h // p, w // p)
 
 
@@ -81,17 +83,25 @@ class ViT(nn.Module):
   posemb: str = "learn"      # learn | sincos2d
   scan: bool = False
   remat: str = "none"
+  # Options that imported checkpoints need (CLIP: pre_norm, no stem bias, eps 1e-5).
+  pre_norm: bool = False
+  stem_bias: bool = True
+  mlp_dim: Optional[int] = None  # overrides mlp_ratio (checkpoints give the exact size)
+  ln_eps: float = 1e-6
+  act: str = "gelu_tanh"
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, image):
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    stems = {"patch": PatchStem, "conv": ConvStem}
-    if self.stem not in stems:
-      raise ValueError(f"unknown ViT stem {self.stem!r}; known: {sorted(stems)}")
-    x, (gh, gw) = stems[self.stem](self.width, self.patch_size, name="stem", **kw)(
-        image.astype(self.dtype))
+    if self.stem == "patch":
+      stem = PatchStem(self.width, self.patch_size, use_bias=self.stem_bias, name="stem", **kw)
+    elif self.stem == "conv":
+      stem = ConvStem(self.width, self.patch_size, name="stem", **kw)
+    else:
+      raise ValueError(f"unknown ViT stem {self.stem!r}; known: conv, patch")
+    x, (gh, gw) = stem(image.astype(self.dtype))
     if self.posemb == "learn":
       pos = self.param("pos_embedding",
                        layers.boxed(nn.initializers.normal(0.02), (None, "pos", "embed")),
@@ -106,16 +116,19 @@ class ViT(nn.Module):
                        (1, 1, self.width), self.param_dtype)
       x = jnp.concatenate([jnp.broadcast_to(cls.astype(self.dtype), (x.shape[0], 1, self.width)),
                            x], axis=1)
+    if self.pre_norm:
+      x = layers.layer_norm(name="ln_pre", eps=self.ln_eps, **kw)(x)
     x = layers.constrain(x, layers.ACT)
-    mlp_dim = int(self.width * self.mlp_ratio)
+    mlp_dim = self.mlp_dim or int(self.width * self.mlp_ratio)
     x = layers.Encoder(self.depth, self.num_heads, mlp_dim, scan=self.scan, remat=self.remat,
-                       name="encoder", **kw)(x)
+                       ln_eps=self.ln_eps, act=self.act, name="encoder", **kw)(x)
     if self.pool == "cls":
       return x[:, 0], x[:, 1:]
     if self.pool == "gap":
       return x.mean(axis=1), x
     if self.pool == "map":
-      return layers.MapHead(self.num_heads, mlp_dim, name="map_head", **kw)(x), x
+      return layers.MapHead(self.num_heads, mlp_dim, ln_eps=self.ln_eps, act=self.act,
+                            name="map_head", **kw)(x), x
     if self.pool == "none":
       return None, x
     raise ValueError(f"unknown ViT pool {self.pool!r}; known: cls, gap, map, none")

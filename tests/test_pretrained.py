@@ -1,0 +1,305 @@
+"""Importing PyTorch-ecosystem checkpoints: numerical parity with the reference models and
+tokenizers, built here with torch on CPU (random weights, small configs), saved with the
+libraries' own `save_pretrained` / state dicts, converted and compared."""
+
+import json
+import os
+import random
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="parity tests need torch: pip install -e '.[torch]'")
+transformers = pytest.importorskip("transformers", reason="parity tests need transformers")
+open_clip = pytest.importorskip("open_clip", reason="parity tests need open_clip_torch")
+
+from vlx import convert, pretrained  # noqa: E402
+from vlx.convert import mapping  # noqa: E402
+from vlx.data import clip_bpe  # noqa: E402
+from vlx.data.tokenizer import SiglipTokenizer, train_sentencepiece  # noqa: E402
+
+ATOL = 1e-4
+
+
+def strings(n=300, seed=0):
+  """Captions with punctuation, accents, other scripts, digits, emoji and odd whitespace."""
+  words = ["a", "photo", "of", "the", "Café", "naïve", "Straße", "résumé", "ÉCOLE", "東京",
+           "中文", "Москва", "ΟΔΟΣ", "don't", "it's", "we'll", "they're", "I'M", "12,345.67",
+           "3.14", "e-mail", "C++", "#hashtag", "@user", "http://x.y/z?q=1", "😀", "👍🏽",
+           "🇫🇷", "—", "…", "«quoted»", "(paren)", "[bracket]", "tab\there", "new\nline",
+           "  spaced  ", "!!!", "?!", "dog", "DOG", "Dog's", "ﬁne", "Å", "ñandú", "x²", "½"]
+  rng = random.Random(seed)
+  out = ["", "   ", "a", "!!!", "hello world", "Hello, World!"]
+  while len(out) < n:
+    out.append(" ".join(rng.choice(words) for _ in range(rng.randint(1, 12))))
+  out.append(" ".join(["long"] * 200))  # truncation
+  return out
+
+
+def _randomize(module, seed=0, std=0.05):
+  """Random weights everywhere (layer norms included), so no parameter can be mis-mapped
+  unnoticed behind an initializer's zeros or ones."""
+  g = torch.Generator().manual_seed(seed)
+  with torch.no_grad():
+    for p in module.parameters():
+      p.add_(torch.randn(p.shape, generator=g) * std)
+
+
+def _hf_clip_vocab_files(directory):
+  """vocab.json + merges.txt of OpenAI's CLIP vocabulary (from the installed open_clip)."""
+  vocab, merges = clip_bpe.open_clip_vocab(clip_bpe.find_open_clip_bpe())
+  with open(os.path.join(directory, "vocab.json"), "w", encoding="utf-8") as f:
+    json.dump(vocab, f)
+  with open(os.path.join(directory, "merges.txt"), "w", encoding="utf-8") as f:
+    f.write("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n")
+
+
+@pytest.fixture(scope="module")
+def hf_clip_dir(tmp_path_factory):
+  tmp = tmp_path_factory.mktemp("hf_clip")
+  src = tmp / "vocab"
+  src.mkdir()
+  _hf_clip_vocab_files(str(src))
+  tok = transformers.CLIPTokenizer(vocab=json.load(open(src / "vocab.json")),
+                                   merges=[tuple(l.split()) for l in open(
+                                       src / "merges.txt").read().split("\n")[1:] if l])
+  cfg = transformers.CLIPConfig(
+      text_config=dict(vocab_size=49408, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                       num_attention_heads=4, max_position_embeddings=77),
+      vision_config=dict(hidden_size=48, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, image_size=32, patch_size=8),
+      projection_dim=24)
+  torch.manual_seed(0)
+  model = transformers.CLIPModel(cfg).eval()
+  _randomize(model)
+  out = tmp / "model"
+  model.save_pretrained(out)
+  tok.save_pretrained(out)
+  return str(out), model, tok
+
+
+@pytest.fixture(scope="module")
+def siglip_spm(tmp_path_factory):
+  tmp = tmp_path_factory.mktemp("spm")
+  path = str(tmp / "spiece.model")
+  import sentencepiece as spm
+  texts = [s.lower() for s in strings(2000, seed=1)] * 3
+  spm.SentencePieceTrainer.train(
+      sentence_iterator=iter(texts), model_prefix=path[:-len(".model")], vocab_size=400,
+      model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1, hard_vocab_limit=False,
+      character_coverage=1.0, minloglevel=2)
+  return path
+
+
+@pytest.fixture(scope="module")
+def hf_siglip_dir(tmp_path_factory, siglip_spm):
+  tmp = tmp_path_factory.mktemp("hf_siglip")
+  tok = transformers.SiglipTokenizer(vocab_file=siglip_spm)
+  cfg = transformers.SiglipConfig(
+      text_config=dict(vocab_size=tok.vocab_size, hidden_size=48, intermediate_size=64,
+                       num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=64),
+      vision_config=dict(hidden_size=48, intermediate_size=80, num_hidden_layers=2,
+                         num_attention_heads=4, image_size=32, patch_size=8))
+  torch.manual_seed(0)
+  model = transformers.SiglipModel(cfg).eval()
+  _randomize(model)
+  out = tmp / "model"
+  model.save_pretrained(out)
+  tok.save_pretrained(out)
+  return str(out), model, tok
+
+
+@pytest.fixture(scope="module")
+def open_clip_dir(tmp_path_factory):
+  tmp = tmp_path_factory.mktemp("open_clip")
+  model_cfg = dict(embed_dim=24, vision_cfg=dict(image_size=32, layers=2, width=64, head_width=16,
+                                                 patch_size=8),
+                   text_cfg=dict(context_length=77, vocab_size=49408, width=32, heads=4, layers=2))
+  torch.manual_seed(0)
+  model = open_clip.CLIP(**model_cfg).eval()
+  _randomize(model)
+  from safetensors.torch import save_file
+  save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+            str(tmp / "open_clip_model.safetensors"))
+  with open(tmp / "open_clip_config.json", "w") as f:
+    json.dump({"model_cfg": model_cfg, "preprocess_cfg": {
+        "mean": [0.48145466, 0.4578275, 0.40821073], "std": [0.26862954, 0.26130258, 0.27577711]}},
+        f)
+  torch.save(model.state_dict(), str(tmp / "weights.pt"))
+  with open(tmp / "model_cfg.json", "w") as f:
+    json.dump(model_cfg, f)
+  return str(tmp), model
+
+
+def _pixels(n=3, size=32, seed=0):
+  return np.random.default_rng(seed).normal(size=(n, size, size, 3)).astype(np.float32)
+
+
+def _features(out):
+  """transformers 5 returns model outputs from get_*_features, 4 returned tensors."""
+  out = getattr(out, "pooler_output", out)
+  return torch.nn.functional.normalize(out, dim=-1).detach().numpy()
+
+
+def _nchw(x):
+  return torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
+
+
+# ---- Tokenizers ------------------------------------------------------------------------------
+
+def test_clip_bpe_matches_hf_tokenizer(hf_clip_dir):
+  directory, _, tok = hf_clip_dir
+  ours = pretrained.load(directory).tokenizer
+  texts = strings()
+  ref = tok(texts, padding="max_length", max_length=77, truncation=True)["input_ids"]
+  got = ours.encode(texts, 77)
+  bad = [t for t, r, g in zip(texts, ref, got) if list(r) != g.tolist()]
+  assert not bad, f"{len(bad)} of {len(texts)} differ, e.g. {bad[:3]}"
+
+
+def test_clip_bpe_matches_open_clip_tokenizer():
+  texts = strings()
+  ref = open_clip.get_tokenizer("ViT-B-32")(texts).numpy()
+  ours = clip_bpe.ClipBpeTokenizer(*clip_bpe.open_clip_vocab(clip_bpe.find_open_clip_bpe()),
+                                   normalization="open_clip")
+  got = ours.encode(texts, 77)
+  bad = [t for t, r, g in zip(texts, ref, got) if r.tolist() != g.tolist()]
+  assert not bad, f"{len(bad)} of {len(texts)} differ, e.g. {bad[:3]}"
+  assert ours.decode(got[4:5]) == ["hello world"]
+
+
+def test_siglip_tokenizer_matches_hf(siglip_spm):
+  texts = strings()
+  tok = transformers.SiglipTokenizer(vocab_file=siglip_spm)
+  ref = tok(texts, padding="max_length", max_length=64, truncation=True)["input_ids"]
+  got = SiglipTokenizer(siglip_spm).encode(texts, 64)
+  bad = [t for t, r, g in zip(texts, ref, got) if list(r) != g.tolist()]
+  assert not bad, f"{len(bad)} of {len(texts)} differ, e.g. {bad[:3]}"
+
+
+# ---- Models ----------------------------------------------------------------------------------
+
+def test_hf_clip_parity(hf_clip_dir):
+  directory, model, tok = hf_clip_dir
+  ours = pretrained.load(directory)
+  x = _pixels()
+  with torch.no_grad():
+    ref_img = _features(model.get_image_features(pixel_values=_nchw(x)))
+    ids = ours.tokenize(strings(8))
+    ref_txt = _features(model.get_text_features(input_ids=torch.from_numpy(ids).long()))
+  np.testing.assert_allclose(ours.encode_image(x), ref_img, atol=ATOL)
+  np.testing.assert_allclose(ours.encode_text(ids), ref_txt, atol=ATOL)
+  assert ours.logit_scale == pytest.approx(float(model.logit_scale.exp()), rel=1e-6)
+  assert ours.logit_bias is None
+
+
+def test_hf_siglip_parity(hf_siglip_dir):
+  directory, model, _ = hf_siglip_dir
+  ours = pretrained.load(directory)
+  x = _pixels()
+  ids = ours.tokenize(strings(8))
+  with torch.no_grad():
+    ref_img = _features(model.get_image_features(pixel_values=_nchw(x)))
+    ref_txt = _features(model.get_text_features(input_ids=torch.from_numpy(ids).long()))
+  np.testing.assert_allclose(ours.encode_image(x), ref_img, atol=ATOL)
+  np.testing.assert_allclose(ours.encode_text(ids), ref_txt, atol=ATOL)
+  assert ours.logit_bias == pytest.approx(float(model.logit_bias), rel=1e-6)
+  probs = ours.zero_shot(x, ["cat", "dog", "car"])
+  assert probs.shape == (3, 3) and np.all((probs > 0) & (probs < 1))
+
+
+@pytest.mark.parametrize("weights", ["dir", "pt"])
+def test_open_clip_parity(open_clip_dir, weights):
+  directory, model = open_clip_dir
+  if weights == "dir":
+    ours = pretrained.load(directory)
+  else:
+    ours = pretrained.load(os.path.join(directory, "weights.pt"),
+                           model_config=os.path.join(directory, "model_cfg.json"))
+  x = _pixels()
+  texts = strings(8)
+  ids = ours.tokenize(texts)
+  np.testing.assert_array_equal(ids, open_clip.get_tokenizer("ViT-B-32")(texts).numpy())
+  with torch.no_grad():
+    ref_img = model.encode_image(_nchw(x), normalize=True).numpy()
+    ref_txt = model.encode_text(torch.from_numpy(ids).long(), normalize=True).numpy()
+  np.testing.assert_allclose(ours.encode_image(x), ref_img, atol=ATOL)
+  np.testing.assert_allclose(ours.encode_text(ids), ref_txt, atol=ATOL)
+
+
+# ---- Errors, round trips, preprocessing ---------------------------------------------------------
+
+def test_unknown_and_missing_tensors_are_named(hf_clip_dir, tmp_path):
+  directory, model, _ = hf_clip_dir
+  from safetensors.torch import save_file
+  state = {k: v.contiguous() for k, v in model.state_dict().items()}
+  state["vision_model.extra_adapter.weight"] = torch.zeros(3)
+  del state["text_model.final_layer_norm.bias"]
+  bad = tmp_path / "bad"
+  bad.mkdir()
+  save_file(state, str(bad / "model.safetensors"))
+  os.link(os.path.join(directory, "config.json"), bad / "config.json")
+  with pytest.raises(convert.ConversionError, match="text_model.final_layer_norm.bias"):
+    convert.import_checkpoint(str(bad))
+  state["text_model.final_layer_norm.bias"] = torch.zeros(32)
+  save_file(state, str(bad / "model.safetensors"))
+  with pytest.raises(convert.ConversionError, match="vision_model.extra_adapter.weight"):
+    convert.import_checkpoint(str(bad))
+
+
+@pytest.mark.parametrize("family", ["clip", "siglip"])
+def test_convert_cli_and_export_round_trip(family, hf_clip_dir, hf_siglip_dir, tmp_path):
+  """HF dir -> `python -m vlx.convert` -> vlx dir -> export -> HF loads it, same embeddings."""
+  from vlx.convert.__main__ import main
+  directory, model, _ = hf_clip_dir if family == "clip" else hf_siglip_dir
+  out = tmp_path / "vlx"
+  main([f"--src={directory}", f"--out={out}"])
+  ours = pretrained.load(str(out))
+  x = _pixels()
+  with torch.no_grad():
+    ref = _features(model.get_image_features(pixel_values=_nchw(x)))
+  np.testing.assert_allclose(ours.encode_image(x), ref, atol=ATOL)
+  back = tmp_path / "hf_again"
+  main([f"--export_hf={back}", f"--src={out}"])
+  cls = transformers.CLIPModel if family == "clip" else transformers.SiglipModel
+  again = cls.from_pretrained(str(back)).eval()
+  with torch.no_grad():
+    np.testing.assert_allclose(_features(again.get_image_features(pixel_values=_nchw(x))), ref,
+                               atol=ATOL)
+  ref_state, new_state = model.state_dict(), again.state_dict()
+  for k in ref_state:
+    if family == "clip" and k.endswith(("class_embedding", "position_embedding.weight")) and (
+        "vision" in k):
+      continue  # vlx folds the class token's position into the class token: same function
+    if k.endswith("position_ids"):
+      continue
+    np.testing.assert_allclose(new_state[k].numpy(), ref_state[k].numpy(), atol=1e-6, err_msg=k)
+
+
+def test_preprocess_matches_hf_processor(hf_clip_dir):
+  directory, _, _ = hf_clip_dir
+  ours = pretrained.load(directory)
+  image = (np.random.default_rng(0).random((45, 61, 3)) * 255).astype(np.uint8)
+  got = ours.preprocess([image])
+  assert got.shape == (1, 32, 32, 3)
+  proc = transformers.CLIPImageProcessor(size={"shortest_edge": 32},
+                                         crop_size={"height": 32, "width": 32})
+  ref = np.asarray(proc(images=[image], return_tensors="np")["pixel_values"]).transpose(0, 2, 3, 1)
+  # Bicubic resampling differs slightly between PIL and torch backends; the crop and the
+  # normalization must agree.
+  assert np.abs(got - ref).mean() < 0.05
+
+
+def test_mapping_rules_are_inverse():
+  rng = np.random.default_rng(0)
+  rules = (mapping.packed_qkv("a", "x", 4) + mapping.heads_in("b", "y", 4)
+           + mapping.patch_conv("c", "z", 4, bias=True))
+  state = {"a.in_proj_weight": rng.normal(size=(48, 16)), "a.in_proj_bias": rng.normal(size=48),
+           "a.out_proj.weight": rng.normal(size=(16, 16)), "a.out_proj.bias": rng.normal(size=16),
+           "b.weight": rng.normal(size=(16, 8)), "b.bias": rng.normal(size=16),
+           "c.weight": rng.normal(size=(16, 3, 4, 4)), "c.bias": rng.normal(size=16)}
+  flat = mapping.import_params(state, rules)
+  assert flat["x/query/kernel"].shape == (16, 4, 4)
+  back = mapping.export_params(flat, rules)
+  for k, v in state.items():
+    np.testing.assert_allclose(back[k], v, rtol=1e-6, err_msg=k)

@@ -1,0 +1,156 @@
+"""Use a pretrained dual encoder in three lines:
+
+  model = vlx.pretrained.load("path")   # HF CLIP/SigLIP dir, open_clip dir/file, vlx dir
+  probs = model.zero_shot(images, ["cat", "dog"])
+  emb = model.encode_image(model.preprocess(images))
+
+`load` converts PyTorch-ecosystem checkpoints on the fly (`vlx.convert`), reads converted
+directories (`python -m vlx.convert`) and trained vlx workdirs alike.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+DEFAULT_TEMPLATES = ("a photo of a {}.",)
+
+
+class Pretrained:
+  """A dual encoder with its tokenizer and image preprocessing (see the module doc)."""
+
+  def __init__(self, model, params, tokenizer, preprocess_cfg: Dict[str, Any], image_size: int,
+               max_len: int, family: str = "vlx", model_config: Optional[Dict] = None):
+    import jax  # pylint: disable=g-import-not-at-top
+    self.model, self.params, self.tokenizer = model, params, tokenizer
+    self.preprocess_cfg = dict(preprocess_cfg)
+    self.image_size, self.max_len, self.family = image_size, max_len, family
+    self.model_config = model_config
+    self._encode_image = jax.jit(lambda p, x: model.apply({"params": p}, x,
+                                                          method=model.encode_image))
+    self._encode_text = jax.jit(lambda p, t: model.apply({"params": p}, t,
+                                                         method=model.encode_text))
+
+  # ---- Inputs ----------------------------------------------------------------------------
+  def preprocess(self, images) -> np.ndarray:
+    """uint8 HWC arrays or PIL images -> float32 [B, H, W, 3] as the checkpoint expects."""
+    from vlx.data import image_ops  # pylint: disable=g-import-not-at-top
+    if isinstance(images, np.ndarray) and images.ndim == 3:
+      images = [images]
+    c = self.preprocess_cfg
+    return np.stack([image_ops.preprocess(im, c["resize"], c.get("resize_mode", "shortest"),
+                                          c.get("crop"), c["mean"], c["std"],
+                                          c.get("resample", "bicubic"),
+                                          c.get("crop_rounding", "floor")) for im in images])
+
+  def tokenize(self, texts: Sequence[str]) -> np.ndarray:
+    """Strings -> int32 [B, max_len], as the checkpoint's own tokenizer would give them."""
+    if isinstance(texts, str):
+      texts = [texts]
+    return self.tokenizer.encode(list(texts), self.max_len)
+
+  # ---- Embeddings ------------------------------------------------------------------------
+  def encode_image(self, pixels, batch_size: int = 64) -> np.ndarray:
+    """Preprocessed pixels [B, H, W, 3] -> L2-normalized embeddings [B, D]."""
+    return self._batched(self._encode_image, np.asarray(pixels, np.float32), batch_size)
+
+  def encode_text(self, token_ids, batch_size: int = 256) -> np.ndarray:
+    """Token ids [B, L] -> L2-normalized embeddings [B, D]."""
+    return self._batched(self._encode_text, np.asarray(token_ids, np.int32), batch_size)
+
+  def _batched(self, fn, x, batch_size):
+    outs = [np.asarray(fn(self.params, x[i:i + batch_size])) for i in range(0, len(x), batch_size)]
+    return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
+
+  @property
+  def logit_scale(self) -> float:
+    """The multiplier on cosine similarities (exp of the learned log-scale)."""
+    return float(np.exp(np.asarray(self.params["logit_scale"])))
+
+  @property
+  def logit_bias(self) -> Optional[float]:
+    """SigLIP's learned bias (None for softmax-trained models)."""
+    b = self.params.get("logit_bias")
+    return None if b is None else float(np.asarray(b))
+
+  # ---- Tasks -----------------------------------------------------------------------------
+  def class_embeddings(self, class_names: Sequence[str],
+                       templates: Sequence[str] = DEFAULT_TEMPLATES) -> np.ndarray:
+    """Prompt ensemble (Radford et al.): mean of normalized template embeddings, renormalized."""
+    texts = [t.format(c) for c in class_names for t in templates]
+    emb = self.encode_text(self.tokenize(texts)).reshape(len(class_names), len(templates), -1)
+    emb = emb.mean(1)
+    return emb / np.linalg.norm(emb, axis=-1, keepdims=True)
+
+  def zero_shot(self, images, class_names: Sequence[str],
+                templates: Sequence[str] = DEFAULT_TEMPLATES) -> np.ndarray:
+    """Images (uint8/PIL, or already preprocessed float arrays) -> class probabilities [B, C]:
+    a softmax for contrastive (CLIP) models, per-class sigmoids for SigLIP."""
+    pixels = images if (isinstance(images, np.ndarray) and images.dtype == np.float32
+                        and images.ndim == 4) else self.preprocess(images)
+    logits = self.logit_scale * self.encode_image(pixels) @ self.class_embeddings(
+        class_names, templates).T
+    if self.logit_bias is not None:
+      return 1.0 / (1.0 + np.exp(-(logits + self.logit_bias)))
+    logits = logits - logits.max(-1, keepdims=True)
+    p = np.exp(logits)
+    return p / p.sum(-1, keepdims=True)
+
+
+def _from_imported(imported) -> Pretrained:
+  import jax  # pylint: disable=g-import-not-at-top
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from vlx.data.tokenizer import load_tokenizer  # pylint: disable=g-import-not-at-top
+  from vlx.train import trainer  # pylint: disable=g-import-not-at-top
+  model = trainer.build_model(ml_collections.ConfigDict({"model": imported.model}))
+  if not imported.tokenizer:
+    raise FileNotFoundError("this checkpoint ships no tokenizer files (vocab.json + merges.txt, "
+                            "tokenizer.json or spiece.model); add them to its directory")
+  params = jax.tree.map(np.asarray, imported.params)
+  return Pretrained(model, params, load_tokenizer(imported.tokenizer), imported.preprocess,
+                    imported.image_size, imported.max_len, imported.family, imported.model)
+
+
+def _load_converted(directory: str) -> Pretrained:
+  from vlx import convert  # pylint: disable=g-import-not-at-top
+  from vlx.train import checkpoint  # pylint: disable=g-import-not-at-top
+  meta = convert.read_meta(directory)
+  abstract = convert.abstract_params(meta["model"], meta["image_size"], meta["max_len"])
+  import jax  # pylint: disable=g-import-not-at-top
+  from vlx.convert import mapping  # pylint: disable=g-import-not-at-top
+  params = checkpoint.load_params(os.path.join(directory, "checkpoints"),
+                                  mapping.unflatten(abstract))
+  params = jax.tree.map(np.asarray, params)
+  imported = convert.Imported(model=meta["model"], params=params, image_size=meta["image_size"],
+                              max_len=meta["max_len"], preprocess=meta["preprocess"],
+                              tokenizer=meta["tokenizer"], family=meta["family"])
+  return _from_imported(imported)
+
+
+def _load_workdir(workdir: str) -> Pretrained:
+  """A vlx training run: its dataset's tokenizer and its eval image size."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from vlx.predict import load_run  # pylint: disable=g-import-not-at-top
+  config, model, _, handle, params = load_run(workdir)
+  pp = config.data.get("pretrained_preprocess")
+  pp = dict(pp) if pp else dict(resize=config.data.image_size, resize_mode="squash", crop=None,
+                                mean=(0.5,) * 3, std=(0.5,) * 3, resample="bilinear")
+  return Pretrained(model, jax.tree.map(np.asarray, params), handle.tokenizer, pp,
+                    config.data.image_size, config.data.max_len, "vlx", config.model.to_dict())
+
+
+def load(path: str, model_config: Optional[str] = None) -> Pretrained:
+  """HF `CLIPModel`/`SiglipModel` dir, open_clip dir or weights file (+ `model_config`),
+  a directory written by `python -m vlx.convert`, or a vlx training workdir."""
+  from vlx import convert  # pylint: disable=g-import-not-at-top
+  kind = convert.detect(path)
+  if kind == "vlx":
+    if os.path.exists(os.path.join(path, convert.PRETRAINED_JSON)):
+      return _load_converted(path)
+    return _load_workdir(path)
+  return _from_imported(convert.import_checkpoint(path, model_config))
+
+
+__all__: List[str] = ["Pretrained", "load", "DEFAULT_TEMPLATES"]
