@@ -5,10 +5,12 @@ The CPU `tiny` variant (1,000 steps) measured better with CLIP's causal EOT-pool
 tower, GAP image pooling, and 10x learning rate on the temperature and bias, which at
 this step count otherwise barely move from their init (see README)."""
 
-from vlx.configs import dual_encoder_config, parse_arg
+from vlx.configs import dual_encoder_config, finetune_config, parse_arg
 
 
 def get_config(arg: str = "tiny"):
+  if "=" in arg:  # ft=DIR or lit=DIR: start from an imported checkpoint (vlx.convert)
+    return finetune_config(arg)
   c = dual_encoder_config(arg, objective="siglip", text_causal=False, text_pool="last",
                           img_pool="map", temperature_init=10.0, bias_init=-10.0)
   if parse_arg(arg)[0] == "tiny":

@@ -16,7 +16,8 @@ open_clip = pytest.importorskip("open_clip", reason="parity tests need open_clip
 from vlx import convert, pretrained  # noqa: E402
 from vlx.convert import mapping  # noqa: E402
 from vlx.data import clip_bpe  # noqa: E402
-from vlx.data.tokenizer import SiglipTokenizer, train_sentencepiece  # noqa: E402
+from vlx.data.tokenizer import SiglipTokenizer  # noqa: E402
+from vlx_testlib import run_main, shapes_data_dir, train_losses  # noqa: E402,F401
 
 ATOL = 1e-4
 
@@ -303,3 +304,43 @@ def test_mapping_rules_are_inverse():
   back = mapping.export_params(flat, rules)
   for k, v in state.items():
     np.testing.assert_allclose(back[k], v, rtol=1e-6, err_msg=k)
+
+
+# ---- Fine-tuning from imported weights, through the one train step ---------------------------
+
+@pytest.mark.parametrize("mode", ["lit", "ft"])
+def test_finetune_imported_clip_on_sharded_mesh(mode, hf_clip_dir, shapes_data_dir, tmp_path):
+  """configs/clip.py:{lit,ft}=DIR trains from the imported weights on 8 devices; LiT leaves the
+  image tower bit for bit as imported; the result loads with vlx.pretrained and exports to HF."""
+  from vlx.convert.__main__ import main
+  directory, _, _ = hf_clip_dir
+  imported = tmp_path / "imported"
+  main([f"--src={directory}", f"--out={imported}"])
+  workdir = tmp_path / "w"
+  run_main("clip", workdir, shapes_data_dir, "--config.evals.linear_probe.shots=(1,)",
+           variant=f"{mode}={imported},smoke", num_devices=8)
+  losses = train_losses(workdir)
+  assert sorted(losses) == [2, 4] and all(np.isfinite(list(losses.values())))
+  before = mapping.flatten(pretrained.load(str(imported)).params)
+  tuned = pretrained.load(str(workdir))
+  after = mapping.flatten(tuned.params)
+  assert set(before) == set(after)
+  img = [k for k in before if k.startswith(("img/", "img_proj/"))]
+  txt = [k for k in before if k.startswith(("txt/", "txt_proj/"))]
+  moved = {k for k in before if not np.array_equal(before[k], after[k])}
+  if mode == "lit":
+    assert not moved.intersection(img), sorted(moved.intersection(img))[:5]
+  else:
+    assert moved.intersection(img)
+  assert moved.intersection(txt)
+  # The fine-tuned run keeps the imported tokenizer and preprocessing.
+  assert tuned.tokenize(["a photo"]).tolist() == pretrained.load(
+      str(imported)).tokenize(["a photo"]).tolist()
+  assert tuned.preprocess([np.zeros((64, 64, 3), np.uint8)]).shape == (1, 32, 32, 3)
+  back = tmp_path / "hf"
+  main([f"--src={workdir}", f"--export_hf={back}"])
+  again = transformers.CLIPModel.from_pretrained(str(back)).eval()
+  x = _pixels()
+  with torch.no_grad():
+    ref = _features(again.get_image_features(pixel_values=_nchw(x)))
+  np.testing.assert_allclose(tuned.encode_image(x), ref, atol=ATOL)

@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from vlx import registry
-from vlx.data.tokenizer import Tokenizer, train_sentencepiece
+from vlx.data.tokenizer import Tokenizer, load_tokenizer, train_sentencepiece
 
 
 @dataclasses.dataclass
@@ -112,5 +112,11 @@ def tfds_dataset(tfds_name: str = "coco_captions", data_dir: Optional[str] = Non
 
 
 def load_dataset(data_config) -> DatasetHandle:
+  """The dataset, with `data.tokenizer` (a spec, see `load_tokenizer`) replacing its own
+  tokenizer: an imported checkpoint reads text only through the tokenizer it was trained with."""
   kwargs = dict(data_config.get("source", {}))
-  return registry.DATASETS.get(data_config.name)(**kwargs)
+  handle = registry.DATASETS.get(data_config.name)(**kwargs)
+  spec = data_config.get("tokenizer")
+  if spec:
+    handle.tokenizer = load_tokenizer(dict(spec))
+  return handle

@@ -67,8 +67,11 @@ class Checkpointer:
 
 
 def load_params(path: str, abstract_params):
-  """Weights only, from a vlx checkpoint dir (latest step) or a step dir; sharded as asked."""
+  """Weights only, sharded as asked: from a checkpoint manager's directory (latest step), or a
+  workdir / converted directory (`python -m vlx.convert`) that holds one as `checkpoints/`."""
   path = os.path.abspath(path)
+  if os.path.isdir(os.path.join(path, "checkpoints")):
+    path = os.path.join(path, "checkpoints")
   mngr = ocp.CheckpointManager(path)
   step = mngr.latest_step()
   if step is None:
