@@ -145,15 +145,10 @@ def rules(model: dict, facts: dict) -> List[M.Rule]:
                    (1, txt["max_len"], txt["width"]), (txt["max_len"], txt["width"]))]
   r += M.layer_norm(f"{t}.final_layer_norm", "txt/encoder/ln_final")
   if facts["family"] == "clip":
-    w = img["width"]
     # HF gives the class token a position; vlx folds that position into the class token.
-    r.append(M.Rule(
-        [f"{v}.embeddings.class_embedding", f"{v}.embeddings.position_embedding.weight"],
-        ["img/cls", "img/pos_embedding"],
-        lambda a: [(a[0] + a[1][0]).reshape(1, 1, -1), a[1][1:][None]],
-        lambda a: [a[0].reshape(-1), np.concatenate([np.zeros((1, a[1].shape[-1]), np.float32),
-                                                     a[1][0]])]))
-    del w
+    r.append(M.class_token(f"{v}.embeddings.class_embedding",
+                           f"{v}.embeddings.position_embedding.weight", "img/cls",
+                           "img/pos_embedding"))
     r += M.layer_norm(f"{v}.pre_layrnorm", "img/ln_pre")
     r += M.layer_norm(f"{v}.post_layernorm", "img/encoder/ln_final")
     r += M.linear("visual_projection", "img_proj", bias=False)

@@ -105,6 +105,16 @@ def patch_conv(src: str, dst: str, patch: int, channels: int = 3,
   return rules
 
 
+def class_token(cls_src: str, pos_src: str, cls_dst: str, pos_dst: str) -> Rule:
+  """A class embedding [D] with its own position (row 0 of the table [1+N, D], as in CLIP)
+  <-> vlx's class token [1, 1, D] holding that position already and patch positions
+  [1, N, D]. Export writes a zero row 0: the same function."""
+  return Rule([cls_src, pos_src], [cls_dst, pos_dst],
+              lambda a: [(a[0] + a[1][0]).reshape(1, 1, -1), a[1][1:][None]],
+              lambda a: [a[0].reshape(-1), np.concatenate(
+                  [np.zeros((1, a[1].shape[-1]), a[1].dtype), a[1][0]])])
+
+
 def import_params(state: Mapping[str, np.ndarray], rules: Iterable[Rule],
                   ignore: Callable[[str], bool] = lambda k: False) -> Flat:
   """Apply `rules` to a state dict; every tensor must be used, every rule's tensors present."""

@@ -133,11 +133,8 @@ def rules(model: dict, facts: dict) -> List[M.Rule]:
   img, txt = model["image"], model["text"]
   t = "text." if facts.get("custom_text") else ""
   r = M.patch_conv("visual.conv1", "img/stem/embedding", img["patch_size"], bias=False)
-  # open_clip gives the class token a position; vlx folds it into the class token.
-  r.append(M.Rule(["visual.class_embedding", "visual.positional_embedding"],
-                  ["img/cls", "img/pos_embedding"],
-                  lambda a: [(a[0] + a[1][0]).reshape(1, 1, -1), a[1][1:][None]],
-                  lambda a: [a[0].reshape(-1), _prepend_zero_row(a[1][0])]))
+  r.append(M.class_token("visual.class_embedding", "visual.positional_embedding", "img/cls",
+                         "img/pos_embedding"))
   r += M.layer_norm("visual.ln_pre", "img/ln_pre")
   r += _blocks("visual.transformer", "img/encoder", img["depth"], img["num_heads"])
   r += M.layer_norm("visual.ln_post", "img/encoder/ln_final")
@@ -155,11 +152,6 @@ def rules(model: dict, facts: dict) -> List[M.Rule]:
   if model.get("bias_init") is not None:
     r.append(M.copy("logit_bias", "logit_bias"))
   return r
-
-
-def _prepend_zero_row(x):
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  return np.concatenate([np.zeros((1, x.shape[-1]), np.float32), x])
 
 
 def is_buffer(key: str) -> bool:
