@@ -81,8 +81,11 @@ def bench_config(args):
     c.data.max_len = 32
     c.model.embed_dim = 256
     c.model.dtype = DTYPE_NAMES[args.dtype]
+    # The benchmark shape has a plain patch embedding (the tiny recipe's conv stem and its
+    # grayscale curriculum are training aids, not part of the shape compared with open_clip).
     c.model.image.update(dict(patch_size=8, width=256, depth=6, num_heads=4, mlp_ratio=4.0,
-                              scan=args.scan, remat=args.remat))
+                              stem="patch", scan=args.scan, remat=args.remat))
+    c.curriculum = {}
     c.model.text.update(dict(width=256, depth=6, num_heads=4, mlp_ratio=4.0, vocab_size=4096,
                              max_len=32, scan=args.scan, remat=args.remat))
     c.mesh.update(dict(data=args.mesh_data, fsdp=args.mesh_fsdp, tensor=args.mesh_tensor))
@@ -161,16 +164,11 @@ def random_batch(config, vocab, rng):
   return {"image": image, "text": text}
 
 
-def main(argv=None):
-  args = parse_args(argv)
-  config = bench_config(args)
-  devices = jax.devices()
-  dev0 = devices[0]
-  device_name = f"{dev0.platform}:{getattr(dev0, 'device_kind', '')}"
-  accel = dev0.platform != "cpu"
-  dtype = jnp.bfloat16 if config.model.dtype == "bfloat16" else jnp.float32
+def build_compiled_step(config):
+  """The trainer's exact construction (vlx/train/trainer.py: train), AOT-compiled.
 
-  # ---- Exactly the trainer's construction (vlx/train/trainer.py: train) ------
+  Returns a dict: compiled, state, mesh, batch_shardings, num_params, compile_s, memory,
+  flops_xla (whole step, all devices)."""
   mesh = mesh_lib.make_mesh(config.mesh)
   rules = mesh_lib.rules_from_config(config.sharding)
   mesh_lib.check_rules(rules, mesh)
@@ -179,14 +177,10 @@ def main(argv=None):
                      f"{mesh_lib.batch_axis_size(mesh)} batch shards of mesh {dict(mesh.shape)}")
   model = trainer.build_model(config)
   loss_fn = build_objectives(config.objectives)
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    abstract_params = mesh_lib.unbox(jax.eval_shape(
-        lambda r: model.init(r, {k: v[:1] for k, v in trainer.dummy_batch(config).items()},
-                             train=False)["params"], jax.random.key(0)))
-  tx, schedule = make_optimizer(config.optimizer, abstract_params, config.total_steps)
-  state, shardings = trainer.create_state(config, model, tx, mesh, rules)
+  boxed = trainer.abstract_params(config, model, mesh, rules)
+  tx, schedule = make_optimizer(config.optimizer, mesh_lib.unbox(boxed), config.total_steps)
+  state, shardings = trainer.create_state(config, model, tx, mesh, rules, boxed)
   num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
-
   step_fn = make_train_step(model, loss_fn, tx, schedule, config.accum_steps,
                             curriculum.build(config.get("curriculum"), config.total_steps))
   batch_shardings = {k: mesh_lib.batch_sharding(mesh, v.ndim)
@@ -198,15 +192,32 @@ def main(argv=None):
     abstract_batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_shardings[k])
                       for k, v in trainer.dummy_batch(config).items()}
     t = time.perf_counter()
-    lowered = jitted.lower(state, abstract_batch)
-    compiled = lowered.compile()
+    compiled = jitted.lower(state, abstract_batch).compile()
     compile_s = time.perf_counter() - t
-  memory = trainer._memory_report(compiled)  # pylint: disable=protected-access
-  cost = _cost(compiled)
-  n_dev = mesh.size
   # cost_analysis of an SPMD-partitioned executable is per device (one partition's HLO).
-  cost_flops_per_device = float(cost.get("flops", 0.0))
-  flops_cost = cost_flops_per_device * n_dev
+  flops_per_device = float(_cost(compiled).get("flops", 0.0))
+  return dict(compiled=compiled, state=state, mesh=mesh, batch_shardings=batch_shardings,
+              num_params=num_params, compile_s=compile_s,
+              memory=trainer._memory_report(compiled),  # pylint: disable=protected-access
+              flops_xla=flops_per_device * mesh.size, flops_per_device=flops_per_device)
+
+
+def main(argv=None):
+  args = parse_args(argv)
+  config = bench_config(args)
+  devices = jax.devices()
+  dev0 = devices[0]
+  device_name = f"{dev0.platform}:{getattr(dev0, 'device_kind', '')}"
+  accel = dev0.platform != "cpu"
+  dtype = jnp.bfloat16 if config.model.dtype == "bfloat16" else jnp.float32
+
+  built = build_compiled_step(config)
+  compiled, state, mesh = built["compiled"], built["state"], built["mesh"]
+  batch_shardings, num_params = built["batch_shardings"], built["num_params"]
+  compile_s, memory = built["compile_s"], built["memory"]
+  n_dev = mesh.size
+  cost_flops_per_device = built["flops_per_device"]
+  flops_cost = built["flops_xla"]
   flops_model = analytic_flops(config)
   # XLA's cost analysis counts a while-loop body once, not once per trip: under nn.scan it
   # sees one layer of each tower. MFU then falls back to the analytic count.

@@ -132,7 +132,7 @@ def coca_config(arg: str, *, contrastive_weight: float = 1.0,
   text = dict(c.model.text)
   c.model = ml_collections.ConfigDict(dict(
       name="coca", embed_dim=c.model.embed_dim, temperature_init=1 / 0.07, dtype=c.model.dtype,
-      caption_queries=32 if size == "tiny" else 256,
+      caption_queries=32 if size == "tiny" else 256, contrastive_pool="map",
       image=dict(c.model.image),
       text=dict(vocab_size=text["vocab_size"], max_len=text["max_len"], width=text["width"],
                 num_heads=text["num_heads"], mlp_ratio=text["mlp_ratio"],

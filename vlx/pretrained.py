@@ -61,8 +61,12 @@ class Pretrained:
     return self._batched(self._encode_text, np.asarray(token_ids, np.int32), batch_size)
 
   def _batched(self, fn, x, batch_size):
+    if not len(x):  # still [0, D]: the width comes from tracing one example's shape
+      import jax  # pylint: disable=g-import-not-at-top
+      d = jax.eval_shape(fn, self.params, jax.ShapeDtypeStruct((1,) + x.shape[1:], x.dtype))
+      return np.zeros((0,) + d.shape[1:], np.float32)
     outs = [np.asarray(fn(self.params, x[i:i + batch_size])) for i in range(0, len(x), batch_size)]
-    return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
+    return np.concatenate(outs)
 
   @property
   def logit_scale(self) -> float:
@@ -86,8 +90,9 @@ class Pretrained:
 
   def zero_shot(self, images, class_names: Sequence[str],
                 templates: Sequence[str] = DEFAULT_TEMPLATES) -> np.ndarray:
-    """Images (uint8/PIL, or already preprocessed float arrays) -> class probabilities [B, C]:
-    a softmax for contrastive (CLIP) models, per-class sigmoids for SigLIP."""
+    """Images -> class probabilities [B, C]: a softmax for contrastive (CLIP) models, per-class
+    sigmoids for SigLIP. uint8 arrays and PIL images are preprocessed here; a float32
+    [B, H, W, 3] array is taken as the output of `preprocess` already."""
     pixels = images if (isinstance(images, np.ndarray) and images.dtype == np.float32
                         and images.ndim == 4) else self.preprocess(images)
     logits = self.logit_scale * self.encode_image(pixels) @ self.class_embeddings(

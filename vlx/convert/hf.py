@@ -254,12 +254,16 @@ def hf_config(model: dict, image_size: int) -> dict:
   if img.get("stem", "patch") != "patch" or img.get("posemb", "learn") != "learn":
     clip_like = siglip_like = False
   if clip_like:
-    text.update(projection_dim=model["embed_dim"], eos_token_id=txt.get("eos_id", 49407))
+    eos = int(txt.get("eos_id", 49407))
+    # CLIP vocabularies end with <start>, <end>; pad ids are never read (causal + EOT pooling).
+    text.update(projection_dim=model["embed_dim"], eos_token_id=eos, bos_token_id=eos - 1,
+                pad_token_id=eos)
     vision.update(projection_dim=model["embed_dim"])
     return dict(model_type="clip", architectures=["CLIPModel"], projection_dim=model["embed_dim"],
                 text_config=text, vision_config=vision)
   if siglip_like:
-    text.update(projection_size=model["embed_dim"])
+    text.update(projection_size=model["embed_dim"], eos_token_id=1, pad_token_id=1,
+                bos_token_id=None)
     return dict(model_type="siglip", architectures=["SiglipModel"], text_config=text,
                 vision_config=dict(vision, vision_use_head=True))
   raise M.ConversionError(

@@ -72,14 +72,9 @@ def abstract_params(config, model, mesh, rules):
                           jax.random.key(config.seed))
 
 
-def create_state(config, model, tx, mesh, rules, boxed_abstract=None):
-  """Shapes first: eval_shape -> shardings -> jit(init, out_shardings): no full copy on one device."""
-  batch = {k: v[:1] for k, v in dummy_batch(config).items()}
-
-  def init_boxed(rng):
-    params_rng, state_rng = jax.random.split(rng)
-    return model.init(params_rng, batch, train=False)["params"], state_rng
-
+def state_shardings(config, model, tx, mesh, rules, boxed_abstract=None):
+  """(abstract TrainState with shardings, TrainState of shardings): what a step compiles
+  against, without materializing anything (memory analysis, AOT compiles)."""
   if boxed_abstract is None:
     boxed_abstract = abstract_params(config, model, mesh, rules)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
@@ -90,7 +85,25 @@ def create_state(config, model, tx, mesh, rules, boxed_abstract=None):
     rep = mesh_lib.replicated(mesh)
     shardings = TrainState(step=rep, params=param_shardings, opt_state=opt_shardings, rng=rep,
                            nonfinite=rep, extras={})
+    scalar = jax.ShapeDtypeStruct((), jnp.int32)
+    abstract = TrainState(step=scalar, params=unboxed, opt_state=abstract_opt,
+                          rng=jax.eval_shape(lambda: jax.random.key(0)), nonfinite=scalar,
+                          extras={})
+  abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                          abstract, shardings)
+  return abstract, shardings
 
+
+def create_state(config, model, tx, mesh, rules, boxed_abstract=None):
+  """Shapes first: eval_shape -> shardings -> jit(init, out_shardings): no full copy on one device."""
+  batch = {k: v[:1] for k, v in dummy_batch(config).items()}
+
+  def init_boxed(rng):
+    params_rng, state_rng = jax.random.split(rng)
+    return model.init(params_rng, batch, train=False)["params"], state_rng
+
+  _, shardings = state_shardings(config, model, tx, mesh, rules, boxed_abstract)
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     def init(rng):
       params, state_rng = init_boxed(rng)
       params = nn.meta.unbox(params)
