@@ -1,11 +1,13 @@
 """vlx's train step against open_clip's, side by side in one process, same shape and threads.
 
-Installs nothing: open_clip and torch come from the `bench`/`torch` extra
-(`pip install -e ".[torch]"`). The two are timed in alternating rounds (vlx, open_clip,
+Installs nothing: open_clip and torch come from the `torch` extra (`pip install -e ".[torch]"`). The two are timed in alternating rounds (vlx, open_clip,
 vlx, ...), so drift in the machine's speed (thermal, neighbours) hits both alike; each
 side's figure is its best round. Both run the same model (CLIP ViT 256x6 on 64px/8
 patches + text 256x6, context 32, vocab 4096, embedding 256), batch, AdamW and softmax
-CLIP loss (open_clip's `ClipLoss`) in fp32; FLOPs are the analytic model count of
+CLIP loss (open_clip's `ClipLoss`) in fp32. Differences that remain, each in open_clip's
+favour or neutral: vlx's step also clips the global gradient norm, runs its LR schedule and
+NaN guard, and uses tanh-GELU (open_clip: erf-GELU); open_clip decays every parameter.
+ FLOPs are the analytic model count of
 `bench_train_step.analytic_flops`, the fraction is of the fp32 matmul peak JAX measures on
 this machine (`bench_train_step.measure_matmul_peak`).
 

@@ -83,6 +83,8 @@ class Pretrained:
   def class_embeddings(self, class_names: Sequence[str],
                        templates: Sequence[str] = DEFAULT_TEMPLATES) -> np.ndarray:
     """Prompt ensemble (Radford et al.): mean of normalized template embeddings, renormalized."""
+    if not class_names or not templates:
+      raise ValueError("zero-shot needs at least one class name and one template")
     texts = [t.format(c) for c in class_names for t in templates]
     emb = self.encode_text(self.tokenize(texts)).reshape(len(class_names), len(templates), -1)
     emb = emb.mean(1)

@@ -140,6 +140,10 @@ def save(imported: Imported, out_dir: str) -> str:
   """Writes `vlx_pretrained.json`, the tokenizer files and an orbax checkpoint (step 0)."""
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   out_dir = os.path.abspath(out_dir)
+  if os.path.exists(os.path.join(out_dir, "checkpoints")) or os.path.exists(
+      os.path.join(out_dir, PRETRAINED_JSON)):
+    raise FileExistsError(f"{out_dir} already holds a converted checkpoint; choose a new --out "
+                          "or delete it")
   os.makedirs(out_dir, exist_ok=True)
   meta = dict(model=imported.model, image_size=imported.image_size, max_len=imported.max_len,
               preprocess=dict(imported.preprocess), family=imported.family,

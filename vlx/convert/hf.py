@@ -247,7 +247,10 @@ def hf_config(model: dict, image_size: int) -> dict:
                 num_channels=3, image_size=image_size, patch_size=img["patch_size"],
                 hidden_act=act(img), layer_norm_eps=img.get("ln_eps", 1e-6))
   clip_like = (img.get("pool") == "cls" and img.get("pre_norm") and not img.get("stem_bias", True)
-               and txt.get("pool") in ("eot", "argmax") and txt.get("causal", True))
+               and txt.get("pool") in ("eot", "argmax") and txt.get("causal", True)
+               and model.get("image_projection", "linear") == "linear"
+               and model.get("text_projection", "linear") == "linear"
+               and model.get("bias_init") is None)
   siglip_like = (img.get("pool") == "map" and not img.get("pre_norm") and txt.get("pool") == "final"
                  and model.get("image_projection") == "none"
                  and model.get("text_projection") == "linear_bias")
@@ -268,5 +271,5 @@ def hf_config(model: dict, image_size: int) -> dict:
                 vision_config=dict(vision, vision_use_head=True))
   raise M.ConversionError(
       "this vlx model has neither the CLIP layout (patch stem without bias, ln_pre, cls pooling, "
-      "causal text pooled at EOT) nor the SigLIP layout (MAP head, text pooled at the final "
+      "causal text pooled at EOT, bias-free linear projections, no logit bias) nor the SigLIP layout (MAP head, text pooled at the final "
       "position with a biased head); it cannot be exported to Hugging Face")

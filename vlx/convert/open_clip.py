@@ -37,7 +37,7 @@ TEXT_DEFAULTS = dict(context_length=77, vocab_size=49408, hf_tokenizer_name=None
 # Options whose value changes nothing at inference (dropout-like) or that vlx handles.
 _HARMLESS = {"patch_dropout", "output_tokens", "tokenizer_kwargs", "tokenizer_mode"}
 _SUPPORTED_TOP = {"embed_dim", "vision_cfg", "text_cfg", "quick_gelu", "custom_text",
-                  "init_logit_scale", "init_logit_bias", "cast_dtype", "nonscalar_logit_scale"}
+                  "init_logit_scale", "init_logit_bias", "cast_dtype"}
 
 
 def find_model_config(name_or_path: str) -> dict:
@@ -97,7 +97,8 @@ def model_config(oc: dict) -> Tuple[dict, dict]:
     raise M.ConversionError(f"text_cfg.hf_tokenizer_name={t['hf_tokenizer_name']!r}: vlx imports "
                             "open_clip models that use OpenAI's BPE tokenizer")
   act = "quick_gelu" if oc.get("quick_gelu") else "gelu"
-  pool = {"argmax": "argmax", "eos": "eot", "last": "last", "first": "first"}[t["pool_type"]]
+  # open_clip's "last" is the final position whatever the padding (vlx's "final").
+  pool = {"argmax": "argmax", "eos": "eot", "last": "final", "first": "first"}[t["pool_type"]]
   bias = oc.get("init_logit_bias")
   model = dict(
       name="two_tower", embed_dim=int(oc["embed_dim"]), dtype="float32",
@@ -166,9 +167,12 @@ def locate(path: str, model_config_name: Optional[str] = None) -> Tuple[str, dic
     if not os.path.exists(cfg_path) and not model_config_name:
       raise FileNotFoundError(f"{path}: no open_clip_config.json; pass the model config")
     weights = None
-    for pattern in ("open_clip_model.safetensors", "*.safetensors", "open_clip_pytorch_model.bin",
-                    "*.bin", "*.pt"):
-      found = sorted(glob.glob(os.path.join(path, pattern)))
+    # open_clip's own files first; hub snapshots may also hold the HF layout's weights.
+    hf_files = {"model.safetensors", "pytorch_model.bin"}
+    for pattern in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin",
+                    "*.safetensors", "*.bin", "*.pt"):
+      found = sorted(f for f in glob.glob(os.path.join(path, pattern))
+                     if os.path.basename(f) not in hf_files)
       if found:
         weights = found[0]
         break

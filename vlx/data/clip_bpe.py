@@ -6,7 +6,8 @@ reference does it, split by CLIP's pattern, mapped to byte symbols, merged by ra
 end-of-word marker, and framed as `<start> ... <end>` then padded.
 
 The two references differ only in normalization and padding:
-- `"hf"`: NFC, whitespace runs -> one space, per-character lowercase; pad with the pad token.
+- `"hf"`: NFC, whitespace runs -> one space, per-character lowercase; pad with `<end>` (the
+  pad token of OpenAI's HF tokenizers; pad ids are never read by a causal, EOT-pooled tower).
 - `"open_clip"`: ftfy's `fix_text`, HTML unescape (twice), whitespace collapse, lowercase;
   pad with 0.
 """

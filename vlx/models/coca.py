@@ -92,8 +92,8 @@ class CoCa(nn.Module):
   text: Any                      # CaptionDecoder kwargs (+ eos_id, bos_id)
   embed_dim: int = 512
   caption_queries: int = 64
-  # "map": the paper's one-query attentional pooler; "gap": mean of the image tokens (the
-  # CPU tiny recipe: shape zero-shot learns faster with it, as SigLIP tiny found too).
+  # "map": the paper's one-query attentional pooler; "gap": mean of the image tokens (the CPU
+  # tiny recipe: shape zero-shot 0.78 with MAP at 800 steps, 0.997 with GAP at 600).
   contrastive_pool: str = "map"
   temperature_init: float = 1 / 0.07
   decode: bool = False

@@ -1,4 +1,5 @@
-"""Text transformer: causal (CLIP) or bidirectional (SigLIP/BERT), pooled by eot/first/last/mean."""
+"""Text transformer: causal (CLIP) or bidirectional (SigLIP/BERT), pooled by
+eot/argmax/first/last/final/mean."""
 
 from __future__ import annotations
 
