@@ -194,3 +194,29 @@ def test_param_groups_freeze_and_scale_on_sharded_mesh():
   plain_move = abs(float(runs["plain"][1]["logit_bias"] - runs["plain"][0]["logit_bias"]))
   grouped_move = abs(float(p1["logit_bias"] - p0["logit_bias"]))
   np.testing.assert_allclose(grouped_move, 10 * plain_move, rtol=1e-3)
+
+
+def test_frozen_group_gradients_do_not_count_toward_clipping():
+  """LiT: a frozen tower's (large) gradient must not shrink the trainable tower's update."""
+  import jax.numpy as jnp
+  from vlx.configs import base_config
+  from vlx.train.optimizer import make_optimizer
+  cfg = base_config().optimizer
+  params = {"img": {"w": jnp.ones((4,))}, "txt": {"w": jnp.ones((4,))}}
+  grads = {"img": {"w": jnp.full((4,), 1e3)}, "txt": {"w": jnp.full((4,), 0.1)}}
+  with cfg.unlocked():
+    cfg.param_groups = (("img/.*", 0.0),)
+    cfg.eps = 1.0  # Adam with a large eps is not scale invariant, so clipping shows
+    cfg.warmup_steps, cfg.schedule = 0, "constant"
+  tx, _ = make_optimizer(cfg, params, total_steps=10)
+  updates, _ = tx.update(grads, tx.init(params), params)
+  alone = ml_collections.ConfigDict(cfg.to_dict())
+  alone.param_groups = ()
+  tx_alone, _ = make_optimizer(alone, {"txt": params["txt"]}, total_steps=10)
+  ref, _ = tx_alone.update({"txt": grads["txt"]}, tx_alone.init({"txt": params["txt"]}),
+                           {"txt": params["txt"]})
+  np.testing.assert_array_equal(np.asarray(updates["img"]["w"]), 0.0)
+  np.testing.assert_allclose(np.asarray(updates["txt"]["w"]), np.asarray(ref["txt"]["w"]),
+                             rtol=1e-6)
+  # Counted in the clip, the 1e3 image gradient would scale the text update by ~1e-3.
+  assert float(optax.global_norm(grads)) > 100 and float(np.abs(ref["txt"]["w"]).min()) > 0

@@ -73,4 +73,10 @@ def make_optimizer(cfg, params, total_steps=None):
   chain = [base]
   if cfg.clip_norm:
     chain.insert(0, optax.clip_by_global_norm(cfg.clip_norm))
+    frozen = [f"group{i}" for i, (_, mult) in enumerate(groups) if mult == 0]
+    if frozen:
+      # Frozen towers' gradients must not count toward the clipping norm (LiT: a large image
+      # gradient would otherwise shrink every text update), so they are zeroed first.
+      chain.insert(0, optax.masked(optax.set_to_zero(),
+                                   jax.tree.map(lambda l: l in frozen, labels)))
   return optax.chain(*chain), schedule
