@@ -46,6 +46,17 @@ def _randomize(module, seed=0, std=0.05):
       p.add_(torch.randn(p.shape, generator=g) * std)
 
 
+def _save_random_hf(model_cls, cfg, tok, tmp):
+  """A randomized HF model and its tokenizer, written by the libraries' own save_pretrained."""
+  torch.manual_seed(0)
+  model = model_cls(cfg).eval()
+  _randomize(model)
+  out = tmp / "model"
+  model.save_pretrained(out)
+  tok.save_pretrained(out)
+  return str(out), model, tok
+
+
 def _hf_clip_vocab_files(directory):
   """vocab.json + merges.txt of OpenAI's CLIP vocabulary (from the installed open_clip)."""
   vocab, merges = clip_bpe.open_clip_vocab(clip_bpe.find_open_clip_bpe())
@@ -70,13 +81,7 @@ def hf_clip_dir(tmp_path_factory):
       vision_config=dict(hidden_size=48, intermediate_size=64, num_hidden_layers=2,
                          num_attention_heads=4, image_size=32, patch_size=8),
       projection_dim=24)
-  torch.manual_seed(0)
-  model = transformers.CLIPModel(cfg).eval()
-  _randomize(model)
-  out = tmp / "model"
-  model.save_pretrained(out)
-  tok.save_pretrained(out)
-  return str(out), model, tok
+  return _save_random_hf(transformers.CLIPModel, cfg, tok, tmp)
 
 
 @pytest.fixture(scope="module")
@@ -101,13 +106,7 @@ def hf_siglip_dir(tmp_path_factory, siglip_spm):
                        num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=64),
       vision_config=dict(hidden_size=48, intermediate_size=80, num_hidden_layers=2,
                          num_attention_heads=4, image_size=32, patch_size=8))
-  torch.manual_seed(0)
-  model = transformers.SiglipModel(cfg).eval()
-  _randomize(model)
-  out = tmp / "model"
-  model.save_pretrained(out)
-  tok.save_pretrained(out)
-  return str(out), model, tok
+  return _save_random_hf(transformers.SiglipModel, cfg, tok, tmp)
 
 
 @pytest.fixture(scope="module")

@@ -39,11 +39,7 @@ class Pretrained:
     from vlx.data import image_ops  # pylint: disable=g-import-not-at-top
     if isinstance(images, np.ndarray) and images.ndim == 3:
       images = [images]
-    c = self.preprocess_cfg
-    return np.stack([image_ops.preprocess(im, c["resize"], c.get("resize_mode", "shortest"),
-                                          c.get("crop"), c["mean"], c["std"],
-                                          c.get("resample", "bicubic"),
-                                          c.get("crop_rounding", "floor")) for im in images])
+    return np.stack([image_ops.preprocess(im, **self.preprocess_cfg) for im in images])
 
   def tokenize(self, texts: Sequence[str]) -> np.ndarray:
     """Strings -> int32 [B, max_len], as the checkpoint's own tokenizer would give them."""

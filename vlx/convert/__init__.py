@@ -23,6 +23,9 @@ from vlx.convert import tensors
 from vlx.convert.mapping import ConversionError
 
 PRETRAINED_JSON = "vlx_pretrained.json"
+# A Hugging Face CLIP tokenizer's files (whichever exist are carried along).
+HF_TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json",
+                      "special_tokens_map.json")
 __all__ = ["ConversionError", "Imported", "detect", "import_checkpoint", "save", "read_meta",
            "export_hf", "abstract_params"]
 
@@ -118,8 +121,7 @@ def _relocate_tokenizer(spec: Optional[Dict[str, Any]], out_dir: str) -> Optiona
   tok_dir = os.path.join(out_dir, "tokenizer")
   os.makedirs(tok_dir, exist_ok=True)
   if spec.get("dir"):
-    for name in ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json",
-                 "special_tokens_map.json"):
+    for name in HF_TOKENIZER_FILES:
       src = os.path.join(spec["dir"], name)
       if os.path.exists(src):
         shutil.copy(src, tok_dir)
@@ -185,8 +187,7 @@ def export_hf(model_cfg: Dict[str, Any], params, image_size: int, out_dir: str,
   with open(os.path.join(out_dir, "config.json"), "w", encoding="utf-8") as f:
     json.dump(cfg, f, indent=2)
   if tokenizer and tokenizer.get("dir"):
-    for name in ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json",
-                 "special_tokens_map.json"):
+    for name in HF_TOKENIZER_FILES:
       src = os.path.join(tokenizer["dir"], name)
       if os.path.exists(src):
         shutil.copy(src, out_dir)

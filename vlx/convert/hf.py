@@ -112,8 +112,7 @@ def model_config(hf: dict) -> Tuple[dict, dict]:
                 mask_padding=False, ln_eps=float(t["layer_norm_eps"]),
                 act=_act(t["hidden_act"], "text_config"), scan=False, remat="none", **text))
   facts = dict(family=family, image_size=int(v["image_size"]),
-               max_len=int(t["max_position_embeddings"]),
-               pad_token_id=t.get("pad_token_id"), eos_token_id=t.get("eos_token_id"))
+               max_len=int(t["max_position_embeddings"]))
   return model, facts
 
 

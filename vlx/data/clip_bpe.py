@@ -117,6 +117,7 @@ class ClipBpeTokenizer:
     alternatives = "|".join(regex.escape(t) for t in text_specials)
     self._pattern = regex.compile(f"{alternatives}|{_WORD_PATTERN}",
                                   0 if normalization == "hf" else regex.IGNORECASE)
+    self._whitespace = regex.compile(r"\s+")
     self.pad_id = (self.eot_id if normalization == "hf" else 0) if pad_id is None else pad_id
     self._bytes = bytes_to_unicode()
     self._byte_decoder = {c: b for b, c in self._bytes.items()}
@@ -133,8 +134,7 @@ class ClipBpeTokenizer:
   def normalize(self, text: str) -> str:
     if self.normalization == "hf":
       text = unicodedata.normalize("NFC", text)
-      import regex  # pylint: disable=g-import-not-at-top
-      text = regex.sub(r"\s+", " ", text)
+      text = self._whitespace.sub(" ", text)
       return "".join(c.lower() for c in text)  # per character, as the Rust normalizer does
     import ftfy  # pylint: disable=g-import-not-at-top
     text = html.unescape(html.unescape(ftfy.fix_text(text))).strip()

@@ -20,7 +20,7 @@ def _pil(image):
   return Image.fromarray(image)
 
 
-def resize(image, size: int, mode: str = "shortest", resample: str = "bicubic") -> np.ndarray:
+def _resize(image, size: int, mode: str = "shortest", resample: str = "bicubic") -> np.ndarray:
   """`shortest`: the short side becomes `size`, the long side keeps the aspect (truncated, as
   both references do); `squash`: `size` x `size`."""
   if resample not in _RESAMPLE:
@@ -55,10 +55,11 @@ def normalize(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) ->
   return (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
 
 
-def preprocess(image, resize_to: int, resize_mode: str = "shortest", crop: Optional[int] = None,
+def preprocess(image, resize: int, resize_mode: str = "shortest", crop: Optional[int] = None,
                mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), resample: str = "bicubic",
                crop_rounding: str = "floor") -> np.ndarray:
-  x = resize(image, resize_to, resize_mode, resample)
+  """Keyword names are those of a preprocess config (`vlx_pretrained.json`, `Pretrained`)."""
+  x = _resize(image, resize, resize_mode, resample)
   if crop:
     x = center_crop(x, crop, crop_rounding)
   return normalize(x, mean, std)

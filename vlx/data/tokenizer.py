@@ -87,6 +87,7 @@ class SiglipTokenizer:
     self.eos_id = self.sp.piece_to_id(self.eos)
     self.pad_id = self.eos_id
     self._specials = [self.eos, self.unk]
+    self._special_split = re.compile("(" + "|".join(re.escape(s) for s in self._specials) + ")")
     self._unk_len = len(self.sp.encode(self.unk, out_type=str))
 
   @property
@@ -99,8 +100,7 @@ class SiglipTokenizer:
 
   def _split_specials(self, text: str) -> List[str]:
     """Special tokens become their own chunks; whitespace next to them is dropped."""
-    pattern = "(" + "|".join(re.escape(s) for s in self._specials) + ")"
-    parts = re.split(pattern, text)
+    parts = self._special_split.split(text)
     out = []
     for i, part in enumerate(parts):
       if part in self._specials:
