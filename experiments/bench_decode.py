@@ -75,4 +75,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  from vlx import runtime  # noqa: E402
+  runtime.reexec_with_hugepage_malloc()  # before JAX starts (see vlx/runtime.py)
   main(sys.argv[1:])

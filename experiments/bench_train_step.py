@@ -36,6 +36,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from vlx import runtime  # noqa: E402
 from vlx.objectives.contrastive import build_objectives  # noqa: E402
 from vlx.parallel import mesh as mesh_lib  # noqa: E402
 from vlx.train import curriculum  # noqa: E402
@@ -281,11 +282,13 @@ def main(argv=None):
       "jax_version": jax.__version__,
       "device": device_name,
       "host": platform.node(),
+      "hugepage_malloc": runtime.hugepage_malloc_active(),
   }
 
   rows = [
       ("device", f"{device_name} x{n_dev}  mesh {result['mesh']}"),
-      ("jax", jax.__version__),
+      ("jax", f"{jax.__version__}; huge-page malloc "
+              f"{'on' if runtime.hugepage_malloc_active() else 'off'} (vlx/runtime.py)"),
       ("model", f"CLIP ViT 256x6 (64px/8) + text 256x6 (ctx 32, vocab 4096), "
                 f"{num_params / 1e6:.2f}M params"),
       ("batch / dtype", f"{config.batch_size} / {config.model.dtype}"
@@ -316,4 +319,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+  from vlx import runtime  # noqa: E402
+  runtime.reexec_with_hugepage_malloc()  # before JAX starts (see vlx/runtime.py)
   main()

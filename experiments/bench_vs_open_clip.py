@@ -148,7 +148,8 @@ def main(argv=None):
       "fp32_matmul_peak_gflops": round(peak / 1e9, 1),
       "vlx_params": built["num_params"], "open_clip_params": oc_params,
       "rounds": args.rounds, "steps_per_round": args.steps, "batch": args.batch,
-      "torch_threads": threads, "jax_devices": len(jax.devices()),
+      "torch_threads": threads,
+      "hugepage_malloc": bts.runtime.hugepage_malloc_active(), "jax_devices": len(jax.devices()),
       "jax": jax.__version__, "torch": torch.__version__,
       "open_clip": getattr(__import__("open_clip"), "__version__", "?"),
   }
@@ -162,4 +163,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+  from vlx import runtime  # noqa: E402
+  runtime.reexec_with_hugepage_malloc()  # before JAX starts (see vlx/runtime.py)
   main()

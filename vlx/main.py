@@ -56,5 +56,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+  from vlx import runtime  # pylint: disable=g-import-not-at-top
+  runtime.reexec_with_hugepage_malloc()
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   sys.exit(main())
