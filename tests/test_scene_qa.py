@@ -1,0 +1,66 @@
+"""Questions and referring expressions derived from the synthetic scenes are correct."""
+
+import re
+
+import numpy as np
+
+from vlx.data import scene_qa as Q
+from vlx.data import shapes_render as R
+
+
+def _scenes(n=200, seed=0):
+  rng = np.random.default_rng(seed)
+  for _ in range(n):
+    yield Q.scene_objects(R.scene_example(rng, 64)), rng
+
+
+def test_answers_follow_from_the_annotations():
+  seen = set()
+  for objs, rng in _scenes():
+    for qtype in Q.QUESTION_TYPES:
+      q, a = Q.ask(objs, qtype, rng)
+      assert a in Q.ANSWER_INDEX, (q, a)
+      seen.add(a)
+      if q.startswith("how many"):
+        assert a == R.COUNT_WORDS[len(objs)]
+      m = re.fullmatch(r"is there a (\w+) (\w+)\?", q)
+      if m:
+        present = any(o["colour"] == m[1] and o["shape"] == m[2] for o in objs)
+        assert a == ("yes" if present else "no"), (q, a, objs)
+      m = re.fullmatch(r"where is the ([\w ]+) relative to the large shape\?", q)
+      if m:
+        words = m[1].split()
+        match = [o for o in objs[1:] if all(w in (o["size"], o["colour"], o["shape"])
+                                            for w in words)]
+        assert len(match) == 1, (q, objs)
+        assert a == Q.relation(match[0], objs[0])
+        dx, dy = match[0]["cx"] - objs[0]["cx"], match[0]["cy"] - objs[0]["cy"]
+        assert a in (("left", "right") if abs(dx) >= abs(dy) else ("above", "below"))
+  # Every answer family occurs (yes/no, counts, colours, shapes, relations).
+  for family in (("yes", "no"), ("one", "two", "three"), R.COLOUR_NAMES, R.SHAPES, Q.RELATIONS):
+    assert seen & set(family), family
+
+
+def test_referring_expressions_name_exactly_one_object():
+  for objs, rng in _scenes(seed=1):
+    expr, i = Q.refer(objs, rng)
+    m = re.fullmatch(r"the (\w+) (to the left of|to the right of|above|below) the large shape",
+                     expr)
+    if m:
+      side = {"to the left of": "left", "to the right of": "right", "above": "above",
+              "below": "below"}[m[2]]
+      match = [j for j, o in enumerate(objs) if j > 0 and o["shape"] == m[1]
+               and Q.relation(o, objs[0]) == side]
+    else:
+      words = expr.split()[1:]
+      match = [j for j, o in enumerate(objs)
+               if all(w in (o["size"], o["colour"], o["shape"]) for w in words)]
+    assert match == [i], (expr, i, objs)
+    assert np.all(objs[i]["box"][2:] > objs[i]["box"][:2])
+
+
+def test_vqa_soft_score_accuracy():
+  scores = np.stack([Q.answer_scores("yes"), Q.answer_scores("red")])
+  scores[1, Q.ANSWER_INDEX["blue"]] = 0.3  # a VQA-style partial answer
+  pred = np.array([Q.ANSWER_INDEX["yes"], Q.ANSWER_INDEX["blue"]])
+  assert np.isclose(Q.vqa_accuracy(pred, scores), (1.0 + 0.3) / 2)

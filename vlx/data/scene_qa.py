@@ -1,0 +1,134 @@
+"""Questions, answers and referring expressions for the synthetic shape scenes.
+
+Derived at read time from each record's object annotations (boxes, colours, shapes),
+so the stored dataset needs no new version and every epoch can ask a different
+question about the same image. Five question types, as the fusion-encoder issue asks:
+existence, count, colour, shape and relative position. Every question has exactly one
+correct answer from `ANSWERS`; `answer_scores` gives VQA-style soft targets (one
+answer with score 1 here; VQA v2's ten human answers give fractional scores).
+
+A referring expression names one object uniquely ("the small red circle", "the
+shape to the left of the large one") and comes with its box and the scene's candidate
+boxes, for grounding by box selection or regression.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from vlx.data import shapes_render as R
+
+QUESTION_TYPES = ("exist", "count", "colour", "shape", "relation")
+RELATIONS = ("left", "right", "above", "below")
+ANSWERS = (("yes", "no") + tuple(R.COUNT_WORDS[n] for n in sorted(R.COUNT_WORDS))
+           + R.COLOUR_NAMES + R.SHAPES + RELATIONS)
+ANSWER_INDEX = {a: i for i, a in enumerate(ANSWERS)}
+
+
+def scene_objects(record) -> List[Dict]:
+  """The record's objects as dicts: colour, shape, size, centre (x, y) and box [y0,x0,y1,x1]."""
+  n = int(record["num_objects"])
+  boxes = np.asarray(record["boxes"], np.float32)
+  out = []
+  for i in range(n):
+    y0, x0, y1, x1 = (float(v) for v in boxes[i])
+    out.append(dict(colour=R.COLOUR_NAMES[int(record["object_colours"][i])],
+                    shape=R.SHAPES[int(record["object_shapes"][i])],
+                    size="large" if i == 0 else "small",
+                    cx=(x0 + x1) / 2, cy=(y0 + y1) / 2, box=boxes[i].copy()))
+  return out
+
+
+def relation(obj, ref) -> str:
+  """Where `obj` lies relative to `ref`: the dominant axis of the offset (image y grows down)."""
+  dx, dy = obj["cx"] - ref["cx"], obj["cy"] - ref["cy"]
+  if abs(dx) >= abs(dy):
+    return "left" if dx < 0 else "right"
+  return "above" if dy < 0 else "below"
+
+
+def _unique(obj, objects, keys) -> bool:
+  return sum(all(o[k] == obj[k] for k in keys) for o in objects) == 1
+
+
+def unique_name(obj, objects) -> Optional[str]:
+  """The shortest 'colour shape' / 'size colour shape' naming `obj` alone, or None."""
+  for keys in (("colour", "shape"), ("size", "colour", "shape")):
+    if _unique(obj, objects, keys):
+      return " ".join(obj[k] for k in keys)
+  return None
+
+
+def ask(objects, qtype: str, rng: np.random.Generator) -> Tuple[str, str]:
+  """One (question, answer) of type `qtype` about the scene."""
+  if qtype == "exist":
+    if rng.random() < 0.5:  # a present object: yes
+      o = objects[int(rng.integers(len(objects)))]
+      return f"is there a {o['colour']} {o['shape']}?", "yes"
+    present = {(o["colour"], o["shape"]) for o in objects}
+    while True:  # an absent combination: no (balanced yes/no)
+      c, s = R.COLOUR_NAMES[int(rng.integers(len(R.COLOUR_NAMES)))], R.SHAPES[
+          int(rng.integers(len(R.SHAPES)))]
+      if (c, s) not in present:
+        return f"is there a {c} {s}?", "no"
+  if qtype == "count":
+    return "how many shapes are there?", R.COUNT_WORDS[len(objects)]
+  o = objects[int(rng.integers(len(objects)))]
+  if qtype == "colour":
+    name = f"{o['size']} {o['shape']}" if _unique(o, objects, ("size", "shape")) else (
+        f"{o['size']} shape" if o["size"] == "large" else None)
+    if name is None:  # two small objects of the same shape: ask about the large one
+      o, name = objects[0], "large shape"
+    return f"what colour is the {name}?", o["colour"]
+  if qtype == "shape":
+    name = f"{o['size']} {o['colour']} object" if _unique(o, objects, ("size", "colour")) else (
+        "large object")
+    if name == "large object":
+      o = objects[0]
+    return f"what shape is the {name}?", o["shape"]
+  if qtype == "relation":
+    if len(objects) < 2:  # nothing to relate: fall back to a count question
+      return ask(objects, "count", rng)
+    o = objects[1 + int(rng.integers(len(objects) - 1))]
+    name = unique_name(o, objects)
+    if name is None:  # two identical small shapes: ask about the large one's colour instead
+      return ask(objects, "colour", rng)
+    return f"where is the {name} relative to the large shape?", relation(o, objects[0])
+  raise ValueError(f"unknown question type {qtype!r}; known: {QUESTION_TYPES}")
+
+
+def answer_scores(answer: str) -> np.ndarray:
+  """VQA soft target over `ANSWERS` (min(#humans who gave it / 3, 1); one answer here)."""
+  scores = np.zeros(len(ANSWERS), np.float32)
+  scores[ANSWER_INDEX[answer]] = 1.0
+  return scores
+
+
+def vqa_accuracy(pred: np.ndarray, scores: np.ndarray) -> float:
+  """Mean soft score of the predicted answers: the VQA v2 metric given `answer_scores`."""
+  pred = np.asarray(pred)
+  return float(np.mean(np.asarray(scores)[np.arange(len(pred)), pred]))
+
+
+def refer(objects, rng: np.random.Generator) -> Tuple[str, int]:
+  """A referring expression for one object and that object's index."""
+  i = int(rng.integers(len(objects)))
+  o = objects[i]
+  if i > 0 and rng.random() < 0.5:  # relational form about a distractor
+    side = {"left": "to the left of", "right": "to the right of", "above": "above",
+            "below": "below"}[relation(o, objects[0])]
+    candidates = [j for j in range(1, len(objects))
+                  if relation(objects[j], objects[0]) == relation(o, objects[0])]
+    if len(candidates) == 1:
+      return f"the {o['shape']} {side} the large shape", i
+  name = unique_name(o, objects)
+  if name is None:  # identical small twins: refer to the large shape, always unique
+    i, name = 0, unique_name(objects[0], objects)
+  return f"the {name}", i
+
+
+def question_type(rng: np.random.Generator, types: Optional[Tuple[str, ...]] = None) -> str:
+  types = types or QUESTION_TYPES
+  return types[int(rng.integers(len(types)))]
