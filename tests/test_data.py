@@ -106,6 +106,83 @@ def test_iterator_state_round_trip(shapes_handle):
       shapes_handle, "train", PP, **kw))["image"])
 
 
+class _CountingRecords(list):
+  """A list of records that remembers which indices were read."""
+
+  def __init__(self, records):
+    super().__init__(records)
+    self.read = set()
+
+  def __getitem__(self, i):
+    self.read.add(int(i))
+    return super().__getitem__(i)
+
+
+def test_data_order_does_not_depend_on_the_process_count(shapes_handle):
+  """Processes that each take their rows of every global batch reassemble exactly the global
+  batches of one process, read only their own records, and resume from their own states."""
+  data = [_record(i) for i in range(256)]
+  g = 8  # global batch
+
+  def iterator(rows, records=None):
+    # Each "process" has its own record list, so read-ahead threads of another iterator
+    # cannot be mistaken for its reads.
+    handle = _handle(shapes_handle.tokenizer, records if records is not None else data)
+    return pipeline.TrainIterator(handle, "train", PP, len(rows), seed=5, num_threads=1,
+                                  prefetch=1, global_batch_size=g, rows=rows)
+
+  one = iterator(range(g))
+  whole = [next(one) for _ in range(3)]
+  # Contiguous rows (what make_array_from_process_local_data gives each process on a mesh
+  # over jax.devices()) and strided rows (any other device order) alike.
+  for layout in ([range(0, 4), range(4, 8)], [range(0, 2), range(2, 4), range(4, 6), range(6, 8)],
+                 [range(0, 8, 2), range(1, 8, 2)]):
+    reads = []
+    parts = []
+    for rows in layout:
+      records = _CountingRecords(data)
+      it = iterator(rows, records)
+      parts.append([next(it) for _ in range(3)])
+      reads.append(records.read)
+      rows = np.asarray(rows)
+      for step in range(3):
+        for k in ("image", "text"):
+          np.testing.assert_array_equal(parts[-1][step][k], whole[step][k][rows])
+    # 3 batches of 8 (plus read-ahead) stay inside the first epoch of 256 records: the
+    # record sets the processes read are disjoint.
+    for a in range(len(reads)):
+      for b in range(a + 1, len(reads)):
+        assert not reads[a] & reads[b], (layout, reads[a] & reads[b])
+
+  # Resuming one process's iterator from its (JSON) state continues its rows.
+  a = iterator(range(4, 8))
+  next(a)
+  state = json.loads(json.dumps(a.get_state()))
+  expected = [next(a) for _ in range(2)]
+  b = iterator(range(4, 8))
+  b.set_state(state)
+  for e, got in zip(expected, [next(b) for _ in range(2)]):
+    np.testing.assert_array_equal(got["image"], e["image"])
+
+  with pytest.raises(ValueError, match="rows must lie in"):
+    iterator(range(6, 10))
+
+
+def test_process_batch_rows_are_what_make_array_from_process_local_data_expects():
+  import jax  # pylint: disable=g-import-not-at-top
+  from vlx.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  n = jax.device_count()
+  for shape in (dict(data=-1), dict(data=1, fsdp=-1), dict(data=-1, tensor=2)):
+    mesh = mesh_lib.make_mesh(ml_collections.ConfigDict(shape))
+    rows = mesh_lib.process_batch_rows(mesh, 2 * n)
+    # One process holds every row, in order.
+    np.testing.assert_array_equal(rows, np.arange(2 * n))
+    local = np.arange(2 * n, dtype=np.int32)[rows]
+    arr = mesh_lib.global_batch({"x": local}, mesh)["x"]
+    np.testing.assert_array_equal(np.asarray(arr), np.arange(2 * n))
+
+
 @pytest.mark.parametrize("pp,exc,needle", [
     ("decode|value_range(-1,", ValueError, "value_range(-1,"),
     ("decode|1abc", ValueError, "cannot parse preprocessing op '1abc'"),

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Dict, Iterator, Optional
+from typing import Dict, Iterator, Optional, Sequence
 
 import grain
-import jax
 import numpy as np
 
 from vlx.data import pp_ops
@@ -48,21 +47,81 @@ def _not_none(x):
   return x is not None
 
 
+class _BatchRows(grain.MapDataset):
+  """Element j is row `rows[j % L]` of global batch `j // L` of the parent (L = len(rows)).
+
+  The parent is the global record stream, global batch b being its elements
+  [b * B, (b + 1) * B). Remapping indices (not elements) means the parent's
+  lazy reads and preprocessing run only for this process's rows.
+  """
+
+  def __init__(self, parent: grain.MapDataset, global_batch_size: int, rows: Sequence[int]):
+    super().__init__(parent)
+    self._global = int(global_batch_size)
+    self._rows = tuple(int(r) for r in rows)
+
+  def __len__(self) -> int:
+    return len(self._parent) // self._global * len(self._rows)
+
+  def __str__(self) -> str:
+    return f"_BatchRows(global_batch_size={self._global}, rows={len(self._rows)})"
+
+  def _global_index(self, index: int) -> int:
+    batch, row = divmod(int(index), len(self._rows))
+    return batch * self._global + self._rows[row]
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return self.slice(index)
+    return self._parent[self._global_index(index)]
+
+  def _getitems(self, indices: Sequence[int]):
+    return self._parent._getitems([self._global_index(i) for i in indices])  # pylint: disable=protected-access
+
+
 class TrainIterator:
-  """Infinite iterator of host-local numpy batches with checkpointable state."""
+  """Infinite iterator of host-local numpy batches with checkpointable state.
+
+  The data order does not depend on the number of processes: every process
+  builds the same global stream (all records of the split, shuffled with
+  `seed`, repeated, each epoch reshuffled; the preprocessing randomness of a
+  record is seeded by its position in that stream), global batch b is
+  elements [b * B, (b + 1) * B) of it (B = `global_batch_size`), and this
+  iterator yields rows `rows` of each global batch, in that order. Only those
+  rows are read and decoded here. With `rows` = the rows that this process's
+  devices hold under the batch sharding (`vlx.parallel.mesh.process_batch_rows`),
+  `jax.make_array_from_process_local_data` reassembles exactly global batch b
+  on every step, whatever the process count.
+
+  Defaults (`global_batch_size=local_batch_size`, all rows): one process reads
+  whole global batches.
+
+  A corrupt record is skipped (counted in `counter`) and the process's next
+  record takes its place, so from there on that process's rows are shifted by
+  one: a run that meets corrupt records is still deterministic and resumable,
+  but no longer identical across process counts.
+  """
 
   def __init__(self, handle: DatasetHandle, split: str, pp: str, local_batch_size: int,
                seed: int, num_threads: int = 2, prefetch: int = 4,
-               keys=("image", "text")):
+               keys=("image", "text"), global_batch_size: Optional[int] = None,
+               rows: Optional[Sequence[int]] = None):
+    global_batch_size = int(global_batch_size or local_batch_size)
+    rows = tuple(range(local_batch_size)) if rows is None else tuple(int(r) for r in rows)
+    if len(rows) != local_batch_size:
+      raise ValueError(f"{len(rows)} rows given for a local batch of {local_batch_size}")
+    if not rows or min(rows) < 0 or max(rows) >= global_batch_size:
+      raise ValueError(f"rows must lie in [0, {global_batch_size}): {rows}")
     self.counter = SkipCounter()
     source = handle.split(split)
-    ds = grain.MapDataset.source(source)
-    # Each host reads only its own shard of the records.
-    ds = ds[jax.process_index()::jax.process_count()]
-    ds = ds.seed(seed).shuffle().repeat(None)
+    # One global order on every process: all records, shuffled with the same seed.
+    ds = grain.MapDataset.source(source).seed(seed).shuffle().repeat(None)
     fn = pp_ops.parse(pp, handle)
     keep = pp_ops.keep(handle, *keys)
+    # Lazy: a record is read and preprocessed only when a process asks for its index.
     ds = ds.random_map(_SafePreprocess(lambda r, rng: keep(fn(r, rng), rng), self.counter))
+    if rows != tuple(range(global_batch_size)):
+      ds = _BatchRows(ds, global_batch_size, rows)
     it = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads,
                                               prefetch_buffer_size=prefetch * local_batch_size))
     it = it.filter(_not_none).batch(local_batch_size, drop_remainder=True)

@@ -39,6 +39,10 @@ def run_batched(ctx: EvalContext, key: Hashable, fn: Callable, params, x: np.nda
 
   `key` identifies fn for the compile cache: everything fn's result depends on besides
   its arguments (the model, the method, the decoding config).
+
+  Works when the mesh spans processes (tests/test_multiprocess.py): every process holds the
+  same host array x, `device_put` places only its addressable shards, and the outputs are
+  replicated, so each process reads the whole result from its own devices.
   """
   n = x.shape[0]
   if n == 0:

@@ -186,6 +186,20 @@ def replicated(mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
+def process_batch_rows(mesh, global_batch_size: int) -> np.ndarray:
+  """The rows of a global batch that this process feeds, in the order
+  `global_batch` (jax.make_array_from_process_local_data) expects them in its local batch.
+
+  make_array_from_process_local_data lays the local batch out as the distinct row
+  slices of this process's addressable devices, sorted by their first row and
+  concatenated; processes whose devices hold the same rows (replicas) feed the same rows.
+  """
+  sharding = batch_sharding(mesh, 1)
+  slices = {(s[0].start or 0, s[0].stop if s[0].stop is not None else global_batch_size)
+            for s in sharding.addressable_devices_indices_map((global_batch_size,)).values()}
+  return np.concatenate([np.arange(a, b) for a, b in sorted(slices)])
+
+
 def global_batch(local: Dict[str, np.ndarray], mesh) -> Dict[str, jax.Array]:
   """Host-local numpy batch -> global jax.Arrays sharded over the batch axes."""
   return {k: jax.make_array_from_process_local_data(batch_sharding(mesh, v.ndim), v)

@@ -187,10 +187,13 @@ def train(config, workdir: str, mode: str = "train") -> Dict[str, float]:
   # ---- Input --------------------------------------------------------------
   handle = sources.load_dataset(config.data)
   fit_vocab(config, handle)
-  local_batch = config.batch_size // jax.process_count()
+  # One global data order whatever the process count; each process reads only the rows of
+  # each global batch that its devices hold.
+  rows = mesh_lib.process_batch_rows(mesh, config.batch_size)
   data_iter = pipeline.TrainIterator(
-      handle, config.data.train_split, config.data.pp_train, local_batch,
-      seed=config.seed, num_threads=config.data.num_threads, prefetch=config.data.prefetch)
+      handle, config.data.train_split, config.data.pp_train, len(rows),
+      seed=config.seed, num_threads=config.data.num_threads, prefetch=config.data.prefetch,
+      global_batch_size=config.batch_size, rows=rows)
 
   # ---- Model, objectives, optimizer, state ---------------------------------
   model = build_model(config)
