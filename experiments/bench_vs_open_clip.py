@@ -13,6 +13,9 @@ this machine (`bench_train_step.measure_matmul_peak`).
 
     python experiments/bench_vs_open_clip.py [--rounds 3] [--steps 5] [--batch 64]
 
+Like `python -m vlx.main`, the script re-executes itself once with huge-page malloc
+(vlx/runtime.py), which both sides then share; `VLX_HUGEPAGE_MALLOC=0` runs both without.
+
 Only the CPU shape is implemented; the ViT-B/16 GPU comparison of the performance issue
 needs a lent GPU and is not part of this script yet. The last line is one JSON object.
 """
