@@ -19,7 +19,6 @@ do not work here, the tests are skipped with the reason.
 import fcntl
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -28,7 +27,8 @@ import jax
 import numpy as np
 import pytest
 
-from vlx_testlib import REPO, checkpoint_steps, read_metrics, shapes_data_dir  # noqa: F401
+from vlx_testlib import (REPO, checkpoint_steps, read_metrics, shapes_data_dir,  # noqa: F401
+                         sigkill_after_checkpoint)
 
 REPO = str(REPO)
 LAUNCH = os.path.join(REPO, "experiments", "launch_local.py")
@@ -243,21 +243,7 @@ def test_sigkill_all_processes_then_resume(mp, shapes_data_dir, tmp_path):
     # Its own session: the launcher and both vlx processes share one process group.
     proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
-    try:
-      deadline = time.time() + TIMEOUT_S
-      # A finished orbax step dir is renamed into place, so it appears only once complete.
-      while not any(s >= KILL_AFTER for s in checkpoint_steps(workdir)):
-        assert proc.poll() is None, (f"run ended (rc {proc.returncode}) before a step-"
-                                     f"{KILL_AFTER} checkpoint:\n" +
-                                     open(tmp_path / "killed.log").read()[-3000:])
-        assert time.time() < deadline, "no checkpoint in time"
-        time.sleep(0.05)
-      os.killpg(proc.pid, signal.SIGKILL)
-    finally:
-      if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGKILL)
-      proc.wait()
-  assert proc.returncode == -signal.SIGKILL, "the launcher finished before it could be killed"
+    sigkill_after_checkpoint(proc, workdir, KILL_AFTER, TIMEOUT_S, tmp_path / "killed.log")
   deadline = time.time() + 30
   while _group_alive(proc.pid):
     assert time.time() < deadline, f"processes survived SIGKILL: {_group_alive(proc.pid)}"

@@ -3,16 +3,15 @@ run exactly; `init_from` loads weights only (fresh step and optimizer)."""
 
 import fcntl
 import os
-import signal
 import subprocess
-import time
 
 import jax
 import numpy as np
 import pytest
 
 from vlx_testlib import (REPO, checkpoint_steps, main_cmd, no_evals, read_metrics,  # noqa: F401
-                         run_main, shapes_data_dir, subprocess_env, train_losses)
+                         run_main, shapes_data_dir, sigkill_after_checkpoint,
+                         subprocess_env, train_losses)
 
 TOTAL, EVERY, KILL_AFTER = 40, 10, 20
 ARGS = (f"--config.total_steps={TOTAL}", f"--config.checkpoint_every={EVERY}",
@@ -56,20 +55,9 @@ def test_sigkill_then_restart_matches_uninterrupted_run(uninterrupted, shapes_da
   proc = subprocess.Popen(cmd, cwd=REPO, env=subprocess_env(), stdout=log,
                           stderr=subprocess.STDOUT, start_new_session=True)
   try:
-    deadline = time.time() + 400
-    # A finished orbax step dir is renamed into place from a tmp dir, so its name appears
-    # only once the checkpoint is complete.
-    while KILL_AFTER not in checkpoint_steps(workdir):
-      assert proc.poll() is None, f"run ended (rc {proc.returncode}) before step {KILL_AFTER}"
-      assert time.time() < deadline, "no step-20 checkpoint in time"
-      time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
+    sigkill_after_checkpoint(proc, workdir, KILL_AFTER, 400)
   finally:
-    if proc.poll() is None:
-      os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
     log.close()
-  assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
   partial = train_losses(workdir)
   assert KILL_AFTER in partial and max(partial) < TOTAL, sorted(partial)
   assert max(checkpoint_steps(workdir)) < TOTAL

@@ -13,8 +13,10 @@ import fcntl
 import json
 import os
 import pathlib
+import signal
 import subprocess
 import sys
+import time
 from typing import Dict, List, Optional, Sequence
 
 import pytest
@@ -102,6 +104,28 @@ def checkpoint_steps(workdir) -> List[int]:
   if not os.path.isdir(d):
     return []
   return sorted(int(n) for n in os.listdir(d) if n.isdigit())
+
+
+def sigkill_after_checkpoint(proc: subprocess.Popen, workdir, min_step: int, timeout_s: float,
+                             log_path=None) -> None:
+  """Waits for a finished checkpoint of step >= `min_step`, then SIGKILLs `proc`'s process group
+  (start it with `start_new_session=True`); fails if the run ends or stalls first."""
+  def log_tail():
+    return "\n" + open(log_path).read()[-3000:] if log_path else ""
+  try:
+    deadline = time.time() + timeout_s
+    # A finished orbax step dir is renamed into place, so it appears only once complete.
+    while not any(s >= min_step for s in checkpoint_steps(workdir)):
+      assert proc.poll() is None, (
+          f"run ended (rc {proc.returncode}) before a step-{min_step} checkpoint" + log_tail())
+      assert time.time() < deadline, f"no step-{min_step} checkpoint in {timeout_s} s"
+      time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+  finally:
+    if proc.poll() is None:
+      os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+  assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
 
 
 def no_evals() -> Sequence[str]:
