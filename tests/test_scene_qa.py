@@ -3,9 +3,11 @@
 import re
 
 import numpy as np
+import pytest
 
 from vlx.data import scene_qa as Q
 from vlx.data import shapes_render as R
+from vlx_testlib import shapes_data_dir, shapes_handle  # noqa: F401
 
 
 def _scenes(n=200, seed=0):
@@ -64,3 +66,28 @@ def test_vqa_soft_score_accuracy():
   scores[1, Q.ANSWER_INDEX["blue"]] = 0.3  # a VQA-style partial answer
   pred = np.array([Q.ANSWER_INDEX["yes"], Q.ANSWER_INDEX["blue"]])
   assert np.isclose(Q.vqa_accuracy(pred, scores), (1.0 + 0.3) / 2)
+
+
+def test_pp_ops_build_vqa_and_grounding_examples_from_records(shapes_handle):
+  from vlx.data import pp_ops
+  source = shapes_handle.split("test")
+  vqa = pp_ops.parse("decode|value_range(-1,1)|scene_vqa(16)", shapes_handle)
+  ref = pp_ops.parse("decode|scene_refer(16, 0.1)", shapes_handle)
+  rng = np.random.default_rng(0)
+  for i in range(20):
+    record = source[i]
+    ex = vqa(dict(record), rng)
+    assert ex["text"].shape == (16,) and ex["text"].dtype == np.int32 and ex["text"][0] != 0
+    if ex["question"].startswith("how many"):
+      assert Q.ANSWERS[int(ex["answer"])] == R.COUNT_WORDS[int(record["num_objects"])]
+    assert ex["answer_scores"][ex["answer"]] == 1.0 and ex["answer_scores"].sum() == 1.0
+    ex = ref(dict(record), rng)
+    n = int(record["num_objects"])
+    assert ex["box_mask"].tolist() == [j < n for j in range(R.MAX_OBJECTS)]
+    assert 0 <= ex["target"] < n
+    assert np.all(ex["boxes"][n:] == 0)
+    truth = np.asarray(record["boxes"])[ex["target"]]
+    size = truth[2:] - truth[:2]
+    assert np.all(np.abs(ex["target_box"] - truth) <= 0.1 * np.concatenate([size, size]) + 1e-6)
+  with pytest.raises(ValueError, match="unknown question types"):
+    pp_ops.parse("decode|scene_vqa(16, ('colour', 'size'))", shapes_handle)

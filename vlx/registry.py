@@ -64,5 +64,5 @@ def _import_builtin_components():
   from vlx.models import two_tower, coca  # noqa: F401
   from vlx.objectives import contrastive, captioning  # noqa: F401
   from vlx.evals import zeroshot, retrieval, linear_probe, captioning as captioning_eval  # noqa: F401
-  from vlx.data import sources, pp_ops  # noqa: F401
+  from vlx.data import sources, pp_ops, scene_qa  # noqa: F401
   from vlx.train import curriculum  # noqa: F401

@@ -18,6 +18,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from vlx import registry
 from vlx.data import shapes_render as R
 
 QUESTION_TYPES = ("exist", "count", "colour", "shape", "relation")
@@ -132,3 +133,49 @@ def refer(objects, rng: np.random.Generator) -> Tuple[str, int]:
 def question_type(rng: np.random.Generator, types: Optional[Tuple[str, ...]] = None) -> str:
   types = types or QUESTION_TYPES
   return types[int(rng.integers(len(types)))]
+
+
+# ---- Preprocessing ops (after `decode`, which passes the annotations through) -------------
+
+def _tokens(handle, text: str, max_len: int) -> np.ndarray:
+  # '?' is not in the caption-trained vocabulary; the question words are.
+  return handle.tokenizer.encode([text.rstrip("?")], max_len)[0]
+
+
+@registry.PP_OPS.register("scene_vqa")
+def scene_vqa_op(handle, max_len: int, types: Tuple[str, ...] = QUESTION_TYPES):
+  """A question about the scene: `text` (its tokens), `question`, `answer` (index into
+  ANSWERS) and `answer_scores` (VQA soft targets). A new question every epoch in training;
+  evaluation reads records in order with a fixed rng, so its questions are fixed."""
+  unknown = set(types) - set(QUESTION_TYPES)
+  if unknown:
+    raise ValueError(f"scene_vqa: unknown question types {sorted(unknown)}; "
+                     f"known: {QUESTION_TYPES}")
+
+  def fn(ex, rng):
+    q, a = ask(scene_objects(ex), question_type(rng, tuple(types)), rng)
+    ex.update(question=q, text=_tokens(handle, q, max_len), answer=np.int32(ANSWER_INDEX[a]),
+              answer_scores=answer_scores(a))
+    return ex
+  return fn
+
+
+@registry.PP_OPS.register("scene_refer")
+def scene_refer_op(handle, max_len: int, jitter: float = 0.0):
+  """A referring expression: `text` (its tokens), `expression`, the candidate `boxes`
+  [MAX_OBJECTS, 4] with `box_mask`, the referred object's index `target` and `target_box`.
+  `jitter` moves each candidate box edge by up to that fraction of the box size (training:
+  annotations standing in for an imperfect detector)."""
+
+  def fn(ex, rng):
+    objects = scene_objects(ex)
+    expr, i = refer(objects, rng)
+    boxes = np.array(ex["boxes"], np.float32)
+    if jitter:
+      size = np.concatenate([boxes[:, 2:] - boxes[:, :2]] * 2, axis=1)
+      boxes = np.clip(boxes + rng.uniform(-jitter, jitter, boxes.shape) * size, 0, 1)
+    mask = np.arange(len(boxes)) < len(objects)
+    ex.update(expression=expr, text=_tokens(handle, expr, max_len), boxes=boxes * mask[:, None],
+              box_mask=mask, target=np.int32(i), target_box=boxes[i])
+    return ex
+  return fn

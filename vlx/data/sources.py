@@ -33,6 +33,9 @@ class DatasetHandle:
   templates: Optional[Sequence[str]] = None
   # captions -> a caption naming only the image's salient object (for `salient_caption`).
   salient_caption: Optional[Callable[[List[str]], str]] = None
+  # Record fields `decode` passes through for task ops (object boxes and classes: VQA,
+  # grounding); the pipeline's final `keep` decides what reaches a batch.
+  annotation_keys: Sequence[str] = ()
 
   def split(self, name: str) -> Sequence[Any]:
     if name not in self.splits:
@@ -90,7 +93,9 @@ def synthetic_shapes(data_dir: Optional[str] = None, variant: str = "default",
   return DatasetHandle(splits=splits, tokenizer=tokenizer,
                        class_names=shapes_render.class_names(),
                        templates=shapes_render.zeroshot_templates(),
-                       salient_caption=shapes_render.salient_caption)
+                       salient_caption=shapes_render.salient_caption,
+                       annotation_keys=("boxes", "object_colours", "object_shapes",
+                                        "num_objects"))
 
 
 @registry.DATASETS.register("tfds")
