@@ -30,6 +30,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if __name__ == "__main__":  # before JAX is imported: see vlx/runtime.py
+  from vlx import runtime as _runtime  # noqa: E402
+  _runtime.reexec_with_hugepage_malloc()
 
 import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
@@ -319,6 +322,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  from vlx import runtime  # noqa: E402
-  runtime.reexec_with_hugepage_malloc()  # before JAX starts (see vlx/runtime.py)
   main()

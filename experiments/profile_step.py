@@ -29,6 +29,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if __name__ == "__main__":  # before JAX is imported: see vlx/runtime.py
+  from vlx import runtime as _runtime  # noqa: E402
+  _runtime.reexec_with_hugepage_malloc()
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
@@ -70,7 +73,8 @@ def op_events(trace_dir: str):
   if not files:
     raise SystemExit(f"no trace written under {trace_dir}")
   skip = ("ThunkExecutor", "Threadpool", "SlinkyThreadPool", "end:")
-  for plane in ProfileData.from_file(files[0]).planes:
+  newest = max(files, key=os.path.getmtime)  # a reused --trace_dir keeps older traces
+  for plane in ProfileData.from_file(newest).planes:
     for line in plane.lines:
       if line.name == "python":
         continue
@@ -139,6 +143,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  from vlx import runtime  # noqa: E402
-  runtime.reexec_with_hugepage_malloc()  # as vlx.main runs (VLX_HUGEPAGE_MALLOC=0: without)
   main()

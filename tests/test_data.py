@@ -100,6 +100,12 @@ def test_iterator_state_round_trip(shapes_handle):
     np.testing.assert_array_equal(g["image"], e["image"])
     np.testing.assert_array_equal(g["text"], e["text"])
 
+  # A state saved with another batch layout (rows per process) cannot resume this order.
+  other = pipeline.TrainIterator(shapes_handle, "train", PP, **{**kw, "local_batch_size": 4},
+                                 global_batch_size=8, rows=[4, 5, 6, 7])
+  with pytest.raises(ValueError, match="cannot resume the same data order"):
+    other.set_state(state)
+
   # A different seed gives a different order (the comparison above is not vacuous).
   c = pipeline.TrainIterator(shapes_handle, "train", PP, **{**kw, "seed": 4})
   assert not np.array_equal(next(c)["image"], next(pipeline.TrainIterator(

@@ -16,6 +16,12 @@ def _scenes(n=200, seed=0):
     yield Q.scene_objects(R.scene_example(rng, 64)), rng
 
 
+def _named(phrase, objects):
+  """The objects a question's noun phrase fits ('shape' and 'object' name any shape)."""
+  words = [w for w in phrase.split() if w not in ("shape", "object")]
+  return [o for o in objects if all(w in (o["size"], o["colour"], o["shape"]) for w in words)]
+
+
 def test_answers_follow_from_the_annotations():
   seen = set()
   for objs, rng in _scenes():
@@ -31,13 +37,16 @@ def test_answers_follow_from_the_annotations():
         assert a == ("yes" if present else "no"), (q, a, objs)
       m = re.fullmatch(r"where is the ([\w ]+) relative to the large shape\?", q)
       if m:
-        words = m[1].split()
-        match = [o for o in objs[1:] if all(w in (o["size"], o["colour"], o["shape"])
-                                            for w in words)]
-        assert len(match) == 1, (q, objs)
+        match = _named(m[1], objs)
+        assert len(match) == 1 and match[0]["size"] == "small", (q, objs)
         assert a == Q.relation(match[0], objs[0])
         dx, dy = match[0]["cx"] - objs[0]["cx"], match[0]["cy"] - objs[0]["cy"]
         assert a in (("left", "right") if abs(dx) >= abs(dy) else ("above", "below"))
+      m = re.fullmatch(r"what (colour|shape) is the ([\w ]+)\?", q)
+      if m:
+        match = _named(m[2], objs)
+        assert len(match) == 1, (q, objs)
+        assert a == match[0][m[1]], (q, a, objs)
   # Every answer family occurs (yes/no, counts, colours, shapes, relations).
   for family in (("yes", "no"), ("one", "two", "three"), R.COLOUR_NAMES, R.SHAPES, Q.RELATIONS):
     assert seen & set(family), family
@@ -86,8 +95,12 @@ def test_pp_ops_build_vqa_and_grounding_examples_from_records(shapes_handle):
     assert ex["box_mask"].tolist() == [j < n for j in range(R.MAX_OBJECTS)]
     assert 0 <= ex["target"] < n
     assert np.all(ex["boxes"][n:] == 0)
-    truth = np.asarray(record["boxes"])[ex["target"]]
-    size = truth[2:] - truth[:2]
-    assert np.all(np.abs(ex["target_box"] - truth) <= 0.1 * np.concatenate([size, size]) + 1e-6)
+    truth = np.asarray(record["boxes"])
+    np.testing.assert_array_equal(ex["target_box"], truth[ex["target"]])
+    size = np.concatenate([truth[:n, 2:] - truth[:n, :2]] * 2, axis=1)
+    assert np.all(np.abs(ex["boxes"][:n] - truth[:n]) <= 0.1 * size + 1e-6)
+    assert np.any(ex["boxes"][:n] != truth[:n])  # jittered
   with pytest.raises(ValueError, match="unknown question types"):
     pp_ops.parse("decode|scene_vqa(16, ('colour', 'size'))", shapes_handle)
+  only_counts = pp_ops.parse("decode|scene_vqa(16, 'count')", shapes_handle)
+  assert only_counts(dict(source[0]), rng)["question"] == "how many shapes are there?"

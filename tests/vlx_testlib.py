@@ -111,7 +111,7 @@ def sigkill_after_checkpoint(proc: subprocess.Popen, workdir, min_step: int, tim
   """Waits for a finished checkpoint of step >= `min_step`, then SIGKILLs `proc`'s process group
   (start it with `start_new_session=True`); fails if the run ends or stalls first."""
   def log_tail():
-    return "\n" + open(log_path).read()[-3000:] if log_path else ""
+    return "\n" + pathlib.Path(log_path).read_text()[-3000:] if log_path else ""
   try:
     deadline = time.time() + timeout_s
     # A finished orbax step dir is renamed into place, so it appears only once complete.

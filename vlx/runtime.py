@@ -21,6 +21,7 @@ import platform
 import sys
 
 HUGEPAGE_TUNABLE = "glibc.malloc.hugetlb=1"
+_REEXECUTED = "VLX_HUGEPAGE_REEXECUTED"
 _THP_MODE = "/sys/kernel/mm/transparent_hugepage/enabled"
 
 
@@ -44,20 +45,33 @@ def hugepage_malloc_available() -> bool:
   return "[never]" not in mode
 
 
+def _hugetlb_setting():
+  """The value GLIBC_TUNABLES gives glibc.malloc.hugetlb, or None where it is not set."""
+  for item in os.environ.get("GLIBC_TUNABLES", "").split(":"):
+    name, _, value = item.partition("=")
+    if name == "glibc.malloc.hugetlb":
+      return value
+  return None
+
+
 def hugepage_malloc_active() -> bool:
-  return "glibc.malloc.hugetlb" in os.environ.get("GLIBC_TUNABLES", "")
+  """Whether this process started with malloc on transparent huge pages (1) or hugetlbfs (2)."""
+  return _hugetlb_setting() in ("1", "2")
 
 
 def reexec_with_hugepage_malloc() -> None:
   """Re-executes this process once with huge-page malloc, where it is available and off.
 
-  Call it first thing in a `__main__` block, before JAX starts threads. Returns (without
-  re-executing) when already active, unavailable, or disabled by VLX_HUGEPAGE_MALLOC=0.
+  Call it first thing in a `__main__` block, before importing JAX (or anything heavy). Returns
+  without re-executing when GLIBC_TUNABLES already sets glibc.malloc.hugetlb (to any value),
+  when unavailable, when this process was already re-executed, or with VLX_HUGEPAGE_MALLOC=0.
   """
-  if os.environ.get("VLX_HUGEPAGE_MALLOC", "1") == "0" or hugepage_malloc_active():
+  if os.environ.get("VLX_HUGEPAGE_MALLOC", "1") == "0" or _hugetlb_setting() is not None:
+    return  # off, or the user's own setting
+  # A sentinel stops a second exec where the loader drops GLIBC_TUNABLES (secure execution).
+  if os.environ.get(_REEXECUTED) or not hugepage_malloc_available():
     return
-  if not hugepage_malloc_available():
-    return
+  os.environ[_REEXECUTED] = "1"
   current = os.environ.get("GLIBC_TUNABLES", "")
   os.environ["GLIBC_TUNABLES"] = f"{current}:{HUGEPAGE_TUNABLE}" if current else HUGEPAGE_TUNABLE
   sys.stdout.flush()

@@ -1,4 +1,5 @@
-"""grain input pipelines: deterministic, sharded per host, resumable, skipping corrupt records."""
+"""grain input pipelines: deterministic, one global order whatever the process count, each
+process reading only its rows; resumable; skipping corrupt records."""
 
 from __future__ import annotations
 
@@ -113,6 +114,7 @@ class TrainIterator:
     if not rows or min(rows) < 0 or max(rows) >= global_batch_size:
       raise ValueError(f"rows must lie in [0, {global_batch_size}): {rows}")
     self.counter = SkipCounter()
+    self._layout = {"global_batch_size": global_batch_size, "rows": list(rows)}
     source = handle.split(split)
     # One global order on every process: all records, shuffled with the same seed.
     ds = grain.MapDataset.source(source).seed(seed).shuffle().repeat(None)
@@ -135,9 +137,18 @@ class TrainIterator:
     return next(self._iter)
 
   def get_state(self) -> dict:
-    return {"grain": self._iter.get_state(), "skipped": self.counter.count}
+    return {"grain": self._iter.get_state(), "skipped": self.counter.count,
+            "layout": self._layout}
 
   def set_state(self, state: dict):
+    # grain's position counts this iterator's own rows: it means the same data only for the
+    # same global batch size and rows (an older state without a layout is taken as it is).
+    layout = state.get("layout")
+    if layout is not None and layout != self._layout:
+      raise ValueError(f"data state was saved for global batch {layout['global_batch_size']} "
+                       f"and {len(layout['rows'])} rows per process, this run reads "
+                       f"{self._layout['global_batch_size']} and {len(self._layout['rows'])}: "
+                       "it cannot resume the same data order")
     self._iter = iter(self._dataset)
     self._iter.set_state(state["grain"])
     self.counter.count = int(state.get("skipped", 0))

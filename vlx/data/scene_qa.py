@@ -8,7 +8,7 @@ correct answer from `ANSWERS`; `answer_scores` gives VQA-style soft targets (one
 answer with score 1 here; VQA v2's ten human answers give fractional scores).
 
 A referring expression names one object uniquely ("the small red circle", "the
-shape to the left of the large one") and comes with its box and the scene's candidate
+circle to the left of the large shape") and comes with its box and the scene's candidate
 boxes, for grounding by box selection or regression.
 """
 
@@ -145,15 +145,19 @@ def _tokens(handle, text: str, max_len: int) -> np.ndarray:
 @registry.PP_OPS.register("scene_vqa")
 def scene_vqa_op(handle, max_len: int, types: Tuple[str, ...] = QUESTION_TYPES):
   """A question about the scene: `text` (its tokens), `question`, `answer` (index into
-  ANSWERS) and `answer_scores` (VQA soft targets). A new question every epoch in training;
-  evaluation reads records in order with a fixed rng, so its questions are fixed."""
+  ANSWERS) and `answer_scores` (VQA soft targets). The question is drawn with the pipeline's
+  rng: a new one every epoch in training, a fixed one for a fixed rng and record order.
+  `types`: one question type or a tuple of them."""
+  types = (types,) if isinstance(types, str) else tuple(types)
+  if not types:
+    raise ValueError(f"scene_vqa: no question types given; known: {QUESTION_TYPES}")
   unknown = set(types) - set(QUESTION_TYPES)
   if unknown:
     raise ValueError(f"scene_vqa: unknown question types {sorted(unknown)}; "
                      f"known: {QUESTION_TYPES}")
 
   def fn(ex, rng):
-    q, a = ask(scene_objects(ex), question_type(rng, tuple(types)), rng)
+    q, a = ask(scene_objects(ex), question_type(rng, types), rng)
     ex.update(question=q, text=_tokens(handle, q, max_len), answer=np.int32(ANSWER_INDEX[a]),
               answer_scores=answer_scores(a))
     return ex
@@ -165,17 +169,21 @@ def scene_refer_op(handle, max_len: int, jitter: float = 0.0):
   """A referring expression: `text` (its tokens), `expression`, the candidate `boxes`
   [MAX_OBJECTS, 4] with `box_mask`, the referred object's index `target` and `target_box`.
   `jitter` moves each candidate box edge by up to that fraction of the box size (training:
-  annotations standing in for an imperfect detector)."""
+  annotations standing in for an imperfect detector); `target_box` stays the annotated box,
+  the regression target and the reference for IoU."""
+  if not 0.0 <= jitter < 0.5:
+    raise ValueError(f"scene_refer: jitter must lie in [0, 0.5) (boxes would invert), got {jitter}")
 
   def fn(ex, rng):
     objects = scene_objects(ex)
     expr, i = refer(objects, rng)
-    boxes = np.array(ex["boxes"], np.float32)
+    truth = np.array(ex["boxes"], np.float32)
+    boxes = truth.copy()
     if jitter:
       size = np.concatenate([boxes[:, 2:] - boxes[:, :2]] * 2, axis=1)
       boxes = np.clip(boxes + rng.uniform(-jitter, jitter, boxes.shape) * size, 0, 1)
     mask = np.arange(len(boxes)) < len(objects)
     ex.update(expression=expr, text=_tokens(handle, expr, max_len), boxes=boxes * mask[:, None],
-              box_mask=mask, target=np.int32(i), target_box=boxes[i])
+              box_mask=mask, target=np.int32(i), target_box=truth[i])
     return ex
   return fn
