@@ -45,8 +45,11 @@ def decode(handle: DatasetHandle):
       out = {"image": image, "captions": captions}
       if handle.label_key and handle.label_key in record:
         out["label"] = np.int32(record[handle.label_key])
-      for key in handle.annotation_keys:
-        out[key] = np.asarray(get_path(record, key))
+      for key in handle.annotation_keys:  # absent from, e.g., images given to vlx.predict
+        try:
+          out[key] = np.asarray(get_path(record, key))
+        except (KeyError, IndexError, TypeError):
+          pass
       return out
     except CorruptRecord:
       raise
