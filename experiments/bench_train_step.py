@@ -30,16 +30,15 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from vlx import runtime  # noqa: E402  (imports nothing heavy)
 if __name__ == "__main__":  # before JAX is imported: see vlx/runtime.py
-  from vlx import runtime as _runtime  # noqa: E402
-  _runtime.reexec_with_hugepage_malloc()
+  runtime.reexec_with_hugepage_malloc()
 
 import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from vlx import runtime  # noqa: E402
 from vlx.objectives.contrastive import build_objectives  # noqa: E402
 from vlx.parallel import mesh as mesh_lib  # noqa: E402
 from vlx.train import curriculum  # noqa: E402

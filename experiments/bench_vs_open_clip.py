@@ -30,9 +30,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from vlx import runtime  # noqa: E402  (imports nothing heavy)
 if __name__ == "__main__":  # before JAX is imported: see vlx/runtime.py
-  from vlx import runtime as _runtime  # noqa: E402
-  _runtime.reexec_with_hugepage_malloc()
+  runtime.reexec_with_hugepage_malloc()
 
 import numpy as np  # noqa: E402
 
@@ -155,7 +155,7 @@ def main(argv=None):
       "vlx_params": built["num_params"], "open_clip_params": oc_params,
       "rounds": args.rounds, "steps_per_round": args.steps, "batch": args.batch,
       "torch_threads": threads,
-      "hugepage_malloc": bts.runtime.hugepage_malloc_active(), "jax_devices": len(jax.devices()),
+      "hugepage_malloc": runtime.hugepage_malloc_active(), "jax_devices": len(jax.devices()),
       "jax": jax.__version__, "torch": torch.__version__,
       "open_clip": getattr(__import__("open_clip"), "__version__", "?"),
   }

@@ -29,9 +29,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from vlx import runtime  # noqa: E402  (imports nothing heavy)
 if __name__ == "__main__":  # before JAX is imported: see vlx/runtime.py
-  from vlx import runtime as _runtime  # noqa: E402
-  _runtime.reexec_with_hugepage_malloc()
+  runtime.reexec_with_hugepage_malloc()
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402

@@ -77,17 +77,18 @@ def ask(objects, qtype: str, rng: np.random.Generator) -> Tuple[str, str]:
   if qtype == "count":
     return "how many shapes are there?", R.COUNT_WORDS[len(objects)]
   o = objects[int(rng.integers(len(objects)))]
+  # The large object is the only one of its size, so the fallbacks below always name one object.
   if qtype == "colour":
-    name = f"{o['size']} {o['shape']}" if _unique(o, objects, ("size", "shape")) else (
-        f"{o['size']} shape" if o["size"] == "large" else None)
-    if name is None:  # two small objects of the same shape: ask about the large one
+    if _unique(o, objects, ("size", "shape")):
+      name = f"{o['size']} {o['shape']}"
+    else:  # two small objects of the same shape: ask about the large one
       o, name = objects[0], "large shape"
     return f"what colour is the {name}?", o["colour"]
   if qtype == "shape":
-    name = f"{o['size']} {o['colour']} object" if _unique(o, objects, ("size", "colour")) else (
-        "large object")
-    if name == "large object":
-      o = objects[0]
+    if _unique(o, objects, ("size", "colour")):
+      name = f"{o['size']} {o['colour']} object"
+    else:  # two small objects of the same colour: ask about the large one
+      o, name = objects[0], "large object"
     return f"what shape is the {name}?", o["shape"]
   if qtype == "relation":
     if len(objects) < 2:  # nothing to relate: fall back to a count question
