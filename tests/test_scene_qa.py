@@ -86,8 +86,10 @@ def test_pp_ops_build_vqa_and_grounding_examples_from_records(shapes_handle):
   for i in range(20):
     record = source[i]
     ex = vqa(dict(record), rng)
-    assert ex["text"].shape == (16,) and ex["text"].dtype == np.int32 and ex["text"][0] != 0
-    if ex["question"].startswith("how many"):
+    q = ex["question"]
+    assert q.shape == (16,) and q.dtype == np.int32 and q[0] != 0
+    assert shapes_handle.tokenizer.decode(q[None])[0] == ex["question_string"].rstrip("?")
+    if ex["question_string"].startswith("how many"):
       assert Q.ANSWERS[int(ex["answer"])] == R.COUNT_WORDS[int(record["num_objects"])]
     assert ex["answer_scores"][ex["answer"]] == 1.0 and ex["answer_scores"].sum() == 1.0
     ex = ref(dict(record), rng)
@@ -100,7 +102,15 @@ def test_pp_ops_build_vqa_and_grounding_examples_from_records(shapes_handle):
     size = np.concatenate([truth[:n, 2:] - truth[:n, :2]] * 2, axis=1)
     assert np.all(np.abs(ex["boxes"][:n] - truth[:n]) <= 0.1 * size + 1e-6)
     assert np.any(ex["boxes"][:n] != truth[:n])  # jittered
+    assert shapes_handle.tokenizer.decode(ex["expression"][None])[0] == ex["expression_string"]
+    classes = [int(record["object_colours"][j]) * len(R.SHAPES) + int(record["object_shapes"][j])
+               for j in range(n)]
+    assert ex["box_labels"].tolist() == classes + [-1] * (R.MAX_OBJECTS - n)
   with pytest.raises(ValueError, match="unknown question types"):
     pp_ops.parse("decode|scene_vqa(16, ('colour', 'size'))", shapes_handle)
   only_counts = pp_ops.parse("decode|scene_vqa(16, 'count')", shapes_handle)
-  assert only_counts(dict(source[0]), rng)["question"] == "how many shapes are there?"
+  assert only_counts(dict(source[0]), rng)["question_string"] == "how many shapes are there?"
+  tags = pp_ops.parse("decode|scene_tags(12)", shapes_handle)(dict(source[0]), rng)["tags"]
+  objects = Q.scene_objects(source[0])
+  assert shapes_handle.tokenizer.decode(tags[None])[0] == " ".join(
+      f"{o['colour']} {o['shape']}" for o in objects)

@@ -6,7 +6,6 @@
 * GradCache (accum_steps=2) gives the loss and gradients of the un-accumulated step.
 """
 
-import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
@@ -14,12 +13,10 @@ import optax
 import pytest
 
 from vlx import config_lib
-from vlx.objectives.contrastive import build_objectives
 from vlx.parallel import mesh as mesh_lib
 from vlx.train import trainer
-from vlx.train.step import make_train_step
-from vlx_testlib import (REPO, no_evals, run_main, shapes_data_dir,  # noqa: F401
-                         train_losses)
+from vlx_testlib import (REPO, assert_trees_close, mesh_of, no_evals,  # noqa: F401
+                         one_train_step, run_main, shapes_data_dir, train_losses)
 
 MESH_222 = ("--config.mesh.data=2", "--config.mesh.fsdp=2", "--config.mesh.tensor=2")
 
@@ -75,50 +72,8 @@ def _init(config, tx):
   """The trainer's model and sharded TrainState, initialized on a 1-device mesh."""
   model = trainer.build_model(config)
   rules = mesh_lib.rules_from_config(config.sharding)
-  state, _ = trainer.create_state(config, model, tx, _mesh(1, 1, 1, 1), rules)
+  state, _ = trainer.create_state(config, model, tx, mesh_of(1, 1, 1, 1), rules)
   return model, jax.device_get(state)
-
-
-def _one_step(config, model, state, mesh, tx, batch, accum_steps=1):
-  """The trainer's jitted step on `mesh` (state resharded there) -> (new params, metrics)."""
-  rules = mesh_lib.rules_from_config(config.sharding)
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    abstract = jax.eval_shape(lambda r: model.init(
-        r, {k: v[:1] for k, v in batch.items()}, train=False)["params"], jax.random.key(0))
-    param_shardings = mesh_lib.logical_to_shardings(abstract, mesh, rules)
-  rep = mesh_lib.replicated(mesh)
-  shardings = state.replace(
-      step=rep, params=param_shardings, rng=rep, nonfinite=rep,
-      opt_state=mesh_lib.like_param_shardings(state.opt_state, state.params, param_shardings,
-                                              mesh))
-  state = jax.device_put(state, shardings)
-  step_fn = make_train_step(model, build_objectives(config.objectives), tx,
-                            optax.constant_schedule(1.0), accum_steps)
-  batch_shardings = {k: mesh_lib.batch_sharding(mesh, v.ndim) for k, v in batch.items()}
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    jitted = jax.jit(step_fn, in_shardings=(shardings, batch_shardings),
-                     out_shardings=(shardings, rep))
-    new_state, metrics = jitted(state, mesh_lib.global_batch(batch, mesh))
-  assert int(new_state.nonfinite) == 0
-  # Params really live sharded on the mesh (not silently replicated everywhere).
-  if mesh.size > 1:
-    specs = {tuple(x.sharding.spec) for x in jax.tree.leaves(new_state.params)}
-    assert any(any(a is not None for a in spec) for spec in specs), specs
-  return jax.device_get(new_state.params), jax.device_get(metrics)
-
-
-def _mesh(data, fsdp, tensor, n):
-  return mesh_lib.make_mesh(ml_collections.ConfigDict(dict(data=data, fsdp=fsdp, tensor=tensor)),
-                            devices=jax.devices()[:n])
-
-
-def _assert_trees_close(a, b, atol, rtol=0.0, what=""):
-  flat_a = jax.tree_util.tree_flatten_with_path(a)[0]
-  flat_b = jax.tree.leaves(b)
-  assert len(flat_a) == len(flat_b)
-  for (path, x), y in zip(flat_a, flat_b):
-    np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=atol, rtol=rtol,
-                               err_msg=f"{what} {jax.tree_util.keystr(path)}")
 
 
 @pytest.mark.parametrize("family", ["siglip", "coca"])
@@ -130,11 +85,11 @@ def test_one_step_equal_on_1_and_8_device_meshes(family):
   tx = optax.sgd(1.0)  # params - grads: compares the gradients themselves
   model, state = _init(config, tx)
   p0_1 = state.params
-  p1_1, m1 = _one_step(config, model, state, _mesh(1, 1, 1, 1), tx, batch)
-  p1_8, m8 = _one_step(config, model, state, _mesh(2, 2, 2, 8), tx, batch)
+  p1_1, m1 = one_train_step(config, model, state, mesh_of(1, 1, 1, 1), tx, batch)
+  p1_8, m8 = one_train_step(config, model, state, mesh_of(2, 2, 2, 8), tx, batch)
   np.testing.assert_allclose(m8["train/loss"], m1["train/loss"], rtol=1e-5)
   np.testing.assert_allclose(m8["train/grad_norm"], m1["train/grad_norm"], rtol=1e-4)
-  _assert_trees_close(p1_1, p1_8, atol=2e-5, rtol=1e-4, what="after step")
+  assert_trees_close(p1_1, p1_8, atol=2e-5, rtol=1e-4, what="after step")
   # The step moved the params (else equality would be vacuous).
   moved = max(float(np.abs(a - b).max()) for a, b in zip(jax.tree.leaves(p0_1),
                                                           jax.tree.leaves(p1_1)))
@@ -146,17 +101,17 @@ def test_gradcache_accumulation_matches_full_batch(family):
   config = _config(family)
   batch = _batch(config, seed=1)
   tx = optax.sgd(1.0)
-  mesh = _mesh(1, 1, 1, 1)
+  mesh = mesh_of(1, 1, 1, 1)
   model, state = _init(config, tx)
   p0 = state.params
-  p_full, m_full = _one_step(config, model, state, mesh, tx, batch, accum_steps=1)
-  p_acc, m_acc = _one_step(config, model, state, mesh, tx, batch, accum_steps=2)
+  p_full, m_full = one_train_step(config, model, state, mesh, tx, batch, accum_steps=1)
+  p_acc, m_acc = one_train_step(config, model, state, mesh, tx, batch, accum_steps=2)
   np.testing.assert_allclose(m_acc["train/loss"], m_full["train/loss"], rtol=1e-6, atol=1e-5)
   np.testing.assert_allclose(m_acc["train/grad_norm"], m_full["train/grad_norm"], rtol=1e-5)
   # sgd(1): new params = params - grads, so this compares every gradient leaf.
   g_full = jax.tree.map(lambda a, b: a - b, p0, p_full)
   g_acc = jax.tree.map(lambda a, b: a - b, p0, p_acc)
-  _assert_trees_close(g_full, g_acc, atol=1e-5, what=f"{family} grads")
+  assert_trees_close(g_full, g_acc, atol=1e-5, what=f"{family} grads")
   # Shared scalars (temperature, bias) get their gradient once, not once per micro-batch.
   assert abs(float(g_full["logit_scale"])) > 1e-6
   np.testing.assert_allclose(g_acc["logit_scale"], g_full["logit_scale"], rtol=1e-4, atol=1e-6)
@@ -164,7 +119,7 @@ def test_gradcache_accumulation_matches_full_batch(family):
     np.testing.assert_allclose(g_acc["logit_bias"], g_full["logit_bias"], rtol=1e-4, atol=1e-6)
 
 
-def test_param_groups_freeze_and_scale_on_sharded_mesh():
+def test_param_groups_freeze_and_scale_on_shardedmesh_of():
   """LiT-style locked tower (lr_mult 0) and a faster group (lr_mult 10) on a 2x2x2 mesh:
   optimizer-state shardings follow the params through optax's masked multi_transform."""
   from vlx.train.optimizer import make_optimizer  # pylint: disable=g-import-not-at-top
@@ -176,15 +131,16 @@ def test_param_groups_freeze_and_scale_on_sharded_mesh():
     config.optimizer.param_groups = param_groups
     model = trainer.build_model(config)
     rules = mesh_lib.rules_from_config(config.sharding)
-    boxed = trainer.abstract_params(config, model, _mesh(2, 2, 2, 8), rules)
+    boxed = trainer.abstract_params(config, model, mesh_of(2, 2, 2, 8), rules)
     tx, _ = make_optimizer(config.optimizer, mesh_lib.unbox(boxed), total_steps=10)
-    state, shardings = trainer.create_state(config, model, tx, _mesh(2, 2, 2, 8), rules, boxed)
+    state, shardings = trainer.create_state(config, model, tx, mesh_of(2, 2, 2, 8), rules, boxed)
     # Moments of a sharded kernel are sharded like it; counts are replicated.
     flat = {jax.tree_util.keystr(p): s for p, s in
             jax.tree_util.tree_flatten_with_path(shardings.opt_state)[0]}
     assert any(s.spec != mesh_lib.replicated(s.mesh).spec for s in flat.values()), flat
     state = jax.device_get(state)
-    runs[name] = (state.params, *_one_step(config, model, state, _mesh(2, 2, 2, 8), tx, batch))
+    runs[name] = (state.params,
+                  *one_train_step(config, model, state, mesh_of(2, 2, 2, 8), tx, batch))
   p0, p1, _ = runs["grouped"]
   for a, b in zip(jax.tree.leaves(p0["img"]), jax.tree.leaves(p1["img"])):
     np.testing.assert_array_equal(a, b)  # locked: not one bit moved

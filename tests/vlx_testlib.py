@@ -19,7 +19,17 @@ import sys
 import time
 from typing import Dict, List, Optional, Sequence
 
+import flax.linen as nn
+import jax
+import ml_collections
+import numpy as np
+import optax
 import pytest
+
+from vlx.objectives.contrastive import build_objectives
+from vlx.parallel import mesh as mesh_lib
+from vlx.train import trainer
+from vlx.train.step import make_train_step
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -130,3 +140,53 @@ def sigkill_after_checkpoint(proc: subprocess.Popen, workdir, min_step: int, tim
 
 def no_evals() -> Sequence[str]:
   return ("--config.evals={}",)
+
+
+# ---- In-process train steps on a chosen mesh (sharding-equivalence tests) ------------------
+
+
+def one_train_step(config, model, state, mesh, tx, batch, accum_steps=1, full_state=False):
+  """The trainer's jitted step on `mesh` (state resharded there) -> (new params, metrics)."""
+  rules = mesh_lib.rules_from_config(config.sharding)
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    abstract = jax.eval_shape(lambda r: model.init(
+        r, {k: v[:1] for k, v in batch.items()}, train=False)["params"], jax.random.key(0))
+    param_shardings = mesh_lib.logical_to_shardings(abstract, mesh, rules)
+  rep = mesh_lib.replicated(mesh)
+  shardings = state.replace(
+      step=rep, params=param_shardings, rng=rep, nonfinite=rep,
+      opt_state=mesh_lib.like_param_shardings(state.opt_state, state.params, param_shardings,
+                                              mesh),
+      extras={k: param_shardings for k in state.extras})  # EMA params, sharded like params
+  state = jax.device_put(state, shardings)
+  step_fn = make_train_step(model, build_objectives(config.objectives), tx,
+                            optax.constant_schedule(1.0), accum_steps,
+                            ema_decay=trainer.ema_decay(config),
+                            teacher_method=config.get("ema", {}).get("teacher_method"))
+  batch_shardings = {k: mesh_lib.batch_sharding(mesh, v.ndim) for k, v in batch.items()}
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    jitted = jax.jit(step_fn, in_shardings=(shardings, batch_shardings),
+                     out_shardings=(shardings, rep))
+    new_state, metrics = jitted(state, mesh_lib.global_batch(batch, mesh))
+  assert int(new_state.nonfinite) == 0
+  # Params really live sharded on the mesh (not silently replicated everywhere).
+  if mesh.size > 1:
+    specs = {tuple(x.sharding.spec) for x in jax.tree.leaves(new_state.params)}
+    assert any(any(a is not None for a in spec) for spec in specs), specs
+  if full_state:
+    return jax.device_get(new_state), jax.device_get(metrics)
+  return jax.device_get(new_state.params), jax.device_get(metrics)
+
+
+def mesh_of(data, fsdp, tensor, n):
+  return mesh_lib.make_mesh(ml_collections.ConfigDict(dict(data=data, fsdp=fsdp, tensor=tensor)),
+                            devices=jax.devices()[:n])
+
+
+def assert_trees_close(a, b, atol, rtol=0.0, what=""):
+  flat_a = jax.tree_util.tree_flatten_with_path(a)[0]
+  flat_b = jax.tree.leaves(b)
+  assert len(flat_a) == len(flat_b)
+  for (path, x), y in zip(flat_a, flat_b):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=atol, rtol=rtol,
+                               err_msg=f"{what} {jax.tree_util.keystr(path)}")

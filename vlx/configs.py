@@ -216,3 +216,89 @@ def finetune_config(arg: str) -> ml_collections.ConfigDict:
     c.optimizer.warmup_steps = 1
     c.evals.linear_probe.update(dict(shots=(1, 2), pool=256))
   return c
+
+
+# The five fusion encoders: which stack, which visual tokens, which of its layers where.
+FUSION_FAMILIES = {
+    # ALBEF (Li et al. 2021): ViT patches, text encoder, cross-attention fusion, EMA teacher.
+    "albef": dict(stack="albef", visual="patches", use_tags=False,
+                  depths=dict(text_depth=2, visual_depth=0, fusion_depth=2)),
+    # UNITER (Chen et al. 2020): one stream over words and regions with geometry.
+    "uniter": dict(stack="single_stream", visual="regions", use_tags=False,
+                   depths=dict(text_depth=4)),
+    # OSCAR (Li et al. 2020): UNITER's stream with object-tag words between text and regions.
+    "oscar": dict(stack="single_stream", visual="regions", use_tags=True,
+                  depths=dict(text_depth=4)),
+    # ViLBERT (Lu et al. 2019): two streams, co-attention layers.
+    "vilbert": dict(stack="co_attention", visual="regions", use_tags=False,
+                    depths=dict(text_depth=2, visual_depth=1, fusion_depth=1)),
+    # LXMERT (Tan & Bansal 2019): language, object-relationship and cross-modality encoders.
+    "lxmert": dict(stack="lxmert", visual="regions", use_tags=False,
+                   depths=dict(text_depth=2, visual_depth=1, fusion_depth=2)),
+}
+
+
+def fusion_config(family: str, arg: str = "tiny") -> ml_collections.ConfigDict:
+  """A fusion encoder trained on captions, questions and referring expressions at once.
+
+  Variants: 'tiny' (CPU, the synthetic scenes' questions and expressions), ',smoke',
+  ',blind' (the question-only baseline: the same model and training with the image and
+  boxes blanked). Larger sizes need real VQA / RefCOCO data and are not defined yet.
+  """
+  parts = [p for p in (arg or "tiny").split(",") if p]
+  blind = "blind" in parts
+  size, smoke = parse_arg(",".join(p for p in parts if p != "blind"))
+  if size != "tiny":
+    raise ValueError(f"{family}: only the 'tiny' size is defined so far (got {size!r})")
+  fam = FUSION_FAMILIES[family]
+  c = base_config()
+  tags = "|scene_tags(12)" if fam["use_tags"] else ""
+  # Caption (ITC/ITM/MLM), candidate boxes + an expression (grounding, and the regions of
+  # every pass), a question (VQA): one example carries all three.
+  c.data = ml_collections.ConfigDict(dict(
+      name="synthetic_shapes", source=dict(data_dir="", variant="default", vocab_size=256),
+      train_split="train", test_split="test", image_size=64, max_len=32,
+      pp_train=("decode|value_range(-1,1)|sample_caption|tokenize(32)|scene_refer(16, 0.1)"
+                f"|scene_vqa(16){tags}"),
+      pp_eval=("decode|value_range(-1,1)|first_caption|tokenize(32)|scene_refer(16)"
+               f"|scene_vqa(16){tags}"),
+      keys=("image", "text", "boxes", "box_mask", "box_labels", "target", "question",
+            "answer_scores", "expression") + (("tags",) if fam["use_tags"] else ()),
+      num_threads=2, prefetch=4))
+  c.model = ml_collections.ConfigDict(dict(
+      name="fusion", stack=fam["stack"], visual=fam["visual"], use_tags=fam["use_tags"],
+      roi_size=2, embed_dim=128, temperature_init=1 / 0.07, blind=blind, dtype="float32",
+      num_answers=21, num_region_classes=32, mlm_prob=0.15, mrm_prob=0.15,
+      tasks=("itc", "itm", "mlm", "vqa", "refer") + (("mrm",) if fam["visual"] == "regions"
+                                                      else ()),
+      image=dict(VIT_SIZES["tiny"], mlp_ratio=4.0, pool="gap", stem="conv", posemb="learn"),
+      text=dict(vocab_size=256, max_len=32, eos_id=2),
+      fusion=dict(width=128, num_heads=4, mlp_dim=512, max_len=64,
+                  **{"text_depth": 2, "visual_depth": 0, "fusion_depth": 2, **fam["depths"]})))
+  c.objectives = ml_collections.ConfigDict(dict(
+      itc=dict(weight=1.0), itm=dict(weight=1.0), mlm=dict(weight=1.0), vqa=dict(weight=1.0),
+      refer=dict(weight=1.0)))
+  if fam["visual"] == "regions":
+    c.objectives.mrm = dict(weight=1.0, class_weight=1.0, feature_weight=1.0)
+  c.ema = ml_collections.ConfigDict(dict(decay=0.0, teacher_method="momentum_outputs"))
+  if family == "albef":  # momentum distillation on ITC and MLM (ALBEF's alpha = 0.4)
+    c.ema.decay = 0.995
+    c.objectives.itc.distill_alpha = 0.4
+    c.objectives.mlm.distill_alpha = 0.4
+  c.evals = ml_collections.ConfigDict(dict(
+      vqa=dict(type="vqa", limit=1024), grounding=dict(type="grounding", limit=1024),
+      itm_retrieval=dict(type="itm_retrieval", limit=256, k=8)))
+  c.batch_size = 64
+  c.total_steps = 1200
+  c.log_every = 50
+  c.eval_every = 600
+  c.checkpoint_every = 300
+  c.eval_batch_size = 256
+  c.optimizer.update(dict(lr=5e-4, warmup_steps=100, weight_decay=0.01, b2=0.999))
+  if smoke:
+    c.data.source.variant = "small"
+    c.update(dict(total_steps=4, batch_size=16, log_every=2, eval_every=4, checkpoint_every=2))
+    c.optimizer.warmup_steps = 1
+    for name in c.evals:
+      c.evals[name].limit = 32
+  return c

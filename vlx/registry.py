@@ -61,8 +61,9 @@ def _import_builtin_components():
     return
   _IMPORTED = True
   # pylint: disable=g-import-not-at-top,unused-import
-  from vlx.models import two_tower, coca  # noqa: F401
-  from vlx.objectives import contrastive, captioning  # noqa: F401
+  from vlx.models import two_tower, coca, fusion  # noqa: F401
+  from vlx.objectives import contrastive, captioning, fusion as fusion_objectives  # noqa: F401
   from vlx.evals import zeroshot, retrieval, linear_probe, captioning as captioning_eval  # noqa: F401
+  from vlx.evals import fusion as fusion_evals  # noqa: F401
   from vlx.data import sources, pp_ops, scene_qa  # noqa: F401
   from vlx.train import curriculum  # noqa: F401

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Dict, Iterator, Optional, Sequence
+from typing import Dict, Iterator, Optional, Sequence, Tuple
 
 import grain
 import numpy as np
@@ -152,6 +152,47 @@ class TrainIterator:
     self._iter = iter(self._dataset)
     self._iter.set_state(state["grain"])
     self.counter.count = int(state.get("skipped", 0))
+
+
+def example_spec(handle: DatasetHandle, split: str, pp: str, keys: Sequence[str],
+                 max_tries: int = 16) -> Dict[str, Tuple[Tuple[int, ...], np.dtype]]:
+  """{key: (shape, dtype)} of one preprocessed example: the shapes a model is built and a
+  step compiled against, read from the data instead of restated in the config."""
+  source = handle.split(split)
+  fn = pp_ops.parse(pp, handle)
+  for i in range(min(max_tries, len(source))):
+    try:
+      ex = fn(source[i], np.random.default_rng(i))
+    except pp_ops.CorruptRecord:
+      continue
+    missing = [k for k in keys if k not in ex]
+    if missing:
+      raise KeyError(f"preprocessing {pp!r} produces no {missing}; it produces {sorted(ex)}")
+    return {k: (np.asarray(ex[k]).shape, np.asarray(ex[k]).dtype) for k in keys}
+  raise ValueError(f"no readable record among the first {max_tries} of split {split!r}")
+
+
+def load_task_arrays(handle: DatasetHandle, split: str, pp: str, keys: Sequence[str],
+                     limit: Optional[int] = None, seed: int = 0) -> Dict[str, np.ndarray]:
+  """The first `limit` examples of a split through `pp` (rng seeded: the same questions and
+  expressions every time), stacked per key; corrupt records are skipped and counted."""
+  source = handle.split(split)
+  fn = pp_ops.parse(pp, handle)
+  rng = np.random.default_rng(seed)
+  rows, skipped = [], 0
+  n = len(source) if limit is None else min(limit, len(source))
+  for i in range(n):
+    try:
+      ex = fn(source[i], rng)
+    except pp_ops.CorruptRecord:
+      skipped += 1
+      continue
+    rows.append(ex)
+  if not rows:
+    raise ValueError(f"split {split!r}: no readable record")
+  out = {k: np.stack([np.asarray(r[k]) for r in rows]) for k in keys}
+  out["skipped"] = skipped
+  return out
 
 
 def load_eval_arrays(handle: DatasetHandle, split: str, pp: str, max_len: int,

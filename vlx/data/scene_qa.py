@@ -101,6 +101,18 @@ def ask(objects, qtype: str, rng: np.random.Generator) -> Tuple[str, str]:
   raise ValueError(f"unknown question type {qtype!r}; known: {QUESTION_TYPES}")
 
 
+_QUESTION_PREFIX = (("is there", "exist"), ("how many", "count"), ("what colour", "colour"),
+                    ("what shape", "shape"), ("where is", "relation"))
+
+
+def classify_question(question: str) -> str:
+  """The type of a question that `ask` wrote (for per-type accuracy)."""
+  for prefix, qtype in _QUESTION_PREFIX:
+    if question.startswith(prefix):
+      return qtype
+  raise ValueError(f"not a scene question: {question!r}")
+
+
 def answer_scores(answer: str) -> np.ndarray:
   """VQA soft target over `ANSWERS` (min(#humans who gave it / 3, 1); one answer here)."""
   scores = np.zeros(len(ANSWERS), np.float32)
@@ -145,8 +157,9 @@ def _tokens(handle, text: str, max_len: int) -> np.ndarray:
 
 @registry.PP_OPS.register("scene_vqa")
 def scene_vqa_op(handle, max_len: int, types: Tuple[str, ...] = QUESTION_TYPES):
-  """A question about the scene: `text` (its tokens), `question`, `answer` (index into
-  ANSWERS) and `answer_scores` (VQA soft targets). The question is drawn with the pipeline's
+  """A question about the scene: `question` (its tokens), `question_string`, `answer`
+  (index into ANSWERS) and `answer_scores` (VQA soft targets). The caption (`text`) is left
+  as it is, so one example can carry a caption, a question and an expression. The question is drawn with the pipeline's
   rng: a new one every epoch in training, a fixed one for a fixed rng and record order.
   `types`: one question type or a tuple of them."""
   types = (types,) if isinstance(types, str) else tuple(types)
@@ -159,7 +172,8 @@ def scene_vqa_op(handle, max_len: int, types: Tuple[str, ...] = QUESTION_TYPES):
 
   def fn(ex, rng):
     q, a = ask(scene_objects(ex), question_type(rng, types), rng)
-    ex.update(question=q, text=_tokens(handle, q, max_len), answer=np.int32(ANSWER_INDEX[a]),
+    ex.update(question_string=q, question=_tokens(handle, q, max_len),
+              answer=np.int32(ANSWER_INDEX[a]),
               answer_scores=answer_scores(a))
     return ex
   return fn
@@ -167,8 +181,10 @@ def scene_vqa_op(handle, max_len: int, types: Tuple[str, ...] = QUESTION_TYPES):
 
 @registry.PP_OPS.register("scene_refer")
 def scene_refer_op(handle, max_len: int, jitter: float = 0.0):
-  """A referring expression: `text` (its tokens), `expression`, the candidate `boxes`
-  [MAX_OBJECTS, 4] with `box_mask`, the referred object's index `target` and `target_box`.
+  """A referring expression: `expression` (its tokens), `expression_string`, the candidate
+  `boxes` [MAX_OBJECTS, 4] with `box_mask` and `box_labels` (each object's class, colour x
+  shape, for masked-region classification; -1 where absent), the referred object's index
+  `target` and `target_box`.
   `jitter` moves each candidate box edge by up to that fraction of the box size (training:
   annotations standing in for an imperfect detector); `target_box` stays the annotated box,
   the regression target and the reference for IoU."""
@@ -184,7 +200,23 @@ def scene_refer_op(handle, max_len: int, jitter: float = 0.0):
       size = np.concatenate([boxes[:, 2:] - boxes[:, :2]] * 2, axis=1)
       boxes = np.clip(boxes + rng.uniform(-jitter, jitter, boxes.shape) * size, 0, 1)
     mask = np.arange(len(boxes)) < len(objects)
-    ex.update(expression=expr, text=_tokens(handle, expr, max_len), boxes=boxes * mask[:, None],
-              box_mask=mask, target=np.int32(i), target_box=truth[i])
+    labels = np.where(mask, np.asarray(ex["object_colours"]) * len(R.SHAPES)
+                      + np.asarray(ex["object_shapes"]), -1).astype(np.int32)
+    ex.update(expression_string=expr, expression=_tokens(handle, expr, max_len),
+              boxes=boxes * mask[:, None], box_mask=mask, box_labels=labels, target=np.int32(i),
+              target_box=truth[i])
+    return ex
+  return fn
+
+
+@registry.PP_OPS.register("scene_tags")
+def scene_tags_op(handle, max_len: int):
+  """OSCAR's object tags: `tags`, the tokens of every object's 'colour shape' (here from the
+  annotations, standing in for a detector's labels)."""
+
+  def fn(ex, rng):
+    del rng
+    words = " ".join(f"{o['colour']} {o['shape']}" for o in scene_objects(ex))
+    ex["tags"] = _tokens(handle, words, max_len)
     return ex
   return fn

@@ -33,10 +33,11 @@ def _jitted(key: Hashable, fn: Callable, mesh):
   return _JIT_CACHE[(key, mesh)]
 
 
-def run_batched(ctx: EvalContext, key: Hashable, fn: Callable, params, x: np.ndarray,
-                pad_value=0) -> np.ndarray:
+def run_batched(ctx: EvalContext, key: Hashable, fn: Callable, params, x, pad_value=0):
   """Runs jitted `fn(params, batch)` over x in fixed batches sharded across the data axes.
 
+  x is an array or a dict of arrays with one leading example axis (fusion models take
+  dict batches); the result has the same structure as fn's output, one row per example.
   `key` identifies fn for the compile cache: everything fn's result depends on besides
   its arguments (the model, the method, the decoding config).
 
@@ -44,7 +45,7 @@ def run_batched(ctx: EvalContext, key: Hashable, fn: Callable, params, x: np.nda
   same host array x, `device_put` places only its addressable shards, and the outputs are
   replicated, so each process reads the whole result from its own devices.
   """
-  n = x.shape[0]
+  n = jax.tree.leaves(x)[0].shape[0]
   if n == 0:
     raise ValueError(f"nothing to run {key} on")
   per = mesh_lib.batch_axis_size(ctx.mesh)
@@ -53,13 +54,16 @@ def run_batched(ctx: EvalContext, key: Hashable, fn: Callable, params, x: np.nda
   outs = []
   with jax.set_mesh(ctx.mesh):
     for start in range(0, n, bs):
-      chunk = x[start:start + bs]
-      pad = bs - chunk.shape[0]
+      chunk = jax.tree.map(lambda a: a[start:start + bs], x)  # noqa: B023
+      pad = bs - jax.tree.leaves(chunk)[0].shape[0]
       if pad:
-        chunk = np.concatenate([chunk, np.full((pad,) + chunk.shape[1:], pad_value, chunk.dtype)])
-      arr = jax.device_put(chunk, mesh_lib.batch_sharding(ctx.mesh, chunk.ndim))
-      outs.append(np.asarray(jax.device_get(jitted(params, arr)))[:bs - pad])
-  return np.concatenate(outs)
+        chunk = jax.tree.map(lambda a: np.concatenate(  # noqa: B023
+            [a, np.full((pad,) + a.shape[1:], pad_value, a.dtype)]), chunk)
+      arr = jax.tree.map(lambda a: jax.device_put(a, mesh_lib.batch_sharding(ctx.mesh, a.ndim)),
+                         chunk)
+      out = jax.device_get(jitted(params, arr))
+      outs.append(jax.tree.map(lambda o: np.asarray(o)[:bs - pad], out))  # noqa: B023
+  return jax.tree.map(lambda *o: np.concatenate(o), *outs)
 
 
 def embed(ctx: EvalContext, params, method: str, x: np.ndarray) -> np.ndarray:

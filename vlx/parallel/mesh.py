@@ -36,6 +36,9 @@ DEFAULT_RULES = (
     ("layers", None),
     ("conv_in", None),
     ("conv_out", "tensor"),
+    ("visual_in", None),   # region / patch features entering a fusion stack
+    ("box", None),         # box geometry
+    ("classes", None),     # answer and region-class heads
 )
 
 

@@ -42,21 +42,44 @@ def _join(xs):
   return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), xs)
 
 
+def ema_update(ema, params, decay: float):
+  """ema <- decay * ema + (1 - decay) * params, leaf by leaf (ALBEF's momentum update)."""
+  return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p.astype(e.dtype), ema, params)
+
+
 def make_train_step(model, loss_fn: Callable, tx: optax.GradientTransformation,
                     schedule: Callable, accum_steps: int = 1,
-                    batch_transform: Optional[Callable] = None):
-  """Builds the (unjitted) train step; the trainer jits it with shardings."""
+                    batch_transform: Optional[Callable] = None, ema_decay: float = 0.0,
+                    teacher_method: Optional[str] = None):
+  """Builds the (unjitted) train step; the trainer jits it with shardings.
+
+  `ema_decay` > 0: `state.extras["ema"]` holds an exponential moving average of the
+  parameters, updated after every applied step; the model run with it (its method
+  `teacher_method`, or the whole forward) under the same rng gives `outputs["teacher"]`,
+  which distilling objectives read. No model family has a branch here.
+  """
+  if ema_decay and accum_steps > 1:
+    raise ValueError("an EMA teacher (config.ema) is not supported with accum_steps > 1")
 
   def forward(params, batch, rng):
     return model.apply({"params": params}, batch, train=True, rngs={"dropout": rng})
 
-  def grads_direct(params, batch, rng):
+  def teacher_outputs(ema, batch, rng):
+    out = model.apply({"params": ema}, batch, train=True, rngs={"dropout": rng},
+                      method=teacher_method)
+    return jax.lax.stop_gradient(out)
+
+  def grads_direct(params, batch, rng, teacher=None):
     def objective(p):
-      return loss_fn(forward(p, batch, rng), batch)
+      out = forward(p, batch, rng)
+      if teacher is not None:
+        out = {**out, "teacher": teacher}
+      return loss_fn(out, batch)
     (loss, metrics), grads = jax.value_and_grad(objective, has_aux=True)(params)
     return loss, metrics, grads
 
-  def grads_gradcache(params, batch, rng):
+  def grads_gradcache(params, batch, rng, teacher=None):
+    del teacher  # refused above
     """GradCache: embed all micro-batches without gradients, take the loss gradient
     w.r.t. the embeddings over the full batch, then backprop each micro-batch."""
     micro = _micro_batches(batch, accum_steps)
@@ -90,16 +113,21 @@ def make_train_step(model, loss_fn: Callable, tx: optax.GradientTransformation,
     rng = jax.random.fold_in(state.rng, state.step)
     if batch_transform is not None:
       batch = batch_transform(batch, state.step, jax.random.fold_in(rng, 1 << 20))
-    loss, metrics, grads = compute_grads(state.params, batch, rng)
+    teacher = teacher_outputs(state.extras["ema"], batch, rng) if ema_decay else None
+    loss, metrics, grads = compute_grads(state.params, batch, rng, teacher)
     grad_norm = optax.global_norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)  # noqa: E731
+    extras = state.extras
+    if ema_decay:
+      extras = {**extras, "ema": keep(ema_update(extras["ema"], params, ema_decay), extras["ema"])}
     new_state = state.replace(
         step=state.step + 1,
         params=keep(params, state.params),
         opt_state=keep(opt_state, state.opt_state),
+        extras=extras,
         nonfinite=state.nonfinite + (~finite).astype(jnp.int32))
     out = {"train/loss": loss, "train/grad_norm": grad_norm,
            "train/lr": schedule(state.step),

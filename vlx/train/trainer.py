@@ -56,12 +56,40 @@ def build_model(config):
   return registry.MODELS.get(name)(**kwargs)
 
 
+_SPEC_CACHE: Dict[str, Dict] = {}
+
+
+def batch_keys(config):
+  return tuple(config.data.get("keys", ("image", "text")))
+
+
 def dummy_batch(config) -> Dict[str, np.ndarray]:
-  """A global batch of zeros with the config's shapes (for shapes-first init and AOT compile)."""
+  """A global batch of zeros with the config's shapes (for shapes-first init and AOT compile).
+
+  Image and text shapes follow from the config; any other key (`config.data.keys`: questions,
+  boxes, answer scores, ...) takes its shape from one preprocessed training example."""
   b = config.batch_size
   s = config.data.image_size
-  return {"image": np.zeros((b, s, s, 3), np.float32),
-          "text": np.zeros((b, config.data.max_len), np.int32)}
+  out = {"image": np.zeros((b, s, s, 3), np.float32),
+         "text": np.zeros((b, config.data.max_len), np.int32)}
+  keys = batch_keys(config)
+  others = [k for k in keys if k not in out]
+  if others:
+    cache_key = config.data.to_json()
+    if cache_key not in _SPEC_CACHE:
+      handle = sources.load_dataset(config.data)
+      _SPEC_CACHE[cache_key] = pipeline.example_spec(handle, config.data.train_split,
+                                                     config.data.pp_train, others)
+    for k, (shape, dtype) in _SPEC_CACHE[cache_key].items():
+      out[k] = np.zeros((b,) + tuple(shape), dtype)
+  return {k: out[k] for k in keys}
+
+
+def ema_decay(config) -> float:
+  """config.ema.decay: > 0 keeps an EMA copy of the parameters in `state.extras["ema"]`
+  (ALBEF's momentum model); the step hands its outputs to the objectives as "teacher"."""
+  ema = config.get("ema")
+  return float(ema.decay) if ema is not None else 0.0
 
 
 def abstract_params(config, model, mesh, rules):
@@ -83,12 +111,13 @@ def state_shardings(config, model, tx, mesh, rules, boxed_abstract=None):
     abstract_opt = jax.eval_shape(tx.init, unboxed)
     opt_shardings = mesh_lib.like_param_shardings(abstract_opt, unboxed, param_shardings, mesh)
     rep = mesh_lib.replicated(mesh)
+    ema = ema_decay(config) > 0
     shardings = TrainState(step=rep, params=param_shardings, opt_state=opt_shardings, rng=rep,
-                           nonfinite=rep, extras={})
+                           nonfinite=rep, extras={"ema": param_shardings} if ema else {})
     scalar = jax.ShapeDtypeStruct((), jnp.int32)
     abstract = TrainState(step=scalar, params=unboxed, opt_state=abstract_opt,
                           rng=jax.eval_shape(lambda: jax.random.key(0)), nonfinite=scalar,
-                          extras={})
+                          extras={"ema": unboxed} if ema else {})
   abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                           abstract, shardings)
   return abstract, shardings
@@ -109,7 +138,8 @@ def create_state(config, model, tx, mesh, rules, boxed_abstract=None):
       params = nn.meta.unbox(params)
       return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                         opt_state=tx.init(params), rng=state_rng,
-                        nonfinite=jnp.zeros((), jnp.int32), extras={})
+                        nonfinite=jnp.zeros((), jnp.int32),
+                        extras={"ema": params} if ema_decay(config) > 0 else {})
 
     state = jax.jit(init, out_shardings=shardings)(jax.random.key(config.seed))
   return state, shardings
@@ -193,7 +223,7 @@ def train(config, workdir: str, mode: str = "train") -> Dict[str, float]:
   data_iter = pipeline.TrainIterator(
       handle, config.data.train_split, config.data.pp_train, len(rows),
       seed=config.seed, num_threads=config.data.num_threads, prefetch=config.data.prefetch,
-      global_batch_size=config.batch_size, rows=rows)
+      global_batch_size=config.batch_size, rows=rows, keys=batch_keys(config))
 
   # ---- Model, objectives, optimizer, state ---------------------------------
   model = build_model(config)
@@ -233,7 +263,9 @@ def train(config, workdir: str, mode: str = "train") -> Dict[str, float]:
 
   # ---- The train step, compiled ahead of time --------------------------------
   step_fn = make_train_step(model, loss_fn, tx, schedule, config.accum_steps,
-                            curriculum.build(config.get("curriculum"), config.total_steps))
+                            curriculum.build(config.get("curriculum"), config.total_steps),
+                            ema_decay=ema_decay(config),
+                            teacher_method=config.get("ema", {}).get("teacher_method"))
   batch_shardings = {k: mesh_lib.batch_sharding(mesh, v.ndim) for k, v in dummy_batch(config).items()}
   rep = mesh_lib.replicated(mesh)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):

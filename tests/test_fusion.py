@@ -1,0 +1,175 @@
+"""Fusion encoders: their pieces compute what they claim, on one device and on eight.
+
+* ROI-align of a linear feature map gives the map's value at each bin's centre;
+* BERT masking never touches padding, [CLS], EOS or OSCAR's tags;
+* ITM hard negatives sampled on an 8-device mesh equal a single device's, follow the
+  softmax of the similarities, and never pick the positive or an identical caption;
+* the EMA (momentum) parameters after a step are exactly decay * old + (1 - decay) * new;
+* one train step of each of the five families is the same on 1 device and on 2x2x2.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from vlx import config_lib
+from vlx.data import pipeline
+from vlx.models import fusion as F
+from vlx.models.fusion_layers import roi_align
+from vlx.parallel import mesh as mesh_lib
+from vlx.train import trainer
+from vlx.train.step import ema_update
+from vlx_testlib import (REPO, assert_trees_close, mesh_of, one_train_step,  # noqa: F401
+                         shapes_data_dir)
+
+FAMILIES = ("albef", "uniter", "oscar", "vilbert", "lxmert")
+
+
+def _config(family, data_dir, **over):
+  config = config_lib.load_config_file(f"{REPO}/configs/{family}.py:tiny,smoke")
+  small = {"data.source.data_dir": data_dir, "batch_size": 16,
+           "model.image.depth": 1, "model.image.width": 32, "model.image.num_heads": 2,
+           "model.fusion.width": 32, "model.fusion.num_heads": 2, "model.fusion.mlp_dim": 64,
+           "model.embed_dim": 16}
+  small.update(over)
+  config_lib.apply_overrides(config, [(k, str(v)) for k, v in small.items()])
+  return config
+
+
+def _batch(config, handle, n=None):
+  keys = trainer.batch_keys(config)
+  data = pipeline.load_task_arrays(handle, config.data.train_split, config.data.pp_train, keys,
+                                   limit=n or config.batch_size)
+  return {k: data[k] for k in keys}
+
+
+def test_roi_align_samples_a_linear_map_at_bin_centres():
+  h = w = 8
+  yy, xx = np.meshgrid(np.arange(h) + 0.5, np.arange(w) + 0.5, indexing="ij")
+  # Channel 0 = y, channel 1 = x, in image-normalized units (pixel centres at (k + .5) / 8).
+  fmap = np.stack([yy / h, xx / w], -1)[None].astype(np.float32)
+  boxes = np.array([[[0.1, 0.2, 0.7, 0.6], [0.25, 0.25, 0.75, 0.75]]], np.float32)
+  out = np.asarray(roi_align(jnp.asarray(fmap), jnp.asarray(boxes), output_size=2, sampling=2))
+  assert out.shape == (1, 2, 4, 2)
+  for r, (y0, x0, y1, x1) in enumerate(boxes[0]):
+    centres = [(y0 + (y1 - y0) * (i + .5) / 2, x0 + (x1 - x0) * (j + .5) / 2)
+               for i in range(2) for j in range(2)]
+    np.testing.assert_allclose(out[0, r], np.array(centres), atol=1e-6)
+
+
+def test_mlm_masking_never_touches_padding_specials_or_tags(shapes_data_dir):
+  config = _config("oscar", shapes_data_dir)
+  model = trainer.build_model(config)
+  handle = trainer.sources.load_dataset(config.data)
+  trainer.fit_vocab(config, handle)
+  batch = _batch(config, handle)
+  variables = model.init(jax.random.key(0), batch, train=False)
+  ids, types, mask, maskable = model.apply(variables, batch["text"], batch["tags"],
+                                           method="text_inputs")
+  ids, types, maskable = map(np.asarray, (ids, types, maskable))
+  vocab = config.model.text.vocab_size
+  special = (ids == 0) | (ids == 2) | (ids == vocab)          # pad, EOS, [CLS]
+  assert special[:, 0].all() and (ids[:, 0] == vocab).all()   # [CLS] first
+  assert not (maskable & special).any() and not (maskable & (types == 1)).any()
+  assert (maskable == (~special & (types == 0))).all()
+  # prob=1 picks every maskable position and nothing else.
+  new, targets = F.mask_tokens(jnp.asarray(ids), jax.random.key(1), 1.0, vocab + 1, vocab,
+                               jnp.asarray(maskable))
+  new, targets = np.asarray(new), np.asarray(targets)
+  assert ((targets != F.IGNORE) == maskable).all()
+  np.testing.assert_array_equal(targets[maskable], ids[maskable])
+  np.testing.assert_array_equal(new[~maskable], ids[~maskable])
+  # BERT's 80 / 10 / 10 over many positions.
+  big = jnp.full((64, 256), 7, jnp.int32)
+  new, targets = F.mask_tokens(big, jax.random.key(2), 0.5, vocab + 1, vocab,
+                               jnp.ones(big.shape, bool))
+  new, picked = np.asarray(new), np.asarray(targets) != F.IGNORE
+  assert abs(picked.mean() - 0.5) < 0.02
+  kinds = new[picked]
+  assert abs((kinds == vocab + 1).mean() - 0.8) < 0.02
+  assert abs(((kinds != vocab + 1) & (kinds != 7)).mean() - 0.1) < 0.02
+  random = kinds[(kinds != vocab + 1) & (kinds != 7)]
+  assert random.min() >= 3 and random.max() < vocab  # ordinary tokens, never a special id
+
+
+def test_hard_negatives_equal_on_one_and_eight_devices():
+  b = 32
+  rng = np.random.default_rng(0)
+  sims = rng.normal(size=(b, b)).astype(np.float32) * 3
+  tokens = rng.integers(3, 50, (b, 6)).astype(np.int32)
+  tokens[5] = tokens[9]        # two identical captions: never each other's negative
+  fn = lambda s, t, k: F.hard_negatives(s, k, t)  # noqa: E731
+  key = jax.random.key(7)
+  one = jax.jit(fn)(sims, tokens, key)
+  mesh = mesh_of(2, 2, 2, 8)
+  row = mesh_lib.batch_sharding(mesh, 2)
+  with jax.set_mesh(mesh):
+    eight = jax.jit(fn, in_shardings=(row, row, None))(
+        jax.device_put(sims, row), jax.device_put(tokens, row), key)
+  for a, c in zip(one, eight):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(c))
+  neg_t, neg_i = map(np.asarray, one)
+  assert (neg_t != np.arange(b)).all() and (neg_i != np.arange(b)).all()
+  assert neg_t[5] != 9 and neg_t[9] != 5 and neg_i[5] != 9 and neg_i[9] != 5
+  # The draw follows softmax(similarity) over the allowed captions: 4,000 draws for row 0.
+  keys = jax.random.split(jax.random.key(3), 4000)
+  draws = np.asarray(jax.vmap(lambda k: F.hard_negatives(jnp.asarray(sims), k)[0][0])(keys))
+  p = np.exp(sims[0] - sims[0].max())
+  p[0] = 0
+  p /= p.sum()
+  freq = np.bincount(draws, minlength=b) / len(draws)
+  assert freq[0] == 0
+  np.testing.assert_allclose(freq, p, atol=0.03)
+
+
+def test_ema_parameters_after_a_step_are_exact(shapes_data_dir):
+  config = _config("albef", shapes_data_dir, **{"ema.decay": 0.75})
+  handle = trainer.sources.load_dataset(config.data)
+  trainer.fit_vocab(config, handle)
+  batch = _batch(config, handle)
+  tx = optax.sgd(0.5)
+  model = trainer.build_model(config)
+  rules = mesh_lib.rules_from_config(config.sharding)
+  state, _ = trainer.create_state(config, model, tx, mesh_of(1, 1, 1, 1), rules)
+  state = jax.device_get(state)
+  # Start the teacher away from the student, so the update has two different inputs.
+  state = state.replace(extras={"ema": jax.tree.map(lambda p: p + 0.01, state.params)})
+  new, metrics = one_train_step(config, model, state, mesh_of(2, 2, 2, 8), tx, batch,
+                                full_state=True)
+  expect = jax.tree.map(lambda e, p: 0.75 * np.asarray(e) + 0.25 * np.asarray(p),
+                        state.extras["ema"], new.params)
+  assert_trees_close(new.extras["ema"], expect, atol=1e-7, rtol=1e-6, what="ema")
+  assert jax.tree.structure(new.extras["ema"]) == jax.tree.structure(new.params)
+  np.testing.assert_array_equal(np.asarray(ema_update({"a": jnp.ones(3)}, {"a": jnp.zeros(3)},
+                                                      0.9)["a"]), np.full(3, 0.9, np.float32))
+  # The teacher's soft targets enter the loss: without distillation the ITC loss differs.
+  config.objectives.itc.distill_alpha = 0.0
+  config.objectives.mlm.distill_alpha = 0.0
+  _, plain = one_train_step(config, model, state, mesh_of(1, 1, 1, 1), tx, batch)
+  assert abs(float(plain["train/itc/loss"]) - float(metrics["train/itc/loss"])) > 1e-4
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_fusion_step_equal_on_1_and_8_devices(shapes_data_dir, family):
+  """Every pass of the family (ITC, hard-negative ITM over the global batch, MLM, MRM, VQA,
+  grounding) in one step: loss, gradient norm and updated params agree across meshes."""
+  config = _config(family, shapes_data_dir)
+  handle = trainer.sources.load_dataset(config.data)
+  trainer.fit_vocab(config, handle)
+  batch = _batch(config, handle)
+  tx = optax.sgd(1.0)
+  model = trainer.build_model(config)
+  rules = mesh_lib.rules_from_config(config.sharding)
+  state, _ = trainer.create_state(config, model, tx, mesh_of(1, 1, 1, 1), rules)
+  state = jax.device_get(state)
+  p1, m1 = one_train_step(config, model, state, mesh_of(1, 1, 1, 1), tx, batch)
+  p8, m8 = one_train_step(config, model, state, mesh_of(2, 2, 2, 8), tx, batch)
+  for key in ("train/loss", "train/grad_norm", "train/itm/loss", "train/vqa/loss",
+              "train/refer/loss", "train/mlm/loss"):
+    np.testing.assert_allclose(m8[key], m1[key], rtol=2e-4, err_msg=key)
+  assert_trees_close(p1, p8, atol=5e-5, rtol=1e-3, what=family)
+  moved = max(float(np.abs(a - b).max()) for a, b in
+              zip(jax.tree.leaves(state.params), jax.tree.leaves(p1)))
+  assert moved > 1e-3

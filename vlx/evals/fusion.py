@@ -1,0 +1,140 @@
+"""Evaluators of the fusion encoders: VQA accuracy, grounding accuracy@IoU 0.5, and
+retrieval where ITC proposes the top-k and ITM re-ranks them (ALBEF's protocol).
+
+Each reads a split through its own preprocessing (`pp`, default `config.data.pp_eval`) with a
+seeded rng, so every evaluation asks the same questions about the same images.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+
+from vlx import registry
+from vlx.data import pipeline, scene_qa
+from vlx.evals.common import EvalContext, run_batched
+
+_VISUAL_KEYS = ("image", "boxes", "box_mask", "tags")
+
+
+def _model_inputs(data, keys):
+  return {k: data[k] for k in keys if k in data}
+
+
+def box_iou(a, b):
+  """IoU of [..., 4] boxes (y0, x0, y1, x1)."""
+  inter = (np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
+           * np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None))
+  area = lambda x: (x[..., 2] - x[..., 0]) * (x[..., 3] - x[..., 1])  # noqa: E731
+  return inter / np.maximum(area(a) + area(b) - inter, 1e-9)
+
+
+class _FusionEval:
+  keys: Sequence[str] = ()
+
+  def __init__(self, ctx: EvalContext, split: str = "test", pp: Optional[str] = None,
+               limit: Optional[int] = 512):
+    self.ctx = ctx
+    have_tags = bool(getattr(ctx.model, "use_tags", False))
+    keys = [k for k in self.keys if k != "tags" or have_tags]
+    self.data = pipeline.load_task_arrays(ctx.handle, split, pp or ctx.data_config.pp_eval,
+                                          keys, limit)
+    self.inputs = _model_inputs(self.data, [k for k in keys if not k.endswith("_string")
+                                            and k not in ("answer_scores", "target_box",
+                                                          "target", "answer")])
+
+  def _run(self, params, method):
+    model = self.ctx.model
+    return run_batched(self.ctx, ("fusion", method, tuple(sorted(self.inputs))),
+                       lambda p, b: model.apply({"params": p}, b, method=method), params,
+                       self.inputs)
+
+
+@registry.EVALUATORS.register("vqa")
+class VQA(_FusionEval):
+  """VQA soft-score accuracy over the split's questions, overall and per question type."""
+  keys = _VISUAL_KEYS + ("question", "answer_scores", "question_string")
+
+  def __call__(self, params) -> Dict[str, float]:
+    pred = self._run(params, "vqa_logits").argmax(-1)
+    scores = self.data["answer_scores"]
+    out = {"accuracy": scene_qa.vqa_accuracy(pred, scores), "num_questions": len(pred)}
+    by_type = collections.defaultdict(list)
+    for i, q in enumerate(self.data["question_string"]):
+      by_type[scene_qa.classify_question(str(q))].append(i)
+    for qtype, idx in sorted(by_type.items()):
+      out[f"accuracy_{qtype}"] = scene_qa.vqa_accuracy(pred[idx], scores[idx])
+    return out
+
+
+@registry.EVALUATORS.register("grounding")
+class Grounding(_FusionEval):
+  """Referring expressions: the highest-scoring valid candidate box is correct when its IoU
+  with the annotated box is at least 0.5 (RefCOCO's accuracy@0.5)."""
+  keys = _VISUAL_KEYS + ("expression", "target", "target_box")
+
+  def __call__(self, params) -> Dict[str, float]:
+    logits = np.where(self.data["box_mask"], self._run(params, "refer_logits"), -np.inf)
+    pick = logits.argmax(-1)
+    boxes = self.data["boxes"][np.arange(len(pick)), pick]
+    iou = box_iou(boxes, self.data["target_box"])
+    return {"accuracy_iou50": float(np.mean(iou >= 0.5)),
+            "selection_accuracy": float(np.mean(pick == self.data["target"])),
+            "num_expressions": len(pick)}
+
+
+def recall_at_1(sims: np.ndarray, same: np.ndarray) -> float:
+  """sims [Q, C]; same [Q, C] marks the candidates that count as correct for each query."""
+  return float(np.mean(same[np.arange(len(sims)), sims.argmax(1)]))
+
+
+@registry.EVALUATORS.register("itm_retrieval")
+class ITMRetrieval(_FusionEval):
+  """Image<->text retrieval R@1, ITC alone and with ITM re-ranking ITC's top `k`.
+
+  One caption per image; a retrieved caption (image) counts as correct when its text equals
+  the query's own caption (the synthetic scenes repeat some captions exactly)."""
+  keys = _VISUAL_KEYS + ("text",)
+
+  def __init__(self, ctx: EvalContext, split: str = "test", pp: Optional[str] = None,
+               limit: Optional[int] = 256, k: int = 8):
+    super().__init__(ctx, split, pp, limit)
+    self.k = k
+
+  def __call__(self, params) -> Dict[str, float]:
+    model = self.ctx.model
+    text = self.data["text"]
+    n = len(text)
+    visual_inputs = {k: v for k, v in self.inputs.items() if k != "text"}
+    vis = run_batched(self.ctx, ("fusion", "visual_state", tuple(sorted(visual_inputs))),
+                      lambda p, b: model.apply({"params": p}, b, method="visual_state"), params,
+                      visual_inputs)
+    txt_inputs = {"text": text}
+    if "tags" in self.inputs:
+      txt_inputs["tags"] = self.inputs["tags"]
+    txt = run_batched(self.ctx, ("fusion", "text_embedding", tuple(sorted(txt_inputs))),
+                      lambda p, b: model.apply({"params": p}, b, method="text_embedding"),
+                      params, txt_inputs)
+    sims = vis["img_emb"] @ txt.T                                       # [images, texts]
+    same = np.all(text[:, None, :] == text[None, :, :], axis=-1)         # caption text equal
+    k = min(self.k, n)
+
+    top_t = np.argsort(-sims, axis=1)[:, :k]      # ITC's top-k texts for each image
+    top_i = np.argsort(-sims.T, axis=1)[:, :k]    # and images for each text
+    img_idx = np.concatenate([np.repeat(np.arange(n), k), top_i.reshape(-1)])
+    txt_idx = np.concatenate([top_t.reshape(-1), np.repeat(np.arange(n), k)])
+    pairs = {key: vis[key][img_idx] for key in ("v_emb", "v_uni", "v_mask")}
+    pairs["text"] = text[txt_idx]
+    if "tags" in self.inputs:
+      pairs["tags"] = self.inputs["tags"][img_idx]
+    scores = run_batched(self.ctx, ("fusion", "itm_scores", tuple(sorted(pairs))),
+                         lambda p, b: model.apply({"params": p}, b, method="itm_scores"),
+                         params, pairs)
+    itm_t, itm_i = scores[:n * k].reshape(n, k), scores[n * k:].reshape(n, k)
+    i2t_itm = same[np.arange(n), top_t[np.arange(n), itm_t.argmax(1)]]
+    t2i_itm = same[top_i[np.arange(n), itm_i.argmax(1)], np.arange(n)]
+    return {"i2t_r1_itc": recall_at_1(sims, same), "t2i_r1_itc": recall_at_1(sims.T, same.T),
+            "i2t_r1_itm": float(np.mean(i2t_itm)), "t2i_r1_itm": float(np.mean(t2i_itm)),
+            "duplicate_caption_frac": float(np.mean(same.sum(1) > 1)), "num_images": n, "k": k}

@@ -1,0 +1,346 @@
+"""Fusion encoders (UNITER, OSCAR, ViLBERT, LXMERT, ALBEF) as one model around a stack.
+
+The model owns what the five share: a ViT trained end to end; visual tokens that are its
+patch tokens (`visual="patches"`, ALBEF) or region features ROI-aligned from its feature
+map at the data's boxes plus a whole-image region (`visual="regions"`), with box geometry;
+a [CLS] and a [MASK] id appended to the tokenizer's vocabulary; the heads (ITC projections,
+ITM, MLM, masked-region modelling, VQA, grounding); and the task passes of one train step:
+
+  itc    unimodal embeddings of image and caption (in-batch softmax contrastive)
+  itm    one fused pass over the positive pairs, a hard-negative caption per image and a
+         hard-negative image per caption, sampled from the ITC similarities of the whole
+         global batch (the step is one SPMD program, so "global" is every device)
+  mlm    the caption with BERT masking (never padding, [CLS] or EOS); with `mrm`, the same
+         pass masks regions too (LXMERT's joint masking) for feature regression and class
+         prediction
+  vqa    question + image -> answer logits (classification over the answer vocabulary)
+  refer  expression + image -> one logit per candidate box (grounding by box selection)
+
+Which passes run is `tasks` (and which of their inputs the batch holds); the objectives in
+vlx/objectives/fusion.py read the outputs. The stack is chosen by name (fusion_stacks.STACKS).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vlx import registry
+from vlx.models import layers
+from vlx.models.fusion_layers import box_geometry, roi_align
+from vlx.models.fusion_stacks import STACKS
+from vlx.models.text import PAD_ID
+from vlx.models.two_tower import DTYPES, l2_normalize
+from vlx.models.vit import ViT
+
+TASKS = ("itc", "itm", "mlm", "mrm", "vqa", "refer")
+IGNORE = -1  # target of positions that no loss reads
+
+
+def mask_tokens(ids, rng, prob: float, mask_id: int, vocab_size: int, maskable):
+  """BERT masking: each maskable position is picked with `prob`; picked positions become
+  [MASK] (80%), a random ordinary token (10%) or stay (10%).
+
+  -> (input ids, targets): targets hold the original id at picked positions, IGNORE
+  elsewhere. `maskable` [B, L] bool excludes padding and special tokens."""
+  k_pick, k_kind, k_rand = jax.random.split(rng, 3)
+  picked = (jax.random.uniform(k_pick, ids.shape) < prob) & maskable
+  kind = jax.random.uniform(k_kind, ids.shape)
+  random_ids = jax.random.randint(k_rand, ids.shape, 3, vocab_size)
+  new = jnp.where(kind < 0.8, mask_id, jnp.where(kind < 0.9, random_ids, ids))
+  return jnp.where(picked, new, ids), jnp.where(picked, ids, IGNORE)
+
+
+def hard_negatives(sims, rng, tokens=None):
+  """ALBEF's hard negatives: for each image a caption, for each caption an image, drawn with
+  probability softmax(similarity) over the other pairs of the (global) batch.
+
+  sims [B, B] image x text. Captions identical to the positive's (`tokens` [B, L]) are
+  never drawn as its negatives (the synthetic scenes repeat captions; ALBEF's data rarely
+  does). -> (negative text index per image [B], negative image index per text [B])."""
+  b = sims.shape[0]
+  same = jnp.eye(b, dtype=bool)
+  if tokens is not None:
+    same = same | jnp.all(tokens[:, None, :] == tokens[None, :, :], axis=-1)
+  sims = jax.lax.stop_gradient(sims.astype(jnp.float32))
+  k_t, k_i = jax.random.split(rng)
+  neg_text = jax.random.categorical(k_t, jnp.where(same, -jnp.inf, sims), axis=1)
+  neg_image = jax.random.categorical(k_i, jnp.where(same.T, -jnp.inf, sims.T), axis=1)
+  # A row with no allowed negative (all captions equal) falls back to any other index.
+  fallback = (jnp.arange(b) + 1) % b
+  none_t = jnp.all(same, axis=1)
+  none_i = jnp.all(same.T, axis=1)
+  return jnp.where(none_t, fallback, neg_text), jnp.where(none_i, fallback, neg_image)
+
+
+def _take(tree, idx):
+  return jax.tree.map(lambda x: jnp.take(x, idx, axis=0), tree)
+
+
+def _cat(*trees):
+  return jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=0), *trees)
+
+
+@registry.MODELS.register("fusion")
+class FusionModel(nn.Module):
+  """A fusion encoder: ViT + a named stack + the shared heads and task passes."""
+  image: Any
+  text: Any                   # dict(vocab_size, max_len): the tokenizer's ids and length
+  fusion: Any                 # the stack's fields (width, depths, heads, ...)
+  stack: str = "albef"
+  visual: str = "patches"     # patches | regions
+  roi_size: int = 2
+  use_tags: bool = False      # OSCAR: object-tag tokens after the text, segment 1
+  tasks: Tuple[str, ...] = TASKS
+  num_answers: int = 21
+  num_region_classes: int = 32
+  embed_dim: int = 128
+  temperature_init: float = 1 / 0.07
+  mlm_prob: float = 0.15
+  mrm_prob: float = 0.15
+  blind: bool = False         # question-only baseline: the image and boxes carry nothing
+  dtype: str = "float32"
+
+  def setup(self):
+    dtype = DTYPES[self.dtype]
+    unknown = set(self.tasks) - set(TASKS)
+    if unknown:
+      raise ValueError(f"unknown fusion tasks {sorted(unknown)}; known: {TASKS}")
+    if self.visual not in ("patches", "regions"):
+      raise ValueError(f"unknown visual input {self.visual!r}; known: patches, regions")
+    if self.use_tags and self.stack != "single_stream":
+      raise ValueError("object tags (use_tags) need the single_stream stack (OSCAR)")
+    self.vocab = int(self.text["vocab_size"])
+    self.cls_id, self.mask_id = self.vocab, self.vocab + 1   # appended to the vocabulary
+    fusion = dict(self.fusion)
+    width = int(fusion["width"])
+    self.vit = ViT(**dict(self.image), dtype=dtype, name="img")
+    self.body = STACKS.get(self.stack)(vocab_size=self.vocab + 2, dtype=dtype, name="stack",
+                                       **fusion)
+    kw = dict(dtype=dtype, param_dtype=jnp.float32)
+    init = nn.initializers.xavier_uniform()
+    self.img_proj = layers.dense(self.embed_dim, "embed", "joint", use_bias=False,
+                                 kernel_init=init, name="img_proj", **kw)
+    self.txt_proj = layers.dense(self.embed_dim, "embed", "joint", use_bias=False,
+                                 kernel_init=init, name="txt_proj", **kw)
+    self.logit_scale = self.param(
+        "logit_scale", layers.boxed(nn.initializers.constant(np.log(self.temperature_init)), ()),
+        (), jnp.float32)
+    self.pooler = layers.dense(width, "embed", "mlp", name="pooler", **kw)
+    self.itm_head = layers.dense(2, "embed", None, name="itm_head", **kw)
+    self.vqa_hidden = layers.dense(2 * width, "embed", "mlp", name="vqa_hidden", **kw)
+    self.vqa_ln = layers.layer_norm(eps=1e-12, name="vqa_ln", **kw)
+    self.vqa_out = layers.dense(self.num_answers, "mlp", "classes", name="vqa_out", **kw)
+    self.mlm_dense = layers.dense(width, "embed", "mlp", name="mlm_dense", **kw)
+    self.mlm_ln = layers.layer_norm(eps=1e-12, name="mlm_ln", **kw)
+    self.mlm_bias = self.param("mlm_bias", layers.boxed(nn.initializers.zeros, ("vocab",)),
+                               (self.vocab + 2,), jnp.float32)
+    self.refer_query = layers.dense(width, "embed", "mlp", name="refer_query", **kw)
+    self.refer_key = layers.dense(width, "embed", "mlp", name="refer_key", **kw)
+    # Output axis "embed", not "mlp" (tensor): with it on "tensor", XLA:CPU's SPMD partitioner
+    # computed wrong image-tower gradients on a 2x2x2 data x fsdp x tensor mesh (every one-
+    # and two-axis mesh was exact), as with CoCa's memory_proj; tests/test_fusion.py.
+    self.refer_roi = layers.dense(width, "visual_in", "embed", name="refer_roi", **kw)
+    if self.visual == "regions":
+      self.mrm_class = layers.dense(self.num_region_classes, "embed", "classes",
+                                    name="mrm_class", **kw)
+      self.mrm_feat = layers.dense(self.roi_size ** 2 * int(self.image["width"]), "embed",
+                                   "visual_in", name="mrm_feat", **kw)
+
+  # ---- inputs ------------------------------------------------------------------------
+  def _vit(self, image):
+    if self.blind:
+      image = jnp.zeros_like(image)
+    _, tokens = self.vit(image)
+    b, n, c = tokens.shape
+    g = int(round(n ** 0.5))
+    return tokens, tokens.reshape(b, g, g, c)
+
+  def visual_inputs(self, batch) -> Dict[str, jax.Array]:
+    """feats [B, R, F] (what MRM regresses), v_emb, v_mask; fmap for ROI-aligned grounding."""
+    tokens, fmap = self._vit(batch["image"])
+    b = tokens.shape[0]
+    if self.visual == "patches":
+      feats, geometry = tokens, None
+      mask = jnp.ones(tokens.shape[:2], bool)
+    else:
+      whole = jnp.broadcast_to(jnp.array([0., 0., 1., 1.]), (b, 1, 4))
+      boxes = jnp.concatenate([whole, batch["boxes"].astype(jnp.float32)], axis=1)
+      mask = jnp.concatenate([jnp.ones((b, 1), bool), batch["box_mask"].astype(bool)], axis=1)
+      if self.blind:  # nothing about the scene: not even how many boxes it has
+        boxes, mask = jnp.zeros_like(boxes), jnp.ones_like(mask)
+      feats = roi_align(fmap, boxes, self.roi_size)
+      feats = feats.reshape(feats.shape[:2] + (-1,))
+      geometry = box_geometry(boxes)
+    return {"feats": feats, "geometry": geometry, "v_mask": mask, "fmap": fmap,
+            "v_emb": self.body.embed_visual(feats, geometry)}
+
+  def text_inputs(self, tokens, tags=None):
+    """[CLS] + tokens (+ tags, segment 1) -> ids, segment ids, mask, maskable (MLM)."""
+    b = tokens.shape[0]
+    ids = jnp.concatenate([jnp.full((b, 1), self.cls_id, tokens.dtype), tokens], axis=1)
+    types = jnp.zeros_like(ids)
+    maskable = (ids != PAD_ID) & (ids != self.cls_id) & (ids != int(self.text.get("eos_id", 2)))
+    if self.use_tags:
+      if tags is None:
+        raise ValueError("use_tags: the batch has no 'tags' (pp op scene_tags)")
+      ids = jnp.concatenate([ids, tags], axis=1)
+      types = jnp.concatenate([types, jnp.ones_like(tags)], axis=1)
+      maskable = jnp.concatenate([maskable, jnp.zeros(tags.shape, bool)], axis=1)
+    return ids, types, ids != PAD_ID, maskable
+
+  # ---- pieces --------------------------------------------------------------------------
+  def _unimodal_text(self, ids, types, mask):
+    t_emb = self.body.embed_text(ids, types)
+    return t_emb, self.body.encode_text(t_emb, mask)
+
+  def _pool_visual(self, v_uni, v_mask):
+    w = v_mask[..., None].astype(v_uni.dtype)
+    return (v_uni * w).sum(1) / jnp.maximum(w.sum(1), 1.0)
+
+  def _fused(self, t, v):
+    """t = (t_emb, t_uni, t_mask), v = (v_emb, v_uni, v_mask) -> (t_fused, v_fused, pooled)."""
+    t_f, v_f = self.body.fuse(t[0], t[1], t[2], v[0], v[1], v[2])
+    return t_f, v_f, jnp.tanh(self.pooler(t_f[:, 0]))
+
+  def _vqa(self, pooled):
+    return self.vqa_out(self.vqa_ln(nn.gelu(self.vqa_hidden(pooled), approximate=False)))
+
+  def _refer(self, t_f, v_f, vis):
+    """Logits over the candidate boxes (regions: the fused region tokens after the whole-
+    image one; patches: ROI-aligned fused patch states at the boxes)."""
+    if self.visual == "regions":
+      regions = v_f[:, 1:]
+    else:
+      b, n, c = v_f.shape
+      g = int(round(n ** 0.5))
+      roi = roi_align(v_f.reshape(b, g, g, c), vis["boxes"], self.roi_size)
+      regions = self.refer_roi(roi.reshape(roi.shape[:2] + (-1,)))
+    q = self.refer_query(t_f[:, 0])
+    return jnp.einsum("bd,brd->br", q, self.refer_key(regions)).astype(jnp.float32) / np.sqrt(
+        q.shape[-1])
+
+  def _itc(self, t_uni, v_uni, v_mask):
+    return (l2_normalize(self.img_proj(self._pool_visual(v_uni, v_mask))),
+            l2_normalize(self.txt_proj(t_uni[:, 0])))
+
+  def _mlm_logits(self, t_f):
+    h = self.mlm_ln(nn.gelu(self.mlm_dense(t_f), approximate=False))
+    return self.body.text_embed.logits(h).astype(jnp.float32) + self.mlm_bias
+
+  def _masked_pass(self, batch, vis, v_uni, rng, with_mrm):
+    ids, types, mask, maskable = self.text_inputs(batch["text"], batch.get("tags"))
+    k_txt, k_reg = jax.random.split(rng)
+    masked_ids, targets = mask_tokens(ids, k_txt, self.mlm_prob, self.mask_id, self.vocab,
+                                      maskable)
+    t = (*self._unimodal_text(masked_ids, types, mask), mask)
+    out = {}
+    v = (vis["v_emb"], v_uni, vis["v_mask"])
+    if with_mrm:
+      # Object regions only (not the whole-image one); their features are zeroed (UNITER).
+      picked = jax.random.uniform(k_reg, vis["v_mask"].shape) < self.mrm_prob
+      picked = picked & vis["v_mask"] & (jnp.arange(picked.shape[1]) > 0)
+      feats = jnp.where(picked[..., None], 0.0, vis["feats"])
+      v_emb = self.body.embed_visual(feats, vis["geometry"])
+      v = (v_emb, self.body.encode_visual(v_emb, vis["v_mask"]), vis["v_mask"])
+    t_f, v_f, _ = self._fused(t, v)
+    out["mlm_logits"] = self._mlm_logits(t_f[:, :targets.shape[1]])
+    out["mlm_targets"] = targets
+    if with_mrm:
+      labels = jnp.concatenate([jnp.full((picked.shape[0], 1), IGNORE, jnp.int32),
+                                batch["box_labels"].astype(jnp.int32)], axis=1)
+      out["mrm_class_logits"] = self.mrm_class(v_f).astype(jnp.float32)
+      out["mrm_class_targets"] = jnp.where(picked, labels, IGNORE)
+      out["mrm_feat_pred"] = self.mrm_feat(v_f).astype(jnp.float32)
+      out["mrm_feat_target"] = jax.lax.stop_gradient(vis["feats"]).astype(jnp.float32)
+      out["mrm_mask"] = picked
+    return out
+
+  # ---- the train-step forward ----------------------------------------------------------
+  def __call__(self, batch, train: bool = True) -> Dict[str, jax.Array]:
+    rng = self.make_rng("dropout") if train else jax.random.key(0)
+    tasks = set(self.tasks)
+    vis = self.visual_inputs(batch)
+    vis["boxes"] = batch.get("boxes")
+    v_uni = self.body.encode_visual(vis["v_emb"], vis["v_mask"])
+    v = (vis["v_emb"], v_uni, vis["v_mask"])
+    out: Dict[str, jax.Array] = {}
+    if "text" in batch and tasks & {"itc", "itm", "mlm", "mrm"}:
+      ids, types, mask, _ = self.text_inputs(batch["text"], batch.get("tags"))
+      t = (*self._unimodal_text(ids, types, mask), mask)
+      img_emb, txt_emb = self._itc(t[1], v_uni, vis["v_mask"])
+      out.update(img_emb=img_emb, txt_emb=txt_emb, logit_scale=self.logit_scale)
+      if "itm" in tasks:
+        neg_text, neg_image = hard_negatives(img_emb @ txt_emb.T, jax.random.fold_in(rng, 1),
+                                             batch["text"])
+        # Rows: positives, image i with caption neg_text[i], caption j with image neg_image[j].
+        t_all = _cat(t, _take(t, neg_text), t)
+        v_all = _cat(v, v, _take(v, neg_image))
+        _, _, pooled = self._fused(t_all, v_all)
+        b = ids.shape[0]
+        out["itm_logits"] = self.itm_head(pooled).astype(jnp.float32)
+        out["itm_labels"] = jnp.concatenate([jnp.ones(b, jnp.int32), jnp.zeros(2 * b, jnp.int32)])
+      if tasks & {"mlm", "mrm"}:
+        out.update(self._masked_pass(batch, vis, v_uni, jax.random.fold_in(rng, 2),
+                                     "mrm" in tasks and self.visual == "regions"))
+    if "question" in batch and "vqa" in tasks:
+      out["vqa_logits"] = self.vqa_logits(batch, vis, v_uni)
+    if "expression" in batch and "refer" in tasks:
+      out["refer_logits"] = self.refer_logits(batch, vis, v_uni)
+    return out
+
+  def momentum_outputs(self, batch, train: bool = True):
+    """What ALBEF's momentum (EMA) model contributes: ITC embeddings and, on the same masked
+    caption (same rng as `__call__`), MLM logits — the soft targets of distillation."""
+    rng = self.make_rng("dropout") if train else jax.random.key(0)
+    vis = self.visual_inputs(batch)
+    v_uni = self.body.encode_visual(vis["v_emb"], vis["v_mask"])
+    ids, types, mask, _ = self.text_inputs(batch["text"], batch.get("tags"))
+    t_uni = self._unimodal_text(ids, types, mask)[1]
+    img_emb, txt_emb = self._itc(t_uni, v_uni, vis["v_mask"])
+    out = {"img_emb": img_emb, "txt_emb": txt_emb}
+    if set(self.tasks) & {"mlm", "mrm"}:
+      masked = self._masked_pass(batch, vis, v_uni, jax.random.fold_in(rng, 2), False)
+      out["mlm_logits"] = masked["mlm_logits"]
+    return out
+
+  # ---- evaluation entry points (dict batches) -------------------------------------------
+  def _task_pass(self, batch, key, vis=None, v_uni=None):
+    if vis is None:
+      vis = self.visual_inputs(batch)
+      vis["boxes"] = batch.get("boxes")
+      v_uni = self.body.encode_visual(vis["v_emb"], vis["v_mask"])
+    ids, types, mask, _ = self.text_inputs(batch[key], batch.get("tags"))
+    t = (*self._unimodal_text(ids, types, mask), mask)
+    return self._fused(t, (vis["v_emb"], v_uni, vis["v_mask"])), vis
+
+  def vqa_logits(self, batch, vis=None, v_uni=None):
+    (_, _, pooled), _ = self._task_pass(batch, "question", vis, v_uni)
+    return self._vqa(pooled).astype(jnp.float32)
+
+  def refer_logits(self, batch, vis=None, v_uni=None):
+    (t_f, v_f, _), vis = self._task_pass(batch, "expression", vis, v_uni)
+    return self._refer(t_f, v_f, vis)
+
+  def visual_state(self, batch):
+    """Per-image inputs of fusion (for ITM re-ranking: computed once per image)."""
+    vis = self.visual_inputs(batch)
+    v_uni = self.body.encode_visual(vis["v_emb"], vis["v_mask"])
+    return {"v_emb": vis["v_emb"], "v_uni": v_uni, "v_mask": vis["v_mask"],
+            "img_emb": self._itc(v_uni[:, :1], v_uni, vis["v_mask"])[0]}
+
+  def text_embedding(self, batch):
+    ids, types, mask, _ = self.text_inputs(batch["text"], batch.get("tags"))
+    t_uni = self._unimodal_text(ids, types, mask)[1]
+    return l2_normalize(self.txt_proj(t_uni[:, 0]))
+
+  def itm_scores(self, batch):
+    """batch: a visual_state's fields per pair + `text` (+ `tags`) -> P(match) [B]."""
+    ids, types, mask, _ = self.text_inputs(batch["text"], batch.get("tags"))
+    t = (*self._unimodal_text(ids, types, mask), mask)
+    _, _, pooled = self._fused(t, (batch["v_emb"], batch["v_uni"], batch["v_mask"]))
+    return jax.nn.softmax(self.itm_head(pooled).astype(jnp.float32), -1)[:, 1]
