@@ -65,5 +65,5 @@ def _import_builtin_components():
   from vlx.objectives import contrastive, captioning, fusion as fusion_objectives  # noqa: F401
   from vlx.evals import zeroshot, retrieval, linear_probe, captioning as captioning_eval  # noqa: F401
   from vlx.evals import fusion as fusion_evals  # noqa: F401
-  from vlx.data import sources, pp_ops, scene_qa  # noqa: F401
+  from vlx.data import sources, pp_ops, scene_qa, vqa_v2, ref_coco  # noqa: F401
   from vlx.train import curriculum  # noqa: F401

@@ -32,6 +32,8 @@ def decode(handle: DatasetHandle):
     del rng
     try:
       image = get_path(record, handle.image_key)
+      if image is None:  # a source that could not read the image says why (vqa_v2: no file)
+        raise CorruptRecord(str(record.get("image_error") or "record has no image"))
       if isinstance(image, (bytes, np.bytes_)):
         from PIL import Image  # pylint: disable=g-import-not-at-top
         image = np.asarray(Image.open(io.BytesIO(image)).convert("RGB"))

@@ -2,7 +2,8 @@
 
 `synthetic_shapes` (the embedded default) is generated on first use and cached;
 any other TFDS dataset prepared in ArrayRecord (e.g. `coco_captions`) is read by
-the same keys through `tfds`.
+the same keys through `tfds`. Real task data: `vqa_v2` (the official JSON files and COCO
+images, `vlx/data/vqa_v2.py`) and `ref_coco` (TFDS's RefCOCO/+/g, `vlx/data/ref_coco.py`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import contextlib
 import dataclasses
 import fcntl
 import os
-from typing import Callable, Any, List, Optional, Sequence
+from typing import Any, Callable, Iterable, List, Optional, Sequence
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -36,6 +37,8 @@ class DatasetHandle:
   # Record fields `decode` passes through for task ops (object boxes and classes: VQA,
   # grounding); the pipeline's final `keep` decides what reaches a batch.
   annotation_keys: Sequence[str] = ()
+  # VQA datasets: answer index -> answer (the classes of `answer`/`answer_scores`).
+  answer_vocab: Optional[Sequence[str]] = None
 
   def split(self, name: str) -> Sequence[Any]:
     if name not in self.splits:
@@ -65,15 +68,25 @@ def default_data_dir(data_dir: Optional[str]) -> str:
   return os.path.expanduser(data_dir or os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets"))
 
 
-def _tokenizer_beside(builder, train_source, captions_key, vocab_size) -> Tokenizer:
-  path = os.path.join(builder.data_dir, f"spm_bpe_{vocab_size}.model")
+def source_texts(source, captions_key: str, limit: int = 20_000):
+  """The captions of the first `limit` records of `source` (a tokenizer's training text)."""
+  for i in range(min(len(source), limit)):
+    for c in np.atleast_1d(get_path(source[i], captions_key)):
+      yield c.decode() if isinstance(c, bytes) else str(c)
+
+
+def tokenizer_beside(directory: str, texts: Callable[[], Iterable[str]],
+                     vocab_size: int) -> Tokenizer:
+  """The sentencepiece model cached in `directory`, trained on `texts()` the first time."""
+  path = os.path.join(directory, f"spm_bpe_{vocab_size}.model")
   if not os.path.exists(path):
-    def texts():
-      for i in range(min(len(train_source), 20_000)):
-        for c in np.atleast_1d(get_path(train_source[i], captions_key)):
-          yield c.decode() if isinstance(c, bytes) else str(c)
     train_sentencepiece(texts(), path, vocab_size)
   return Tokenizer(path)
+
+
+def _tokenizer_beside(builder, train_source, captions_key, vocab_size) -> Tokenizer:
+  return tokenizer_beside(builder.data_dir, lambda: source_texts(train_source, captions_key),
+                          vocab_size)
 
 
 @registry.DATASETS.register("synthetic_shapes")

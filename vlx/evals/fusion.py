@@ -111,9 +111,7 @@ class ITMRetrieval(_FusionEval):
     vis = run_batched(self.ctx, ("fusion", "visual_state", tuple(sorted(visual_inputs))),
                       lambda p, b: model.apply({"params": p}, b, method="visual_state"), params,
                       visual_inputs)
-    txt_inputs = {"text": text}
-    if "tags" in self.inputs:
-      txt_inputs["tags"] = self.inputs["tags"]
+    txt_inputs = {"text": text}   # the caption alone (OSCAR's tags belong to the image)
     txt = run_batched(self.ctx, ("fusion", "text_embedding", tuple(sorted(txt_inputs))),
                       lambda p, b: model.apply({"params": p}, b, method="text_embedding"),
                       params, txt_inputs)

@@ -180,14 +180,13 @@ class FusionModel(nn.Module):
             "v_emb": self.body.embed_visual(feats, geometry)}
 
   def text_inputs(self, tokens, tags=None):
-    """[CLS] + tokens (+ tags, segment 1) -> ids, segment ids, mask, maskable (MLM)."""
+    """[CLS] + tokens (+ OSCAR's tags, segment 1, when given) -> ids, segment ids, mask, and
+    which positions MLM may mask (never padding, [CLS], EOS or a tag)."""
     b = tokens.shape[0]
     ids = jnp.concatenate([jnp.full((b, 1), self.cls_id, tokens.dtype), tokens], axis=1)
     types = jnp.zeros_like(ids)
     maskable = (ids != PAD_ID) & (ids != self.cls_id) & (ids != int(self.text.get("eos_id", 2)))
-    if self.use_tags:
-      if tags is None:
-        raise ValueError("use_tags: the batch has no 'tags' (pp op scene_tags)")
+    if self.use_tags and tags is not None:
       ids = jnp.concatenate([ids, tags], axis=1)
       types = jnp.concatenate([types, jnp.ones_like(tags)], axis=1)
       maskable = jnp.concatenate([maskable, jnp.zeros(tags.shape, bool)], axis=1)
@@ -197,6 +196,19 @@ class FusionModel(nn.Module):
   def _unimodal_text(self, ids, types, mask):
     t_emb = self.body.embed_text(ids, types)
     return t_emb, self.body.encode_text(t_emb, mask)
+
+  def _encode_ids(self, ids, types, mask):
+    """The text side of a fusion pass: (t_emb, t_uni, mask); t_uni only for stacks whose
+    fusion reads it (a single stream re-reads the embeddings: no wasted text pass)."""
+    t_emb = self.body.embed_text(ids, types)
+    t_uni = self.body.encode_text(t_emb, mask) if self.body.fuse_uses_unimodal else None
+    return t_emb, t_uni, mask
+
+  def _text_side(self, tokens, tags=None):
+    if self.use_tags and tags is None:
+      raise ValueError("use_tags: the batch has no 'tags' (pp op scene_tags)")
+    ids, types, mask, _ = self.text_inputs(tokens, tags)
+    return self._encode_ids(ids, types, mask)
 
   def _pool_visual(self, v_uni, v_mask):
     w = v_mask[..., None].astype(v_uni.dtype)
@@ -224,9 +236,11 @@ class FusionModel(nn.Module):
     return jnp.einsum("bd,brd->br", q, self.refer_key(regions)).astype(jnp.float32) / np.sqrt(
         q.shape[-1])
 
-  def _itc(self, t_uni, v_uni, v_mask):
-    return (l2_normalize(self.img_proj(self._pool_visual(v_uni, v_mask))),
-            l2_normalize(self.txt_proj(t_uni[:, 0])))
+  def _image_emb(self, v_uni, v_mask):
+    return l2_normalize(self.img_proj(self._pool_visual(v_uni, v_mask)))
+
+  def _text_emb(self, t_uni):
+    return l2_normalize(self.txt_proj(t_uni[:, 0]))
 
   def _mlm_logits(self, t_f):
     h = self.mlm_ln(nn.gelu(self.mlm_dense(t_f), approximate=False))
@@ -237,7 +251,7 @@ class FusionModel(nn.Module):
     k_txt, k_reg = jax.random.split(rng)
     masked_ids, targets = mask_tokens(ids, k_txt, self.mlm_prob, self.mask_id, self.vocab,
                                       maskable)
-    t = (*self._unimodal_text(masked_ids, types, mask), mask)
+    t = self._encode_ids(masked_ids, types, mask)
     out = {}
     v = (vis["v_emb"], v_uni, vis["v_mask"])
     if with_mrm:
@@ -246,7 +260,9 @@ class FusionModel(nn.Module):
       picked = picked & vis["v_mask"] & (jnp.arange(picked.shape[1]) > 0)
       feats = jnp.where(picked[..., None], 0.0, vis["feats"])
       v_emb = self.body.embed_visual(feats, vis["geometry"])
-      v = (v_emb, self.body.encode_visual(v_emb, vis["v_mask"]), vis["v_mask"])
+      v_uni = (self.body.encode_visual(v_emb, vis["v_mask"]) if self.body.fuse_uses_unimodal
+               else None)
+      v = (v_emb, v_uni, vis["v_mask"])
     t_f, v_f, _ = self._fused(t, v)
     out["mlm_logits"] = self._mlm_logits(t_f[:, :targets.shape[1]])
     out["mlm_targets"] = targets
@@ -270,15 +286,21 @@ class FusionModel(nn.Module):
     v = (vis["v_emb"], v_uni, vis["v_mask"])
     out: Dict[str, jax.Array] = {}
     if "text" in batch and tasks & {"itc", "itm", "mlm", "mrm"}:
-      ids, types, mask, _ = self.text_inputs(batch["text"], batch.get("tags"))
+      # ITC's text side is the caption alone: OSCAR's tags describe the image.
+      ids, types, mask, _ = self.text_inputs(batch["text"])
       t = (*self._unimodal_text(ids, types, mask), mask)
-      img_emb, txt_emb = self._itc(t[1], v_uni, vis["v_mask"])
+      img_emb, txt_emb = self._image_emb(v_uni, vis["v_mask"]), self._text_emb(t[1])
       out.update(img_emb=img_emb, txt_emb=txt_emb, logit_scale=self.logit_scale)
       if "itm" in tasks:
         neg_text, neg_image = hard_negatives(img_emb @ txt_emb.T, jax.random.fold_in(rng, 1),
                                              batch["text"])
         # Rows: positives, image i with caption neg_text[i], caption j with image neg_image[j].
-        t_all = _cat(t, _take(t, neg_text), t)
+        if self.use_tags:  # tags belong to the image, so they follow its index
+          text, tags = jnp.asarray(batch["text"]), jnp.asarray(batch["tags"])
+          t_all = self._text_side(_cat(text, _take(text, neg_text), text),
+                                  _cat(tags, tags, _take(tags, neg_image)))
+        else:
+          t_all = _cat(t, _take(t, neg_text), t)
         v_all = _cat(v, v, _take(v, neg_image))
         _, _, pooled = self._fused(t_all, v_all)
         b = ids.shape[0]
@@ -299,10 +321,9 @@ class FusionModel(nn.Module):
     rng = self.make_rng("dropout") if train else jax.random.key(0)
     vis = self.visual_inputs(batch)
     v_uni = self.body.encode_visual(vis["v_emb"], vis["v_mask"])
-    ids, types, mask, _ = self.text_inputs(batch["text"], batch.get("tags"))
+    ids, types, mask, _ = self.text_inputs(batch["text"])
     t_uni = self._unimodal_text(ids, types, mask)[1]
-    img_emb, txt_emb = self._itc(t_uni, v_uni, vis["v_mask"])
-    out = {"img_emb": img_emb, "txt_emb": txt_emb}
+    out = {"img_emb": self._image_emb(v_uni, vis["v_mask"]), "txt_emb": self._text_emb(t_uni)}
     if set(self.tasks) & {"mlm", "mrm"}:
       masked = self._masked_pass(batch, vis, v_uni, jax.random.fold_in(rng, 2), False)
       out["mlm_logits"] = masked["mlm_logits"]
@@ -314,8 +335,7 @@ class FusionModel(nn.Module):
       vis = self.visual_inputs(batch)
       vis["boxes"] = batch.get("boxes")
       v_uni = self.body.encode_visual(vis["v_emb"], vis["v_mask"])
-    ids, types, mask, _ = self.text_inputs(batch[key], batch.get("tags"))
-    t = (*self._unimodal_text(ids, types, mask), mask)
+    t = self._text_side(batch[key], batch.get("tags"))
     return self._fused(t, (vis["v_emb"], v_uni, vis["v_mask"])), vis
 
   def vqa_logits(self, batch, vis=None, v_uni=None):
@@ -331,16 +351,15 @@ class FusionModel(nn.Module):
     vis = self.visual_inputs(batch)
     v_uni = self.body.encode_visual(vis["v_emb"], vis["v_mask"])
     return {"v_emb": vis["v_emb"], "v_uni": v_uni, "v_mask": vis["v_mask"],
-            "img_emb": self._itc(v_uni[:, :1], v_uni, vis["v_mask"])[0]}
+            "img_emb": self._image_emb(v_uni, vis["v_mask"])}
 
   def text_embedding(self, batch):
-    ids, types, mask, _ = self.text_inputs(batch["text"], batch.get("tags"))
-    t_uni = self._unimodal_text(ids, types, mask)[1]
-    return l2_normalize(self.txt_proj(t_uni[:, 0]))
+    """The caption's ITC embedding (text alone, no tags)."""
+    ids, types, mask, _ = self.text_inputs(batch["text"])
+    return self._text_emb(self._unimodal_text(ids, types, mask)[1])
 
   def itm_scores(self, batch):
     """batch: a visual_state's fields per pair + `text` (+ `tags`) -> P(match) [B]."""
-    ids, types, mask, _ = self.text_inputs(batch["text"], batch.get("tags"))
-    t = (*self._unimodal_text(ids, types, mask), mask)
+    t = self._text_side(batch["text"], batch.get("tags"))
     _, _, pooled = self._fused(t, (batch["v_emb"], batch["v_uni"], batch["v_mask"]))
     return jax.nn.softmax(self.itm_head(pooled).astype(jnp.float32), -1)[:, 1]

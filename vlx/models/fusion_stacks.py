@@ -29,6 +29,7 @@ STACKS = registry.Registry("fusion stack")
 
 class _Stack(nn.Module):
   """Fields every stack shares (sizes of the BERT parts and of the visual embedding)."""
+  fuse_uses_unimodal = True  # False: `fuse` ignores t_uni / v_uni (callers may pass None)
   vocab_size: int
   width: int = 128
   num_heads: int = 4
@@ -71,6 +72,7 @@ class SingleStream(_Stack):
   projection of the box geometry (UNITER's location embedding). For ITC the same stack
   runs on each modality alone.
   """
+  fuse_uses_unimodal = False
   box_embed: bool = True
 
   def setup(self):
