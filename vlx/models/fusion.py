@@ -57,9 +57,9 @@ def mask_tokens(ids, rng, prob: float, mask_id: int, vocab_size: int, maskable):
 
 def hard_negatives(sims, rng, tokens=None):
   """ALBEF's hard negatives: for each image a caption, for each caption an image, drawn with
-  probability softmax(similarity) over the other pairs of the (global) batch.
+  probability softmax(sims) over the other pairs of the (global) batch.
 
-  sims [B, B] image x text. Captions identical to the positive's (`tokens` [B, L]) are
+  sims [B, B] image x text logits (similarities divided by the temperature). Captions identical to the positive's (`tokens` [B, L]) are
   never drawn as its negatives (the synthetic scenes repeat captions; ALBEF's data rarely
   does). -> (negative text index per image [B], negative image index per text [B])."""
   b = sims.shape[0]
@@ -292,8 +292,11 @@ class FusionModel(nn.Module):
       img_emb, txt_emb = self._image_emb(v_uni, vis["v_mask"]), self._text_emb(t[1])
       out.update(img_emb=img_emb, txt_emb=txt_emb, logit_scale=self.logit_scale)
       if "itm" in tasks:
-        neg_text, neg_image = hard_negatives(img_emb @ txt_emb.T, jax.random.fold_in(rng, 1),
-                                             batch["text"])
+        # Drawn from the tempered similarities, as ALBEF does (softmax(sim / temperature)):
+        # raw cosines would make the draw nearly uniform and the negatives easy.
+        scale = jnp.exp(jnp.minimum(self.logit_scale, np.log(100.0)))
+        neg_text, neg_image = hard_negatives(scale * img_emb @ txt_emb.T,
+                                             jax.random.fold_in(rng, 1), batch["text"])
         # Rows: positives, image i with caption neg_text[i], caption j with image neg_image[j].
         if self.use_tags:  # tags belong to the image, so they follow its index
           text, tags = jnp.asarray(batch["text"]), jnp.asarray(batch["tags"])
