@@ -1,7 +1,12 @@
-"""oscar: see vlx.configs.FUSION_FAMILIES and fusion_config for what it is made of.
+"""OSCAR (Li et al. 2020): UNITER's single stream with object-tag words ("red circle") between
+the text and the regions, as segment 1. The tags come from the scene's annotations here,
+standing in for a detector's labels.
 
-`python -m vlx.main --config=configs/oscar.py:tiny` (CPU, the synthetic scenes);
-`:tiny,blind` trains the question-only baseline the same way; `:tiny,smoke` runs in seconds.
+  python -m vlx.main --config=configs/oscar.py:tiny --workdir=workdirs/oscar_tiny
+  :tiny,blind   the question-only baseline, trained the same way (image and boxes blanked)
+  :tiny,smoke   a few steps on the small variant, for tests
+
+The pieces are in vlx/configs.py (FUSION_FAMILIES, fusion_config).
 """
 
 from vlx.configs import fusion_config

@@ -10,6 +10,9 @@ config once as ArrayRecord (building needs TensorFlow, the `tf` extra; reading d
   tfds build ref_coco --config=refcoco_unc --manual_dir=M --file_format=array_record \\
     --data_dir=$TFDS_DATA_DIR
 
+or from Python: `tfds.builder("ref_coco/refcoco_unc", data_dir=D).download_and_prepare(
+file_format="array_record", download_config=tfds.download.DownloadConfig(manual_dir=M))`.
+
 Configs: refcoco_unc, refcoco_google, refcocoplus_unc (RefCOCO+; `refcoco+_unc` is accepted
 here too), refcocog_umd, refcocog_google. Splits: train, validation, and testA/testB (unc),
 test (refcocog_umd, refcoco_google).
@@ -21,16 +24,19 @@ replaced, so list every key; COCO category ids are 1..90, hence 91 region classe
     --config.data.name=ref_coco \\
     --config.data.source="{'config': 'refcoco_unc', 'data_dir': '', 'vocab_size': 8000}" \\
     --config.data.train_split=train --config.data.test_split=validation \\
-    --config.data.pp_train="decode|resize(64)|value_range(-1,1)|sample_caption|tokenize(32)|refcoco_refer(24, 36, 0.1)" \\
-    --config.data.pp_eval="decode|resize(64)|value_range(-1,1)|first_caption|tokenize(32)|refcoco_refer(24, 36)" \\
+    --config.data.pp_train="decode|resize(64)|value_range(-1,1)|sample_caption|tokenize(28)|refcoco_refer(12, 16, 0.1)" \\
+    --config.data.pp_eval="decode|resize(64)|value_range(-1,1)|first_caption|tokenize(28)|refcoco_refer(12, 16)" \\
     --config.data.keys="('image','text','boxes','box_mask','box_labels','target','expression')" \\
     --config.model.num_region_classes=91 \\
     --config.model.tasks="('itc','itm','mlm','refer','mrm')" \\
     --config.objectives="{'itc': {'weight': 1.0}, 'itm': {'weight': 1.0}, 'mlm': {'weight': 1.0}, 'refer': {'weight': 1.0}, 'mrm': {'weight': 1.0}}" \\
-    --config.evals="{'grounding': {'type': 'grounding', 'limit': 1024}}"
+    --config.evals="{'grounding': {'type': 'grounding', 'split': 'validation', 'limit': 1024}}"
 
 (`data_dir` '' = $TFDS_DATA_DIR or ~/tensorflow_datasets. The caption of a record is one of
-its image's referring expressions.)
+its image's referring expressions. The evaluator names its split itself. The first load trains
+the tokenizer on the expressions of up to 20,000 train images, reading them whole: minutes,
+once; it is cached in the prepared dataset's folder. Checked: this command trains and
+evaluates (2 steps) on a small ref_coco prepared as in tests/test_real_data_readers.py.)
 
 A TFDS example is one image with every referred object and its expressions. The records
 here keep that (one per image) and add flat fields: `captions` (all the image's expressions),
@@ -78,7 +84,10 @@ class RefCocoRecords(Sequence):
   def __getitem__(self, i):
     if isinstance(i, slice):
       return [self[j] for j in range(*i.indices(len(self)))]
-    ex = self.source[int(i)]
+    i = int(i) + (len(self) if int(i) < 0 else 0)
+    if not 0 <= i < len(self):
+      raise IndexError(f"record {i} of {len(self)}")
+    ex = self.source[i]
     anns, objects = ex["coco_annotations"], ex["objects"]
     exprs, targets, boxes = [], [], []
     for raws, gt, box in zip(objects["refexp"]["raw"], objects["gt_box_index"],

@@ -106,11 +106,11 @@ _QUESTION_PREFIX = (("is there", "exist"), ("how many", "count"), ("what colour"
 
 
 def classify_question(question: str) -> str:
-  """The type of a question that `ask` wrote (for per-type accuracy)."""
+  """The type of a question that `ask` wrote (for per-type accuracy); "other" otherwise."""
   for prefix, qtype in _QUESTION_PREFIX:
     if question.startswith(prefix):
       return qtype
-  raise ValueError(f"not a scene question: {question!r}")
+  return "other"
 
 
 def answer_scores(answer: str) -> np.ndarray:

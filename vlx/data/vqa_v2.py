@@ -25,18 +25,21 @@ which VQA v2 does not have). The whole `data.source` dict is replaced, so list e
     --config.data.name=vqa_v2 \\
     --config.data.source="{'root': '/data/vqa_v2', 'num_answers': 3129, 'vocab_size': 8000}" \\
     --config.data.train_split=train --config.data.test_split=val \\
-    --config.data.pp_train="decode|resize(64)|value_range(-1,1)|first_caption|tokenize(32)|vqa_v2(16)" \\
-    --config.data.pp_eval="decode|resize(64)|value_range(-1,1)|first_caption|tokenize(32)|vqa_v2(16)" \\
+    --config.data.pp_train="decode|resize(64)|value_range(-1,1)|first_caption|tokenize(28)|vqa_v2(18)" \\
+    --config.data.pp_eval="decode|resize(64)|value_range(-1,1)|first_caption|tokenize(28)|vqa_v2(18)" \\
     --config.data.keys="('image','text','question','answer_scores')" \\
-    --config.model.num_answers=3129 --config.model.text.vocab_size=8000 \\
+    --config.model.num_answers=3129 \\
     --config.model.tasks="('itc','itm','mlm','vqa')" \\
     --config.objectives="{'itc': {'weight': 1.0}, 'itm': {'weight': 1.0}, 'mlm': {'weight': 1.0}, 'vqa': {'weight': 1.0}}" \\
     --config.evals="{}"
 
-(the caption of a VQA record is its question: ITC/ITM/MLM then read questions.) The `vqa`
-evaluator's per-type breakdown parses the synthetic scenes' question wording; until it reads
-`answer_type` instead, evaluate VQA v2 with `vlx.data.pipeline.load_task_arrays` and
-`scene_qa.vqa_accuracy` (the soft-score accuracy is the same).
+(`model.num_answers` is the vocabulary's length: `num_answers`, unless the train split has
+fewer distinct answers. The caption of a VQA record is its question, so ITC/ITM/MLM read
+questions.) No evaluator is configured: the `vqa` evaluator (vlx/evals/fusion.py) still
+expects the scenes' data (it reads `boxes` and sorts questions by the scenes' wording); until
+it does not, score VQA v2 with `vlx.data.pipeline.load_task_arrays(handle, "val", pp_eval,
+("image", "question", "answer_scores"))` and `scene_qa.vqa_accuracy` (the same soft-score
+accuracy). Checked: this command trains (2 steps) on a small fake ROOT.
 
 Records (random access, one per question): `image` (the JPEG's bytes; None with
 `image_error` when the file cannot be read: `decode` then raises CorruptRecord and the
@@ -150,6 +153,13 @@ class VqaV2Split(Sequence):
     self._lock = threading.Lock()
     self._data = None
 
+  def __getstate__(self):  # picklable (worker processes): the lock stays behind
+    return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
+  def __setstate__(self, state):
+    self.__dict__.update(state)
+    self._lock = threading.Lock()
+
   def image_path(self, image_id: int) -> str:
     return os.path.join(self.image_dir, f"COCO_{self.image_tag}_{int(image_id):012d}.jpg")
 
@@ -164,13 +174,20 @@ class VqaV2Split(Sequence):
         if self.annotations_file:
           with open(self.annotations_file) as f:
             anns = {a["question_id"]: a for a in json.load(f)["annotations"]}
+        memo = {}  # 4.4M answers in train, far fewer distinct ones
+
+        def norm(text):
+          if text not in memo:
+            memo[text] = sys.intern(normalize_answer(text))
+          return memo[text]
+
         rows = []
         for q in questions:
           a = anns.get(q["question_id"], {})
-          answers = tuple(sys.intern(normalize_answer(x["answer"])) for x in a.get("answers", ()))
+          answers = tuple(norm(x["answer"]) for x in a.get("answers", ()))
           mc = a.get("multiple_choice_answer")
           if mc is not None:
-            mc = sys.intern(normalize_answer(mc))
+            mc = norm(mc)
           elif answers:
             mc = collections.Counter(answers).most_common(1)[0][0]
           rows.append((q["question"], int(q["question_id"]), int(q["image_id"]), answers,

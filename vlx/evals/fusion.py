@@ -33,12 +33,15 @@ def box_iou(a, b):
 
 class _FusionEval:
   keys: Sequence[str] = ()
+  needs_boxes = False
 
   def __init__(self, ctx: EvalContext, split: str = "test", pp: Optional[str] = None,
                limit: Optional[int] = 512):
     self.ctx = ctx
     have_tags = bool(getattr(ctx.model, "use_tags", False))
     keys = [k for k in self.keys if k != "tags" or have_tags]
+    if getattr(ctx.model, "visual", "regions") == "patches" and not self.needs_boxes:
+      keys = [k for k in keys if k not in ("boxes", "box_mask")]  # e.g. VQA v2 has none
     self.data = pipeline.load_task_arrays(ctx.handle, split, pp or ctx.data_config.pp_eval,
                                           keys, limit)
     self.inputs = _model_inputs(self.data, [k for k in keys if not k.endswith("_string")
@@ -74,6 +77,7 @@ class Grounding(_FusionEval):
   """Referring expressions: the highest-scoring valid candidate box is correct when its IoU
   with the annotated box is at least 0.5 (RefCOCO's accuracy@0.5)."""
   keys = _VISUAL_KEYS + ("expression", "target", "target_box")
+  needs_boxes = True
 
   def __call__(self, params) -> Dict[str, float]:
     logits = np.where(self.data["box_mask"], self._run(params, "refer_logits"), -np.inf)
