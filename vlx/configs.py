@@ -260,8 +260,9 @@ def fusion_config(family: str, arg: str = "tiny") -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict(dict(
       name="synthetic_shapes", source=dict(data_dir="", variant="default", vocab_size=256),
       train_split="train", test_split="test", image_size=64, max_len=28,
+      # Three questions per training image: VQA supervision for the cost of fusion passes.
       pp_train=("decode|value_range(-1,1)|sample_caption|tokenize(28)|scene_refer(12, 0.1)"
-                f"|scene_vqa(18){tags}"),
+                f"|scene_vqa(18, None, 3){tags}"),
       pp_eval=("decode|value_range(-1,1)|first_caption|tokenize(28)|scene_refer(12)"
                f"|scene_vqa(18){tags}"),
       keys=("image", "text", "boxes", "box_mask", "box_labels", "target", "question",
@@ -278,7 +279,7 @@ def fusion_config(family: str, arg: str = "tiny") -> ml_collections.ConfigDict:
       fusion=dict(width=128, num_heads=4, mlp_dim=512, max_len=40,
                   **{"text_depth": 2, "visual_depth": 0, "fusion_depth": 2, **fam["depths"]})))
   c.objectives = ml_collections.ConfigDict(dict(
-      itc=dict(weight=1.0), itm=dict(weight=1.0), mlm=dict(weight=1.0), vqa=dict(weight=1.0),
+      itc=dict(weight=1.0), itm=dict(weight=1.0), mlm=dict(weight=1.0), vqa=dict(weight=2.0),
       refer=dict(weight=1.0)))
   if fam["visual"] == "regions":
     c.objectives.mrm = dict(weight=1.0, class_weight=1.0, feature_weight=1.0)

@@ -156,25 +156,34 @@ def _tokens(handle, text: str, max_len: int) -> np.ndarray:
 
 
 @registry.PP_OPS.register("scene_vqa")
-def scene_vqa_op(handle, max_len: int, types: Tuple[str, ...] = QUESTION_TYPES):
+def scene_vqa_op(handle, max_len: int, types: Optional[Tuple[str, ...]] = None, num: int = 1):
   """A question about the scene: `question` (its tokens), `question_string`, `answer`
   (index into ANSWERS) and `answer_scores` (VQA soft targets). The caption (`text`) is left
-  as it is, so one example can carry a caption, a question and an expression. The question is drawn with the pipeline's
-  rng: a new one every epoch in training, a fixed one for a fixed rng and record order.
-  `types`: one question type or a tuple of them."""
-  types = (types,) if isinstance(types, str) else tuple(types)
+  as it is, so one example can carry a caption, a question and an expression.
+  The question is drawn with the pipeline's rng: a new one every epoch in training, a fixed
+  one for a fixed rng and record order. `types`: one question type, a tuple of them, or None
+  for all. `num` > 1 asks that many questions of the one image (each field gains a leading
+  axis of `num`): more answers per image encoded, for the price of the cheap fusion pass."""
+  types = QUESTION_TYPES if types is None else (types,) if isinstance(types, str) else tuple(types)
   if not types:
     raise ValueError(f"scene_vqa: no question types given; known: {QUESTION_TYPES}")
   unknown = set(types) - set(QUESTION_TYPES)
   if unknown:
     raise ValueError(f"scene_vqa: unknown question types {sorted(unknown)}; "
                      f"known: {QUESTION_TYPES}")
+  if num < 1:
+    raise ValueError(f"scene_vqa: num must be >= 1, got {num}")
 
   def fn(ex, rng):
-    q, a = ask(scene_objects(ex), question_type(rng, types), rng)
-    ex.update(question_string=q, question=_tokens(handle, q, max_len),
-              answer=np.int32(ANSWER_INDEX[a]),
-              answer_scores=answer_scores(a))
+    objects = scene_objects(ex)
+    qas = [ask(objects, question_type(rng, types), rng) for _ in range(num)]
+    fields = dict(question_string=[q for q, _ in qas],
+                  question=np.stack([_tokens(handle, q, max_len) for q, _ in qas]),
+                  answer=np.array([ANSWER_INDEX[a] for _, a in qas], np.int32),
+                  answer_scores=np.stack([answer_scores(a) for _, a in qas]))
+    if num == 1:
+      fields = {k: v[0] for k, v in fields.items()}
+    ex.update(fields)
     return ex
   return fn
 

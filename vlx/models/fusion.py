@@ -333,17 +333,30 @@ class FusionModel(nn.Module):
     return out
 
   # ---- evaluation entry points (dict batches) -------------------------------------------
-  def _task_pass(self, batch, key, vis=None, v_uni=None):
+  def _vision(self, batch, vis=None, v_uni=None):
     if vis is None:
       vis = self.visual_inputs(batch)
       vis["boxes"] = batch.get("boxes")
       v_uni = self.body.encode_visual(vis["v_emb"], vis["v_mask"])
+    return vis, v_uni
+
+  def _task_pass(self, batch, key, vis=None, v_uni=None):
+    vis, v_uni = self._vision(batch, vis, v_uni)
     t = self._text_side(batch[key], batch.get("tags"))
     return self._fused(t, (vis["v_emb"], v_uni, vis["v_mask"])), vis
 
   def vqa_logits(self, batch, vis=None, v_uni=None):
-    (_, _, pooled), _ = self._task_pass(batch, "question", vis, v_uni)
-    return self._vqa(pooled).astype(jnp.float32)
+    """Answer logits [B, A] for questions [B, L], or [B, k, A] for k questions per image
+    [B, k, L] (the image's visual tokens are computed once and shared by its questions)."""
+    vis, v_uni = self._vision(batch, vis, v_uni)
+    q, tags = batch["question"], batch.get("tags")
+    v = (vis["v_emb"], v_uni, vis["v_mask"])
+    if q.ndim == 3:
+      k = q.shape[1]
+      v = jax.tree.map(lambda x: jnp.repeat(x, k, axis=0), v)
+      tags = None if tags is None else jnp.repeat(tags, k, axis=0)
+    _, _, pooled = self._fused(self._text_side(q.reshape(-1, q.shape[-1]), tags), v)
+    return self._vqa(pooled).astype(jnp.float32).reshape(q.shape[:-1] + (-1,))
 
   def refer_logits(self, batch, vis=None, v_uni=None):
     (t_f, v_f, _), vis = self._task_pass(batch, "expression", vis, v_uni)

@@ -113,10 +113,12 @@ def mrm_objective(class_weight: float = 1.0, feature_weight: float = 1.0):
 @registry.OBJECTIVES.register("vqa")
 def vqa_objective():
   """VQA as multi-label classification: binary cross-entropy against the soft scores,
-  summed over answers (UNITER, LXMERT); the metric is the VQA soft-score accuracy."""
+  summed over answers (UNITER, LXMERT); the metric is the VQA soft-score accuracy. Several
+  questions per image ([B, k, A]) count as B * k examples."""
 
   def loss_fn(outputs, batch):
     logits, scores = outputs["vqa_logits"], batch["answer_scores"].astype(jnp.float32)
+    logits, scores = logits.reshape(-1, logits.shape[-1]), scores.reshape(-1, scores.shape[-1])
     loss = optax.sigmoid_binary_cross_entropy(logits, scores).sum(-1).mean()
     pred = jnp.argmax(logits, -1)
     return loss, {"acc": jnp.mean(jnp.take_along_axis(scores, pred[:, None], 1))}
