@@ -43,3 +43,23 @@ def test_smoke_run_writes_all_outputs(shapes_data_dir, tmp_path, family):
 
   ckpts = sorted(int(n) for n in os.listdir(workdir / "checkpoints") if n.isdigit())
   assert ckpts == [3, 6], os.listdir(workdir / "checkpoints")
+
+
+@pytest.mark.parametrize("family", ["albef", "oscar"])
+def test_fusion_smoke_run_trains_and_evaluates_every_task(shapes_data_dir, tmp_path, family):
+  """ALBEF (patches, EMA teacher) and OSCAR (regions, tags, MRM) through vlx.main on 2
+  devices: every objective logs, the three fusion evaluators report in range."""
+  workdir = tmp_path / "w"
+  proc = run_main(family, workdir, shapes_data_dir, variant="tiny,smoke", num_devices=2)
+  assert proc.returncode == 0, proc.stdout[-3000:]
+  rows = read_metrics(workdir)
+  train = [r for r in rows if "train/loss" in r]
+  assert [r["step"] for r in train] == [2, 4]
+  objectives = ("itc", "itm", "mlm", "vqa", "refer") + (("mrm",) if family == "oscar" else ())
+  for name in objectives:
+    assert all(math.isfinite(r[f"train/{name}/loss"]) for r in train), name
+  merged = {k: v for r in rows for k, v in r.items()}
+  for key in ("vqa/accuracy", "grounding/accuracy_iou50", "itm_retrieval/i2t_r1_itc",
+              "itm_retrieval/i2t_r1_itm", "itm_retrieval/t2i_r1_itm"):
+    assert 0.0 <= merged[key] <= 1.0, (key, merged.get(key))
+  assert merged["vqa/num_questions"] == 32 and merged["grounding/num_expressions"] == 32

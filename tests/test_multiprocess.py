@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 
 from vlx_testlib import (REPO, checkpoint_steps, read_metrics, shapes_data_dir,  # noqa: F401
-                         sigkill_after_checkpoint)
+                         shared_tmp_root, sigkill_after_checkpoint, train_losses)
 
 REPO = str(REPO)
 LAUNCH = os.path.join(REPO, "experiments", "launch_local.py")
@@ -60,13 +60,6 @@ def _env(**extra):
   env.pop("JAX_NUM_CPU_DEVICES", None)
   env.update(JAX_PLATFORMS="cpu", PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2", **extra)
   return env
-
-
-def _losses(workdir):
-  rows = [r for r in read_metrics(workdir) if "train/loss" in r]
-  steps = [r["step"] for r in rows]
-  assert len(steps) == len(set(steps)), f"a step logged twice: {steps}"
-  return {r["step"]: r["train/loss"] for r in rows}
 
 
 def _max_rel(got, want):
@@ -108,11 +101,6 @@ def _gloo_problem():
   return None
 
 
-def _shared_root(tmp_path_factory, worker_id):
-  base = tmp_path_factory.getbasetemp()
-  return base.parent if worker_id != "master" else base
-
-
 def _shared_run(root, name, make):
   """`make(workdir)` -> json-able result, run once per pytest session (all xdist workers)."""
   marker = root / f"multiprocess_{name}.json"
@@ -147,7 +135,7 @@ def mp(shapes_data_dir, tmp_path_factory, worker_id):
       if problem:
         result["skip"] = problem
     return result
-  return _shared_run(_shared_root(tmp_path_factory, worker_id), "mp", make)
+  return _shared_run(shared_tmp_root(tmp_path_factory, worker_id), "mp", make)
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +144,7 @@ def sp(mp, shapes_data_dir, tmp_path_factory, worker_id):
   def make(workdir):
     return _run([sys.executable, "-m", "vlx.main", *_overrides(shapes_data_dir, workdir)],
                 workdir, JAX_NUM_CPU_DEVICES="8")
-  return _shared_run(_shared_root(tmp_path_factory, worker_id), "sp", make)
+  return _shared_run(shared_tmp_root(tmp_path_factory, worker_id), "sp", make)
 
 
 def _tail(run, n=4000):
@@ -174,7 +162,7 @@ def test_two_processes_train_and_evaluate(mp):
 
   # One writer: process 0. Each step appears exactly once, in order.
   rows = read_metrics(mp["workdir"])
-  losses = _losses(mp["workdir"])
+  losses = train_losses(mp["workdir"])
   assert sorted(losses) == list(range(1, STEPS + 1))
   assert [r["step"] for r in rows if "train/loss" in r] == list(range(1, STEPS + 1))
   assert all(np.isfinite(v) for v in losses.values())
@@ -202,7 +190,7 @@ def test_two_processes_log_the_losses_of_one_process(mp, sp):
   assert mp["returncode"] == 0, _tail(mp)
   assert sp["returncode"] == 0, _tail(sp)
   print(f"\n1-process run: {sp['seconds']}s")
-  mp_losses, sp_losses = _losses(mp["workdir"]), _losses(sp["workdir"])
+  mp_losses, sp_losses = train_losses(mp["workdir"]), train_losses(sp["workdir"])
   assert sorted(sp_losses) == sorted(mp_losses) == list(range(1, STEPS + 1))
   print("step  1 process x 8  2 processes x 4")
   for s in sorted(mp_losses):
@@ -236,7 +224,7 @@ def _group_alive(pgid):
 
 def test_sigkill_all_processes_then_resume(mp, shapes_data_dir, tmp_path):
   assert mp["returncode"] == 0, _tail(mp)
-  expected = _losses(mp["workdir"])
+  expected = train_losses(mp["workdir"])
   workdir = str(tmp_path / "killed")
   cmd = _mp_cmd(shapes_data_dir, workdir)
   t0 = time.time()
@@ -249,7 +237,7 @@ def test_sigkill_all_processes_then_resume(mp, shapes_data_dir, tmp_path):
   while _group_alive(proc.pid):
     assert time.time() < deadline, f"processes survived SIGKILL: {_group_alive(proc.pid)}"
     time.sleep(0.1)
-  partial = _losses(workdir)
+  partial = train_losses(workdir)
   killed_at = max(partial)
   assert KILL_AFTER <= killed_at < STEPS, sorted(partial)
   resume_from = max(checkpoint_steps(workdir))
@@ -265,7 +253,7 @@ def test_sigkill_all_processes_then_resume(mp, shapes_data_dir, tmp_path):
     assert f"[p{p}]" in out and any(l.startswith(f"[p{p}]") and "resumed from" in l and
                                     l.endswith(f"step {resume_from}") for l in out.splitlines()), \
         out[-3000:]
-  got = _losses(workdir)  # also fails on a step logged twice
+  got = train_losses(workdir)  # also fails on a step logged twice
   assert sorted(got) == list(range(1, STEPS + 1))
   # The step-0 bookkeeping row is written once, by the first start only.
   assert [r["step"] for r in read_metrics(workdir)].count(0) == 1

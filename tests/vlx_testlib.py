@@ -35,11 +35,16 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 
 
+def shared_tmp_root(tmp_path_factory, worker_id):
+  """A directory shared by every pytest-xdist worker of the run (each worker has its own
+  basetemp; their parent is common)."""
+  base = tmp_path_factory.getbasetemp()
+  return base.parent if worker_id != "master" else base
+
+
 @pytest.fixture(scope="session")
 def shapes_data_dir(tmp_path_factory, worker_id):
-  # Under xdist every worker has its own basetemp; its parent is shared by the run.
-  base = tmp_path_factory.getbasetemp()
-  root = base.parent if worker_id != "master" else base
+  root = shared_tmp_root(tmp_path_factory, worker_id)
   data_dir = root / "vlx_tfds"
   data_dir.mkdir(exist_ok=True)
   from vlx.data import sources  # pylint: disable=g-import-not-at-top

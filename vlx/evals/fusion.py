@@ -96,7 +96,8 @@ def recall_at_1(sims: np.ndarray, same: np.ndarray) -> float:
 
 @registry.EVALUATORS.register("itm_retrieval")
 class ITMRetrieval(_FusionEval):
-  """Image<->text retrieval R@1, ITC alone and with ITM re-ranking ITC's top `k`.
+  """Image<->text retrieval R@1, ITC alone and with ITM re-ranking ITC's top `k` (by ITM
+  alone, `_itm`, and by ITM's log-odds plus ITC's logit, `_itm_itc`).
 
   One caption per image; a retrieved caption (image) counts as correct when its text equals
   the query's own caption (the synthetic scenes repeat some captions exactly)."""
@@ -134,9 +135,19 @@ class ITMRetrieval(_FusionEval):
     scores = run_batched(self.ctx, ("fusion", "itm_scores", tuple(sorted(pairs))),
                          lambda p, b: model.apply({"params": p}, b, method="itm_scores"),
                          params, pairs)
+    # Two re-rankings of ITC's top k: by the ITM match probability alone (ALBEF), and by
+    # ITM's log-odds plus ITC's logit (BLIP adds the two scores): a product of the two
+    # models' odds, so ITC's ranking breaks the ties that ITM is unsure about.
     itm_t, itm_i = scores[:n * k].reshape(n, k), scores[n * k:].reshape(n, k)
-    i2t_itm = same[np.arange(n), top_t[np.arange(n), itm_t.argmax(1)]]
-    t2i_itm = same[top_i[np.arange(n), itm_i.argmax(1)], np.arange(n)]
-    return {"i2t_r1_itc": recall_at_1(sims, same), "t2i_r1_itc": recall_at_1(sims.T, same.T),
-            "i2t_r1_itm": float(np.mean(i2t_itm)), "t2i_r1_itm": float(np.mean(t2i_itm)),
-            "duplicate_caption_frac": float(np.mean(same.sum(1) > 1)), "num_images": n, "k": k}
+    scale = float(np.exp(min(float(params["logit_scale"]), np.log(100.0))))
+    log_odds = lambda p: np.log(np.clip(p, 1e-7, 1)) - np.log(np.clip(1 - p, 1e-7, 1))  # noqa: E731
+    rows = np.arange(n)
+    out = {"i2t_r1_itc": recall_at_1(sims, same), "t2i_r1_itc": recall_at_1(sims.T, same.T)}
+    for name, i2t, t2i in (
+        ("itm", itm_t, itm_i),
+        ("itm_itc", log_odds(itm_t) + scale * np.take_along_axis(sims, top_t, 1),
+         log_odds(itm_i) + scale * np.take_along_axis(sims.T, top_i, 1))):
+      out[f"i2t_r1_{name}"] = float(np.mean(same[rows, top_t[rows, i2t.argmax(1)]]))
+      out[f"t2i_r1_{name}"] = float(np.mean(same[top_i[rows, t2i.argmax(1)], rows]))
+    return {**out, "duplicate_caption_frac": float(np.mean(same.sum(1) > 1)), "num_images": n,
+            "k": k}
