@@ -186,7 +186,7 @@ class FusionModel(nn.Module):
     ids = jnp.concatenate([jnp.full((b, 1), self.cls_id, tokens.dtype), tokens], axis=1)
     types = jnp.zeros_like(ids)
     maskable = (ids != PAD_ID) & (ids != self.cls_id) & (ids != int(self.text.get("eos_id", 2)))
-    if self.use_tags and tags is not None:
+    if self.use_tags and tags is not None and not self.blind:  # tags would describe the image
       ids = jnp.concatenate([ids, tags], axis=1)
       types = jnp.concatenate([types, jnp.ones_like(tags)], axis=1)
       maskable = jnp.concatenate([maskable, jnp.zeros(tags.shape, bool)], axis=1)
@@ -223,8 +223,9 @@ class FusionModel(nn.Module):
     return self.vqa_out(self.vqa_ln(nn.gelu(self.vqa_hidden(pooled), approximate=False)))
 
   def _refer(self, t_f, v_f, vis):
-    """Logits over the candidate boxes (regions: the fused region tokens after the whole-
-    image one; patches: ROI-aligned fused patch states at the boxes)."""
+    """Logits over the candidate boxes: the fused [CLS] against each box's representation
+    (regions: the fused region tokens after the whole-image one; patches: the visual states
+    after fusion, ROI-aligned at the boxes; ALBEF's fusion leaves them unimodal)."""
     if self.visual == "regions":
       regions = v_f[:, 1:]
     else:
@@ -328,7 +329,8 @@ class FusionModel(nn.Module):
     t_uni = self._unimodal_text(ids, types, mask)[1]
     out = {"img_emb": self._image_emb(v_uni, vis["v_mask"]), "txt_emb": self._text_emb(t_uni)}
     if set(self.tasks) & {"mlm", "mrm"}:
-      masked = self._masked_pass(batch, vis, v_uni, jax.random.fold_in(rng, 2), False)
+      masked = self._masked_pass(batch, vis, v_uni, jax.random.fold_in(rng, 2),
+                                 "mrm" in self.tasks and self.visual == "regions")
       out["mlm_logits"] = masked["mlm_logits"]
     return out
 

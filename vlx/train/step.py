@@ -79,15 +79,21 @@ def make_train_step(model, loss_fn: Callable, tx: optax.GradientTransformation,
     return loss, metrics, grads
 
   def grads_gradcache(params, batch, rng, teacher=None):
-    del teacher  # refused above
     """GradCache: embed all micro-batches without gradients, take the loss gradient
     w.r.t. the embeddings over the full batch, then backprop each micro-batch."""
+    del teacher  # an EMA teacher with accum_steps > 1 is refused above
     micro = _micro_batches(batch, accum_steps)
 
     def embed(_, xs):
       i, mb = xs
       return None, jax.lax.stop_gradient(forward(params, mb, jax.random.fold_in(rng, i)))
     _, outs = jax.lax.scan(embed, None, (jnp.arange(accum_steps), micro))
+    if any(not jnp.issubdtype(x.dtype, jnp.floating) for x in jax.tree.leaves(outs)):
+      # Fusion models return integer targets (ITM labels, MLM targets) and draw their hard
+      # negatives per forward: per micro-batch they would not be the global batch's.
+      raise ValueError("accum_steps > 1 (GradCache) needs a model whose outputs are all "
+                       "embeddings or logits; this one returns integer targets: use "
+                       "accum_steps=1")
     # Per-example outputs are joined; shared scalars (temperature) are equal across micro-batches.
     full_out = {k: (v[0] if v.ndim == 1 else _join(v)) for k, v in outs.items()}
     full_batch = _join(micro)

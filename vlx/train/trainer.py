@@ -246,7 +246,9 @@ def train(config, workdir: str, mode: str = "train") -> Dict[str, float]:
   elif config.init_from:
     params = ckpt_lib.load_params(config.init_from, jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state.params))
-    state = state.replace(params=params)
+    # An EMA teacher starts from the loaded weights too, not from the random init.
+    state = state.replace(params=params, extras={**state.extras, "ema": params}
+                          if ema_decay(config) > 0 else state.extras)
     logging.info("initialized weights from %s", config.init_from)
 
   if mode == "eval":
