@@ -172,22 +172,26 @@ def example_spec(handle: DatasetHandle, split: str, pp: str, keys: Sequence[str]
   raise ValueError(f"no readable record among the first {max_tries} of split {split!r}")
 
 
-def load_task_arrays(handle: DatasetHandle, split: str, pp: str, keys: Sequence[str],
-                     limit: Optional[int] = None, seed: int = 0) -> Dict[str, np.ndarray]:
-  """The first `limit` examples of a split through `pp` (rng seeded: the same questions and
-  expressions every time), stacked per key; corrupt records are skipped and counted."""
+def _read_split(handle: DatasetHandle, split: str, pp: str, limit: Optional[int], seed: int):
+  """The first `limit` records of a split, in order, through `pp` with one seeded rng ->
+  (examples, number of corrupt records skipped)."""
   source = handle.split(split)
   fn = pp_ops.parse(pp, handle)
   rng = np.random.default_rng(seed)
   rows, skipped = [], 0
-  n = len(source) if limit is None else min(limit, len(source))
-  for i in range(n):
+  for i in range(len(source) if limit is None else min(limit, len(source))):
     try:
-      ex = fn(source[i], rng)
+      rows.append(fn(source[i], rng))
     except pp_ops.CorruptRecord:
       skipped += 1
-      continue
-    rows.append(ex)
+  return rows, skipped
+
+
+def load_task_arrays(handle: DatasetHandle, split: str, pp: str, keys: Sequence[str],
+                     limit: Optional[int] = None, seed: int = 0) -> Dict[str, np.ndarray]:
+  """The first `limit` examples of a split through `pp` (rng seeded: the same questions and
+  expressions every time), stacked per key; corrupt records are skipped and counted."""
+  rows, skipped = _read_split(handle, split, pp, limit, seed)
   if not rows:
     raise ValueError(f"split {split!r}: no readable record")
   out = {k: np.stack([np.asarray(r[k]) for r in rows]) for k in keys}
@@ -203,20 +207,10 @@ def load_eval_arrays(handle: DatasetHandle, split: str, pp: str, max_len: int,
   against all references, as COCO/Flickr retrieval does); corrupt records are
   skipped and counted here too.
   """
-  source = handle.split(split)
-  fn = pp_ops.parse(pp, handle)
-  images, captions, labels, skipped = [], [], [], 0
-  n = len(source) if limit is None else min(limit, len(source))
-  rng = np.random.default_rng(0)
-  for i in range(n):
-    try:
-      ex = fn(source[i], rng)
-    except pp_ops.CorruptRecord:
-      skipped += 1
-      continue
-    images.append(ex["image"])
-    captions.append(ex["captions"])
-    labels.append(ex.get("label", -1))
+  rows, skipped = _read_split(handle, split, pp, limit, seed=0)
+  images = [ex["image"] for ex in rows]
+  captions = [ex["captions"] for ex in rows]
+  labels = [ex.get("label", -1) for ex in rows]
   num_caps = min(len(c) for c in captions)
   texts = [c for caps in captions for c in caps[:num_caps]]
   tokens = handle.tokenizer.encode(texts, max_len).reshape(len(captions), num_caps, max_len)
