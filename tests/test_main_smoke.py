@@ -50,7 +50,11 @@ def test_fusion_smoke_run_trains_and_evaluates_every_task(shapes_data_dir, tmp_p
   """ALBEF (patches, EMA teacher) and OSCAR (regions, tags, MRM) through vlx.main on 2
   devices: every objective logs, the three fusion evaluators report in range."""
   workdir = tmp_path / "w"
-  proc = run_main(family, workdir, shapes_data_dir, variant="tiny,smoke", num_devices=2)
+  # One layer of each kind: the recipe's code paths at a fraction of its compile time.
+  shallow = ("--config.model.image.depth=1", "--config.model.fusion.text_depth=1",
+             "--config.model.fusion.fusion_depth=1")
+  proc = run_main(family, workdir, shapes_data_dir, *shallow, variant="tiny,smoke",
+                  num_devices=2)
   assert proc.returncode == 0, proc.stdout[-3000:]
   rows = read_metrics(workdir)
   train = [r for r in rows if "train/loss" in r]

@@ -122,14 +122,9 @@ class CoCa(nn.Module):
     self.memory_proj = layers.dense(int(text["width"]), "embed", "memory", name="memory_proj",
                                     **kw)
     self.txt = CaptionDecoder(**text, decode=self.decode, name="txt", **kw)
-    init = nn.initializers.xavier_uniform()
-    self.img_proj = layers.dense(self.embed_dim, "embed", "joint", use_bias=False,
-                                 kernel_init=init, name="img_proj", **kw)
-    self.txt_proj = layers.dense(self.embed_dim, "embed", "joint", use_bias=False,
-                                 kernel_init=init, name="txt_proj", **kw)
-    self.logit_scale = self.param(
-        "logit_scale", layers.boxed(nn.initializers.constant(np.log(self.temperature_init)), ()),
-        (), jnp.float32)
+    self.img_proj = layers.joint_projection(self.embed_dim, "img_proj", **kw)
+    self.txt_proj = layers.joint_projection(self.embed_dim, "txt_proj", **kw)
+    self.logit_scale = layers.log_logit_scale(self, self.temperature_init)
 
   # ---- image ---------------------------------------------------------------------------
   def _image_tokens(self, image):

@@ -122,14 +122,9 @@ class FusionModel(nn.Module):
     self.body = STACKS.get(self.stack)(vocab_size=self.vocab + 2, dtype=dtype, name="stack",
                                        **fusion)
     kw = dict(dtype=dtype, param_dtype=jnp.float32)
-    init = nn.initializers.xavier_uniform()
-    self.img_proj = layers.dense(self.embed_dim, "embed", "joint", use_bias=False,
-                                 kernel_init=init, name="img_proj", **kw)
-    self.txt_proj = layers.dense(self.embed_dim, "embed", "joint", use_bias=False,
-                                 kernel_init=init, name="txt_proj", **kw)
-    self.logit_scale = self.param(
-        "logit_scale", layers.boxed(nn.initializers.constant(np.log(self.temperature_init)), ()),
-        (), jnp.float32)
+    self.img_proj = layers.joint_projection(self.embed_dim, "img_proj", **kw)
+    self.txt_proj = layers.joint_projection(self.embed_dim, "txt_proj", **kw)
+    self.logit_scale = layers.log_logit_scale(self, self.temperature_init)
     self.pooler = layers.dense(width, "embed", "mlp", name="pooler", **kw)
     self.itm_head = layers.dense(2, "embed", None, name="itm_head", **kw)
     self.vqa_hidden = layers.dense(2 * width, "embed", "mlp", name="vqa_hidden", **kw)

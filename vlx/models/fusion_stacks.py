@@ -107,7 +107,24 @@ class SingleStream(_Stack):
     return x[:, :n], x[:, n:]
 
 
-class _TwoStream(_Stack):
+class _UnimodalEncoders(_Stack):
+  """Stacks with separate unimodal text and visual encoders before their fusion layers."""
+
+  def _encoders(self):
+    """(text_encoder, visual_encoder), for `setup` to assign."""
+    return (BertStack(self.text_depth, self.num_heads, self.mlp_dim, name="text_encoder",
+                      **self.kw),
+            BertStack(self.visual_depth, self.num_heads, self.mlp_dim, name="visual_encoder",
+                      **self.kw))
+
+  def encode_text(self, t_emb, t_mask):
+    return self.text_encoder(t_emb, t_mask)
+
+  def encode_visual(self, v_emb, v_mask):
+    return self.visual_encoder(v_emb, v_mask)
+
+
+class _TwoStream(_UnimodalEncoders):
   """Unimodal text and visual encoders, then `fusion_depth` cross-modal layers.
 
   Visual tokens embed as LXMERT's (`(LN(fc(feats)) + LN(fc(geometry))) / 2`)."""
@@ -119,10 +136,7 @@ class _TwoStream(_Stack):
     self.visual_ln = self._ln("visual_ln")
     self.box_proj = self._dense("box_proj", "box")
     self.box_ln = self._ln("box_ln")
-    self.text_encoder = BertStack(self.text_depth, self.num_heads, self.mlp_dim,
-                                  name="text_encoder", **self.kw)
-    self.visual_encoder = BertStack(self.visual_depth, self.num_heads, self.mlp_dim,
-                                    name="visual_encoder", **self.kw)
+    self.text_encoder, self.visual_encoder = self._encoders()
     self.cross = [CrossModalLayer(self.num_heads, self.mlp_dim, style=self.style,
                                   name=f"cross_{i}", **self.kw) for i in range(self.fusion_depth)]
 
@@ -131,12 +145,6 @@ class _TwoStream(_Stack):
     if geometry is None:
       return x
     return (x + self.box_ln(self.box_proj(geometry))) / 2
-
-  def encode_text(self, t_emb, t_mask):
-    return self.text_encoder(t_emb, t_mask)
-
-  def encode_visual(self, v_emb, v_mask):
-    return self.visual_encoder(v_emb, v_mask)
 
   def fuse(self, t_emb, t_uni, t_mask, v_emb, v_uni, v_mask):
     del t_emb, v_emb
@@ -159,7 +167,7 @@ class CoAttention(_TwoStream):
 
 
 @STACKS.register("albef")
-class Albef(_Stack):
+class Albef(_UnimodalEncoders):
   """ALBEF: text encoder (`text_depth` BERT layers), then `fusion_depth` layers that add
   cross-attention to the image tokens. The image encoder is the model's ViT; its tokens
   embed through a projection and LayerNorm (`visual_depth` extra layers, default none)."""
@@ -168,22 +176,13 @@ class Albef(_Stack):
     self.text_embed = self._text_embedding()
     self.visual_proj = self._dense("visual_proj")
     self.visual_ln = self._ln("visual_ln")
-    self.text_encoder = BertStack(self.text_depth, self.num_heads, self.mlp_dim,
-                                  name="text_encoder", **self.kw)
-    self.visual_encoder = BertStack(self.visual_depth, self.num_heads, self.mlp_dim,
-                                    name="visual_encoder", **self.kw)
+    self.text_encoder, self.visual_encoder = self._encoders()
     self.fusion = BertStack(self.fusion_depth, self.num_heads, self.mlp_dim,
                             cross_attention=True, name="fusion", **self.kw)
 
   def embed_visual(self, feats, geometry=None):
     del geometry
     return self.visual_ln(self.visual_proj(feats))
-
-  def encode_text(self, t_emb, t_mask):
-    return self.text_encoder(t_emb, t_mask)
-
-  def encode_visual(self, v_emb, v_mask):
-    return self.visual_encoder(v_emb, v_mask)
 
   def fuse(self, t_emb, t_uni, t_mask, v_emb, v_uni, v_mask):
     del t_emb, v_emb

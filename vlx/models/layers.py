@@ -9,6 +9,7 @@ parallel, FSDP and tensor parallel meshes alike.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Optional, Sequence, Tuple
 
 import flax.linen as nn
@@ -76,6 +77,20 @@ class DenseGeneral(nn.Module):
 def dense(features: int, in_name: str, out_name: str, dtype, param_dtype, **kw):
   return DenseGeneral((features,), (in_name,), (out_name,), dtype=dtype,
                       param_dtype=param_dtype, **kw)
+
+
+def joint_projection(embed_dim: int, name: str, dtype, param_dtype):
+  """A tower's linear map into the joint image-text space (CLIP's: no bias, Xavier init)."""
+  return dense(embed_dim, "embed", "joint", dtype, param_dtype, use_bias=False,
+               kernel_init=nn.initializers.xavier_uniform(), name=name)
+
+
+def log_logit_scale(module: nn.Module, temperature_init: float):
+  """The contrastive logit scale's learned log, started at log(temperature_init); called
+  from `module.setup` so every contrastive model names and shards it alike."""
+  return module.param("logit_scale",
+                      boxed(nn.initializers.constant(math.log(temperature_init)), ()),
+                      (), jnp.float32)
 
 
 def layer_norm(dtype, param_dtype, name=None, eps: float = 1e-6):

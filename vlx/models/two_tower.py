@@ -56,9 +56,7 @@ class TwoTower(nn.Module):
     self.txt_tower = TextTransformer(**dict(self.text), dtype=dtype, name="txt")
     self.img_proj = self._projection(self.image_projection, "img_proj", dtype)
     self.txt_proj = self._projection(self.text_projection, "txt_proj", dtype)
-    self.logit_scale = self.param(
-        "logit_scale", layers.boxed(nn.initializers.constant(np.log(self.temperature_init)), ()),
-        (), jnp.float32)
+    self.logit_scale = layers.log_logit_scale(self, self.temperature_init)
     if self.bias_init is not None:
       self.logit_bias = self.param(
           "logit_bias", layers.boxed(nn.initializers.constant(self.bias_init), ()), (),
