@@ -55,8 +55,8 @@ class FeedForward(nn.Module):
     return layers.constrain(layers.layer_norm(name="ln", eps=self.ln_eps, **kw)(x + y), layers.ACT)
 
 
-class BertLayer(nn.Module):
-  """Self-attention, optionally cross-attention to `context` (ALBEF's fusion layers), FFN."""
+class _BertFields(nn.Module):
+  """What a BERT layer and a stack of them are configured by."""
   num_heads: int
   mlp_dim: int
   cross_attention: bool = False
@@ -64,6 +64,10 @@ class BertLayer(nn.Module):
   ln_eps: float = BERT_EPS
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+
+
+class BertLayer(_BertFields):
+  """Self-attention, optionally cross-attention to `context` (ALBEF's fusion layers), FFN."""
 
   @nn.compact
   def __call__(self, x, mask=None, context=None, context_mask=None):
@@ -74,16 +78,9 @@ class BertLayer(nn.Module):
     return FeedForward(self.mlp_dim, act=self.act, name="ffn", **kw)(x)
 
 
-class BertStack(nn.Module):
+class BertStack(_BertFields):
   """`depth` BertLayers (unrolled: fusion stacks are shallow)."""
-  depth: int
-  num_heads: int
-  mlp_dim: int
-  cross_attention: bool = False
-  act: str = "gelu"
-  ln_eps: float = BERT_EPS
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
+  depth: int = 1
 
   @nn.compact
   def __call__(self, x, mask=None, context=None, context_mask=None):

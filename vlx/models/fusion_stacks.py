@@ -85,7 +85,7 @@ class SingleStream(_Stack):
                                   self.param_dtype)
     self.visual_pos = self.param("visual_pos_embedding", init, (self.max_len, self.width),
                                  self.param_dtype)
-    self.encoder = BertStack(self.text_depth, self.num_heads, self.mlp_dim, name="encoder",
+    self.encoder = BertStack(self.num_heads, self.mlp_dim, depth=self.text_depth, name="encoder",
                              **self.kw)
 
   def embed_visual(self, feats, geometry=None):
@@ -112,10 +112,10 @@ class _UnimodalEncoders(_Stack):
 
   def _encoders(self):
     """(text_encoder, visual_encoder), for `setup` to assign."""
-    return (BertStack(self.text_depth, self.num_heads, self.mlp_dim, name="text_encoder",
+    return (BertStack(self.num_heads, self.mlp_dim, depth=self.text_depth, name="text_encoder",
                       **self.kw),
-            BertStack(self.visual_depth, self.num_heads, self.mlp_dim, name="visual_encoder",
-                      **self.kw))
+            BertStack(self.num_heads, self.mlp_dim, depth=self.visual_depth,
+                      name="visual_encoder", **self.kw))
 
   def encode_text(self, t_emb, t_mask):
     return self.text_encoder(t_emb, t_mask)
@@ -177,7 +177,7 @@ class Albef(_UnimodalEncoders):
     self.visual_proj = self._dense("visual_proj")
     self.visual_ln = self._ln("visual_ln")
     self.text_encoder, self.visual_encoder = self._encoders()
-    self.fusion = BertStack(self.fusion_depth, self.num_heads, self.mlp_dim,
+    self.fusion = BertStack(self.num_heads, self.mlp_dim, depth=self.fusion_depth,
                             cross_attention=True, name="fusion", **self.kw)
 
   def embed_visual(self, feats, geometry=None):
