@@ -5,8 +5,8 @@
 
 Each family trains its `configs/<family>.py:tiny` recipe (for `--steps` steps when given,
 else the recipe's own count) in `<root>/<family>` through vlx's one trainer; a finished
-workdir's final metrics are read back from its `metrics.jsonl` (an interrupted one
-resumes). Printed per model: parameters, training examples/s (median of the logged rates),
+workdir's final metrics are read back from its `metrics.jsonl` and `eval_metrics.jsonl`
+(an interrupted one resumes). Printed per model: parameters, training examples/s (median of the logged rates),
 VQA accuracy (and the question-only baseline's), grounding accuracy@0.5, and R@1 both ways:
 fusion models by ITC alone, by ITM re-ranking ITC's top 8 (ALBEF's rule) and by ITM
 log-odds + ITC logit (BLIP's), over 256 test images with one caption each; CLIP by its
