@@ -51,14 +51,17 @@ DTYPE_NAMES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", 
 
 def parse_args(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  p.add_argument("--batch", type=int, default=64, help="global batch size")
+  p.add_argument("--shape", default="cpu", choices=["cpu", "b16"],
+                 help="cpu: the small CPU shape above; b16: ViT-B/16 CLIP (224 px, text 77, "
+                      "vocab 49408, embedding 512), the performance issue's GPU shape")
+  p.add_argument("--batch", type=int, default=0, help="global batch size (0: 64 cpu, 256 b16)")
   p.add_argument("--steps", type=int, default=20, help="timed steps")
   p.add_argument("--warmup", type=int, default=2, help="untimed steps after compilation")
   p.add_argument("--time_budget_s", type=float, default=45.0,
                  help="stop timing after this many seconds (at least one chunk is timed)")
   p.add_argument("--chunk", type=int, default=5, help="steps dispatched between syncs")
-  p.add_argument("--dtype", default="float32", choices=sorted(DTYPE_NAMES),
-                 help="compute dtype (params stay fp32)")
+  p.add_argument("--dtype", default="", choices=[""] + sorted(DTYPE_NAMES),
+                 help="compute dtype, params stay fp32 (default: float32 cpu, bfloat16 b16)")
   p.add_argument("--scan", action="store_true", help="nn.scan over transformer layers")
   p.add_argument("--remat", default="none", choices=["none", "full", "dots", "dots_all"])
   p.add_argument("--mesh_data", type=int, default=-1)
@@ -72,18 +75,29 @@ def parse_args(argv=None):
 
 
 def bench_config(args):
-  """configs/clip.py:tiny with the benchmark's model fields overridden."""
+  """configs/clip.py:tiny (or :b16) with the benchmark's model fields overridden."""
   from vlx import config_lib  # pylint: disable=g-import-not-at-top
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  c = config_lib.load_config_file(os.path.join(root, "configs", "clip.py") + ":tiny")
+  b16 = getattr(args, "shape", "cpu") == "b16"
+  c = config_lib.load_config_file(os.path.join(root, "configs", "clip.py") +
+                                  (":b16" if b16 else ":tiny"))
+  dtype = args.dtype or ("bfloat16" if b16 else "float32")
   with c.unlocked():
     c.seed = args.seed
-    c.batch_size = args.batch
+    c.batch_size = args.batch or (256 if b16 else 64)
     c.accum_steps = 1
+    c.model.dtype = DTYPE_NAMES[dtype]
+    c.mesh.update(dict(data=args.mesh_data, fsdp=args.mesh_fsdp, tensor=args.mesh_tensor))
+    c.optimizer.name = "adamw"
+    if b16:  # open_clip's ViT-B-16 (its text tower: 77 tokens over a 49,408-word vocabulary)
+      c.data.image_size, c.data.max_len = 224, 77
+      c.model.text.update(dict(vocab_size=49408, max_len=77))
+      for tower in (c.model.image, c.model.text):
+        tower.update(dict(scan=args.scan, remat=args.remat))
+      return c
     c.data.image_size = 64
     c.data.max_len = 32
     c.model.embed_dim = 256
-    c.model.dtype = DTYPE_NAMES[args.dtype]
     # The benchmark shape has a plain patch embedding (the tiny recipe's conv stem and its
     # grayscale curriculum are training aids, not part of the shape compared with open_clip).
     c.model.image.update(dict(patch_size=8, width=256, depth=6, num_heads=4, mlp_ratio=4.0,
@@ -91,8 +105,6 @@ def bench_config(args):
     c.curriculum = {}
     c.model.text.update(dict(width=256, depth=6, num_heads=4, mlp_ratio=4.0, vocab_size=4096,
                              max_len=32, scan=args.scan, remat=args.remat))
-    c.mesh.update(dict(data=args.mesh_data, fsdp=args.mesh_fsdp, tensor=args.mesh_tensor))
-    c.optimizer.name = "adamw"
   return c
 
 
