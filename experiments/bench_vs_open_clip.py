@@ -14,7 +14,7 @@ measures on this machine in the compute dtype (`bench_train_step.measure_matmul_
 Shapes (`--shape`):
   cpu  CLIP ViT 256x6 on 64px/8 patches + text 256x6, context 32, vocab 4096, embedding
        256; batch 64; fp32; torch with as many threads as XLA.
-  b16  open_clip's ViT-B-16 (224 px, text context 77, vocab 49408, embedding 512); batch
+  b16  open_clip's ViT-B-16 architecture (224 px, text context 77, vocab 49408, embedding 512); batch
        256; bf16 compute (torch autocast, vlx's bfloat16 policy), fp32 parameters; on a GPU
        open_clip runs eager and, with `--torch_compile`, also under `torch.compile`, both with
        fused AdamW. Only a lent GPU gives the figures the performance issue asks for; on a
@@ -66,24 +66,23 @@ def parse_args(argv=None):
   return p.parse_args(argv)
 
 
-def build_open_clip(shape: str, batch: int, seed: int, compile_model: bool = False):
-  """open_clip's CLIP at the benchmark shape, AdamW as vlx's (b2 0.98, eps 1e-6, wd 0.1)."""
+def build_open_clip(config, seed: int, compile_model: bool = False):
+  """open_clip's CLIP at the shape of vlx's benchmark `config` (one source for both sides),
+  AdamW as vlx's (b2 0.98, eps 1e-6, wd 0.1)."""
   import open_clip  # pylint: disable=g-import-not-at-top
   import torch  # pylint: disable=g-import-not-at-top
   from open_clip.loss import ClipLoss  # pylint: disable=g-import-not-at-top
   torch.manual_seed(seed)
   device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-  if shape == "b16":  # the architecture from open_clip's bundled config; no weights fetched
-    model = open_clip.create_model("ViT-B-16", pretrained=None, device=device)
-    image_size, context, vocab = 224, 77, 49408
-  else:
-    model = open_clip.CLIP(
-        embed_dim=256,
-        vision_cfg=dict(image_size=64, patch_size=8, width=256, layers=6, head_width=64,
-                        mlp_ratio=4.0),
-        text_cfg=dict(context_length=32, vocab_size=4096, width=256, heads=4, layers=6,
-                      mlp_ratio=4.0)).to(device)
-    image_size, context, vocab = 64, 32, 4096
+  batch, image_size, context = config.batch_size, config.data.image_size, config.data.max_len
+  icfg, tcfg, vocab = config.model.image, config.model.text, config.model.text.vocab_size
+  model = open_clip.CLIP(
+      embed_dim=config.model.embed_dim,
+      vision_cfg=dict(image_size=image_size, patch_size=icfg.patch_size, width=icfg.width,
+                      layers=icfg.depth, head_width=icfg.width // icfg.num_heads,
+                      mlp_ratio=icfg.mlp_ratio),
+      text_cfg=dict(context_length=context, vocab_size=vocab, width=tcfg.width,
+                    heads=tcfg.num_heads, layers=tcfg.depth, mlp_ratio=tcfg.mlp_ratio)).to(device)
   model.train()
   opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.98), eps=1e-6,
                           weight_decay=0.1, fused=device.type == "cuda")
@@ -94,7 +93,7 @@ def build_open_clip(shape: str, batch: int, seed: int, compile_model: bool = Fal
   text = torch.randint(3, vocab - 1, (batch, context), generator=g)
   text[:, -1] = vocab - 1  # EOT (argmax pooling) at the end
   text = text.to(device)
-  bf16 = shape == "b16"
+  bf16 = config.model.dtype == "bfloat16"
 
   def step():
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -159,13 +158,13 @@ def main(argv=None):
   import jax  # pylint: disable=g-import-not-at-top
   threads = args.threads or os.cpu_count()
   torch.set_num_threads(threads)
-  batch = args.batch or (256 if args.shape == "b16" else 64)
 
-  vlx_step, config, built = build_vlx(args.shape, batch, args.seed)
+  vlx_step, config, built = build_vlx(args.shape, args.batch, args.seed)
+  batch = config.batch_size
   sides = {"vlx": vlx_step}
-  sides["open_clip"], oc_params = build_open_clip(args.shape, batch, args.seed)
+  sides["open_clip"], oc_params = build_open_clip(config, args.seed)
   if args.torch_compile:
-    sides["open_clip_compile"], _ = build_open_clip(args.shape, batch, args.seed, True)
+    sides["open_clip_compile"], _ = build_open_clip(config, args.seed, True)
   for _ in range(args.warmup):
     for step, sync in sides.values():
       sync(step())
