@@ -6,11 +6,12 @@ ft=DIR / lit=DIR fine-tune (fully / image tower locked) a checkpoint imported wi
 append ',smoke' for a seconds-long run. Override anything: --config.total_steps=...
 """
 
-from vlx.configs import dual_encoder_config, finetune_config
+from vlx.configs import FINETUNE_KEYS, dual_encoder_config, finetune_config, parse_variant
 
 
 def get_config(arg: str = "tiny"):
-  if "=" in arg:  # ft=DIR or lit=DIR: start from an imported checkpoint (vlx.convert)
+  variant = parse_variant(arg, keys=FINETUNE_KEYS)
+  if variant.values:  # ft=DIR or lit=DIR: start from an imported checkpoint (vlx.convert)
     return finetune_config(arg)
-  return dual_encoder_config(arg, objective="clip", objective_kwargs=dict(max_scale=100.0),
+  return dual_encoder_config(variant, objective="clip", objective_kwargs=dict(max_scale=100.0),
                              text_causal=True, text_pool="eot", temperature_init=1 / 0.07)

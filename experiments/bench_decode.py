@@ -10,6 +10,7 @@ Random-initialized params unless --workdir points at a trained run.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -18,8 +19,23 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+def parse_args(argv):
+  p = argparse.ArgumentParser(description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--config", default="configs/coca.py:tiny",
+                 help="config whose model decodes (random weights)")
+  p.add_argument("--workdir", default=None,
+                 help="a trained run: its config and params instead of --config")
+  p.add_argument("--batch", type=int, default=64, help="images decoded at once")
+  p.add_argument("--max_len", type=int, default=32, help="tokens decoded per image")
+  p.add_argument("--beam_size", type=int, default=4, help="beams of the beam search")
+  p.add_argument("--repeats", type=int, default=3, help="timed calls per method (best kept)")
+  return p.parse_args(argv)
+
+
 def main(argv):
-  flags = dict(a[2:].split("=", 1) for a in argv if a.startswith("--") and "=" in a)
+  args = parse_args(argv)  # before JAX is imported: --help costs nothing
+  flags = {k: v for k, v in vars(args).items() if v is not None}
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from vlx import config_lib, decode  # pylint: disable=g-import-not-at-top

@@ -1,15 +1,30 @@
-"""vlx's train step against open_clip's, side by side in one process, same shape and threads.
+"""vlx's train step against open_clip's: same shape, threads, batch, AdamW and loss.
+
+Two modes (`--mode`), measuring different things:
+
+  separate  (how a user runs them) each side in its own fresh process, alone on the
+            machine: rounds of vlx, open_clip, vlx, open_clip, ... run one after the
+            other, never two at once. Each process builds its side, runs `--warmup`
+            untimed steps (compilation included), then times `--steps` steps dispatched
+            back to back and synchronized once at the end, as a training loop runs them.
+            Reported: per side the median, min and max examples/s over the rounds; per
+            round the ratio vlx / open_clip of that round's pair; and the median of those
+            pair ratios (the headline). The parent process imports neither framework.
+  inprocess (the default; the older figure) both sides in ONE process, alternating rounds
+            with an untimed settle step per side per round (see `time_steps`), each side's
+            figure its best round. It isolates the steps from process start-up and
+            allocator state, but both frameworks share one heap and thread pools, which a
+            training run never does: its ratio is not what a user sees.
+  docs/performance.md says which figure comes from which mode.
 
 Installs nothing: open_clip and torch come from the `torch` extra
-(`pip install -e ".[torch]"`). The sides are timed in alternating rounds (vlx, open_clip,
-vlx, ...), so drift in the machine's speed (thermal, neighbours) hits both alike; each
-round starts with one untimed settle step per side (see `time_steps`), and each side's
-figure is its best round. Both run the same model, batch, AdamW and softmax CLIP loss
-(open_clip's `ClipLoss`). Differences that remain, each in open_clip's favour or neutral:
+(`pip install -e ".[torch]"`). Both sides run the same model, batch, AdamW and softmax CLIP
+loss (open_clip's `ClipLoss`). Differences that remain, each in open_clip's favour or neutral:
 vlx's step also clips the global gradient norm, runs its LR schedule and NaN guard, and uses
 tanh-GELU (open_clip: erf-GELU); open_clip decays every parameter. FLOPs are the analytic
-model count of `bench_train_step.analytic_flops`; the fraction is of the matmul peak JAX
-measures on this machine in the compute dtype (`bench_train_step.measure_matmul_peak`).
+model count of `bench_train_step.analytic_flops`; the fraction (in-process mode only) is of the
+matmul peak JAX measures on this machine in the compute dtype
+(`bench_train_step.measure_matmul_peak`).
 
 Shapes (`--shape`):
   cpu  CLIP ViT 256x6 on 64px/8 patches + text 256x6, context 32, vocab 4096, embedding
@@ -20,8 +35,11 @@ Shapes (`--shape`):
        fused AdamW. Only a lent GPU gives the figures the performance issue asks for; on a
        CPU the shape runs (slowly) as a check of the script.
 
-    python experiments/bench_vs_open_clip.py [--rounds 3] [--steps 5] [--shape cpu|b16]
-        [--batch N] [--torch_compile]
+    python experiments/bench_vs_open_clip.py [--mode inprocess|separate] [--rounds 3]
+        [--steps 5] [--warmup 2] [--shape cpu|b16] [--batch N] [--torch_compile]
+
+    # what a user sees (docs/performance.md): 3 alternating pairs, each side alone
+    python experiments/bench_vs_open_clip.py --mode separate --rounds 3 --steps 20
 
 Like `python -m vlx.main`, the script re-executes itself once with huge-page malloc
 (vlx/runtime.py), which both sides then share; `VLX_HUGEPAGE_MALLOC=0` runs both without.
@@ -44,16 +62,31 @@ if __name__ == "__main__":  # before JAX is imported: see vlx/runtime.py
 
 import numpy as np  # noqa: E402
 
-import bench_train_step as bts  # noqa: E402  (the vlx side, built as the trainer builds it)
+SIDES = ("vlx", "open_clip")
+
+
+def _bts():
+  """bench_train_step (the vlx side, built as the trainer builds it); imported on use, so
+  --help and the separate mode's parent never load JAX."""
+  import bench_train_step  # pylint: disable=g-import-not-at-top
+  return bench_train_step
 
 
 def parse_args(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  p.add_argument("--rounds", type=int, default=3, help="alternations of vlx and open_clip")
+  p = argparse.ArgumentParser(description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--mode", default="inprocess", choices=["inprocess", "separate"],
+                 help="inprocess: both sides in one process; separate: each side in its own "
+                      "process, alone, alternating (see above)")
+  p.add_argument("--rounds", type=int, default=3,
+                 help="alternations of vlx and open_clip (separate: pairs of processes)")
   p.add_argument("--steps", type=int, default=5, help="timed steps per side per round")
-  p.add_argument("--warmup", type=int, default=2)
+  p.add_argument("--warmup", type=int, default=2,
+                 help="untimed steps after building (separate: in every process)")
   p.add_argument("--settle", type=int, default=1,
-                 help="untimed steps at the start of each side's round (see time_steps)")
+                 help="inprocess only: untimed steps at the start of each side's round")
+  p.add_argument("--worker", default="", choices=[""] + list(SIDES) + ["open_clip_compile"],
+                 help=argparse.SUPPRESS)  # separate mode's child: time one side, print JSON
   p.add_argument("--shape", default="cpu", choices=["cpu", "b16"])
   p.add_argument("--batch", type=int, default=0, help="0: 64 for cpu, 256 for b16")
   p.add_argument("--torch_compile", action="store_true",
@@ -63,7 +96,13 @@ def parse_args(argv=None):
   p.add_argument("--peak_sizes", default="",
                  help="matmul sizes for the peak (default: 1024,2048 on CPU, 4096,8192 else)")
   p.add_argument("--seed", type=int, default=0)
-  return p.parse_args(argv)
+  args = p.parse_args(argv)
+  for name in ("rounds", "steps"):
+    if getattr(args, name) < 1:
+      p.error(f"--{name} must be >= 1")
+  if args.warmup < 0 or args.settle < 0:
+    p.error("--warmup and --settle must be >= 0")
+  return args
 
 
 def build_open_clip(config, seed: int, compile_model: bool = False):
@@ -111,6 +150,7 @@ def build_open_clip(config, seed: int, compile_model: bool = False):
 
 def build_vlx(shape: str, batch: int, seed: int):
   import jax  # pylint: disable=g-import-not-at-top
+  bts = _bts()
   args = bts.parse_args([f"--shape={shape}", f"--batch={batch}", f"--seed={seed}"])
   config = bts.bench_config(args)
   built = bts.build_compiled_step(config)
@@ -148,8 +188,99 @@ def time_steps(side, n, settle=1):
   return (time.perf_counter() - t) / n
 
 
+def _need_torch():
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+    import open_clip  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+  except ImportError as e:
+    raise SystemExit(f"needs torch and open_clip_torch (pip install -e '.[torch]'): {e}")
+  return torch
+
+
+def run_worker(args) -> dict:
+  """One side alone in this process: build, warm up, time `args.steps` steps."""
+  torch = _need_torch()
+  import jax  # pylint: disable=g-import-not-at-top
+  threads = args.threads or os.cpu_count()
+  torch.set_num_threads(threads)
+  t0 = time.perf_counter()
+  if args.worker == "vlx":
+    side, config, built = build_vlx(args.shape, args.batch, args.seed)
+    n_params = built["num_params"]
+  else:
+    config = _bts().bench_config(_bts().parse_args(
+        [f"--shape={args.shape}", f"--batch={args.batch}", f"--seed={args.seed}"]))
+    side, n_params = build_open_clip(config, args.seed, args.worker == "open_clip_compile")
+  for _ in range(args.warmup):
+    side[1](side[0]())
+  setup_s = time.perf_counter() - t0
+  s = time_steps(side, args.steps, settle=0)
+  return {"side": args.worker, "examples_per_s": config.batch_size / s, "s_per_step": s,
+          "setup_s": round(setup_s, 1), "params": n_params, "batch": config.batch_size,
+          "torch_threads": threads, "jax": jax.__version__, "torch": torch.__version__,
+          "hugepage_malloc": runtime.hugepage_malloc_active()}
+
+
+def _median(xs):
+  return float(np.median(np.asarray(xs, np.float64)))
+
+
+def run_separate(args) -> dict:
+  """Alternating rounds of one fresh process per side, never two at once (see the doc)."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  sides = list(SIDES) + (["open_clip_compile"] if args.torch_compile else [])
+  common = [f"--shape={args.shape}", f"--batch={args.batch}", f"--steps={args.steps}",
+            f"--warmup={args.warmup}", f"--threads={args.threads}", f"--seed={args.seed}"]
+  rows = {name: [] for name in sides}
+  for r in range(args.rounds):
+    for name in sides:
+      proc = subprocess.run([sys.executable, os.path.abspath(__file__), f"--worker={name}"]
+                            + common, capture_output=True, text=True, check=False)
+      lines = proc.stdout.strip().splitlines()
+      if proc.returncode or not lines:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise SystemExit(f"bench_vs_open_clip: the {name} process failed (exit "
+                         f"{proc.returncode}): {tail}")
+      rows[name].append(json.loads(lines[-1]))
+    print(f"round {r + 1}/{args.rounds}: " + ", ".join(
+        f"{name} {rows[name][-1]['examples_per_s']:.1f} ex/s" for name in sides), flush=True)
+  result = {"mode": "separate", "shape": args.shape}
+  for name in sides:
+    eps = [row["examples_per_s"] for row in rows[name]]
+    result[f"{name}_examples_per_s_median"] = round(_median(eps), 2)
+    result[f"{name}_examples_per_s_min"] = round(min(eps), 2)
+    result[f"{name}_examples_per_s_max"] = round(max(eps), 2)
+  for name in sides[1:]:
+    pairs = [v["examples_per_s"] / o["examples_per_s"] for v, o in zip(rows["vlx"], rows[name])]
+    result[f"ratio_vlx_over_{name}_per_pair"] = [round(x, 3) for x in pairs]
+    result[f"ratio_vlx_over_{name}_median"] = round(_median(pairs), 3)
+  first = rows["vlx"][0]
+  result.update({
+      "rounds": args.rounds, "steps_per_process": args.steps, "warmup": args.warmup,
+      "batch": first["batch"], "torch_threads": first["torch_threads"],
+      "vlx_params": first["params"], "open_clip_params": rows["open_clip"][0]["params"],
+      "setup_s_median": {name: _median([row["setup_s"] for row in rows[name]])
+                         for name in sides},
+      "hugepage_malloc": first["hugepage_malloc"], "jax": first["jax"],
+      "torch": first["torch"], "cpus": os.cpu_count(),
+  })
+  print("-" * 72)
+  for k, v in result.items():
+    if "examples_per_s" in k or "ratio" in k:
+      print(f"{k:<44} {v}")
+  print("-" * 72)
+  print(json.dumps(result))
+  return result
+
+
 def main(argv=None):
   args = parse_args(argv)
+  if args.worker:
+    print(json.dumps(run_worker(args)), flush=True)
+    return None
+  if args.mode == "separate":
+    return run_separate(args)
+  bts = _bts()
   try:
     import torch  # pylint: disable=g-import-not-at-top
     import open_clip  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
@@ -182,7 +313,7 @@ def main(argv=None):
            [1024, 2048] if jax.devices()[0].platform == "cpu" else [4096, 8192])
   peak, _ = bts.measure_matmul_peak(list(built["mesh"].devices.flat), sizes, dtype)
   best = {name: min(t) for name, t in times.items()}
-  result = {"shape": args.shape}
+  result = {"mode": "inprocess", "shape": args.shape}
   for name, s in best.items():
     result[f"{name}_examples_per_s"] = round(batch / s, 2)
   for name, s in best.items():

@@ -84,11 +84,18 @@ def op_events(trace_dir: str):
 
 
 def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  p = argparse.ArgumentParser(description=__doc__, add_help=False,
+                              formatter_class=argparse.RawDescriptionHelpFormatter,
+                              epilog="Every other flag is bench_train_step.py's (below).")
+  p.add_argument("-h", "--help", action="store_true", help="this help, then bench_train_step's")
   p.add_argument("--steps", type=int, default=3, help="traced steps")
   p.add_argument("--top", type=int, default=25, help="ops listed")
   p.add_argument("--trace_dir", default="", help="keep the trace here (default: a temp dir)")
   args, rest = p.parse_known_args(argv)
+  if args.help:
+    p.print_help()
+    print("\nbench_train_step.py flags:")
+    bts.parse_args(["--help"])  # prints its options and exits 0
   config = bts.bench_config(bts.parse_args(rest))
   built = bts.build_compiled_step(config)
   compiled, state = built["compiled"], built["state"]

@@ -30,10 +30,11 @@ def test_coca_smoke_run_then_predict(shapes_data_dir, tmp_path):
   from PIL import Image  # pylint: disable=g-import-not-at-top
   folder = tmp_path / "imgs"
   folder.mkdir()
-  for i, size in enumerate((64, 100)):  # one at the model's size, one to be resized
-    pixels = np.random.default_rng(i).integers(0, 255, (size, size, 3), dtype=np.uint8)
+  for i, shape in enumerate(((64, 64), (100, 60))):  # the model's size; one to resize and crop
+    pixels = np.random.default_rng(i).integers(0, 255, shape + (3,), dtype=np.uint8)
     Image.fromarray(pixels).save(folder / f"img{i}.png")
   (folder / "notes.txt").write_text("not an image")
+  (folder / "img2_broken.jpg").write_bytes(b"not a jpeg")  # skipped, named, counted
   out = tmp_path / "pred.jsonl"
   proc = subprocess.run(
       [PYTHON, "-m", "vlx.predict", f"--workdir={workdir}", f"--images={folder}",
@@ -43,6 +44,8 @@ def test_coca_smoke_run_then_predict(shapes_data_dir, tmp_path):
   preds = [json.loads(line) for line in out.read_text().splitlines()]
   assert [p["image"] for p in preds] == ["img0.png", "img1.png"]
   assert proc.stdout.splitlines()[0].startswith("img0.png\t")
+  assert "skipped 1 unreadable image file(s): img2_broken.jpg" in proc.stderr, proc.stderr
+  assert "central_crop(64)" in proc.stderr
 
   proc = subprocess.run(
       [PYTHON, "-m", "vlx.predict", f"--workdir={workdir}", "--split=test", "--limit=3",

@@ -129,3 +129,282 @@ def test_every_variant_loads(family, variant):
   # The model config matches the model's own fields (every key is a real option).
   from vlx.train import trainer  # pylint: disable=g-import-not-at-top
   trainer.build_model(config)
+
+
+# ---- Variants: one parser, `,smoke` on every accelerator size (issue 17, item 2) -----------
+
+ACCELERATOR_FAMILIES = ("clip", "siglip", "align", "coca", "captioner")
+ACCELERATOR_SIZES = ("s32", "b32", "b16", "l14")
+
+
+@pytest.mark.parametrize("family", ACCELERATOR_FAMILIES)
+@pytest.mark.parametrize("size", ACCELERATOR_SIZES)
+def test_smoke_keeps_the_accelerator_variant_and_shrinks_it(family, size):
+  """`<size>,smoke` is the same run (data, pp ops, splits, image and patch size, pooling,
+  dtype, scan/remat, mesh, objectives, evaluators) made small enough for seconds on a CPU."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from vlx.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+  from vlx.train import trainer  # pylint: disable=g-import-not-at-top
+  full, smoke = _load(f"{family}.py:{size}"), _load(f"{family}.py:{size},smoke")
+  for key in ("data.name", "data.source.tfds_name", "data.pp_train", "data.pp_eval",
+              "data.train_split", "data.test_split", "data.image_size", "data.max_len",
+              "model.name", "model.dtype", "model.image.patch_size", "model.image.pool",
+              "model.image.scan", "model.image.remat", "model.text.max_len",
+              "model.text.scan", "model.text.remat", "mesh", "sharding"):
+    node_full, node_smoke = full, smoke
+    for part in key.split("."):
+      node_full, node_smoke = node_full[part], node_smoke[part]
+    assert node_full == node_smoke, key
+  assert smoke.data.name == "tfds" and smoke.data.test_split == "val"
+  assert smoke.objectives.to_dict() == full.objectives.to_dict()
+  assert list(smoke.evals) == list(full.evals)
+  assert {k: v.type for k, v in smoke.evals.items()} == {k: v.type for k, v in full.evals.items()}
+  # Small: 2-layer 64-wide towers, a batch 8 devices divide, a few steps, bounded evals.
+  assert smoke.model.image.width == smoke.model.text.width == 64
+  assert smoke.model.image.depth == 2
+  assert smoke.batch_size == 16 and smoke.total_steps == 4
+  assert 0 < smoke.checkpoint_every <= smoke.total_steps
+  assert smoke.eval_every <= smoke.total_steps
+  assert all(0 < ev.limit <= 32 for ev in smoke.evals.values())
+  # Builds, and its parameters shard on the variant's 8-device mesh (shapes only).
+  model = trainer.build_model(smoke)
+  mesh = mesh_lib.make_mesh(smoke.mesh, devices=jax.devices()[:8])
+  rules = mesh_lib.rules_from_config(smoke.sharding)
+  boxed = trainer.abstract_params(smoke, model, mesh, rules)
+  mesh_lib.logical_to_shardings(boxed, mesh, rules)
+  num_params = sum(x.size for x in jax.tree.leaves(mesh_lib.unbox(boxed)))
+  assert num_params < 5_000_000, num_params
+
+
+@pytest.mark.parametrize("spec", ["clip.py:l14,smoke"])
+def test_accelerator_smoke_takes_a_finite_sharded_step(spec):
+  """One real train step of an accelerator smoke variant on its 8-device mesh (scan, remat,
+  bf16 and FSDP as configured, 14 px patches). Every variant runs end to end through
+  vlx.main in the real-data test; this is the quick in-process check."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  from vlx.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+  from vlx.train import trainer  # pylint: disable=g-import-not-at-top
+  from vlx.train.optimizer import make_optimizer  # pylint: disable=g-import-not-at-top
+  from vlx_testlib import one_train_step  # pylint: disable=g-import-not-at-top
+  config = _load(spec)
+  model = trainer.build_model(config)
+  mesh = mesh_lib.make_mesh(config.mesh, devices=jax.devices()[:8])
+  rules = mesh_lib.rules_from_config(config.sharding)
+  boxed = trainer.abstract_params(config, model, mesh, rules)
+  tx, _ = make_optimizer(config.optimizer, mesh_lib.unbox(boxed), config.total_steps)
+  state, _ = trainer.create_state(config, model, tx, mesh, rules, boxed)
+  rng = np.random.default_rng(0)
+  b, s, length = config.batch_size, config.data.image_size, config.data.max_len
+  text = rng.integers(3, 500, (b, length)).astype(np.int32)
+  text[:, 10], text[:, 11:] = config.model.text.eos_id, 0
+  batch = {"image": rng.uniform(-1, 1, (b, s, s, 3)).astype(np.float32), "text": text}
+  _, metrics = one_train_step(config, model, state, mesh, tx, batch)
+  assert np.isfinite(float(metrics["train/loss"]))
+
+
+@pytest.mark.parametrize("spec,word,valid", [
+    ("clip.py:tiny,foo", "'foo'", "tiny, s32, b32, b16, l14, smoke, runlocal, ft=DIR, lit=DIR"),
+    ("clip.py:b16,smoke,tiny", "two sizes", "ft=DIR"),
+    ("clip.py:tiny,blind", "'blind'", "lit=DIR"),
+    ("siglip.py:foo=1", "'foo=1'", "ft=DIR, lit=DIR"),
+    ("align.py:b16,smok", "'smok'", "ft=DIR, lit=DIR"),
+    ("coca.py:tiny,ft=/x", "'ft=/x'", "tiny, s32, b32, b16, l14, smoke, runlocal"),
+    ("captioner.py:b32,bogus", "'bogus'", "smoke"),
+    ("albef.py:tiny,foo", "'foo'", "tiny, smoke, runlocal, blind"),
+    ("uniter.py:b16", "'b16'", "blind"),
+    ("clip.py:ft=", "needs a value", "ft=DIR"),
+])
+def test_unknown_variant_word_is_refused_naming_it_and_the_valid_words(spec, word, valid):
+  with pytest.raises(config_lib.ConfigError) as e:
+    _load(spec)
+  message = str(e.value)
+  assert "\n" not in message and word in message and valid in message, message
+
+
+def test_unknown_variant_word_exits_2_without_running(tmp_path):
+  proc = _main("--config=configs/clip.py:tiny,foo", f"--workdir={tmp_path / 'w'}")
+  _assert_one_line_error(proc, "unknown variant word 'foo'", "tiny, s32")
+  assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize("spec,check", [
+    ("albef.py:tiny,blind,smoke", lambda c: c.model.blind and c.total_steps == 4),
+    ("oscar.py:smoke,blind", lambda c: c.model.blind and c.data.source.variant == "small"),
+    ("vilbert.py:runlocal", lambda c: not c.model.blind and c.total_steps == 4),
+    ("clip.py: b16 , smoke", lambda c: c.model.image.patch_size == 16 and c.total_steps == 4),
+    ("siglip.py:", lambda c: c.model.image.patch_size == 8 and c.total_steps > 100),
+])
+def test_known_variant_words_parse(spec, check):
+  assert check(_load(spec))
+
+
+def test_parse_variant_is_typed():
+  from vlx import configs  # pylint: disable=g-import-not-at-top
+  v = configs.parse_variant("b16,smoke,ft=/a/b", keys=configs.FINETUNE_KEYS)
+  assert (v.size, v.smoke, v.size_given, dict(v.values)) == ("b16", True, True, {"ft": "/a/b"})
+  v = configs.parse_variant("blind", sizes=("tiny",), words=("blind",))
+  assert (v.size, v.smoke, v.size_given, v.words) == ("tiny", False, False, {"blind"})
+
+
+# ---- Whole-config checks before anything runs (issue 17, items 9 and 17) --------------------
+
+
+@pytest.mark.parametrize("override,needles", [
+    ("checkpoint_every=0", ["checkpoint_every=0", ">= 1"]),
+    ("log_every=0", ["log_every=0"]),
+    ("eval_every=0", ["eval_every=0"]),
+    ("total_steps=-5", ["total_steps=-5"]),
+    ("batch_size=0", ["batch_size=0"]),
+    ("accum_steps=3", ["batch_size=16", "accum_steps=3"]),
+    ("keep_checkpoints=0", ["keep_checkpoints=0"]),
+    ("mesh.fsdp=0", ["mesh.fsdp=0", "-1"]),
+    ("mesh.data=-2", ["mesh.data=-2"]),
+    ("optimizer.lr=-1.0", ["optimizer.lr=-1.0"]),
+    ("optimizer.b2=1.5", ["optimizer.b2=1.5"]),
+    ("optimizer.warmup_steps=-1", ["optimizer.warmup_steps=-1"]),
+    ("optimizer.schedule=linear", ["'linear'", "cosine, constant"]),
+    ("model.dtype=bf17", ["model.dtype='bf17'", "bfloat16", "bf16", "float32"]),
+    ("data.max_len=20", ["data.max_len=20", "tokenize(32)"]),
+    ("model.text.max_len=20", ["model.text.max_len=20", "data.max_len=32"]),
+    ("model.image.patch_size=12", ["data.image_size=64", "model.image.patch_size=12"]),
+])
+def test_nonsensical_values_exit_2_with_one_line_before_anything_runs(tmp_path, override,
+                                                                       needles):
+  workdir = tmp_path / "w"
+  proc = _main("--config=configs/clip.py:smoke", f"--workdir={workdir}", f"--config.{override}")
+  _assert_one_line_error(proc, *needles)
+  assert not workdir.exists(), "nothing may be written for a refused config"
+
+
+def test_eval_limit_must_be_positive():
+  from vlx import config_checks  # pylint: disable=g-import-not-at-top
+  config = _load("coca.py:b16,smoke")
+  config_lib.set_key(config, "evals.captioning.limit", "0")
+  with pytest.raises(config_lib.ConfigError, match=r"evals.captioning.limit=0"):
+    config_checks.check(config)
+
+
+@pytest.mark.parametrize("alias,name", [("bf16", "bfloat16"), ("fp32", "float32"),
+                                        ("f32", "float32"), ("fp16", "float16"),
+                                        ("BFloat16", "bfloat16")])
+def test_dtype_aliases_become_the_models_names(alias, name):
+  from vlx import config_checks  # pylint: disable=g-import-not-at-top
+  from vlx.train import trainer  # pylint: disable=g-import-not-at-top
+  config = _load("coca.py:smoke")
+  config_lib.set_key(config, "model.dtype", alias)
+  config_checks.check(config)
+  assert config.model.dtype == name
+  trainer.build_model(config)
+
+
+def test_every_shipped_config_passes_the_checks():
+  from vlx import config_checks  # pylint: disable=g-import-not-at-top
+  for family in ("clip", "siglip", "align", "coca", "captioner", "albef", "uniter", "oscar",
+                 "vilbert", "lxmert"):
+    sizes = ("tiny",) if family in ("albef", "uniter", "oscar", "vilbert", "lxmert") else \
+        ("tiny", "s32", "b32", "b16", "l14")
+    for size in sizes:
+      for variant in (size, f"{size},smoke"):
+        config_checks.check(_load(f"{family}.py:{variant}"))
+
+
+def test_config_file_without_get_config_exits_2(tmp_path):
+  path = tmp_path / "noget.py"
+  path.write_text("x = 1\n")
+  proc = _main(f"--config={path}", f"--workdir={tmp_path / 'w'}")
+  _assert_one_line_error(proc, str(path), "get_config")
+
+
+def test_config_file_that_raises_on_import_exits_2_naming_the_line(tmp_path):
+  path = tmp_path / "broken.py"
+  path.write_text("import ml_collections\n\nraise RuntimeError('half-edited')\n")
+  proc = _main(f"--config={path}:tiny", f"--workdir={tmp_path / 'w'}")
+  _assert_one_line_error(proc, str(path), "line 3", "RuntimeError", "half-edited")
+
+
+def test_get_config_that_raises_exits_2_naming_where(tmp_path):
+  path = tmp_path / "bug.py"
+  path.write_text("def get_config(arg='tiny'):\n  return {}['nope']\n")
+  proc = _main(f"--config={path}", f"--workdir={tmp_path / 'w'}")
+  _assert_one_line_error(proc, "KeyError", "bug.py:2")
+
+
+# ---- Help and flag spelling (issue 17, item 22) ---------------------------------------------
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_lists_flags_and_configs(flag):
+  proc = _main(flag)
+  assert proc.returncode == 0, proc.stderr
+  for needle in ("usage:", "--config", "--workdir", "--mode", "--config.KEY",
+                 "configs/clip.py", "configs/lxmert.py"):
+    assert needle in proc.stdout, (needle, proc.stdout)
+
+
+def test_help_for_a_config_lists_its_variants_and_keys():
+  proc = _main("--config", "configs/siglip.py:b16,smoke", "--help")
+  assert proc.returncode == 0, proc.stderr
+  out = proc.stdout
+  assert "tiny, s32, b32, b16, l14, smoke, runlocal, ft=DIR, lit=DIR" in out, out
+  assert "SigLIP" in out and "batch_size = 16" in out and "model.{" in out, out
+  proc = _main("-h", "--config=configs/albef.py")
+  assert proc.returncode == 0 and "tiny, smoke, runlocal, blind" in proc.stdout, proc.stdout
+
+
+def test_flags_take_a_space_separated_value(tmp_path):
+  flags, overrides = config_lib.parse_argv(
+      ["--config", "configs/clip.py:smoke", "--workdir", "/w", "--config.optimizer.lr", "1e-4",
+       "--config.model.bias_init", "-5.0", "--mode=eval"])
+  assert flags == {"config": "configs/clip.py:smoke", "workdir": "/w", "mode": "eval"}
+  assert overrides == [("optimizer.lr", "1e-4"), ("model.bias_init", "-5.0")]
+  with pytest.raises(config_lib.ConfigError, match="--workdir needs a value"):
+    config_lib.parse_argv(["--workdir", "--config=x.py"])
+  # Through main: a space-separated config is read (the override error proves it was loaded).
+  proc = _main("--config", "configs/clip.py:smoke", "--workdir", str(tmp_path / "w"),
+               "--config.log_every", "0")
+  _assert_one_line_error(proc, "log_every=0")
+
+
+def test_missing_workdir_exits_2_with_usage(tmp_path):
+  proc = _main("--config=configs/clip.py:smoke")
+  assert proc.returncode == 2 and "--workdir is required" in proc.stderr
+  assert "Traceback" not in proc.stderr
+
+
+# Options each experiment script's --help must name (bench_vs_open_clip.py is tested with its
+# own mode elsewhere).
+EXPERIMENT_OPTIONS = {
+    "bench_decode.py": ("--config", "--batch", "--max_len", "--beam_size", "--repeats",
+                        "--workdir"),
+    "bench_memory.py": ("--batch", "--loss_batch", "--embed", "--meshes"),
+    "bench_train_step.py": ("--shape", "--batch", "--steps", "--dtype", "--mesh_fsdp"),
+    "compare_fusion.py": ("--steps", "--root", "--families", "--blind"),
+    "launch_local.py": ("--num_processes", "--devices_per_process", "--port", "--timeout_s"),
+    "parity_report.py": ("--help",),
+    "plot_metrics.py": ("workdirs", "--out", "--keys"),
+    "profile_step.py": ("--steps", "--top", "--trace_dir", "bench_train_step"),
+}
+
+
+def test_every_experiment_script_is_listed():
+  scripts = {p.name for p in (REPO / "experiments").glob("*.py")} - {"bench_vs_open_clip.py"}
+  assert scripts == set(EXPERIMENT_OPTIONS), scripts ^ set(EXPERIMENT_OPTIONS)
+
+
+@pytest.mark.parametrize("script", sorted(EXPERIMENT_OPTIONS))
+def test_experiment_help_documents_options_and_does_no_work(script, tmp_path):
+  """`--help` prints the script's purpose and options and exits 0 at once: no benchmark run,
+  no file written, no optional dependency needed (torch is hidden from parity_report)."""
+  env = subprocess_env(VLX_HUGEPAGE_MALLOC="0")
+  if script == "parity_report.py":  # must not need torch to say what it does
+    (tmp_path / "torch.py").write_text("raise ImportError('no torch here')\n")
+    env["PYTHONPATH"] = f"{tmp_path}:{env.get('PYTHONPATH', '')}"
+  proc = subprocess.run([PYTHON, f"experiments/{script}", "--help"], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  out = proc.stdout
+  assert out.startswith("usage:"), out[:500]
+  for option in EXPERIMENT_OPTIONS[script]:
+    assert option in out, (option, out)
+  assert len(out.splitlines()) >= 4, out  # a description, not just the usage line

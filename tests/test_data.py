@@ -2,6 +2,7 @@
 tokenizer layout, caption duplicates, and the generic 'tfds' source."""
 
 import json
+import os
 import subprocess
 
 import numpy as np
@@ -330,3 +331,116 @@ def test_second_process_waiting_on_the_lock_gets_the_dataset(tmp_path):
   out, err = proc.communicate(timeout=300)
   assert proc.returncode == 0, err[-1500:]
   assert out.strip() == "2048"
+
+
+# ---- Aspect-preserving image ops ----------------------------------------------------------
+
+
+def _circle_image(h, w, radius):
+  """White image with a black disc in the middle."""
+  yy, xx = np.mgrid[:h, :w]
+  disc = (yy - h / 2 + 0.5) ** 2 + (xx - w / 2 + 0.5) ** 2 <= radius ** 2
+  return np.where(disc[..., None], 0, 255).astype(np.uint8).repeat(3, -1)
+
+
+def _disc_extent(image):
+  """(height, width) of the dark pixels' bounding box."""
+  dark = np.asarray(image)[..., 0] < 128
+  rows, cols = np.flatnonzero(dark.any(1)), np.flatnonzero(dark.any(0))
+  return rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
+
+
+@pytest.mark.parametrize("h,w", [(60, 120), (120, 60), (90, 64)])
+def test_resize_small_and_central_crop_keep_a_circle_round(h, w):
+  record = {"image": _circle_image(h, w, 24), "captions": np.array(["a circle"], object)}
+  handle = sources.DatasetHandle(splits={}, tokenizer=None)
+  ex = pp_ops.parse("decode|resize_small(32)|central_crop(32)", handle)(
+      dict(record), np.random.default_rng(0))
+  assert ex["image"].shape == (32, 32, 3) and ex["image"].dtype == np.uint8
+  dh, dw = _disc_extent(ex["image"])
+  assert abs(dh - dw) <= 1, (dh, dw)
+  # The shorter side was scaled to 32: the disc's diameter scales with it.
+  assert abs(dh - 48 * 32 / min(h, w)) <= 2, dh
+  # What `resize` did: squash the disc into an ellipse.
+  squashed = pp_ops.parse("decode|resize(32)", handle)(dict(record), np.random.default_rng(0))
+  sh, sw = _disc_extent(squashed["image"])
+  assert abs(sh - sw) > 4, (sh, sw)
+
+
+def test_random_resized_crop_boxes_respect_scale_and_ratio():
+  from vlx.data import image_ops  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  for h, w in [(60, 120), (120, 60), (50, 50)]:
+    for _ in range(200):
+      top, left, ch, cw = image_ops.inception_crop_box(h, w, rng, (0.2, 1.0), (3 / 4, 4 / 3))
+      assert 0 <= top and top + ch <= h and 0 <= left and left + cw <= w
+      assert 0.2 * h * w * 0.85 <= ch * cw <= h * w
+      assert 3 / 4 - 0.1 <= cw / ch <= 4 / 3 + 0.1, (h, w, ch, cw)
+  # Nothing fits (a thin strip, a square crop wanted): the largest centred crop in `ratio`.
+  assert image_ops.inception_crop_box(10, 100, rng, (1.0, 1.0), (1.0, 1.0)) == (0, 45, 10, 10)
+
+
+def test_random_resized_crop_is_seeded_sized_and_keeps_shapes_round():
+  handle = sources.DatasetHandle(splits={}, tokenizer=None)
+  record = {"image": _circle_image(80, 160, 30), "captions": np.array(["a circle"], object)}
+  crop = pp_ops.parse("decode|random_resized_crop(32)", handle)
+  a = crop(dict(record), np.random.default_rng(1))["image"]
+  assert a.shape == (32, 32, 3) and a.dtype == np.uint8
+  np.testing.assert_array_equal(a, crop(dict(record), np.random.default_rng(1))["image"])
+  assert any(not np.array_equal(a, crop(dict(record), np.random.default_rng(s))["image"])
+             for s in range(2, 6))
+  # Square crops of the whole height (ratio 1, the largest area that fits): the disc stays round.
+  square = pp_ops.parse("decode|random_resized_crop(32, (0.5, 0.5), (1.0, 1.0))", handle)
+  for seed in range(5):
+    img = square(dict(record), np.random.default_rng(seed))["image"]
+    if (img[..., 0] < 128).any() and not ((img[0] < 128).any() or (img[-1] < 128).any()
+                                         or (img[:, 0] < 128).any() or (img[:, -1] < 128).any()):
+      dh, dw = _disc_extent(img)
+      assert abs(dh - dw) <= 1, (seed, dh, dw)
+  with pytest.raises(ValueError, match="random_resized_crop"):
+    pp_ops.parse("random_resized_crop(32, (0.5, 2.0))", handle)
+
+
+# ---- The tokenizer learns the text that the config's tasks read ---------------------------
+
+
+def test_tokenizer_covers_every_question_and_expression_word(shapes_data_dir):
+  """A config whose pp ops ask questions and referring expressions gets a tokenizer trained on
+  them: no word of theirs is UNK. A captions-only config keeps the captions-only tokenizer."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from vlx.data import scene_qa  # pylint: disable=g-import-not-at-top
+  from vlx.data.tokenizer import UNK_ID  # pylint: disable=g-import-not-at-top
+  from vlx.configs import fusion_config  # pylint: disable=g-import-not-at-top
+  data = fusion_config("albef", "tiny,smoke").data
+  data.source.data_dir = shapes_data_dir
+  handle = sources.load_dataset(data)
+  tok = handle.tokenizer
+  texts = ["object", "what shape is the small red object"]
+  # What the pp ops ask about the test scenes (every question type, several draws each).
+  pps = [pp_ops.parse(f"decode|scene_vqa(18, {t!r})|scene_refer(12)", handle)
+         for t in scene_qa.QUESTION_TYPES]
+  rng = np.random.default_rng(0)
+  test = handle.split("test")
+  for i in range(len(test)):
+    for pp in pps:
+      ex = pp(test[i], rng)
+      texts += [ex["question_string"].rstrip("?"), ex["expression_string"]]
+  words = sorted({w for t in texts for w in t.split()})
+  ids = tok.encode(words, 8)
+  unk = [w for w, row in zip(words, ids) if UNK_ID in row]
+  assert not unk, unk
+  assert "questions" in tok.path and "expressions" in tok.path, tok.path  # its own cache file
+  # Captions only (the dual encoders): the same file and tokenizer as before.
+  caps = ml_collections.ConfigDict(dict(name="synthetic_shapes", source=dict(
+      data_dir=shapes_data_dir, variant="small"), pp_train=PP, pp_eval="decode"))
+  assert os.path.basename(sources.load_dataset(caps).tokenizer.path) == "spm_bpe_256.model"
+
+
+def test_ids_past_the_tokenizer_vocabulary_decode_as_unk(shapes_handle):
+  """A text tower's vocabulary can exceed a small dataset's tokenizer (the accelerator configs'
+  32,000 ids): a captioner that emits such an id gets UNK, not a sentencepiece IndexError."""
+  tok = shapes_handle.tokenizer
+  ids = tok.encode(["a red circle"], 8)
+  ids[0, 1] = tok.vocab_size + 100
+  text = tok.decode(ids)[0]
+  assert text.startswith("a") and text.endswith("circle") and "\u2047" in text, text

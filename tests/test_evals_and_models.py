@@ -4,6 +4,7 @@ logical axis names on every parameter)."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
@@ -14,7 +15,7 @@ from vlx.models import text as text_lib
 from vlx.models.vit import ViT
 from vlx.parallel import mesh as mesh_lib
 from vlx.train import trainer
-from vlx_testlib import REPO
+from vlx_testlib import REPO, shapes_data_dir, shapes_handle  # noqa: F401
 
 # ---- retrieval ----------------------------------------------------------------------------
 
@@ -251,3 +252,166 @@ def test_every_param_has_logical_axis_names(family, scan):
   mesh = mesh_lib.make_mesh(ml_collections.ConfigDict(dict(data=2, fsdp=2, tensor=2)))
   shardings = mesh_lib.logical_to_shardings(boxed, mesh, mesh_lib.DEFAULT_RULES)
   assert len(jax.tree.leaves(shardings)) == len(shapes)
+
+
+# ---- evaluators on a split from the config, streamed in batches ----------------------------
+
+
+class _TinyTowers(nn.Module):
+  """A two-tower stand-in with real parameters: the evaluators' data path, not the model, is
+  under test (compiles in a second)."""
+
+  def setup(self):
+    self.img = nn.Dense(16)
+    self.txt = nn.Embed(256, 16)
+
+  def __call__(self, image, text):
+    return self.encode_image(image), self.encode_text(text)
+
+  def encode_image(self, image):
+    x = image.reshape(image.shape[0], 4, image.shape[1] // 4, 4, image.shape[2] // 4, 3)
+    x = self.img(x.mean((2, 4)).reshape(image.shape[0], -1))
+    return x / jnp.linalg.norm(x, axis=-1, keepdims=True)
+
+  def encode_text(self, text):
+    x = self.txt(text).sum(1)
+    return x / jnp.linalg.norm(x, axis=-1, keepdims=True)
+
+
+_COLOURS = ("red", "green", "blue", "white")
+_SHAPES = ("circle", "square")
+
+
+def _eval_record(i):
+  rng = np.random.default_rng(i)
+  label = i % 8
+  colour, shape = _COLOURS[label // 2], _SHAPES[label % 2]
+  return {"image": rng.integers(0, 256, (16, 16, 3), dtype=np.uint8), "label": label,
+          "captions": np.array([f"a {colour} {shape} number {i}", f"one {colour} {shape}"],
+                               dtype=object)}
+
+
+@pytest.fixture(scope="module")
+def eval_setup(shapes_handle):
+  """A dataset with train and val splits only (coco_captions' names), the tiny model, params."""
+  from vlx.data import sources  # pylint: disable=g-import-not-at-top
+  handle = sources.DatasetHandle(
+      splits={"train": [_eval_record(i) for i in range(48)],
+              "val": [_eval_record(1000 + i) for i in range(40)]},
+      tokenizer=shapes_handle.tokenizer,
+      class_names=[f"{c} {s}" for c in _COLOURS for s in _SHAPES])
+  model = _TinyTowers()
+  params = model.init(jax.random.key(0), np.zeros((1, 16, 16, 3), np.float32),
+                      np.zeros((1, 16), np.int32))["params"]
+  mesh = mesh_lib.make_mesh(ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1)))
+  return handle, model, params, mesh
+
+
+def _eval_config(pp_eval="decode|value_range(-1,1)", batch=16, **evals):
+  return ml_collections.ConfigDict(dict(
+      eval_batch_size=batch,
+      data=dict(train_split="train", test_split="val", pp_eval=pp_eval, max_len=16),
+      evals=evals or dict(retrieval=dict(type="retrieval"),
+                          zeroshot=dict(type="zeroshot", attributes=dict(colour=0, shape=1)),
+                          linear_probe=dict(type="linear_probe", shots=(1, 2), pool=32))))
+
+
+def test_evaluators_read_the_configured_splits(eval_setup):
+  """coco_captions has no 'test' split: every evaluator takes `data.test_split` (and the probe
+  `data.train_split`) unless told otherwise."""
+  from vlx.evals import captioning, fusion  # pylint: disable=g-import-not-at-top
+  from vlx.evals.common import EvalContext  # pylint: disable=g-import-not-at-top
+  handle, model, params, mesh = eval_setup
+  config = _eval_config()
+  evals = trainer.build_evaluators(config, model, mesh, handle)
+  metrics = {name: ev(params) for name, ev in evals.items()}
+  assert metrics["retrieval"]["num_images"] == 40
+  assert set(metrics["zeroshot"]) >= {"top1", "top5", "colour_acc", "shape_acc"}
+  assert set(metrics["linear_probe"]) == {"1shot", "2shot"}
+  ctx = EvalContext(model=model, mesh=mesh, handle=handle, data_config=config.data)
+  for cls in (captioning.Captioning, fusion.VQA, fusion.Grounding, fusion.ITMRetrieval):
+    assert cls(ctx).reader.split == "val", cls
+  # An explicit split still wins, and an unknown one fails when the evaluator is built.
+  assert retrieval.Retrieval(ctx, split="train").reader.split == "train"
+  with pytest.raises(KeyError, match="unknown split 'test'"):
+    retrieval.Retrieval(ctx, split="test")
+
+
+_ALIVE = {"now": 0, "peak": 0}
+
+
+def _count_alive(handle):
+  """pp op (tests only): counts the preprocessed images alive at once."""
+  del handle
+  import weakref  # pylint: disable=g-import-not-at-top
+
+  def dead():
+    _ALIVE["now"] -= 1
+
+  def fn(ex, rng):
+    del rng
+    _ALIVE["now"] += 1
+    _ALIVE["peak"] = max(_ALIVE["peak"], _ALIVE["now"])
+    weakref.finalize(ex["image"], dead)
+    return ex
+  return fn
+
+
+@pytest.mark.parametrize("num_val", [40, 120])
+def test_evaluators_hold_one_batch_of_images_at_a_time(eval_setup, num_val):
+  """The host never holds the split's images: at most one batch of decoded images is alive,
+  however long the split."""
+  from vlx import registry  # pylint: disable=g-import-not-at-top
+  if "count_alive" not in registry.PP_OPS:
+    registry.PP_OPS.register("count_alive")(_count_alive)
+  handle, model, params, mesh = eval_setup
+  handle = type(handle)(**{**handle.__dict__, "splits": {
+      "train": handle.splits["train"], "val": [_eval_record(2000 + i) for i in range(num_val)]}})
+  batch = 16
+  config = _eval_config("decode|value_range(-1,1)|count_alive", batch)
+  for name in list(config.evals):
+    one = ml_collections.ConfigDict(config.to_dict())
+    one.evals = {name: config.evals[name].to_dict()}
+    _ALIVE.update(now=0, peak=0)
+    trainer.build_evaluators(one, model, mesh, handle)[name](params)  # building and running
+    assert 0 < _ALIVE["peak"] <= batch, (name, _ALIVE)
+
+
+def test_streamed_evaluators_give_the_numbers_of_the_whole_split_at_once(eval_setup):
+  """Streaming changes no number: the same metrics as embedding the stacked split in one call
+  (what the evaluators did before they streamed), with a batch that leaves a remainder."""
+  from vlx.data import pipeline  # pylint: disable=g-import-not-at-top
+  from vlx.evals import zeroshot  # pylint: disable=g-import-not-at-top
+  from vlx.evals.common import EvalContext, embed  # pylint: disable=g-import-not-at-top
+  handle, model, params, mesh = eval_setup
+  config = _eval_config(batch=16)
+  got = {n: ev(params) for n, ev in trainer.build_evaluators(config, model, mesh, handle).items()}
+  ctx = EvalContext(model=model, mesh=mesh, handle=handle, data_config=config.data,
+                    batch_size=16)
+  pp = config.data.pp_eval
+  val = pipeline.load_eval_arrays(handle, "val", pp, 16)
+  img = embed(ctx, params, "encode_image", val["image"])
+  n, k, l = val["text"].shape
+  txt = embed(ctx, params, "encode_text", val["text"].reshape(n * k, l)).reshape(n, k, -1)
+  assert got["retrieval"] == {**retrieval.recall_at_k(img, txt), "num_images": n,
+                              "duplicate_caption_frac": retrieval.duplicate_fraction(
+                                  val["caption_strings"])}
+  cls = zeroshot.class_embeddings(ctx, params, handle.class_names, zeroshot.DEFAULT_TEMPLATES, 16)
+  scores = img @ cls.T
+  assert got["zeroshot"]["top1"] == float(np.mean(scores.argmax(-1) == val["label"]))
+  # The probe, as it read the whole pool before streaming.
+  train = pipeline.load_eval_arrays(handle, "train", pp, 16, 32)
+  rng = np.random.default_rng(0)
+  for shots in (1, 2):
+    idx = sorted(j for c in range(8) for j in rng.permutation(
+        np.flatnonzero(train["label"] == c))[:shots].tolist())
+    index = np.array(idx)
+    if shots == 1:
+      first = index
+  needed = np.unique(np.concatenate([first, index]))
+  feats = embed(ctx, params, "encode_image", train["image"][needed])
+  pos = {int(j): i for i, j in enumerate(needed)}
+  for shots, index in ((1, first), (2, index)):
+    rows = [pos[int(j)] for j in index]
+    pred = linear_probe.ridge_predict(feats[rows], train["label"][needed][rows], img, 8, 1.0)
+    assert got["linear_probe"][f"{shots}shot"] == float(np.mean(pred == val["label"]))

@@ -7,7 +7,18 @@
 * the EMA (momentum) parameters after a sharded step are exactly decay * old + (1 - decay)
   * new, the step's teacher is the EMA parameters' momentum_outputs, and the teacher's soft
   targets enter ITC and MLM as ALBEF's distillation says;
-* one train step of each of the five families is the same on 1 device and on 2x4 devices.
+* one train step of each of the five families is the same on 1 device and on a 2x2x2
+  data x fsdp x tensor mesh, at the dual encoders' tolerance (test_sharding_equivalence.py).
+
+The 2x2x2 step once differed (gradient norm 0.2-0.5%; loss exact). Bisected with UNITER, one
+task at a time, per-leaf gradients against one device: only VQA's three-questions-per-image
+pass was wrong (ITC, MLM, grounding exact to 1e-6); only on 2x2x2 (1x2x2, 2x1x2, 2x4x1
+exact), only with both `embed` on fsdp and `heads`/`mlp` on tensor (dropping either rule:
+exact; the activation rules and `vocab` do not matter); wrong still with the visual tokens'
+gradient stopped (so the text-side fused pass over the B * 3 rows), with the repeat written
+as a broadcast, and with explicit batch constraints on the repeated rows. A BERT layer or
+text embedding alone at 48 x 32 rows did not reproduce it. Three fused passes over the B
+images (FusionModel.vqa_logits) are exact, so that is the form the model uses.
 """
 
 import flax.linen as nn
@@ -182,16 +193,21 @@ def test_fusion_step_equal_on_1_and_8_devices(shapes_data_dir, family):
   if ema:  # start the teacher away from the student, so the update has two different inputs
     state = state.replace(extras={"ema": jax.tree.map(lambda p: p + 0.01, state.params)})
   p1, m1 = one_train_step(config, model, state, mesh_of(1, 1, 1, 1), tx, batch)
-  # data x fsdp = 2 x 4. On the 3-axis 2x2x2 mesh the gradient norm has differed by 0.2-0.5%
-  # since VQA asks three questions per image (the repeated visual tokens); every earlier
-  # 2x2x2 mismatch here was XLA:CPU's SPMD partitioner (see fusion.py's refer_roi). Open.
-  new8, m8 = one_train_step(config, model, state, mesh_of(2, 4, 1, 8), tx, batch,
+  # data x fsdp x tensor = 2 x 2 x 2, at the tolerances the dual encoders and CoCa meet.
+  new8, m8 = one_train_step(config, model, state, mesh_of(2, 2, 2, 8), tx, batch,
                             full_state=True)
   p8 = new8.params
-  for key in ("train/loss", "train/grad_norm", "train/itm/loss", "train/vqa/loss",
-              "train/refer/loss", "train/mlm/loss"):
-    np.testing.assert_allclose(m8[key], m1[key], rtol=2e-4, err_msg=key)
-  assert_trees_close(p1, p8, atol=5e-5, rtol=1e-3, what=family)
+  for key in ("train/loss", "train/itm/loss", "train/vqa/loss", "train/refer/loss",
+              "train/mlm/loss"):
+    np.testing.assert_allclose(m8[key], m1[key], rtol=1e-5, err_msg=key)
+  np.testing.assert_allclose(m8["train/grad_norm"], m1["train/grad_norm"], rtol=1e-4)
+  # The dual encoders' atol, relative to each leaf's scale: their leaves are O(1), while after
+  # sgd(1) ViLBERT's visual_proj bias holds entries of 1e5, where a different summation order
+  # moves one cancelling entry (88.4) by 3e-7 of the leaf's scale. Leaves within [-1, 1]
+  # are compared exactly as the dual encoders' are.
+  scaled = lambda tree: jax.tree.map(  # noqa: E731
+      lambda x, ref: np.asarray(x) / max(1.0, float(np.abs(ref).max())), tree, p1)
+  assert_trees_close(scaled(p1), scaled(p8), atol=2e-5, rtol=1e-4, what=family)
   moved = max(float(np.abs(a - b).max()) for a, b in
               zip(jax.tree.leaves(state.params), jax.tree.leaves(p1)))
   assert moved > 1e-3

@@ -4,7 +4,10 @@ Small random HF models are built here with torch on CPU (every parameter perturb
 norms included, so no mis-mapped tensor hides behind an initializer's zeros or ones), run
 in fp32 eval mode on inputs with padding in both masks, converted with
 vlx/convert/hf_fusion.py (from the state dict and from a `save_pretrained` directory of the
-pre-training class, whose heads the import drops) and compared within 1e-4.
+pre-training class, whose heads the import drops) and compared within ATOL: 5e-6, from the
+largest difference measured over five random models and inputs (seeds 0-4), 1.4e-6 (LXMERT's
+language_output; VisualBERT's last_hidden_state 1.2e-6, the pooled outputs 3e-7), with
+margin for other CPUs' float32 summation orders.
 """
 
 import jax
@@ -17,7 +20,7 @@ transformers = pytest.importorskip("transformers", reason="parity tests need tra
 
 from vlx.convert import hf_fusion, mapping  # noqa: E402
 
-ATOL = 1e-4
+ATOL = 5e-6
 B, L, R, FEAT = 2, 7, 5, 24
 SMALL = dict(vocab_size=100, hidden_size=32, num_attention_heads=2, intermediate_size=64,
              max_position_embeddings=16, hidden_dropout_prob=0.0,

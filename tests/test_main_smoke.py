@@ -67,3 +67,22 @@ def test_fusion_smoke_run_trains_and_evaluates_every_task(shapes_data_dir, tmp_p
               "itm_retrieval/i2t_r1_itm", "itm_retrieval/t2i_r1_itm"):
     assert 0.0 <= merged[key] <= 1.0, (key, merged.get(key))
   assert merged["vqa/num_questions"] == 32 and merged["grounding/num_expressions"] == 32
+
+
+@pytest.mark.parametrize("override,needles", [
+    # The pipeline keeps making 64 px images: refused up front, not a crash after compiling.
+    ("--config.data.image_size=48", ("data.image_size=48", "pp_train", "(64, 64, 3)")),
+    # tokenize(32) makes 32 ids whatever max_len says: the three lengths must agree.
+    ("--config.data.pp_train=decode|value_range(-1,1)|sample_caption|tokenize(24)",
+     ("data.max_len=32", "tokenize(24)")),
+])
+def test_overrides_the_data_does_not_follow_are_refused(shapes_data_dir, tmp_path, override,
+                                                        needles):
+  proc = run_main("clip", tmp_path / "w", shapes_data_dir, override, check=False, timeout=120)
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  assert "Traceback" not in proc.stderr
+  errors = [line for line in proc.stderr.splitlines() if line.startswith("vlx:")]
+  assert len(errors) == 1, proc.stderr[-3000:]
+  for needle in needles:
+    assert needle in errors[0], errors[0]
+  assert not os.path.exists(tmp_path / "w" / "checkpoints")

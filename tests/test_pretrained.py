@@ -346,3 +346,112 @@ def test_finetune_imported_clip_on_sharded_mesh(mode, hf_clip_dir, shapes_data_d
   with torch.no_grad():
     ref = _features(again.get_image_features(pixel_values=_nchw(x)))
   np.testing.assert_allclose(tuned.encode_image(x), ref, atol=ATOL)
+
+
+# ---- Export: what HF cannot express is refused; AutoProcessor reads what is written ----------
+
+def _recipe_model(spec):
+  from vlx import config_lib
+  return config_lib.load_config_file(spec).model.to_dict()
+
+
+@pytest.mark.parametrize("spec,named", [
+    ("configs/clip.py:tiny", "image.stem='conv'"),
+    ("configs/coca.py:tiny", "'coca'"),
+])
+def test_export_refuses_what_hf_cannot_express_in_one_line(spec, named, tmp_path, capsys):
+  """The tiny recipe's conv stem and CoCa: one line naming what HF lacks, exit 2, nothing
+  written (checked from the config alone, before any weights are read)."""
+  from vlx.convert.__main__ import main
+  model = _recipe_model(spec)
+  with pytest.raises(convert.ConversionError, match=named.replace("(", r"\(")):
+    convert.hf.hf_config(model, 64)
+  workdir = tmp_path / "w"
+  workdir.mkdir()
+  (workdir / "config.json").write_text(json.dumps({"model": model, "data": {}}))
+  out = tmp_path / "hf"
+  assert main([f"--src={workdir}", f"--export_hf={out}"]) == 2
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1 and named in err and "Hugging Face" in err, err
+  assert not out.exists()
+
+
+@pytest.mark.parametrize("family", ["clip", "siglip"])
+def test_exported_dir_loads_with_auto_processor(family, hf_clip_dir, hf_siglip_dir, tmp_path):
+  """The export writes preprocessor_config.json (and the tokenizer), so AutoProcessor works
+  on it and prepares a non-square image as vlx does."""
+  from vlx.convert.__main__ import main
+  directory = (hf_clip_dir if family == "clip" else hf_siglip_dir)[0]
+  out, back = tmp_path / "vlx", tmp_path / "hf"
+  assert main([f"--src={directory}", f"--out={out}"]) == 0
+  assert main([f"--src={out}", f"--export_hf={back}"]) == 0
+  ours = pretrained.load(str(out))
+  proc = transformers.AutoProcessor.from_pretrained(str(back))
+  image = (np.random.default_rng(0).random((45, 61, 3)) * 255).astype(np.uint8)
+  got = proc(images=[image], text=["a photo"], return_tensors="np")
+  ref = ours.preprocess([image])
+  pixels = np.asarray(got["pixel_values"]).transpose(0, 2, 3, 1)
+  assert pixels.shape == ref.shape
+  # PIL and torch bicubic differ slightly; the resize mode, crop and normalization must agree.
+  assert np.abs(pixels - ref).mean() < 0.05
+  np.testing.assert_array_equal(np.asarray(got["input_ids"])[0][:3],
+                                ours.tokenize(["a photo"])[0][:3])
+
+
+# ---- vlx.pretrained inputs: raw images are preprocessed, never fed raw -----------------------
+
+def _uint8(h=45, w=61, seed=0):
+  return (np.random.default_rng(seed).random((h, w, 3)) * 255).astype(np.uint8)
+
+
+def test_encode_image_preprocesses_raw_uint8(hf_clip_dir):
+  """uint8 input (one image, a batch, even one already at the model's size) gives the same
+  embeddings as its preprocessed pixels, not those of raw 0-255 values."""
+  ours = pretrained.load(hf_clip_dir[0])
+  batch = np.stack([_uint8(32, 32, 0), _uint8(32, 32, 1)])
+  ref = ours.encode_image(ours.preprocess(batch))
+  np.testing.assert_allclose(ours.encode_image(batch), ref, atol=1e-6)
+  np.testing.assert_allclose(ours.encode_image(batch[0]), ref[:1], atol=1e-6)
+  odd = _uint8()
+  np.testing.assert_allclose(ours.encode_image(odd), ours.encode_image(ours.preprocess([odd])),
+                             atol=1e-6)
+  with pytest.raises(ValueError, match=r"\.preprocess"):
+    ours.encode_image(np.zeros((1, 45, 61, 3), np.float32))
+
+
+def test_zero_shot_takes_pil_lists_arrays_and_grayscale(hf_clip_dir):
+  """One PIL image, a list of them, a uint8 HWC array, a batch and a 2-D grayscale array
+  all work, and the same picture gets the same probabilities in every form."""
+  from PIL import Image
+  ours = pretrained.load(hf_clip_dir[0])
+  classes = ["cat", "dog", "car"]
+  rgb = _uint8()
+  ref = ours.zero_shot(rgb, classes)
+  assert ref.shape == (1, 3)
+  np.testing.assert_allclose(ours.zero_shot(Image.fromarray(rgb), classes), ref, atol=1e-6)
+  two = ours.zero_shot([Image.fromarray(rgb), Image.fromarray(rgb)], classes)
+  np.testing.assert_allclose(two, np.concatenate([ref, ref]), atol=1e-6)
+  np.testing.assert_allclose(ours.zero_shot(np.stack([rgb, rgb]), classes), two, atol=1e-6)
+  gray = rgb[..., 0]
+  as_rgb = ours.zero_shot(np.repeat(gray[..., None], 3, -1), classes)
+  np.testing.assert_allclose(ours.zero_shot(gray, classes), as_rgb, atol=1e-6)
+  np.testing.assert_allclose(ours.zero_shot(Image.fromarray(gray), classes), as_rgb, atol=1e-6)
+
+
+def test_hf_dir_without_tokenizer_encodes_and_refuses_only_strings(hf_clip_dir, tmp_path):
+  """Weights without tokenizer files: images and token ids encode; tokenize and zero-shot
+  with class names are refused in one line naming the missing files."""
+  directory, _, _ = hf_clip_dir
+  bare = tmp_path / "bare"
+  bare.mkdir()
+  for name in ("config.json", "model.safetensors"):
+    os.link(os.path.join(directory, name), bare / name)
+  full, ours = pretrained.load(directory), pretrained.load(str(bare))
+  x = _pixels()
+  np.testing.assert_allclose(ours.encode_image(x), full.encode_image(x), atol=1e-6)
+  ids = full.tokenize(["a photo of a cat"])
+  np.testing.assert_allclose(ours.encode_text(ids), full.encode_text(ids), atol=1e-6)
+  for call in (lambda: ours.tokenize(["a cat"]), lambda: ours.zero_shot(x, ["cat", "dog"])):
+    with pytest.raises(FileNotFoundError, match="tokenizer files") as e:
+      call()
+    assert len(str(e.value).splitlines()) == 1

@@ -3,7 +3,9 @@ run exactly; `init_from` loads weights only (fresh step and optimizer)."""
 
 import fcntl
 import os
+import signal
 import subprocess
+import time
 
 import jax
 import numpy as np
@@ -103,3 +105,68 @@ def test_init_from_loads_weights_only(uninterrupted, shapes_data_dir, tmp_path):
   counts = [int(np.asarray(x)) for path, x in jax.tree_util.tree_leaves_with_path(
       loaded["opt_state"]) if "count" in jax.tree_util.keystr(path)]
   assert counts and all(c <= 2 for c in counts), counts
+
+
+def _sigkill_while_saving(proc, workdir, timeout_s):
+  """SIGKILLs `proc`'s group while orbax writes a checkpoint (a `<step>.orbax-checkpoint-tmp-*`
+  dir exists and `<step>` does not), after at least one finished checkpoint. The group is
+  SIGSTOPped first and the window re-checked while it is frozen, so the kill provably lands
+  mid-write; a save that finished in between is let go and the next one tried. -> the step."""
+  ckdir = os.path.join(workdir, "checkpoints")
+  deadline = time.time() + timeout_s
+  try:
+    while True:
+      assert proc.poll() is None, f"run ended (rc {proc.returncode}) before a kill mid-save"
+      assert time.time() < deadline, f"no save caught in flight in {timeout_s} s"
+      names = os.listdir(ckdir) if os.path.isdir(ckdir) else []
+      if any(".orbax-checkpoint-tmp" in n for n in names) and any(n.isdigit() for n in names):
+        os.killpg(proc.pid, signal.SIGSTOP)
+        names = os.listdir(ckdir)
+        writing = [int(n.split(".")[0]) for n in names if ".orbax-checkpoint-tmp" in n]
+        writing = [s for s in writing if str(s) not in names]
+        if writing:
+          os.killpg(proc.pid, signal.SIGKILL)
+          proc.wait()
+          return writing[0]
+        os.killpg(proc.pid, signal.SIGCONT)
+      time.sleep(0.001)
+  finally:
+    if proc.poll() is None:
+      os.killpg(proc.pid, signal.SIGKILL)
+      proc.wait()
+
+
+def test_sigkill_while_a_checkpoint_is_written_resumes_from_the_previous_one(
+    uninterrupted, shapes_data_dir, tmp_path):
+  expected = train_losses(uninterrupted)
+  workdir = tmp_path / "killed_mid_save"
+  # A checkpoint every 2 steps gives many saves to catch in flight; the losses do not depend
+  # on how often the run checkpoints.
+  args = [a if not a.startswith("--config.checkpoint_every") else "--config.checkpoint_every=2"
+          for a in ARGS]
+  cmd = main_cmd("clip", workdir, shapes_data_dir, *args)
+  with open(tmp_path / "killed.log", "w") as log:
+    proc = subprocess.Popen(cmd, cwd=REPO, env=subprocess_env(), stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    killed_at = _sigkill_while_saving(proc, workdir, 400)
+  assert proc.returncode == -signal.SIGKILL
+  left = os.listdir(workdir / "checkpoints")
+  assert str(killed_at) not in left and any(n.startswith(f"{killed_at}.orbax-checkpoint-tmp")
+                                            for n in left), left
+  previous = max(checkpoint_steps(workdir))
+  assert previous < killed_at < TOTAL, (previous, killed_at)
+
+  # The restart checkpoints only at the end, so it never writes the killed step again: the
+  # half-written directory must be cleaned up, not merely replaced by a new save of that step.
+  restarted = run_main("clip", workdir, shapes_data_dir, *ARGS,
+                       f"--config.checkpoint_every={TOTAL}")
+  assert f"resumed from {workdir / 'checkpoints'} step {previous}" in restarted.stderr, \
+      restarted.stderr[-3000:]
+  got = train_losses(workdir)
+  assert sorted(got) == list(range(1, TOTAL + 1))
+  for step in expected:
+    np.testing.assert_allclose(got[step], expected[step], rtol=1e-6, atol=0,
+                               err_msg=f"train/loss at step {step}")
+  left = os.listdir(workdir / "checkpoints")
+  assert not any("orbax-checkpoint-tmp" in n for n in left), left
+  assert killed_at not in checkpoint_steps(workdir) and TOTAL in checkpoint_steps(workdir)

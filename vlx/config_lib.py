@@ -10,6 +10,7 @@ import ast
 import difflib
 import importlib.util
 import os
+import traceback
 from typing import List, Sequence, Tuple
 
 import ml_collections
@@ -19,19 +20,51 @@ class ConfigError(ValueError):
   """A problem with the user's config or overrides; printed as one line, no traceback."""
 
 
-def load_config_file(spec: str) -> ml_collections.ConfigDict:
-  """'configs/clip.py:tiny' -> get_config('tiny') from that file."""
-  path, _, arg = spec.partition(":")
-  if not os.path.exists(path):
+def _where(error: BaseException, path: str) -> str:
+  """' (line N)' of the innermost traceback frame in `path`, or ''."""
+  frames = [f for f in traceback.extract_tb(error.__traceback__)
+            if os.path.abspath(f.filename) == os.path.abspath(path)]
+  return f" (line {frames[-1].lineno})" if frames else ""
+
+
+def load_config_module(path: str):
+  """Imports a config file; a missing file, an import that raises or a file without
+  `get_config` is a ConfigError naming the file (and the failing line)."""
+  if not path.endswith(".py"):
+    raise ConfigError(f"config file {path!r}: expected a Python file, configs/<family>.py")
+  if not os.path.isfile(path):
     raise ConfigError(f"config file {path!r} does not exist")
   module_spec = importlib.util.spec_from_file_location(
       f"vlx_config_{os.path.basename(path)[:-3]}", path)
   module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
+  try:
+    module_spec.loader.exec_module(module)
+  except Exception as e:  # pylint: disable=broad-except
+    raise ConfigError(f"config file {path!r} failed to import{_where(e, path)}: "
+                      f"{type(e).__name__}: {_one_line(e)}") from None
+  if not callable(getattr(module, "get_config", None)):
+    raise ConfigError(f"config file {path!r} defines no get_config(arg) function")
+  return module
+
+
+def _one_line(error: BaseException) -> str:
+  return " ".join(str(error).split()) or "(no message)"
+
+
+def load_config_file(spec: str) -> ml_collections.ConfigDict:
+  """'configs/clip.py:tiny' -> get_config('tiny') from that file."""
+  path, _, arg = spec.partition(":")
+  module = load_config_module(path)
   try:
     config = module.get_config(arg) if arg else module.get_config()
-  except ValueError as e:
-    raise ConfigError(f"{spec}: {e}") from None
+  except ValueError as e:  # the config's own refusal (a bad variant): its message is the story
+    raise ConfigError(f"{spec}: {_one_line(e)}") from None
+  except Exception as e:  # pylint: disable=broad-except
+    frame = traceback.extract_tb(e.__traceback__)[-1]
+    raise ConfigError(f"{spec}: get_config raised {type(e).__name__} at "
+                      f"{os.path.relpath(frame.filename)}:{frame.lineno}: {_one_line(e)}") from None
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise ConfigError(f"{spec}: get_config returned {type(config).__name__}, not a ConfigDict")
   config.lock()
   return config
 
@@ -99,15 +132,23 @@ def apply_overrides(config, overrides: Sequence[Tuple[str, str]]):
 
 
 def parse_argv(argv: List[str]):
-  """Splits argv into (flags dict, config overrides) — `--config.x=y` are overrides."""
+  """Splits argv into (flags dict, config overrides) — `--config.x=y` are overrides.
+
+  `--name=value` and `--name value` both work; `-h` / `--help` set flags['help']."""
   flags, overrides = {}, []
-  for arg in argv:
-    if not arg.startswith("--") or "=" not in arg:
-      if arg.startswith("--") and arg[2:] in ("help",):
-        flags["help"] = "1"
-        continue
-      raise ConfigError(f"expected --name=value, got {arg!r}")
-    key, value = arg[2:].split("=", 1)
+  args = list(argv)
+  while args:
+    arg = args.pop(0)
+    if arg in ("-h", "--help"):
+      flags["help"] = "1"
+      continue
+    if not arg.startswith("--") or len(arg) == 2:
+      raise ConfigError(f"expected --name=value or --name value, got {arg!r}")
+    key, eq, value = arg[2:].partition("=")
+    if not eq:
+      if not args or args[0].startswith("--") or args[0] in ("-h",):
+        raise ConfigError(f"--{key} needs a value: --{key}=VALUE or --{key} VALUE")
+      value = args.pop(0)
     if key.startswith("config."):
       overrides.append((key[len("config."):], value))
     else:

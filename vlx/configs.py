@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Mapping, Sequence, Tuple, Union
+
 import ml_collections
 
 # Literature sizes (ViT, Dosovitskiy et al.; text towers as in CLIP, Radford et al.).
@@ -23,15 +26,75 @@ EMBED_DIM = {"tiny": 128, "s32": 384, "b32": 512, "b16": 512, "l14": 768}
 IMAGE_SIZE = {"tiny": 64, "s32": 224, "b32": 224, "b16": 224, "l14": 224}
 
 
-def parse_arg(arg: str):
-  """'tiny' | 'b16' | 'tiny,smoke' | 'smoke' -> (size, smoke)."""
-  parts = [p for p in (arg or "tiny").split(",") if p]
-  smoke = "smoke" in parts or "runlocal" in parts
-  sizes = [p for p in parts if p not in ("smoke", "runlocal")]
-  size = sizes[0] if sizes else "tiny"
-  if size not in VIT_SIZES:
-    raise ValueError(f"unknown variant {size!r}; known: {', '.join(VIT_SIZES)}, smoke")
-  return size, smoke
+SMOKE_WORDS = ("smoke", "runlocal")  # big_vision's name for it, too
+FINETUNE_KEYS = ("ft", "lit")  # clip / siglip / align: start from an imported checkpoint
+
+
+class UnknownVariantError(ValueError):
+  """A variant word no config knows; `valid` lists the words this config takes."""
+
+  def __init__(self, message: str, valid: Sequence[str]):
+    super().__init__(message)
+    self.valid = tuple(valid)
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+  """A parsed `configs/<family>.py:<variant>` argument, e.g. 'b16,smoke' or 'ft=DIR,smoke'.
+
+  `words` holds the config-specific flags present ('blind'); `values` the config-specific
+  `key=value` parts present ({'ft': DIR}). `size_given` tells a default size from a named one.
+  """
+  size: str = "tiny"
+  smoke: bool = False
+  words: frozenset = frozenset()
+  values: Mapping[str, str] = dataclasses.field(default_factory=dict)
+  size_given: bool = False
+
+
+def parse_variant(arg: Union[str, "Variant", None], *, sizes: Sequence[str] = tuple(VIT_SIZES),
+                  words: Sequence[str] = (), keys: Sequence[str] = ()) -> Variant:
+  """The one variant parser of every config: each comma-separated part must be a size, a smoke
+  word, one of the config's `words` or a `key=value` with one of its `keys`; anything else is
+  a ValueError naming the part and every valid word (a typo must not run the default)."""
+  if isinstance(arg, Variant):
+    return arg
+  valid = [*sizes, *SMOKE_WORDS, *words, *(f"{k}=DIR" for k in keys)]
+
+  def fail(problem):
+    raise UnknownVariantError(f"{problem}; valid variant words: {', '.join(valid)}", valid)
+
+  size, smoke, flags, values = None, False, set(), {}
+  for part in (p.strip() for p in (arg or "").split(",")):
+    if not part:
+      continue
+    key, eq, value = part.partition("=")
+    if eq:
+      if key not in keys:
+        fail(f"unknown variant word {part!r}")
+      if not value:
+        fail(f"variant word {part!r} needs a value ({key}=DIR)")
+      if key in values:
+        fail(f"variant word {key}= given twice")
+      values[key] = value
+    elif part in sizes:
+      if size is not None and size != part:
+        fail(f"two sizes in one variant: {size!r} and {part!r}")
+      size = part
+    elif part in SMOKE_WORDS:
+      smoke = True
+    elif part in words:
+      flags.add(part)
+    else:
+      fail(f"unknown variant word {part!r}")
+  return Variant(size=size or sizes[0], smoke=smoke, words=frozenset(flags), values=values,
+                 size_given=size is not None)
+
+
+def parse_arg(arg) -> Tuple[str, bool]:
+  """'tiny' | 'b16' | 'tiny,smoke' | 'smoke' -> (size, smoke) (see `parse_variant`)."""
+  variant = parse_variant(arg)
+  return variant.size, variant.smoke
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -44,6 +107,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval_every = 1000
   c.checkpoint_every = 500
   c.keep_checkpoints = 3
+  c.resume_step = 0  # 0: the newest checkpoint; N: checkpoint N, later ones moved aside
   c.eval_batch_size = 256
   c.init_from = ""
   c.curriculum = ml_collections.ConfigDict()  # {name: kwargs}, see vlx/train/curriculum.py
@@ -58,9 +122,9 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
-def dual_encoder_config(arg: str, *, objective: str, objective_kwargs=None, text_causal=True,
-                        text_pool="eot", img_pool="gap", temperature_init=1 / 0.07,
-                        bias_init=None) -> ml_collections.ConfigDict:
+def dual_encoder_config(arg: Union[str, Variant], *, objective: str, objective_kwargs=None,
+                        text_causal=True, text_pool="eot", img_pool="gap",
+                        temperature_init=1 / 0.07, bias_init=None) -> ml_collections.ConfigDict:
   size, smoke = parse_arg(arg)
   c = base_config()
   c.data = ml_collections.ConfigDict(dict(
@@ -94,8 +158,14 @@ def dual_encoder_config(arg: str, *, objective: str, objective_kwargs=None, text
   else:
     c.data.update(dict(name="tfds", source=dict(tfds_name="coco_captions", data_dir="", vocab_size=32_000),
                        test_split="val",
-                       pp_train="decode|resize(224)|value_range(-1,1)|sample_caption|tokenize(77)",
-                       pp_eval="decode|resize(224)|value_range(-1,1)", max_len=77))
+                       # Aspect kept (CLIP, big_vision): a random resized crop to train
+                       # (open_clip's scale 0.9-1: a caption may name anything in the image),
+                       # the shorter side to 224 and the centre crop to evaluate.
+                       pp_train=("decode|random_resized_crop(224, (0.9, 1.0))|value_range(-1,1)"
+                                 "|sample_caption|tokenize(77)"),
+                       pp_eval="decode|resize_small(224)|central_crop(224)|value_range(-1,1)",
+                       max_len=77))
+    del c.data.source["variant"]  # synthetic_shapes' key: TFDS datasets have no variants
     c.model.text.max_len = 77
     c.model.text.vocab_size = 32_000
     c.evals = ml_collections.ConfigDict(dict(retrieval=dict(type="retrieval")))
@@ -106,7 +176,10 @@ def dual_encoder_config(arg: str, *, objective: str, objective_kwargs=None, text
     c.model.image.scan = c.model.text.scan = True
     c.model.image.remat = c.model.text.remat = "dots"
     c.mesh.update(dict(data=1, fsdp=-1))
-  if smoke:
+    # At a global batch of 4096 the ring form (vlx/objectives/ring.py): each device holds
+    # [B/n, B/n] logit blocks, never the global [B, B] matrix.
+    c.objectives[objective].chunked = True
+  if smoke and size == "tiny":
     c.data.source.variant = "small"
     c.total_steps = 6
     c.batch_size = 16
@@ -114,9 +187,30 @@ def dual_encoder_config(arg: str, *, objective: str, objective_kwargs=None, text
     c.eval_every = 6
     c.checkpoint_every = 3
     c.optimizer.warmup_steps = 2
-    c.evals.linear_probe.shots = (1, 2) if "linear_probe" in c.evals else ()
+    c.evals.linear_probe.shots = (1, 2)
     c.evals.linear_probe.pool = 256
+  elif smoke:
+    shrink_for_smoke(c)
   return c
+
+
+def shrink_for_smoke(c: ml_collections.ConfigDict) -> None:
+  """An accelerator variant in seconds on a CPU: the same data (dataset, pp ops, splits),
+  image and patch size, pooling, dtype, scan/remat, mesh, objectives and evaluators, with
+  2-layer 64-wide towers, a batch of 16 (8 devices divide it), 4 steps and small evals."""
+  for tower in ("image", "text"):
+    c.model[tower].update(dict(width=64, num_heads=2))
+    depth_keys = [k for k in ("depth", "unimodal_depth", "multimodal_depth") if k in c.model[tower]]
+    c.model[tower].update({k: 2 if k != "multimodal_depth" else 1 for k in depth_keys})
+  c.model.embed_dim = 64
+  if "caption_queries" in c.model:
+    c.model.caption_queries = 16
+  c.update(dict(total_steps=4, batch_size=16, log_every=2, eval_every=4, checkpoint_every=2,
+                eval_batch_size=16))
+  c.optimizer.warmup_steps = 1
+  for name in c.evals:
+    if "limit" in c.evals[name] or c.evals[name].get("type", name) == "retrieval":
+      c.evals[name].limit = 32
 
 
 # CoCa's multimodal (captioning) layers per size; the unimodal layers are TEXT_SIZES' depth.
@@ -139,7 +233,7 @@ def coca_config(arg: str, *, contrastive_weight: float = 1.0,
                 unimodal_depth=text["depth"], multimodal_depth=COCA_MULTIMODAL_DEPTH[size],
                 eos_id=2, scan=text["scan"], remat=text["remat"])))
   c.objectives = ml_collections.ConfigDict(dict(
-      clip=dict(weight=contrastive_weight, max_scale=100.0),
+      clip=dict(weight=contrastive_weight, max_scale=100.0, chunked=size != "tiny"),  # ring
       captioning=dict(weight=caption_weight, label_smoothing=0.0)))
   if not contrastive_weight:
     del c.objectives["clip"]
@@ -158,6 +252,8 @@ def coca_config(arg: str, *, contrastive_weight: float = 1.0,
       c.objectives.captioning.weight = 1.0
   if smoke:  # seconds, not minutes: one decoding method, no Java scorers
     c.evals.captioning.update(dict(limit=32, methods=("greedy",), meteor=False, spice=False))
+    if size != "tiny":  # CoCa's own layers (multimodal, caption queries) shrink too
+      shrink_for_smoke(c)
   return c
 
 
@@ -171,12 +267,12 @@ def finetune_config(arg: str) -> ml_collections.ConfigDict:
   """
   import os  # pylint: disable=g-import-not-at-top
   from vlx import convert  # pylint: disable=g-import-not-at-top
-  parts = [p for p in arg.split(",") if p]
-  smoke = "smoke" in parts
-  spec = [p for p in parts if "=" in p]
-  if len(spec) != 1 or spec[0].split("=", 1)[0] not in ("ft", "lit"):
-    raise ValueError(f"fine-tune variant {arg!r}: expected 'ft=DIR' or 'lit=DIR' (+ ',smoke')")
-  mode, path = spec[0].split("=", 1)
+  variant = parse_variant(arg, keys=FINETUNE_KEYS)
+  smoke = variant.smoke
+  if len(variant.values) != 1 or variant.size_given:
+    raise ValueError(f"fine-tune variant {arg!r}: expected one of 'ft=DIR' or 'lit=DIR' "
+                     "(+ ',smoke'); the size comes from DIR")
+  (mode, path), = variant.values.items()
   path = os.path.abspath(os.path.expanduser(path))
   if not os.path.exists(os.path.join(path, convert.PRETRAINED_JSON)):
     raise ValueError(f"{path}: no {convert.PRETRAINED_JSON}; convert the checkpoint first "
@@ -255,13 +351,13 @@ def fusion_config(family: str, arg: str = "tiny") -> ml_collections.ConfigDict:
 
   Variants: 'tiny' (CPU, the synthetic scenes' questions and expressions), ',smoke',
   ',blind' (the question-only baseline: the same model and training with the image and
-  boxes blanked). Larger sizes need real VQA / RefCOCO data and are not defined yet.
+  boxes blanked), 'ft=DIR' (start from an LXMERT / VisualBERT that `python -m vlx.convert`
+  wrote to DIR; vlx/convert/hf_fusion.py says what loads where). Larger sizes need real VQA /
+  RefCOCO data and are not defined yet.
   """
-  parts = [p for p in (arg or "tiny").split(",") if p]
-  blind = "blind" in parts
-  size, smoke = parse_arg(",".join(p for p in parts if p != "blind"))
-  if size != "tiny":
-    raise ValueError(f"{family}: only the 'tiny' size is defined so far (got {size!r})")
+  # Only the 'tiny' size is defined so far: larger ones need real VQA / RefCOCO data.
+  variant = parse_variant(arg, sizes=("tiny",), words=("blind",), keys=("ft",))
+  blind, smoke = "blind" in variant.words, variant.smoke
   fam = FUSION_FAMILIES[family]
   c = base_config()
   # Lengths cover every caption (28 tokens with EOS), question (18), expression (10) and tag
@@ -319,4 +415,7 @@ def fusion_config(family: str, arg: str = "tiny") -> ml_collections.ConfigDict:
     c.optimizer.warmup_steps = 1
     for name in c.evals:
       c.evals[name].limit = 32
+  if "ft" in variant.values:  # ft=DIR: start from an imported LXMERT / VisualBERT
+    from vlx.convert import hf_fusion  # pylint: disable=g-import-not-at-top
+    hf_fusion.finetune_from(c, fam["stack"], variant.values["ft"])
   return c

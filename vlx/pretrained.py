@@ -2,7 +2,7 @@
 
   model = vlx.pretrained.load("path")   # HF CLIP/SigLIP dir, open_clip dir/file, vlx dir
   probs = model.zero_shot(images, ["cat", "dog"])
-  emb = model.encode_image(model.preprocess(images))
+  emb = model.encode_image(images)        # PIL / uint8, one or a batch: preprocessed here
 
 `load` converts PyTorch-ecosystem checkpoints on the fly (`vlx.convert`), reads converted
 directories (`python -m vlx.convert`) and trained vlx workdirs alike.
@@ -35,11 +35,28 @@ class Pretrained:
 
   # ---- Inputs ----------------------------------------------------------------------------
   def preprocess(self, images) -> np.ndarray:
-    """uint8 HWC arrays or PIL images -> float32 [B, H, W, 3] as the checkpoint expects."""
+    """Images -> float32 [B, H, W, 3] as the checkpoint expects (resize, crop, normalize).
+
+    Takes a PIL image, a uint8 array ([H, W] grayscale, [H, W, C] with C in 1, 3, 4, or a
+    batch [B, H, W, C]) or a list of those."""
     from vlx.data import image_ops  # pylint: disable=g-import-not-at-top
-    if isinstance(images, np.ndarray) and images.ndim == 3:
-      images = [images]
-    return np.stack([image_ops.preprocess(im, **self.preprocess_cfg) for im in images])
+    out = [image_ops.preprocess(im, **self.preprocess_cfg) for im in _image_list(images)]
+    if not out:
+      return np.zeros((0, self.image_size, self.image_size, 3), np.float32)
+    return np.stack(out)
+
+  def _pixels(self, images) -> np.ndarray:
+    """Model-ready pixels: float arrays are taken as `preprocess` output already (checked for
+    size); anything else (uint8, PIL) is preprocessed, never fed to the model raw."""
+    if isinstance(images, np.ndarray) and np.issubdtype(images.dtype, np.floating):
+      x = images[None] if images.ndim == 3 else images
+      if x.ndim != 4 or x.shape[1:] != (self.image_size, self.image_size, 3):
+        raise ValueError(
+            f"float pixels must be preprocessed [B, {self.image_size}, {self.image_size}, 3] "
+            f"(the output of .preprocess), got {images.shape}; pass uint8 or PIL images to "
+            f"have them preprocessed")
+      return x.astype(np.float32)
+    return self.preprocess(images)
 
   def tokenize(self, texts: Sequence[str]) -> np.ndarray:
     """Strings -> int32 [B, max_len], as the checkpoint's own tokenizer would give them."""
@@ -48,9 +65,10 @@ class Pretrained:
     return self.tokenizer.encode(list(texts), self.max_len)
 
   # ---- Embeddings ------------------------------------------------------------------------
-  def encode_image(self, pixels, batch_size: int = 64) -> np.ndarray:
-    """Preprocessed pixels [B, H, W, 3] -> L2-normalized embeddings [B, D]."""
-    return self._batched(self._encode_image, np.asarray(pixels, np.float32), batch_size)
+  def encode_image(self, images, batch_size: int = 64) -> np.ndarray:
+    """Images -> L2-normalized embeddings [B, D]. uint8 arrays and PIL images are
+    preprocessed here; float arrays are taken as `preprocess` output."""
+    return self._batched(self._encode_image, self._pixels(images), batch_size)
 
   def encode_text(self, token_ids, batch_size: int = 256) -> np.ndarray:
     """Token ids [B, L] -> L2-normalized embeddings [B, D]."""
@@ -89,12 +107,11 @@ class Pretrained:
   def zero_shot(self, images, class_names: Sequence[str],
                 templates: Sequence[str] = DEFAULT_TEMPLATES) -> np.ndarray:
     """Images -> class probabilities [B, C]: a softmax for contrastive (CLIP) models, per-class
-    sigmoids for SigLIP. uint8 arrays and PIL images are preprocessed here; a float32
-    [B, H, W, 3] array is taken as the output of `preprocess` already."""
-    pixels = images if (isinstance(images, np.ndarray) and images.dtype == np.float32
-                        and images.ndim == 4) else self.preprocess(images)
-    logits = self.logit_scale * self.encode_image(pixels) @ self.class_embeddings(
-        class_names, templates).T
+    sigmoids for SigLIP. Images as `encode_image` takes them (one or many, PIL or uint8, or
+    float `preprocess` output)."""
+    pixels = self._pixels(images)
+    classes = self.class_embeddings(class_names, templates)
+    logits = self.logit_scale * self.encode_image(pixels) @ classes.T
     if self.logit_bias is not None:
       return 1.0 / (1.0 + np.exp(-(logits + self.logit_bias)))
     logits = logits - logits.max(-1, keepdims=True)
@@ -102,17 +119,72 @@ class Pretrained:
     return p / p.sum(-1, keepdims=True)
 
 
-def _from_imported(imported) -> Pretrained:
+def _image_list(images) -> list:
+  """One image or many -> a list of PIL images or uint8 [H, W, 3] arrays (gray and RGBA made
+  RGB), or one line saying what was expected."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  if isinstance(images, Image.Image):
+    return [images]
+  if isinstance(images, np.ndarray):
+    if images.ndim == 4 or (images.ndim == 3 and images.shape[-1] not in (1, 3, 4)):
+      items = list(images)  # a batch: [B, H, W, C], or [B, H, W] grayscale
+    elif images.ndim in (2, 3):
+      items = [images]
+    else:
+      raise ValueError(f"expected an image [H, W], [H, W, C] or a batch [B, H, W, C], got an "
+                       f"array of shape {images.shape}")
+  elif isinstance(images, (list, tuple)):
+    items = list(images)
+  else:
+    raise TypeError(f"expected a PIL image, a uint8 array or a list of them, got "
+                    f"{type(images).__name__}")
+  return [_as_rgb(im) for im in items]
+
+
+def _as_rgb(image):
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  if isinstance(image, Image.Image):
+    return image.convert("RGB")
+  x = np.asarray(image)
+  if x.dtype != np.uint8:
+    raise ValueError(f"raw images must be uint8 (0-255), got {x.dtype}; float arrays are taken "
+                     f"only as a whole batch of .preprocess output")
+  if x.ndim == 2:
+    x = x[..., None]
+  if x.ndim != 3 or x.shape[-1] not in (1, 3, 4):
+    raise ValueError(f"expected a uint8 image [H, W] or [H, W, C] with C in 1, 3, 4, got "
+                     f"shape {x.shape}")
+  if x.shape[-1] == 1:
+    return np.repeat(x, 3, axis=-1)
+  return x[..., :3] if x.shape[-1] == 4 else x
+
+
+class MissingTokenizer:
+  """Stands in for a checkpoint that ships no tokenizer files: images and token ids still
+  encode; only turning strings into ids is refused, in one line."""
+
+  def __init__(self, where: str):
+    self.where = where
+
+  def encode(self, texts, max_len):
+    del texts, max_len
+    raise FileNotFoundError(
+        f"{self.where} ships no tokenizer files (vocab.json + merges.txt, tokenizer.json or "
+        f"spiece.model), so strings cannot be tokenized; add them to the directory, or pass "
+        f"token ids to encode_text")
+
+  decode = encode
+
+
+def _from_imported(imported, where: str = "this checkpoint") -> Pretrained:
   import jax  # pylint: disable=g-import-not-at-top
   import ml_collections  # pylint: disable=g-import-not-at-top
   from vlx.data.tokenizer import load_tokenizer  # pylint: disable=g-import-not-at-top
   from vlx.train import trainer  # pylint: disable=g-import-not-at-top
   model = trainer.build_model(ml_collections.ConfigDict({"model": imported.model}))
-  if not imported.tokenizer:
-    raise FileNotFoundError("this checkpoint ships no tokenizer files (vocab.json + merges.txt, "
-                            "tokenizer.json or spiece.model); add them to its directory")
+  tokenizer = load_tokenizer(imported.tokenizer) if imported.tokenizer else MissingTokenizer(where)
   params = jax.tree.map(np.asarray, imported.params)
-  return Pretrained(model, params, load_tokenizer(imported.tokenizer), imported.preprocess,
+  return Pretrained(model, params, tokenizer, imported.preprocess,
                     imported.image_size, imported.max_len, imported.family, imported.model)
 
 
@@ -129,7 +201,7 @@ def _load_converted(directory: str) -> Pretrained:
   imported = convert.Imported(model=meta["model"], params=params, image_size=meta["image_size"],
                               max_len=meta["max_len"], preprocess=meta["preprocess"],
                               tokenizer=meta["tokenizer"], family=meta["family"])
-  return _from_imported(imported)
+  return _from_imported(imported, directory)
 
 
 def _load_workdir(workdir: str) -> Pretrained:
@@ -153,7 +225,7 @@ def load(path: str, model_config: Optional[str] = None) -> Pretrained:
     if os.path.exists(os.path.join(path, convert.PRETRAINED_JSON)):
       return _load_converted(path)
     return _load_workdir(path)
-  return _from_imported(convert.import_checkpoint(path, model_config))
+  return _from_imported(convert.import_checkpoint(path, model_config), path)
 
 
-__all__: List[str] = ["Pretrained", "load", "DEFAULT_TEMPLATES"]
+__all__: List[str] = ["Pretrained", "MissingTokenizer", "load", "DEFAULT_TEMPLATES"]

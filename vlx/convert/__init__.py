@@ -174,9 +174,12 @@ def read_meta(directory: str) -> Dict[str, Any]:
 
 
 def export_hf(model_cfg: Dict[str, Any], params, image_size: int, out_dir: str,
-              tokenizer: Optional[Dict[str, Any]] = None) -> str:
+              tokenizer: Optional[Dict[str, Any]] = None,
+              preprocess: Optional[Dict[str, Any]] = None) -> str:
   """A vlx two_tower with the CLIP or SigLIP layout -> `config.json` + `model.safetensors`
-  that `CLIPModel/SiglipModel.from_pretrained` loads (plus the tokenizer files, if any)."""
+  that `CLIPModel/SiglipModel.from_pretrained` loads, `preprocessor_config.json` (the image
+  preprocessing `preprocess` describes, so `AutoProcessor` prepares images as vlx does) and
+  the tokenizer files, if any. Other models raise one line naming what HF cannot express."""
   cfg = hf.hf_config(dict(model_cfg), image_size)
   model, facts = hf.model_config(cfg)
   flat = {k: np.asarray(v, np.float32) for k, v in mapping.flatten(_to_numpy(params)).items()}
@@ -186,6 +189,9 @@ def export_hf(model_cfg: Dict[str, Any], params, image_size: int, out_dir: str,
   tensors.write(os.path.join(out_dir, "model.safetensors"), state)
   with open(os.path.join(out_dir, "config.json"), "w", encoding="utf-8") as f:
     json.dump(cfg, f, indent=2)
+  pp = preprocess or hf.default_preprocess(facts)
+  with open(os.path.join(out_dir, "preprocessor_config.json"), "w", encoding="utf-8") as f:
+    json.dump(hf.preprocessor_config(pp), f, indent=2)
   if tokenizer and tokenizer.get("dir"):
     for name in HF_TOKENIZER_FILES:
       src = os.path.join(tokenizer["dir"], name)
@@ -193,7 +199,19 @@ def export_hf(model_cfg: Dict[str, Any], params, image_size: int, out_dir: str,
         shutil.copy(src, out_dir)
   elif tokenizer and tokenizer.get("type") == "siglip":
     shutil.copy(tokenizer["path"], os.path.join(out_dir, "spiece.model"))
+  elif tokenizer and tokenizer.get("type") == "clip_bpe" and tokenizer.get("bpe"):
+    _write_hf_clip_vocab(tokenizer["bpe"], out_dir)
   return out_dir
+
+
+def _write_hf_clip_vocab(bpe: str, out_dir: str) -> None:
+  """open_clip's BPE file as the vocab.json + merges.txt that HF's CLIPTokenizer reads."""
+  from vlx.data import clip_bpe  # pylint: disable=g-import-not-at-top
+  vocab, merges = clip_bpe.open_clip_vocab(bpe)
+  with open(os.path.join(out_dir, "vocab.json"), "w", encoding="utf-8") as f:
+    json.dump(vocab, f)
+  with open(os.path.join(out_dir, "merges.txt"), "w", encoding="utf-8") as f:
+    f.write("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n")
 
 
 def _to_numpy(tree):

@@ -175,15 +175,19 @@ def is_buffer(key: str) -> bool:
   return key.endswith("position_ids")
 
 
-def preprocess_config(directory: str, facts: dict) -> dict:
-  """vlx image preprocessing from preprocessor_config.json, or the family's defaults."""
+def default_preprocess(facts: dict) -> dict:
+  """The family's image preprocessing when a directory says nothing about it."""
   size = facts["image_size"]
   if facts["family"] == "clip":
-    out = dict(resize=size, resize_mode="shortest", crop=size, mean=CLIP_MEAN, std=CLIP_STD,
-               resample="bicubic", crop_rounding="floor")
-  else:
-    out = dict(resize=size, resize_mode="squash", crop=None, mean=(0.5,) * 3, std=(0.5,) * 3,
-               resample="bicubic", crop_rounding="floor")
+    return dict(resize=size, resize_mode="shortest", crop=size, mean=CLIP_MEAN, std=CLIP_STD,
+                resample="bicubic", crop_rounding="floor")
+  return dict(resize=size, resize_mode="squash", crop=None, mean=(0.5,) * 3, std=(0.5,) * 3,
+              resample="bicubic", crop_rounding="floor")
+
+
+def preprocess_config(directory: str, facts: dict) -> dict:
+  """vlx image preprocessing from preprocessor_config.json, or the family's defaults."""
+  out = default_preprocess(facts)
   path = os.path.join(directory, "preprocessor_config.json")
   if os.path.exists(path):
     with open(path, encoding="utf-8") as f:
@@ -229,14 +233,12 @@ def read_state(directory: str) -> Dict[str, np.ndarray]:
 
 def hf_config(model: dict, image_size: int) -> dict:
   """The config.json of a vlx two_tower that has the CLIP or SigLIP layout (for export)."""
+  layout = export_layout(model)
   img, txt = model["image"], model["text"]
   def mlp(tower):
     return tower.get("mlp_dim") or int(tower["width"] * tower.get("mlp_ratio", 4.0))
-  def act(tower):
-    a = tower.get("act", "gelu_tanh")
-    if a not in VLX_ACT_TO_HF:
-      raise M.ConversionError(f"activation {a!r} has no Hugging Face name")
-    return VLX_ACT_TO_HF[a]
+  def act(tower):  # export_layout has checked that it has a name
+    return VLX_ACT_TO_HF[tower.get("act", "gelu_tanh")]
   text = dict(vocab_size=txt["vocab_size"], hidden_size=txt["width"], intermediate_size=mlp(txt),
               num_hidden_layers=txt["depth"], num_attention_heads=txt["num_heads"],
               max_position_embeddings=txt["max_len"], hidden_act=act(txt),
@@ -245,17 +247,7 @@ def hf_config(model: dict, image_size: int) -> dict:
                 num_hidden_layers=img["depth"], num_attention_heads=img["num_heads"],
                 num_channels=3, image_size=image_size, patch_size=img["patch_size"],
                 hidden_act=act(img), layer_norm_eps=img.get("ln_eps", 1e-6))
-  clip_like = (img.get("pool") == "cls" and img.get("pre_norm") and not img.get("stem_bias", True)
-               and txt.get("pool") in ("eot", "argmax") and txt.get("causal", True)
-               and model.get("image_projection", "linear") == "linear"
-               and model.get("text_projection", "linear") == "linear"
-               and model.get("bias_init") is None)
-  siglip_like = (img.get("pool") == "map" and not img.get("pre_norm") and txt.get("pool") == "final"
-                 and model.get("image_projection") == "none"
-                 and model.get("text_projection") == "linear_bias")
-  if img.get("stem", "patch") != "patch" or img.get("posemb", "learn") != "learn":
-    clip_like = siglip_like = False
-  if clip_like:
+  if layout == "clip":
     eos = int(txt.get("eos_id", 49407))
     # CLIP vocabularies end with <start>, <end>; pad ids are never read (causal + EOT pooling).
     text.update(projection_dim=model["embed_dim"], eos_token_id=eos, bos_token_id=eos - 1,
@@ -263,12 +255,110 @@ def hf_config(model: dict, image_size: int) -> dict:
     vision.update(projection_dim=model["embed_dim"])
     return dict(model_type="clip", architectures=["CLIPModel"], projection_dim=model["embed_dim"],
                 text_config=text, vision_config=vision)
-  if siglip_like:
-    text.update(projection_size=model["embed_dim"], eos_token_id=1, pad_token_id=1,
-                bos_token_id=None)
-    return dict(model_type="siglip", architectures=["SiglipModel"], text_config=text,
-                vision_config=dict(vision, vision_use_head=True))
+  text.update(projection_size=model["embed_dim"], eos_token_id=1, pad_token_id=1,
+              bos_token_id=None)
+  return dict(model_type="siglip", architectures=["SiglipModel"], text_config=text,
+              vision_config=dict(vision, vision_use_head=True))
+
+
+# What each Hugging Face layout fixes, as (key in the vlx model config, vlx default, allowed
+# values, what the HF model has instead). Defaults are those of vlx's ViT / TextTransformer /
+# TwoTower modules, so a config that leaves a key out is judged by what it builds.
+_LAYOUTS = {
+    "clip": (
+        ("image.stem", "patch", ("patch",), "a patch-convolution stem"),
+        ("image.posemb", "learn", ("learn",), "learned position embeddings"),
+        ("image.pool", "gap", ("cls",), "a class token"),
+        ("image.pre_norm", False, (True,), "a layer norm before the encoder (pre_layrnorm)"),
+        ("image.stem_bias", True, (False,), "a patch convolution without bias"),
+        ("text.causal", True, (True,), "causal text attention"),
+        ("text.pool", "eot", ("eot", "argmax"), "text pooled at the end-of-text token"),
+        ("image_projection", "linear", ("linear",), "a bias-free image projection"),
+        ("text_projection", "linear", ("linear",), "a bias-free text projection"),
+        ("bias_init", None, (None,), "no logit bias"),
+    ),
+    "siglip": (
+        ("image.stem", "patch", ("patch",), "a patch-convolution stem"),
+        ("image.posemb", "learn", ("learn",), "learned position embeddings"),
+        ("image.pool", "gap", ("map",), "a MAP attention-pooling head"),
+        ("image.pre_norm", False, (False,), "no layer norm before the encoder"),
+        ("image.stem_bias", True, (True,), "a patch convolution with bias"),
+        ("text.causal", True, (False,), "bidirectional text attention"),
+        ("text.pool", "eot", ("final",), "text pooled at the final position"),
+        ("image_projection", "linear", ("none",), "no image projection"),
+        ("text_projection", "linear", ("linear_bias",), "a text projection with bias"),
+    ),
+}
+
+
+_TITLE = {"clip": "CLIP", "siglip": "SigLIP"}
+
+
+def _get(model: dict, key: str, default):
+  node = model
+  for part in key.split("."):
+    if not isinstance(node, dict) or part not in node:
+      return default
+    node = node[part]
+  return node
+
+
+def _layout_mismatches(model: dict, layout: str) -> List[str]:
+  out = []
+  for key, default, allowed, wanted in _LAYOUTS[layout]:
+    value = _get(model, key, default)
+    if value not in allowed:
+      out.append(f"{key}={value!r} (HF {_TITLE[layout]} has {wanted})")
+  if layout == "siglip":
+    if _get(model, "bias_init", None) is None:
+      out.append("bias_init=None (HF SigLIP has a logit bias)")
+    if model.get("embed_dim") != _get(model, "image.width", None):
+      out.append(f"embed_dim={model.get('embed_dim')} != image.width="
+                 f"{_get(model, 'image.width', None)} (HF SigLIP has no image projection)")
+  for tower in ("image", "text"):
+    act = _get(model, f"{tower}.act", "gelu_tanh")
+    if act not in VLX_ACT_TO_HF:
+      out.append(f"{tower}.act={act!r} (no Hugging Face activation of that name)")
+  return out
+
+
+def export_layout(model: dict) -> str:
+  """'clip' or 'siglip': the HF layout a vlx model config can be written in. Anything else
+  raises one line naming what HF cannot express (checked from the config alone, before any
+  weights are read)."""
+  name = model.get("name", "two_tower")
+  if name != "two_tower":
+    raise M.ConversionError(
+        f"cannot export model {name!r} to Hugging Face: only two_tower (CLIP / SigLIP) models "
+        f"have a CLIPModel or SiglipModel equivalent")
+  found = {layout: _layout_mismatches(model, layout) for layout in _LAYOUTS}
+  for layout, bad in found.items():
+    if not bad:
+      return layout
+  layout = min(found, key=lambda k: len(found[k]))
   raise M.ConversionError(
-      "this vlx model has neither the CLIP layout (patch stem without bias, ln_pre, cls pooling, "
-      "causal text pooled at EOT, bias-free linear projections, no logit bias) nor the SigLIP layout (MAP head, text pooled at the final "
-      "position with a biased head); it cannot be exported to Hugging Face")
+      f"cannot export to Hugging Face: not expressible as "
+      f"{'CLIPModel' if layout == 'clip' else 'SiglipModel'} (the closer layout): "
+      f"{'; '.join(found[layout])}")
+
+
+def preprocessor_config(pp: dict) -> dict:
+  """preprocessor_config.json for a vlx preprocess config (`vlx.pretrained`'s), so that
+  `AutoImageProcessor` / `AutoProcessor` prepare images as vlx does."""
+  resample = {"nearest": 0, "lanczos": 1, "bilinear": 2, "bicubic": 3}[pp.get("resample",
+                                                                            "bicubic")]
+  size = int(pp["resize"])
+  shortest = pp.get("resize_mode", "shortest") == "shortest"
+  crop = pp.get("crop")  # HF crops at (h - size) // 2 (vlx's "floor"; open_clip's rounding
+  # of the margin can differ by one pixel row)
+  return dict(
+      image_processor_type="CLIPImageProcessor",
+      do_resize=True,
+      size={"shortest_edge": size} if shortest else {"height": size, "width": size},
+      resample=resample,
+      do_center_crop=bool(crop),
+      crop_size={"height": int(crop or size), "width": int(crop or size)},
+      do_rescale=True, rescale_factor=1 / 255,
+      do_normalize=True, image_mean=list(pp.get("mean", (0.5,) * 3)),
+      image_std=list(pp.get("std", (0.5,) * 3)),
+      do_convert_rgb=True)

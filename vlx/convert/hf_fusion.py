@@ -2,6 +2,7 @@
 
   imported = hf_fusion.import_dir("path/to/hf_dir")          # config.json + model.safetensors
   imported = hf_fusion.import_state(hf_config_dict, state)     # a state dict as numpy arrays
+  hf_fusion.save_for_training(imported, "out_dir")             # what `ft=out_dir` trains from
   out = hf_fusion.FusionEncoder(imported.stack, imported.fusion).apply(
       {"params": imported.params}, ids, type_ids, t_mask, feats, geometry, v_mask)
 
@@ -31,10 +32,37 @@ What maps where
               pooler.dense                  -> pooler
   (stack `single_stream` with box_embed=False: VisualBERT has no box geometry input.)
 
+Fine-tuning the training model from an import (`python -m vlx.convert --src=HF_DIR
+--out=DIR`, then `configs/lxmert.py:ft=DIR` or, for VisualBERT, `configs/uniter.py:ft=DIR`)
+  `save_for_training` writes the stack and pooler in FusionModel's own layout, which differs
+  from FusionEncoder's in two tensors, so that FusionModel's forward equals the checkpoint's:
+  * word embeddings gain two rows, copies of the checkpoint's [CLS] and [MASK] rows:
+    FusionModel appends its [CLS] and [MASK] ids after the text vocabulary;
+  * LXMERT's box_fc reads (x0, y0, x1, y1); FusionModel's geometry is (y0, x0, y1, x1, area)
+    of the same normalized boxes, so the kernel's rows are permuted and the area row is 0.
+  Everything else of FusionModel (the ViT, the ITC projections, the ITM / MLM / MRM / VQA /
+  grounding heads) is not in the checkpoint: `vlx_pretrained.json` lists the subtrees it
+  holds (`param_subtrees`) and the trainer keeps the fresh initialisation of the rest.
+  The region features change meaning: LXMERT / VisualBERT were trained on a Faster R-CNN's
+  features of the regions; FusionModel ROI-aligns its own ViT's feature map at the data's
+  boxes (plus a whole-image region), and its ViT is sized so those features have the
+  checkpoint's width (`roi_size**2 * image width == visual_feat_dim`). `visual_proj` thus
+  loads, but reads features of a freshly initialised ViT: a starting point that the fine-tune
+  re-learns with the ViT, not a match. The box geometry keeps its meaning (LXMERT's boxes
+  are normalized corners too). Text ids must be the checkpoint's: when the Hugging Face
+  directory has a `vocab.txt`, the conversion copies it (with `do_lower_case` /
+  `strip_accents` from tokenizer_config.json) and `ft=DIR` reads the data's text with that
+  BERT WordPiece tokenizer (vlx/data/bert_wordpiece.py; [CLS] left to FusionModel, [SEP] as
+  the text's EOS). Without a vocab.txt the fine-tune reads the dataset's own tokenizer's
+  ids (fine for a model trained from these ids, meaningless for a pretrained BERT
+  vocabulary).
+
 What is and is not imported
   * The encoder and the pooler, with numerical parity: tests/test_fusion_parity.py checks
     LXMERT's language/vision/pooled outputs and VisualBERT's last_hidden_state and
-    pooler_output within 1e-4 of transformers in fp32.
+    pooler_output within 5e-6 of transformers in fp32 (measured at most 1.4e-6 over five
+    random models and inputs), and FusionModel initialised from a converted LXMERT within
+    the same tolerance (tests/test_fusion_finetune.py).
   * Checkpoints of the pre-training / task classes (`LxmertForPreTraining`,
     `LxmertForQuestionAnswering`, `VisualBertForPreTraining`, `VisualBertForQuestionAnswering`,
     ...) import too: their base model's tensors (`lxmert.` / `visual_bert.` prefix) are
@@ -61,6 +89,8 @@ What is and is not imported
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 from typing import Any, Dict, List, Mapping, Tuple
 
 import flax.linen as nn
@@ -279,3 +309,145 @@ def _numpy(v) -> np.ndarray:
     return v.float().numpy() if v.is_floating_point() else v.numpy()
   return np.asarray(v)
 
+
+
+# BERT's special tokens (uncased and cased vocabularies alike), used when the directory
+# carries no vocab.txt to read them from.
+BERT_SPECIAL_IDS = {"pad": 0, "cls": 101, "sep": 102, "mask": 103}
+TRAINING_SUBTREES = ("stack", "pooler")
+
+
+def special_ids(directory: str = None, vocab_size: int = None) -> Dict[str, int]:
+  """[PAD], [CLS], [SEP], [MASK] ids: from the directory's vocab.txt, else BERT's."""
+  ids = dict(BERT_SPECIAL_IDS)
+  path = directory and os.path.join(directory, "vocab.txt")
+  if path and os.path.exists(path):
+    with open(path, encoding="utf-8") as f:
+      vocab = {line.rstrip("\n"): i for i, line in enumerate(f)}
+    for name in ids:
+      token = f"[{name.upper()}]"
+      if token not in vocab:
+        raise M.ConversionError(f"{path}: no {token} token")
+      ids[name] = vocab[token]
+  if ids["pad"] != 0:
+    raise M.ConversionError(f"[PAD] is id {ids['pad']}; vlx pads with id 0")
+  if vocab_size is not None and max(ids.values()) >= vocab_size:
+    raise M.ConversionError(f"special token ids {ids} do not fit the vocabulary of "
+                            f"{vocab_size}")
+  return ids
+
+
+def training_params(imported: FusionImport, ids: Mapping[str, int]) -> Dict[str, Any]:
+  """FusionEncoder's params -> FusionModel's `stack` and `pooler` (see the module doc)."""
+  params = {"stack": {k: v for k, v in imported.params["stack"].items()},
+            "pooler": dict(imported.params["pooler"])}
+  stack = params["stack"]
+  embed = dict(stack["text_embed"])
+  word = np.asarray(embed["word_embedding"])
+  embed["word_embedding"] = np.concatenate([word, word[[ids["cls"], ids["mask"]]]], 0)
+  stack["text_embed"] = embed
+  if imported.stack == "lxmert":
+    box = dict(stack["box_proj"])
+    k = np.asarray(box["kernel"])  # rows: x0, y0, x1, y1
+    box["kernel"] = np.concatenate([k[[1, 0, 3, 2]], np.zeros_like(k[:1])], 0)
+    stack["box_proj"] = box
+  return params
+
+
+def training_meta(imported: FusionImport, ids: Mapping[str, int], roi_size: int = 2) -> dict:
+  """What `fusion_config(..., 'ft=DIR')` reads: the stack, its kwargs without the vocabulary
+  (FusionModel sizes it), the text vocabulary and ids, the ViT width that gives region
+  features the checkpoint's width."""
+  fusion = {k: v for k, v in imported.fusion.items() if k != "vocab_size"}
+  visual_dim = imported.facts["visual_dim"]
+  if visual_dim % roi_size ** 2:
+    raise M.ConversionError(f"visual feature width {visual_dim} is not roi_size**2 = "
+                            f"{roi_size ** 2} times an image width")
+  return dict(kind="fusion", family=imported.facts["family"], stack=imported.stack,
+              fusion=fusion, vocab_size=int(imported.fusion["vocab_size"]),
+              special_ids=dict(ids), roi_size=roi_size, image_width=visual_dim // roi_size ** 2,
+              param_subtrees=list(TRAINING_SUBTREES), tokenizer=None)
+
+
+def save_for_training(imported: FusionImport, out_dir: str, directory: str = None) -> str:
+  """Writes `vlx_pretrained.json` and an orbax checkpoint (step 0) of FusionModel's stack and
+  pooler, the layout `python -m vlx.convert --out` writes for CLIP (`init_from` reads it)."""
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  from vlx import convert  # pylint: disable=g-import-not-at-top
+  out_dir = os.path.abspath(out_dir)
+  meta_path = os.path.join(out_dir, convert.PRETRAINED_JSON)
+  if os.path.exists(os.path.join(out_dir, "checkpoints")) or os.path.exists(meta_path):
+    raise FileExistsError(f"{out_dir} already holds a converted checkpoint; choose a new --out "
+                          "or delete it")
+  ids = special_ids(directory, int(imported.fusion["vocab_size"]))
+  meta = training_meta(imported, ids)
+  params = training_params(imported, ids)
+  os.makedirs(out_dir, exist_ok=True)
+  relocate = convert._relocate_tokenizer  # pylint: disable=protected-access
+  meta["tokenizer"] = relocate(wordpiece_spec(directory), out_dir)  # vocab.txt, if any
+  manager = ocp.CheckpointManager(os.path.join(out_dir, "checkpoints"),
+                                  options=ocp.CheckpointManagerOptions(create=True))
+  manager.save(0, args=ocp.args.Composite(state=ocp.args.StandardSave({"params": params})),
+               force=True)
+  manager.wait_until_finished()
+  manager.close()
+  with open(meta_path, "w", encoding="utf-8") as f:
+    json.dump(meta, f, indent=2)
+  return out_dir
+
+
+def wordpiece_spec(directory: str = None):
+  """The directory's BERT WordPiece tokenizer as a `load_tokenizer` spec (None without a
+  vocab.txt): lower-casing and accent stripping from tokenizer_config.json (BERT's uncased
+  default without one); no [CLS], which FusionModel prepends itself."""
+  path = directory and os.path.join(directory, "vocab.txt")
+  if not path or not os.path.exists(path):
+    return None
+  tok_cfg = {}
+  if os.path.exists(os.path.join(directory, "tokenizer_config.json")):
+    with open(os.path.join(directory, "tokenizer_config.json"), encoding="utf-8") as f:
+      tok_cfg = json.load(f)
+  return dict(type="bert_wordpiece", path=path,
+              lower_case=bool(tok_cfg.get("do_lower_case", True)),
+              strip_accents=tok_cfg.get("strip_accents"), add_cls=False)
+
+
+def is_fusion_dir(path: str) -> bool:
+  """A Hugging Face directory of a model type this module imports."""
+  cfg = os.path.join(path, "config.json")
+  if not os.path.isfile(cfg):
+    return False
+  with open(cfg, encoding="utf-8") as f:
+    return json.load(f).get("model_type") in FAMILIES
+
+
+def finetune_from(c, family_stack: str, path: str) -> None:
+  """Points a fusion config `c` at a converted checkpoint (`ft=DIR`): init_from, the stack's
+  sizes, the text vocabulary and the ViT width the import needs; the data, tasks, heads and
+  the rest of the recipe stay the config's."""
+  from vlx import convert  # pylint: disable=g-import-not-at-top
+  path = os.path.abspath(os.path.expanduser(path))
+  meta_path = os.path.join(path, convert.PRETRAINED_JSON)
+  if not os.path.exists(meta_path):
+    raise ValueError(f"ft={path}: no {convert.PRETRAINED_JSON}; convert the checkpoint first "
+                     "with python -m vlx.convert --src=HF_DIR --out=DIR")
+  meta = convert.read_meta(path)
+  if meta.get("kind") != "fusion":
+    raise ValueError(f"ft={path}: not a converted LXMERT / VisualBERT checkpoint")
+  if meta["stack"] != family_stack:
+    raise ValueError(f"ft={path}: a {meta['family']} import ({meta['stack']} stack); this "
+                     f"config's stack is {family_stack} (VisualBERT: configs/uniter.py:ft=DIR, "
+                     "LXMERT: configs/lxmert.py:ft=DIR)")
+  tokens = c.data.get("source", {}).get("vocab_size", 0)
+  if meta.get("tokenizer"):  # the checkpoint's own vocabulary reads the data's text
+    c.data.tokenizer = dict(meta["tokenizer"])
+    c.model.text.eos_id = meta["special_ids"]["sep"]
+  elif meta["vocab_size"] < tokens:
+    raise ValueError(f"ft={path}: the checkpoint's vocabulary ({meta['vocab_size']} ids) is "
+                     f"smaller than the dataset tokenizer's ({tokens})")
+  c.init_from = path
+  c.model.fusion = dict(meta["fusion"])
+  c.model.roi_size = meta["roi_size"]
+  c.model.image.width = meta["image_width"]
+  c.model.text.vocab_size = meta["vocab_size"]
+  c.model.visual = "regions"

@@ -40,6 +40,11 @@ def _resize(image, size: int, mode: str = "shortest", resample: str = "bicubic")
   return np.asarray(img)
 
 
+def resize_small(image, size: int, resample: str = "bilinear") -> np.ndarray:
+  """The shorter side becomes `size`; the aspect ratio is kept."""
+  return _resize(image, size, "shortest", resample)
+
+
 def center_crop(image: np.ndarray, size: int, rounding: str = "floor") -> np.ndarray:
   """HF crops at `(h - size) // 2`; torchvision (open_clip) rounds half the margin."""
   h, w = image.shape[:2]
@@ -48,6 +53,41 @@ def center_crop(image: np.ndarray, size: int, rounding: str = "floor") -> np.nda
   off = (lambda m: m // 2) if rounding == "floor" else (lambda m: int(round(m / 2.0)))
   top, left = off(h - size), off(w - size)
   return image[top:top + size, left:left + size]
+
+
+def inception_crop_box(height: int, width: int, rng: np.random.Generator,
+                       scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), attempts: int = 10):
+  """(top, left, h, w) of an Inception-style random crop (Szegedy et al. 2015, as torchvision's
+  RandomResizedCrop): area a uniform fraction in `scale` of the image, aspect w/h log-uniform
+  in `ratio`; after `attempts` misses, the largest centred crop whose aspect lies in `ratio`."""
+  area = height * width
+  log_ratio = np.log(ratio[0]), np.log(ratio[1])
+  for _ in range(attempts):
+    target = area * rng.uniform(scale[0], scale[1])
+    aspect = float(np.exp(rng.uniform(*log_ratio)))
+    w = int(round(np.sqrt(target * aspect)))
+    h = int(round(np.sqrt(target / aspect)))
+    if 0 < w <= width and 0 < h <= height:
+      return int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1)), h, w
+  aspect = width / height
+  if aspect < ratio[0]:
+    w, h = width, int(round(width / ratio[0]))
+  elif aspect > ratio[1]:
+    h, w = height, int(round(height * ratio[1]))
+  else:
+    w, h = width, height
+  return (height - h) // 2, (width - w) // 2, h, w
+
+
+def random_resized_crop(image, size: int, rng: np.random.Generator, scale=(0.08, 1.0),
+                        ratio=(3 / 4, 4 / 3), resample: str = "bilinear") -> np.ndarray:
+  """A random crop (`inception_crop_box`) resized to `size` x `size` in one PIL resample."""
+  if resample not in _RESAMPLE:
+    raise ValueError(f"unknown resample {resample!r}; known: {sorted(_RESAMPLE)}")
+  img = _pil(image)
+  top, left, h, w = inception_crop_box(img.size[1], img.size[0], rng, scale, ratio)
+  return np.asarray(img.resize((size, size), _RESAMPLE[resample],
+                               box=(left, top, left + w, top + h)))
 
 
 def normalize(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:

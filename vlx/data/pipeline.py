@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Dict, Iterator, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import grain
 import numpy as np
@@ -172,31 +172,77 @@ def example_spec(handle: DatasetHandle, split: str, pp: str, keys: Sequence[str]
   raise ValueError(f"no readable record among the first {max_tries} of split {split!r}")
 
 
+def iter_split(handle: DatasetHandle, split: str, pp: str, batch_size: int,
+               limit: Optional[int] = None, seed: int = 0,
+               indices: Optional[Sequence[int]] = None,
+               counter: Optional[SkipCounter] = None) -> Iterator[List[dict]]:
+  """A split's records in order through `pp` (one rng seeded with `seed`, drawn in record
+  order), yielded as lists of `batch_size` examples (the last may be shorter).
+
+  Evaluation streams through this, so the host holds at most one batch of decoded images
+  whatever the split's length. `indices` reads only those records (in that order) instead of
+  the first `limit`; each example carries its record index as `_index`. Corrupt records are
+  skipped and counted in `counter`.
+  """
+  if batch_size < 1:
+    raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+  source = handle.split(split)
+  if indices is None:
+    indices = range(len(source) if limit is None else min(limit, len(source)))
+  fn = pp_ops.parse(pp, handle)
+  rng = np.random.default_rng(seed)
+  rows = []
+  for i in indices:
+    try:
+      ex = fn(source[int(i)], rng)
+    except pp_ops.CorruptRecord as e:
+      if counter is not None:
+        counter.add(str(e))
+      continue
+    ex["_index"] = int(i)
+    rows.append(ex)
+    if len(rows) == batch_size:
+      yield rows
+      rows = []
+  if rows:
+    yield rows
+
+
+def stack(rows: Sequence[dict], keys: Sequence[str]) -> Dict[str, np.ndarray]:
+  """Examples -> {key: array with a leading example axis}."""
+  return {k: np.stack([np.asarray(r[k]) for r in rows]) for k in keys}
+
+
 def _read_split(handle: DatasetHandle, split: str, pp: str, limit: Optional[int], seed: int):
   """The first `limit` records of a split, in order, through `pp` with one seeded rng ->
   (examples, number of corrupt records skipped)."""
-  source = handle.split(split)
-  fn = pp_ops.parse(pp, handle)
-  rng = np.random.default_rng(seed)
-  rows, skipped = [], 0
-  for i in range(len(source) if limit is None else min(limit, len(source))):
-    try:
-      rows.append(fn(source[i], rng))
-    except pp_ops.CorruptRecord:
-      skipped += 1
-  return rows, skipped
+  counter = SkipCounter()
+  rows = [ex for batch in iter_split(handle, split, pp, 1 << 30, limit, seed, counter=counter)
+          for ex in batch]
+  return rows, counter.count
 
 
 def load_task_arrays(handle: DatasetHandle, split: str, pp: str, keys: Sequence[str],
                      limit: Optional[int] = None, seed: int = 0) -> Dict[str, np.ndarray]:
   """The first `limit` examples of a split through `pp` (rng seeded: the same questions and
-  expressions every time), stacked per key; corrupt records are skipped and counted."""
+  expressions every time), stacked per key; corrupt records are skipped and counted.
+  Holds the whole selection in memory: for small selections (tests, tools); evaluators
+  stream with `iter_split`."""
   rows, skipped = _read_split(handle, split, pp, limit, seed)
   if not rows:
     raise ValueError(f"split {split!r}: no readable record")
-  out = {k: np.stack([np.asarray(r[k]) for r in rows]) for k in keys}
+  out = stack(rows, keys)
   out["skipped"] = skipped
   return out
+
+
+def caption_tokens(tokenizer, captions: Sequence[Sequence[str]], max_len: int):
+  """Every image's first K captions (K = the smallest caption count), tokenized ->
+  (tokens [N, K, max_len], caption strings [N, K])."""
+  num_caps = min(len(c) for c in captions)
+  texts = [c for caps in captions for c in caps[:num_caps]]
+  tokens = tokenizer.encode(texts, max_len).reshape(len(captions), num_caps, max_len)
+  return tokens, np.array(texts, dtype=object).reshape(len(captions), num_caps)
 
 
 def load_eval_arrays(handle: DatasetHandle, split: str, pp: str, max_len: int,
@@ -205,15 +251,12 @@ def load_eval_arrays(handle: DatasetHandle, split: str, pp: str, max_len: int,
 
   Evaluation splits are read in order, every caption kept (retrieval scores
   against all references, as COCO/Flickr retrieval does); corrupt records are
-  skipped and counted here too.
+  skipped and counted here too. Holds every image: for small splits (tools, tests);
+  evaluators stream with `iter_split`.
   """
   rows, skipped = _read_split(handle, split, pp, limit, seed=0)
-  images = [ex["image"] for ex in rows]
-  captions = [ex["captions"] for ex in rows]
+  tokens, strings = caption_tokens(handle.tokenizer, [ex["captions"] for ex in rows], max_len)
   labels = [ex.get("label", -1) for ex in rows]
-  num_caps = min(len(c) for c in captions)
-  texts = [c for caps in captions for c in caps[:num_caps]]
-  tokens = handle.tokenizer.encode(texts, max_len).reshape(len(captions), num_caps, max_len)
-  return {"image": np.stack(images), "text": tokens, "label": np.asarray(labels, np.int32),
-          "caption_strings": np.array(texts, dtype=object).reshape(len(captions), num_caps),
+  return {"image": np.stack([ex["image"] for ex in rows]), "text": tokens,
+          "label": np.asarray(labels, np.int32), "caption_strings": strings,
           "skipped": skipped}

@@ -74,6 +74,56 @@ def resize(handle, size: int):
   return fn
 
 
+@registry.PP_OPS.register("resize_small")
+def resize_small(handle, size: int, resample: str = "bilinear"):
+  """The shorter side becomes `size`, the aspect ratio is kept (CLIP's and big_vision's
+  evaluation resize; follow with `central_crop`)."""
+  del handle
+  from vlx.data import image_ops  # pylint: disable=g-import-not-at-top
+
+  def fn(ex, rng):
+    del rng
+    ex["image"] = image_ops.resize_small(ex["image"], int(size), resample)
+    return ex
+  return fn
+
+
+@registry.PP_OPS.register("central_crop")
+def central_crop(handle, size: int):
+  """The centred `size` x `size` window (after `resize_small(size)`: the image's middle)."""
+  del handle
+  from vlx.data import image_ops  # pylint: disable=g-import-not-at-top
+
+  def fn(ex, rng):
+    del rng
+    try:
+      ex["image"] = image_ops.center_crop(ex["image"], int(size))
+    except ValueError as e:
+      raise CorruptRecord(f"central_crop: {e}") from e
+    return ex
+  return fn
+
+
+@registry.PP_OPS.register("random_resized_crop")
+def random_resized_crop(handle, size: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
+                        resample: str = "bilinear"):
+  """Training augmentation: an Inception-style random crop (area fraction in `scale`,
+  aspect w/h in `ratio`) resized to `size` x `size`, drawn with the pipeline's rng (so a run is
+  deterministic and resumes the same crops)."""
+  del handle
+  from vlx.data import image_ops  # pylint: disable=g-import-not-at-top
+  scale, ratio = tuple(float(v) for v in scale), tuple(float(v) for v in ratio)
+  if not (0 < scale[0] <= scale[1] <= 1 and 0 < ratio[0] <= ratio[1]):
+    raise ValueError(f"random_resized_crop: need 0 < scale[0] <= scale[1] <= 1 and "
+                     f"0 < ratio[0] <= ratio[1], got scale={scale} ratio={ratio}")
+
+  def fn(ex, rng):
+    ex["image"] = image_ops.random_resized_crop(ex["image"], int(size), rng, scale, ratio,
+                                                resample)
+    return ex
+  return fn
+
+
 @registry.PP_OPS.register("preprocess_image")
 def preprocess_image(handle, resize: int, resize_mode: str = "shortest", crop=None,
                      mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), resample: str = "bicubic",

@@ -148,10 +148,26 @@ def question_type(rng: np.random.Generator, types: Optional[Tuple[str, ...]] = N
   return types[int(rng.integers(len(types)))]
 
 
+# The text fields the pp ops below read (`text_field` on each op): the dataset's tokenizer is
+# trained on them too when a config uses the op (`vlx.data.sources.task_text_fields`).
+TEXT_FIELDS = ("questions", "expressions")
+
+
+def scene_texts(record, field: str, rng: np.random.Generator) -> List[str]:
+  """Text that the pp ops derive from one scene, as they tokenize it: a question of every
+  type (`questions`) or two referring expressions (`expressions`)."""
+  objects = scene_objects(record)
+  if field == "questions":
+    return [ask(objects, qtype, rng)[0].rstrip("?") for qtype in QUESTION_TYPES]
+  if field == "expressions":
+    return [refer(objects, rng)[0] for _ in range(2)]
+  raise ValueError(f"unknown scene text field {field!r}; known: {TEXT_FIELDS}")
+
+
 # ---- Preprocessing ops (after `decode`, which passes the annotations through) -------------
 
 def _tokens(handle, text: str, max_len: int) -> np.ndarray:
-  # '?' is not in the caption-trained vocabulary; the question words are.
+  # '?' adds nothing to a question the words do not say: never tokenized, never learned.
   return handle.tokenizer.encode([text.rstrip("?")], max_len)[0]
 
 
@@ -188,6 +204,9 @@ def scene_vqa_op(handle, max_len: int, types: Optional[Tuple[str, ...]] = None, 
   return fn
 
 
+scene_vqa_op.text_field = "questions"
+
+
 @registry.PP_OPS.register("scene_refer")
 def scene_refer_op(handle, max_len: int, jitter: float = 0.0):
   """A referring expression: `expression` (its tokens), `expression_string`, the candidate
@@ -216,6 +235,9 @@ def scene_refer_op(handle, max_len: int, jitter: float = 0.0):
               target_box=truth[i])
     return ex
   return fn
+
+
+scene_refer_op.text_field = "expressions"
 
 
 @registry.PP_OPS.register("scene_tags")

@@ -60,10 +60,13 @@ class Tokenizer:
     return out
 
   def decode(self, ids) -> list:
+    """Ids -> text up to EOS. A model's vocabulary may be larger than the tokenizer's (a
+    32,000-id text tower over a small dataset's tokenizer): ids past it decode as UNK."""
     rows = []
+    size = self.vocab_size
     for row in np.asarray(ids).tolist():
       row = row[:row.index(EOS_ID)] if EOS_ID in row else row
-      rows.append(self.sp.decode([t for t in row if t != PAD_ID]))
+      rows.append(self.sp.decode([t if t < size else UNK_ID for t in row if t != PAD_ID]))
     return rows
 
 
@@ -144,10 +147,12 @@ class SiglipTokenizer:
 
 
 def load_tokenizer(spec) -> Any:
-  """A tokenizer from a spec dict: {"type": "sentencepiece" | "siglip" | "clip_bpe", ...}.
+  """A tokenizer from a spec dict: {"type": "sentencepiece" | "siglip" | "clip_bpe" |
+  "bert_wordpiece", ...}.
 
   `clip_bpe` takes `dir` (vocab.json + merges.txt or tokenizer.json) or `bpe` (OpenAI's
   merges file as open_clip ships it), and `normalization` ("hf" or "open_clip").
+  `bert_wordpiece` takes `path` (vocab.txt), `lower_case`, `strip_accents`, `add_cls`.
   """
   tok = _build_tokenizer(dict(spec))
   tok.source_spec = dict(spec)  # export copies the tokenizer's files from here
@@ -173,4 +178,11 @@ def _build_tokenizer(spec):
       vocab, merges = clip_bpe.open_clip_vocab(bpe)
     return clip_bpe.ClipBpeTokenizer(vocab, merges, spec.get("normalization", "hf"),
                                      spec.get("pad_id"))
-  raise ValueError(f"unknown tokenizer type {kind!r}; known: clip_bpe, sentencepiece, siglip")
+  if kind == "bert_wordpiece":
+    from vlx.data import bert_wordpiece  # pylint: disable=g-import-not-at-top
+    return bert_wordpiece.BertWordPieceTokenizer(
+        spec["path"], lower_case=spec.get("lower_case", True),
+        strip_accents=spec.get("strip_accents"), chinese_chars=spec.get("chinese_chars", True),
+        add_cls=spec.get("add_cls", True))
+  raise ValueError(f"unknown tokenizer type {kind!r}; known: bert_wordpiece, clip_bpe, "
+                   "sentencepiece, siglip")

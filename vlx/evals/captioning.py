@@ -19,7 +19,7 @@ import logging
 import os
 import re
 import shutil
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import jax
 import numpy as np
@@ -27,7 +27,7 @@ import numpy as np
 from vlx import decode as decode_lib
 from vlx import registry
 from vlx.data import pipeline
-from vlx.evals.common import EvalContext, run_batched
+from vlx.evals.common import EvalContext, SplitReader, run_batched
 
 _PUNCT = re.compile(r"[^a-z0-9' ]+")
 
@@ -111,7 +111,7 @@ def write_gallery(path: str, images, generated: Dict[str, List[str]], references
 class Captioning:
   """Captions the test split with each decoding method and scores them."""
 
-  def __init__(self, ctx: EvalContext, split: str = "test", methods=("greedy",),
+  def __init__(self, ctx: EvalContext, split: Optional[str] = None, methods=("greedy",),
                beam_size: int = 4, length_penalty: float = 0.6, max_len: int = 32,
                temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
                gallery: int = 16, limit=None, meteor: bool = True, spice: bool = True):
@@ -121,39 +121,52 @@ class Captioning:
         length_penalty=float(length_penalty), temperature=float(temperature),
         top_k=int(top_k), top_p=float(top_p)) for m in methods}
     self.gallery, self.meteor, self.spice = int(gallery), bool(meteor), bool(spice)
-    self.data = pipeline.load_eval_arrays(ctx.handle, split, ctx.data_config.pp_eval,
-                                          ctx.data_config.max_len, limit)
-    self.references = [list(r) for r in self.data["caption_strings"]]
+    self.reader = SplitReader(ctx, split or ctx.data_config.test_split, limit=limit)
 
-  def generate(self, params, method: str) -> List[str]:
+  def generate_all(self, params):
+    """Streams the split: {method: captions}, the references, the gallery's images."""
     tok = self.ctx.handle.tokenizer
-    fn = decode_lib.make_generate_fn(self.ctx.model, self.configs[method], bos=tok.eos_id,
-                                     eos=tok.eos_id)
     rng = jax.random.key(0)
-    ids = run_batched(self.ctx, ("generate", self.configs[method]), lambda p, x: fn(p, x, rng), params,
-                      self.data["image"], pad_value=0)
-    return tok.decode(ids)
+    fns = {m: decode_lib.make_generate_fn(self.ctx.model, cfg, bos=tok.eos_id, eos=tok.eos_id)
+           for m, cfg in self.configs.items()}
+    generated = {m: [] for m in self.configs}
+    references, gallery = [], []
+
+    def caption_batch(rows):
+      images = pipeline.stack(rows, ["image"])["image"]
+      for m, fn in fns.items():
+        ids = run_batched(self.ctx, ("generate", self.configs[m]),
+                          lambda p, x, fn=fn: fn(p, x, rng), params, images, pad_value=0,
+                          batch_size=self.reader.batch_size)
+        generated[m].extend(tok.decode(ids))
+      references.extend(list(r["captions"]) for r in rows)
+      gallery.extend(np.array(im) for im in images[:max(0, self.gallery - len(gallery))])
+    self.reader.map(caption_batch)  # one batch of images on the host at a time
+    return generated, references, gallery
 
   def __call__(self, params):
-    out, generated = {}, {}
-    for i, method in enumerate(self.configs):
-      captions = self.generate(params, method)
-      generated[method] = captions
-      scores = coco_caption_scores(self.references, captions, self.meteor, self.spice)
+    out = {}
+    generated, references, gallery = self.generate_all(params)
+    # Every image keeps its first K references (K = the smallest count), as before streaming.
+    num_refs = min(len(r) for r in references)
+    references = [r[:num_refs] for r in references]
+    for i, (method, captions) in enumerate(generated.items()):
+      scores = coco_caption_scores(references, captions, self.meteor, self.spice)
       scores["mean_words"] = float(np.mean([len(c.split()) for c in captions]))
       out.update({f"{method}_{k}": v for k, v in scores.items()})
       if i == 0:
         out.update(scores)
+    if self.reader.skipped:
+      out["skipped_records"] = self.reader.skipped
     workdir = self.ctx.workdir
     if workdir and jax.process_index() == 0:
       with open(os.path.join(workdir, "captions.jsonl"), "w") as f:
-        for j, refs in enumerate(self.references):
+        for j, refs in enumerate(references):
           f.write(json.dumps({"index": j, **{m: c[j] for m, c in generated.items()},
                               "references": refs}) + "\n")
-      n = min(self.gallery, len(self.references))
+      n = min(len(gallery), len(references))
       if n:
-        write_gallery(os.path.join(workdir, "captions.html"), self.data["image"][:n],
-                      {m: c[:n] for m, c in generated.items()}, self.references[:n],
+        write_gallery(os.path.join(workdir, "captions.html"), gallery[:n],
+                      {m: c[:n] for m, c in generated.items()}, references[:n],
                       f"vlx captions: {', '.join(generated)}")
     return out
-

@@ -1,8 +1,9 @@
 """Evaluators of the fusion encoders: VQA accuracy, grounding accuracy@IoU 0.5, and
 retrieval where ITC proposes the top-k and ITM re-ranks them (ALBEF's protocol).
 
-Each reads a split through its own preprocessing (`pp`, default `config.data.pp_eval`) with a
-seeded rng, so every evaluation asks the same questions about the same images.
+Each streams a split (default `config.data.test_split`) through its own preprocessing (`pp`,
+default `config.data.pp_eval`) with a seeded rng, so every evaluation asks the same questions
+about the same images; the host holds one batch of images at a time.
 """
 
 from __future__ import annotations
@@ -10,17 +11,14 @@ from __future__ import annotations
 import collections
 from typing import Dict, Optional, Sequence
 
+import jax
 import numpy as np
 
 from vlx import registry
 from vlx.data import pipeline, scene_qa
-from vlx.evals.common import EvalContext, run_batched
+from vlx.evals.common import EvalContext, SplitReader, run_batched
 
 _VISUAL_KEYS = ("image", "boxes", "box_mask", "tags")
-
-
-def _model_inputs(data, keys):
-  return {k: data[k] for k in keys if k in data}
 
 
 def box_iou(a, b):
@@ -35,24 +33,35 @@ class _FusionEval:
   keys: Sequence[str] = ()
   needs_boxes = False
 
-  def __init__(self, ctx: EvalContext, split: str = "test", pp: Optional[str] = None,
+  def __init__(self, ctx: EvalContext, split: Optional[str] = None, pp: Optional[str] = None,
                limit: Optional[int] = 512):
     self.ctx = ctx
     have_tags = bool(getattr(ctx.model, "use_tags", False))
     keys = [k for k in self.keys if k != "tags" or have_tags]
     if getattr(ctx.model, "visual", "regions") == "patches" and not self.needs_boxes:
       keys = [k for k in keys if k not in ("boxes", "box_mask")]  # e.g. VQA v2 has none
-    self.data = pipeline.load_task_arrays(ctx.handle, split, pp or ctx.data_config.pp_eval,
-                                          keys, limit)
-    self.inputs = _model_inputs(self.data, [k for k in keys if not k.endswith("_string")
-                                            and k not in ("answer_scores", "target_box",
-                                                          "target", "answer")])
+    self.fields = keys
+    self.input_keys = [k for k in keys if not k.endswith("_string")
+                       and k not in ("answer_scores", "target_box", "target", "answer")]
+    # Read with one rng seeded 0, in record order: the same questions every evaluation.
+    self.reader = SplitReader(ctx, split or ctx.data_config.test_split, pp=pp, limit=limit)
 
-  def _run(self, params, method):
+  def _run(self, params, method, inputs):
     model = self.ctx.model
-    return run_batched(self.ctx, ("fusion", method, tuple(sorted(self.inputs))),
+    return run_batched(self.ctx, ("fusion", method, tuple(sorted(inputs))),
                        lambda p, b: model.apply({"params": p}, b, method=method), params,
-                       self.inputs)
+                       inputs, batch_size=self.reader.batch_size)
+
+  def _stream(self, params, method: str, inputs: Sequence[str]):
+    """Streams the split through `model.<method>` on the fields `inputs` -> (outputs of every
+    example, every field of `self.fields` stacked). One batch of images at a time."""
+    def run(rows):
+      data = pipeline.stack(rows, self.fields)
+      return (self._run(params, method, {k: data[k] for k in inputs}),
+              {k: v for k, v in data.items() if k != "image"})  # small fields only
+    outs, kept = zip(*self.reader.map(run))
+    join = lambda *xs: np.concatenate(xs)  # noqa: E731
+    return jax.tree.map(join, *outs), {k: join(*[d[k] for d in kept]) for k in kept[0]}
 
 
 @registry.EVALUATORS.register("vqa")
@@ -61,11 +70,12 @@ class VQA(_FusionEval):
   keys = _VISUAL_KEYS + ("question", "answer_scores", "question_string")
 
   def __call__(self, params) -> Dict[str, float]:
-    pred = self._run(params, "vqa_logits").argmax(-1)
-    scores = self.data["answer_scores"]
+    logits, data = self._stream(params, "vqa_logits", self.input_keys)
+    pred = logits.argmax(-1)
+    scores = data["answer_scores"]
     out = {"accuracy": scene_qa.vqa_accuracy(pred, scores), "num_questions": len(pred)}
     by_type = collections.defaultdict(list)
-    for i, q in enumerate(self.data["question_string"]):
+    for i, q in enumerate(data["question_string"]):
       by_type[scene_qa.classify_question(str(q))].append(i)
     for qtype, idx in sorted(by_type.items()):
       out[f"accuracy_{qtype}"] = scene_qa.vqa_accuracy(pred[idx], scores[idx])
@@ -80,12 +90,13 @@ class Grounding(_FusionEval):
   needs_boxes = True
 
   def __call__(self, params) -> Dict[str, float]:
-    logits = np.where(self.data["box_mask"], self._run(params, "refer_logits"), -np.inf)
+    logits, data = self._stream(params, "refer_logits", self.input_keys)
+    logits = np.where(data["box_mask"], logits, -np.inf)
     pick = logits.argmax(-1)
-    boxes = self.data["boxes"][np.arange(len(pick)), pick]
-    iou = box_iou(boxes, self.data["target_box"])
+    boxes = data["boxes"][np.arange(len(pick)), pick]
+    iou = box_iou(boxes, data["target_box"])
     return {"accuracy_iou50": float(np.mean(iou >= 0.5)),
-            "selection_accuracy": float(np.mean(pick == self.data["target"])),
+            "selection_accuracy": float(np.mean(pick == data["target"])),
             "num_expressions": len(pick)}
 
 
@@ -103,19 +114,17 @@ class ITMRetrieval(_FusionEval):
   the query's own caption (the synthetic scenes repeat some captions exactly)."""
   keys = _VISUAL_KEYS + ("text",)
 
-  def __init__(self, ctx: EvalContext, split: str = "test", pp: Optional[str] = None,
+  def __init__(self, ctx: EvalContext, split: Optional[str] = None, pp: Optional[str] = None,
                limit: Optional[int] = 256, k: int = 8):
     super().__init__(ctx, split, pp, limit)
     self.k = k
 
   def __call__(self, params) -> Dict[str, float]:
     model = self.ctx.model
-    text = self.data["text"]
+    vis, data = self._stream(params, "visual_state",
+                             [k for k in self.input_keys if k != "text"])
+    text = data["text"]
     n = len(text)
-    visual_inputs = {k: v for k, v in self.inputs.items() if k != "text"}
-    vis = run_batched(self.ctx, ("fusion", "visual_state", tuple(sorted(visual_inputs))),
-                      lambda p, b: model.apply({"params": p}, b, method="visual_state"), params,
-                      visual_inputs)
     txt_inputs = {"text": text}   # the caption alone (OSCAR's tags belong to the image)
     txt = run_batched(self.ctx, ("fusion", "text_embedding", tuple(sorted(txt_inputs))),
                       lambda p, b: model.apply({"params": p}, b, method="text_embedding"),
@@ -130,8 +139,8 @@ class ITMRetrieval(_FusionEval):
     txt_idx = np.concatenate([top_t.reshape(-1), np.repeat(np.arange(n), k)])
     pairs = {key: vis[key][img_idx] for key in ("v_emb", "v_uni", "v_mask")}
     pairs["text"] = text[txt_idx]
-    if "tags" in self.inputs:
-      pairs["tags"] = self.inputs["tags"][img_idx]
+    if "tags" in self.input_keys:
+      pairs["tags"] = data["tags"][img_idx]
     scores = run_batched(self.ctx, ("fusion", "itm_scores", tuple(sorted(pairs))),
                          lambda p, b: model.apply({"params": p}, b, method="itm_scores"),
                          params, pairs)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import collections
+from typing import Optional
 
 import numpy as np
 
 from vlx import registry
-from vlx.evals.common import EvalContext, embed
+from vlx.evals.common import EvalContext, SplitReader, embed
 from vlx.data import pipeline
 
 
@@ -42,16 +43,25 @@ def duplicate_fraction(captions: np.ndarray) -> float:
 
 @registry.EVALUATORS.register("retrieval")
 class Retrieval:
+  """Streams the test split (default `data.test_split`): image embeddings per batch, the
+  captions kept as strings; then every caption is tokenized and embedded."""
 
-  def __init__(self, ctx: EvalContext, split: str = "test", limit=None):
+  def __init__(self, ctx: EvalContext, split: Optional[str] = None, limit=None):
     self.ctx = ctx
-    self.data = pipeline.load_eval_arrays(ctx.handle, split, ctx.data_config.pp_eval,
-                                          ctx.data_config.max_len, limit)
-    self.dup = duplicate_fraction(self.data["caption_strings"])
+    self.reader = SplitReader(ctx, split or ctx.data_config.test_split, limit=limit)
 
   def __call__(self, params):
-    img = embed(self.ctx, params, "encode_image", self.data["image"])
-    tokens = self.data["text"]
+    ctx = self.ctx
+    parts = self.reader.map(lambda rows: (self.reader.embed(params, "encode_image", rows),
+                                          [r["captions"] for r in rows]))
+    img = np.concatenate([p[0] for p in parts])
+    captions = [c for p in parts for c in p[1]]
+    tokens, strings = pipeline.caption_tokens(ctx.handle.tokenizer, captions,
+                                              ctx.data_config.max_len)
     n, k, l = tokens.shape
-    txt = embed(self.ctx, params, "encode_text", tokens.reshape(n * k, l)).reshape(n, k, -1)
-    return {**recall_at_k(img, txt), "num_images": n, "duplicate_caption_frac": self.dup}
+    txt = embed(ctx, params, "encode_text", tokens.reshape(n * k, l)).reshape(n, k, -1)
+    out = {**recall_at_k(img, txt), "num_images": n,
+           "duplicate_caption_frac": duplicate_fraction(strings)}
+    if self.reader.skipped:
+      out["skipped_records"] = self.reader.skipped
+    return out

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 
 from vlx import registry
-from vlx.evals.common import EvalContext, embed
-from vlx.data import pipeline
+from vlx.evals.common import EvalContext, SplitReader, embed
 
 DEFAULT_TEMPLATES = ("a {}", "a large {}", "a picture of a large {}", "there is a large {}")
 
@@ -19,28 +20,34 @@ def class_embeddings(ctx: EvalContext, params, class_names, templates, max_len):
   return emb / np.linalg.norm(emb, axis=-1, keepdims=True)
 
 
+def embed_with_labels(reader: SplitReader, params):
+  """(image embeddings, labels) of a split, streamed: one batch of images at a time."""
+  parts = reader.map(lambda rows: (reader.embed(params, "encode_image", rows),
+                                   [int(r.get("label", -1)) for r in rows]))
+  return (np.concatenate([p[0] for p in parts]),
+          np.asarray([y for p in parts for y in p[1]], np.int32))
+
+
 @registry.EVALUATORS.register("zeroshot")
 class ZeroShot:
   """Top-1/top-5 accuracy; with `attributes`, also accuracy per word of the class name
   (e.g. colour = word 0, shape = word 1 of 'red circle')."""
 
-  def __init__(self, ctx: EvalContext, split: str = "test", templates=None,
+  def __init__(self, ctx: EvalContext, split: Optional[str] = None, templates=None,
                attributes=None, limit=None):
     if not ctx.handle.class_names:
       raise ValueError("zeroshot evaluator: the dataset has no class names")
     self.ctx = ctx
     self.templates = tuple(templates or ctx.handle.templates or DEFAULT_TEMPLATES)
     self.attributes = dict(attributes or {})
-    self.data = pipeline.load_eval_arrays(ctx.handle, split, ctx.data_config.pp_eval,
-                                          ctx.data_config.max_len, limit)
+    self.reader = SplitReader(ctx, split or ctx.data_config.test_split, limit=limit)
 
   def __call__(self, params):
     ctx = self.ctx
     names = ctx.handle.class_names
     cls = class_embeddings(ctx, params, names, self.templates, ctx.data_config.max_len)
-    img = embed(ctx, params, "encode_image", self.data["image"])
+    img, labels = embed_with_labels(self.reader, params)
     scores = img @ cls.T
-    labels = self.data["label"]
     pred = scores.argmax(-1)
     top5 = np.argsort(-scores, axis=-1)[:, :5]
     out = {"top1": float(np.mean(pred == labels)),
@@ -48,4 +55,6 @@ class ZeroShot:
     for attr, word in self.attributes.items():
       words = np.array([n.split()[int(word)] for n in names])
       out[f"{attr}_acc"] = float(np.mean(words[pred] == words[labels]))
+    if self.reader.skipped:
+      out["skipped_records"] = self.reader.skipped
     return out

@@ -2,8 +2,10 @@
 
 Every objective is a pure function `(outputs, batch) -> (loss, metrics)` built by
 a registered factory from its config kwargs. `chunked=True` selects the
-`jax.shard_map` ring form (vlx/objectives/ring.py) whose per-device memory does
-not grow with the global batch; it is tested equal to the dense form here.
+`jax.shard_map` ring form (vlx/objectives/ring.py), whose per-device memory grows
+with the square of the per-device batch instead of the global one; it is tested equal
+to the dense form (tests/test_ring_losses.py). The temperature's bound is not applied
+here: the objectives declare it (`param_bounds`) and the optimizer clamps the parameter.
 """
 
 from __future__ import annotations
@@ -16,14 +18,23 @@ import optax
 from vlx import registry
 
 
-def _logits(outputs, max_scale=None):
-  log_scale = outputs["logit_scale"]
-  if max_scale is not None:
-    log_scale = jnp.minimum(log_scale, np.log(max_scale))
-  scale = jnp.exp(log_scale)
+def _logits(outputs):
+  scale = jnp.exp(outputs["logit_scale"])
   img = outputs["img_emb"].astype(jnp.float32)
   txt = outputs["txt_emb"].astype(jnp.float32)
   return scale * img @ txt.T, scale
+
+
+def scale_bound(max_scale: float):
+  """The optimizer bound that keeps exp(logit_scale) <= max_scale (see `param_bounds`)."""
+  return (("logit_scale", None, float(np.log(max_scale))),)
+
+
+def declare_bounds(loss_fn, bounds):
+  """Attaches the parameter bounds an objective needs; build_objectives gathers them and
+  the trainer hands them to make_optimizer, which projects after each update."""
+  loss_fn.param_bounds = tuple(bounds)
+  return loss_fn
 
 
 def _in_batch_metrics(logits):
@@ -33,14 +44,21 @@ def _in_batch_metrics(logits):
           "t2i_acc": jnp.mean(jnp.argmax(logits, 0) == labels)}
 
 
-def softmax_contrastive_dense(img, txt, log_scale, label_smoothing=0.0):
-  """Symmetric InfoNCE on [B, D] embeddings; the reference for the ring form."""
+def softmax_contrastive_dense(img, txt, log_scale, label_smoothing=0.0, soft_targets=None):
+  """Symmetric InfoNCE on [B, D] embeddings; the reference for the ring form.
+
+  `soft_targets` = (image->text [B, B], text->image [B, B]) replaces the one-hot targets
+  (ALBEF's momentum distillation mixes the teacher's softmax into them)."""
   logits = jnp.exp(log_scale) * img.astype(jnp.float32) @ txt.astype(jnp.float32).T
   n = logits.shape[0]
-  targets = optax.smooth_labels(jax.nn.one_hot(jnp.arange(n), n), label_smoothing) \
-      if label_smoothing else jax.nn.one_hot(jnp.arange(n), n)
-  i2t = optax.softmax_cross_entropy(logits, targets).mean()
-  t2i = optax.softmax_cross_entropy(logits.T, targets).mean()
+  if soft_targets is not None:
+    targets_i2t, targets_t2i = soft_targets
+  else:
+    targets_i2t = targets_t2i = optax.smooth_labels(jax.nn.one_hot(jnp.arange(n), n),
+                                                    label_smoothing) \
+        if label_smoothing else jax.nn.one_hot(jnp.arange(n), n)
+  i2t = optax.softmax_cross_entropy(logits, targets_i2t).mean()
+  t2i = optax.softmax_cross_entropy(logits.T, targets_t2i).mean()
   return 0.5 * (i2t + t2i)
 
 
@@ -57,41 +75,45 @@ def _ring():
   return ring
 
 
+def softmax_contrastive(outputs, label_smoothing=0.0, chunked=False, soft_targets=None):
+  """The softmax contrastive loss that CLIP, ALIGN and the fusion models' ITC share, on
+  the model's outputs with the raw `logit_scale` (its bound is the optimizer's, see
+  `scale_bound`) -> (loss, metrics). `chunked` runs the ring form (vlx/objectives/ring.py)."""
+  img, txt, log_scale = outputs["img_emb"], outputs["txt_emb"], outputs["logit_scale"]
+  if chunked:
+    if soft_targets is not None:
+      raise ValueError("the ring (chunked) contrastive loss takes one-hot or smoothed "
+                       "targets only; distillation targets need chunked=False")
+    loss = _ring().softmax_contrastive_ring(img, txt, log_scale, label_smoothing=label_smoothing)
+    return loss, {"temperature": 1.0 / jnp.exp(log_scale)}
+  logits, scale = _logits(outputs)
+  loss = softmax_contrastive_dense(img, txt, log_scale, label_smoothing, soft_targets)
+  return loss, {"temperature": 1.0 / scale, **_in_batch_metrics(logits)}
+
+
 @registry.OBJECTIVES.register("clip")
 def clip_objective(max_scale: float = 100.0, chunked: bool = False):
-  """CLIP: softmax contrastive, temperature learnable and clamped at `max_scale`."""
+  """CLIP: softmax contrastive, learnable temperature; the optimizer keeps the scale
+  <= `max_scale` (open_clip's clamp of the parameter after each update)."""
 
   def loss_fn(outputs, batch):
     del batch
-    log_scale = jnp.minimum(outputs["logit_scale"], np.log(max_scale))
-    if chunked:
-      loss = _ring().softmax_contrastive_ring(outputs["img_emb"], outputs["txt_emb"], log_scale)
-      return loss, {"temperature": 1.0 / jnp.exp(log_scale)}
-    logits, scale = _logits(outputs, max_scale)
-    loss = softmax_contrastive_dense(outputs["img_emb"], outputs["txt_emb"], log_scale)
-    return loss, {"temperature": 1.0 / scale, **_in_batch_metrics(logits)}
+    return softmax_contrastive(outputs, chunked=chunked)
 
-  return loss_fn
+  return declare_bounds(loss_fn, scale_bound(max_scale))
 
 
 @registry.OBJECTIVES.register("align")
 def align_objective(label_smoothing: float = 0.1, max_scale: float = 100.0,
                     chunked: bool = False):
-  """ALIGN: normalized softmax with label smoothing and learnable temperature."""
+  """ALIGN: normalized softmax with label smoothing and learnable temperature (bounded
+  like CLIP's)."""
 
   def loss_fn(outputs, batch):
     del batch
-    log_scale = jnp.minimum(outputs["logit_scale"], np.log(max_scale))
-    if chunked:
-      loss = _ring().softmax_contrastive_ring(outputs["img_emb"], outputs["txt_emb"], log_scale,
-                                              label_smoothing=label_smoothing)
-      return loss, {"temperature": 1.0 / jnp.exp(log_scale)}
-    logits, scale = _logits(outputs, max_scale)
-    loss = softmax_contrastive_dense(outputs["img_emb"], outputs["txt_emb"], log_scale,
-                                     label_smoothing)
-    return loss, {"temperature": 1.0 / scale, **_in_batch_metrics(logits)}
+    return softmax_contrastive(outputs, label_smoothing, chunked=chunked)
 
-  return loss_fn
+  return declare_bounds(loss_fn, scale_bound(max_scale))
 
 
 @registry.OBJECTIVES.register("siglip")
@@ -115,16 +137,19 @@ def build_objectives(objectives_config):
   """{name: weight or {weight, **kwargs}} -> pure `(outputs, batch) -> (loss, metrics)`.
 
   The total is the weighted sum; every objective's own loss and metrics are
-  reported under its name so a config can be debugged term by term.
+  reported under its name so a config can be debugged term by term. Its
+  `param_bounds` gather the terms' (for make_optimizer).
   """
-  terms = []
+  terms, bounds = [], []
   for name, spec in objectives_config.items():
     if isinstance(spec, (int, float)):
       weight, kwargs = float(spec), {}
     else:
       kwargs = dict(spec)
       weight = float(kwargs.pop("weight", 1.0))
-    terms.append((name, weight, registry.OBJECTIVES.get(name)(**kwargs)))
+    fn = registry.OBJECTIVES.get(name)(**kwargs)
+    terms.append((name, weight, fn))
+    bounds += [b for b in getattr(fn, "param_bounds", ()) if b not in bounds]
   if not terms:
     raise ValueError("config.objectives is empty: nothing to train")
 
@@ -138,4 +163,5 @@ def build_objectives(objectives_config):
       metrics.update({f"{name}/{k}": v for k, v in m.items()})
     return total, metrics
 
-  return total_loss
+  # What the optimizer must enforce for these terms (make_optimizer's param_bounds).
+  return declare_bounds(total_loss, bounds)

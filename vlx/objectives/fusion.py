@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from vlx import registry
 from vlx.models.fusion import IGNORE
+from vlx.objectives import contrastive
 
 
 def _masked_mean(values, mask):
@@ -32,29 +32,25 @@ def _teacher(outputs, alpha):
 
 
 @registry.OBJECTIVES.register("itc")
-def itc_objective(max_scale: float = 100.0, distill_alpha: float = 0.0):
-  """In-batch softmax contrastive loss on the unimodal embeddings; with a teacher, the
-  targets are (1 - alpha) one-hot + alpha softmax(teacher similarities) (ALBEF)."""
+def itc_objective(max_scale: float = 100.0, distill_alpha: float = 0.0, chunked: bool = False):
+  """In-batch softmax contrastive loss on the unimodal embeddings (CLIP's, shared); with a
+  teacher, the targets are (1 - alpha) one-hot + alpha softmax(teacher similarities) (ALBEF).
+  The optimizer keeps the scale <= `max_scale`."""
 
   def loss_fn(outputs, batch):
     del batch
-    scale = jnp.exp(jnp.minimum(outputs["logit_scale"], np.log(max_scale)))
-    img, txt = outputs["img_emb"], outputs["txt_emb"]
-    logits = scale * img @ txt.T
-    hard = jnp.eye(logits.shape[0])
-    targets_i2t = targets_t2i = hard
     teacher = _teacher(outputs, distill_alpha)
+    soft_targets = None
     if teacher is not None:
-      sims = jax.lax.stop_gradient(scale * teacher["img_emb"] @ teacher["txt_emb"].T)
-      targets_i2t = (1 - distill_alpha) * hard + distill_alpha * jax.nn.softmax(sims, 1)
-      targets_t2i = (1 - distill_alpha) * hard + distill_alpha * jax.nn.softmax(sims.T, 1)
-    loss = 0.5 * (optax.softmax_cross_entropy(logits, targets_i2t).mean()
-                  + optax.softmax_cross_entropy(logits.T, targets_t2i).mean())
-    labels = jnp.arange(logits.shape[0])
-    return loss, {"temperature": 1.0 / scale,
-                  "i2t_acc": jnp.mean(jnp.argmax(logits, 1) == labels)}
+      scale = jnp.exp(outputs["logit_scale"])
+      sims = jax.lax.stop_gradient(scale * teacher["img_emb"].astype(jnp.float32)
+                                   @ teacher["txt_emb"].astype(jnp.float32).T)
+      hard = jnp.eye(sims.shape[0])
+      soft_targets = ((1 - distill_alpha) * hard + distill_alpha * jax.nn.softmax(sims, 1),
+                      (1 - distill_alpha) * hard + distill_alpha * jax.nn.softmax(sims.T, 1))
+    return contrastive.softmax_contrastive(outputs, chunked=chunked, soft_targets=soft_targets)
 
-  return loss_fn
+  return contrastive.declare_bounds(loss_fn, contrastive.scale_bound(max_scale))
 
 
 @registry.OBJECTIVES.register("itm")

@@ -15,8 +15,9 @@ block and keeps memory flat. The values and gradients equal the dense forms
 (tested in tests/test_ring_losses.py).
 
 The functions take and return GLOBAL arrays, are meant to run under `jit`
-with the mesh set by `jax.set_mesh`, and fall back to the dense form when the
-mesh has no batch axis larger than 1 (or the batch does not split evenly).
+with the mesh set by `jax.set_mesh`; they compute the dense form when the mesh has
+no batch axis larger than 1, and refuse a batch that does not split evenly over
+the batch axes.
 """
 
 from __future__ import annotations
@@ -35,15 +36,20 @@ BATCH_AXES = ("data", "fsdp")
 
 
 def _batch_axes(batch_size):
-  """The present batch axes of size > 1 of the ambient mesh, or None to go dense."""
+  """The present batch axes of size > 1 of the ambient mesh, or None (no mesh, or no batch
+  axis to ring over: one device holds the whole batch, and the dense form is the same)."""
   mesh = jax.sharding.get_abstract_mesh()
   if mesh.empty:
     return None
   sizes = dict(zip(mesh.axis_names, mesh.axis_sizes))
   axes = tuple(a for a in BATCH_AXES if sizes.get(a, 1) > 1)
-  n = math.prod(sizes[a] for a in axes)
-  if not axes or batch_size % n:
+  if not axes:
     return None
+  n = math.prod(sizes[a] for a in axes)
+  if batch_size % n:
+    # Going dense here would silently bring back the [B, B] logits the ring exists to avoid.
+    raise ValueError(f"ring contrastive loss: batch {batch_size} does not split evenly over "
+                     f"the {n} devices of mesh axes {axes}")
   return axes
 
 

@@ -30,33 +30,107 @@ def _gather_json(obj) -> List[Any]:
   return [json.loads(bytes(everyone[i, :int(sizes[i])])) for i in range(len(sizes))]
 
 
-class Checkpointer:
+class CheckpointError(ValueError):
+  """No checkpoint in the workdir restores (or the one asked for is not there)."""
 
-  def __init__(self, directory: str, keep: int = 3, async_save: bool = True):
+
+def _first_line(e: BaseException) -> str:
+  text = str(e).strip().splitlines()
+  return f"{type(e).__name__}: {text[0][:300] if text else ''}"
+
+
+class Checkpointer:
+  """Keeps `keep` checkpoints, and never fewer than two: the newest one is unverified until
+  the next update has computed a finite loss from its parameters (see trainer.py, "Loop"),
+  so the one before it must survive to be resumed from if that update diverges.
+
+  `cleanup_tmp`: remove the `<step>.orbax-checkpoint-tmp-*` directories a kill during a save
+  leaves behind (only the run that writes checkpoints may do this, never a reader such as
+  mode=eval, which could otherwise delete a save in progress)."""
+
+  def __init__(self, directory: str, keep: int = 3, async_save: bool = True,
+               cleanup_tmp: bool = False):
     self.directory = os.path.abspath(directory)
     self.manager = ocp.CheckpointManager(
         self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                             enable_async_checkpointing=async_save))
+        options=ocp.CheckpointManagerOptions(max_to_keep=max(int(keep), 2), create=True,
+                                             enable_async_checkpointing=async_save,
+                                             cleanup_tmp_directories=cleanup_tmp))
 
   def latest_step(self) -> Optional[int]:
     return self.manager.latest_step()
+
+  def all_steps(self) -> List[int]:
+    return sorted(self.manager.all_steps())
+
+  def step_dir(self, step: int) -> str:
+    return os.path.join(self.directory, str(step))
 
   def save(self, step: int, state, data_state: dict):
     per_process = {"per_process": _gather_json(data_state)}
     self.manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(per_process)), force=True)
 
-  def restore(self, abstract_state) -> Tuple[Any, dict]:
-    step = self.manager.latest_step()
-    restored = self.manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
-    logging.info("resumed from %s step %d", self.directory, step)
-    data = restored["data"]["per_process"]
-    if len(data) != jax.process_count():
-      raise ValueError(f"checkpoint {step} was written by {len(data)} processes, this run has "
-                       f"{jax.process_count()}: the data iterators cannot be resumed exactly")
-    return restored["state"], data[jax.process_index()]
+  def restore(self, abstract_state, step: Optional[int] = None) -> Tuple[Any, dict, int,
+                                                                         List[int]]:
+    """(state, this process's data state, restored step, newer steps that did not restore).
+
+    `step=None`: the newest checkpoint that restores; a damaged one (a truncated or missing
+    file) is skipped with a warning naming it. `step=N`: exactly checkpoint N."""
+    steps = self.all_steps()
+    if step is not None:
+      if step not in steps:
+        raise CheckpointError(f"resume_step={step}: no checkpoint {step} in {self.directory} "
+                              f"(there: {', '.join(map(str, steps)) or 'none'})")
+      candidates = [step]
+    else:
+      candidates = steps[::-1]
+    failed = []
+    for s in candidates:
+      try:
+        restored = self.manager.restore(s, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
+      except Exception as e:  # pylint: disable=broad-except
+        # Any failure to read a finished step dir (tensorstore, JSON, missing files) means
+        # that checkpoint is unusable; an older intact one is the right place to resume.
+        logging.warning("checkpoint %s does not restore (%s)%s", self.step_dir(s),
+                        _first_line(e), "; trying the one before it" if s != candidates[-1]
+                        else "")
+        failed.append((s, e))
+        continue
+      if failed:
+        logging.warning("resuming from checkpoint %d instead of the damaged %s", s,
+                        ", ".join(self.step_dir(f) for f, _ in failed))
+      logging.info("resumed from %s step %d", self.directory, s)
+      data = restored["data"]["per_process"]
+      if len(data) != jax.process_count():
+        raise ValueError(f"checkpoint {s} was written by {len(data)} processes, this run has "
+                         f"{jax.process_count()}: the data iterators cannot be resumed exactly")
+      return restored["state"], data[jax.process_index()], s, [f for f, _ in failed]
+    newest, error = failed[0]
+    raise CheckpointError(
+        f"no checkpoint in {self.directory} restores (tried {', '.join(str(f) for f, _ in failed)}"
+        f"; step {newest}: {_first_line(error)}): move the damaged step directories away, or "
+        "use a new workdir")
+
+  def set_aside(self, steps: List[int], why: str) -> None:
+    """Moves step dirs out of the manager's sight, into `<workdir>/checkpoints_set_aside/`,
+    so a resumed run can write those steps again; nothing is deleted."""
+    if not steps:
+      return
+    if jax.process_index() == 0:
+      dest_root = os.path.join(os.path.dirname(self.directory), "checkpoints_set_aside")
+      os.makedirs(dest_root, exist_ok=True)
+      for s in steps:
+        dest = os.path.join(dest_root, f"{s}-{why}")
+        n = 1
+        while os.path.exists(dest):
+          dest, n = os.path.join(dest_root, f"{s}-{why}.{n}"), n + 1
+        os.rename(self.step_dir(s), dest)
+        logging.warning("moved checkpoint %s (%s) to %s", self.step_dir(s), why, dest)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices("vlx_checkpoints_set_aside")
+    self.manager.reload()
 
   def wait(self):
     self.manager.wait_until_finished()
@@ -66,12 +140,31 @@ class Checkpointer:
     self.manager.close()
 
 
-def load_params(path: str, abstract_params):
+def load_params(path: str, abstract_params, fresh=None):
   """Weights only, sharded as asked: from a checkpoint manager's directory (latest step), or a
-  workdir / converted directory (`python -m vlx.convert`) that holds one as `checkpoints/`."""
+  workdir / converted directory (`python -m vlx.convert`) that holds one as `checkpoints/`.
+
+  A converted directory whose vlx_pretrained.json lists `param_subtrees` (an LXMERT /
+  VisualBERT import: stack and pooler) holds only those; the others come from `fresh`
+  (the model's initialisation)."""
   path = os.path.abspath(path)
+  meta = os.path.join(path, "vlx_pretrained.json")
+  held = None
+  if os.path.exists(meta):
+    with open(meta, encoding="utf-8") as f:
+      held = json.load(f).get("param_subtrees")
   if os.path.isdir(os.path.join(path, "checkpoints")):
     path = os.path.join(path, "checkpoints")
+  if held is not None:
+    missing = sorted(set(held) - set(abstract_params))
+    if missing or fresh is None:
+      raise ValueError(f"init_from={path}: holds params {held} of a model with "
+                       f"{sorted(abstract_params)}" + ("" if missing else "; the rest needs an "
+                                                      "initialisation (fresh=)"))
+    loaded = load_params(path, {k: abstract_params[k] for k in held})
+    logging.info("init_from %s: %s loaded, %s freshly initialised", path, held,
+                 sorted(set(abstract_params) - set(held)))
+    return {**fresh, **loaded}
   mngr = ocp.CheckpointManager(path)
   step = mngr.latest_step()
   if step is None:

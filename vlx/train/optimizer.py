@@ -3,14 +3,22 @@
 Param groups (`optimizer.param_groups = [(regex, lr_mult), ...]`, first match wins)
 scale a group's updates; `lr_mult = 0` freezes it with no optimizer state at all
 (e.g. LiT's locked image tower: `[("img/.*", 0.0)]`).
+
+Param bounds (`optimizer.param_bounds = [(regex, low, high), ...]`, plus those the
+objectives declare, e.g. CLIP's `logit_scale <= ln 100`) project the matching
+parameters into their range after every update, as open_clip clamps its logit scale.
 """
 
 from __future__ import annotations
 
 import re
+from typing import Optional, Sequence, Tuple
 
 import jax
+import jax.numpy as jnp
 import optax
+
+Bound = Tuple[str, Optional[float], Optional[float]]
 
 
 def param_path(path) -> str:
@@ -22,6 +30,38 @@ def param_path(path) -> str:
         parts.append(str(getattr(k, attr)))
         break
   return "/".join(parts)
+
+
+def project_params(bounds: Sequence[Bound], params) -> optax.GradientTransformation:
+  """Last link of the chain: rewrites each update so that `param + update` lands in the
+  range of the first `(regex, low, high)` whose regex fully matches the param's path
+  (`None` = unbounded).
+
+  Clamping the parameter, not its use in the loss, keeps the loss's gradient alive at and
+  beyond the bound: a clamp inside the loss has gradient 0 above it (Adam's momentum then
+  carries the parameter past the bound, where it stays) and `jnp.minimum` halves it at the
+  bound itself.
+  """
+  compiled = [(re.compile(r), lo, hi) for r, lo, hi in bounds]
+  paths, treedef = jax.tree_util.tree_flatten_with_path(params)
+  names = [param_path(path) for path, _ in paths]
+  unmatched = [r.pattern for r, _, _ in compiled if not any(map(r.fullmatch, names))]
+  if unmatched:
+    raise ValueError(f"param_bounds: no parameter matches {unmatched}; params: {names}")
+  # Per leaf (in flattening order): its (low, high), or None when unbounded.
+  ranges = [next(((lo, hi) for r, lo, hi in compiled if r.fullmatch(n)), None) for n in names]
+
+  def update_fn(updates, state, params=None):
+    if params is None:
+      raise ValueError("param_bounds need the params: call tx.update(grads, state, params)")
+    flat_u, flat_p = treedef.flatten_up_to(updates), treedef.flatten_up_to(params)
+    # new - p is exact when new lies within a factor of 2 of p (Sterbenz), so the applied
+    # p + (new - p) lands on the bound itself.
+    projected = [u if rng is None else (jnp.clip(p + u, rng[0], rng[1]) - p).astype(u.dtype)
+                 for u, p, rng in zip(flat_u, flat_p, ranges)]
+    return treedef.unflatten(projected), state
+
+  return optax.GradientTransformation(lambda _: optax.EmptyState(), update_fn)
 
 
 def make_schedule(cfg, total_steps):
@@ -41,9 +81,10 @@ def make_schedule(cfg, total_steps):
   raise ValueError(f"unknown schedule {cfg.schedule!r}; known: cosine, constant")
 
 
-def make_optimizer(cfg, params, total_steps=None):
+def make_optimizer(cfg, params, total_steps=None, param_bounds: Sequence[Bound] = ()):
   """Returns (tx, schedule). `params` is any tree with the model's param structure;
-  the schedule spans `total_steps` (the run's `config.total_steps`)."""
+  the schedule spans `total_steps` (the run's `config.total_steps`); `param_bounds` (the
+  objectives' declared ones, after `cfg.param_bounds`) are projected onto after the update."""
   if total_steps is None:
     total_steps = cfg.get("total_steps", None)
   if total_steps is None:
@@ -79,4 +120,7 @@ def make_optimizer(cfg, params, total_steps=None):
       # gradient would otherwise shrink every text update), so they are zeroed first.
       chain.insert(0, optax.masked(optax.set_to_zero(),
                                    jax.tree.map(lambda l: l in frozen, labels)))
+  bounds = [tuple(b) for b in cfg.get("param_bounds", ())] + [tuple(b) for b in param_bounds]
+  if bounds:
+    chain.append(project_params(bounds, params))
   return optax.chain(*chain), schedule

@@ -2,8 +2,9 @@
 
 `train_step(state, batch) -> (state, metrics)`: forward, weighted objectives,
 gradients (optionally GradCache-accumulated so contrastive negatives stay those
-of the full batch), optax update, and a finite-loss guard that leaves the state
-untouched on NaN/Inf so a bad step can never reach a checkpoint.
+of the full batch), optax update, and a finite guard: an update whose loss or
+gradient is NaN/Inf, or that would make a parameter NaN/Inf, leaves the state
+untouched and records its step, so the trainer can stop and name it.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ class TrainState:
   params: Any
   opt_state: Any
   rng: jax.Array
-  nonfinite: jax.Array        # count of steps skipped for a NaN/Inf loss or gradient
+  # The step (1-based) of the first update skipped for a NaN/Inf loss, gradient or new
+  # parameter; 0 while every update has been finite. An int32 scalar, as checkpoints store it.
+  nonfinite: jax.Array
   extras: Dict[str, Any]      # auxiliary state of objectives (EMA params, queues, ...)
 
 
@@ -124,7 +127,9 @@ def make_train_step(model, loss_fn: Callable, tx: optax.GradientTransformation,
     grad_norm = optax.global_norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    params_finite = jnp.all(jnp.stack([jnp.isfinite(p).all() for p in jax.tree.leaves(params)
+                                       if jnp.issubdtype(p.dtype, jnp.inexact)] or [True]))
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & params_finite
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)  # noqa: E731
     extras = state.extras
     if ema_decay:
@@ -134,7 +139,8 @@ def make_train_step(model, loss_fn: Callable, tx: optax.GradientTransformation,
         params=keep(params, state.params),
         opt_state=keep(opt_state, state.opt_state),
         extras=extras,
-        nonfinite=state.nonfinite + (~finite).astype(jnp.int32))
+        nonfinite=jnp.where((state.nonfinite == 0) & ~finite, state.step + 1,
+                            state.nonfinite).astype(jnp.int32))
     out = {"train/loss": loss, "train/grad_norm": grad_norm,
            "train/lr": schedule(state.step),
            **{f"train/{k}": v for k, v in metrics.items()}}

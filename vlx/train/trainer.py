@@ -21,13 +21,15 @@ from vlx.objectives.contrastive import build_objectives
 from vlx.parallel import mesh as mesh_lib
 from vlx.train import checkpoint as ckpt_lib
 from vlx.train import curriculum
+from vlx.train import workdir as workdir_lib
 from vlx.train.metrics_writer import MetricsWriter
 from vlx.train.optimizer import make_optimizer
 from vlx.train.step import TrainState, make_train_step
 
 
 class NonFiniteLossError(RuntimeError):
-  """Raised when a step produced NaN/Inf: the run stops, the last checkpoint stays clean."""
+  """Raised when an update produced NaN/Inf: the run stops and names the checkpoint to
+  resume from (see "Loop" in `train`)."""
 
 
 def _hashable(x):
@@ -187,22 +189,51 @@ def run_evals(evals, params, step, writer) -> Dict[str, float]:
       results[f"{name}/{k}"] = v
     results[f"{name}/seconds"] = round(time.time() - t, 2)
   if results:
-    writer.write(step, results)
+    writer.replace(step, results)
   return results
+
+
+def resume_point(first_bad: int, saved_steps) -> int:
+  """The checkpoint to resume from when update `first_bad` was the first non-finite one
+  (0: none precedes the divergence).
+
+  Checkpoint N counts as written before the divergence once an update computed from its
+  parameters (update N + 1) had a finite loss and gradient. Update `first_bad` started from
+  the parameters after step `first_bad - 1`: that checkpoint may already hold the diverged
+  weights (lr=1e30: finite but ~5e29, and every later loss is Inf), so it is not trusted and
+  the newest checkpoint at or before `first_bad - 2` is the one to go back to."""
+  healthy = [s for s in saved_steps if s <= first_bad - 2]
+  return max(healthy) if healthy else 0
+
+
+def _last_rows(workdir: str, step: int) -> Dict[str, float]:
+  """Every metric logged at `step` (a finished run's final training and eval rows)."""
+  from vlx.train.metrics_writer import read_metrics  # pylint: disable=g-import-not-at-top
+  try:
+    rows = read_metrics(workdir)
+  except FileNotFoundError:
+    return {}
+  return {k: v for r in rows if r.get("step") == step for k, v in r.items() if k != "step"}
 
 
 def train(config, workdir: str, mode: str = "train") -> Dict[str, float]:
   """Trains (and evaluates) `config`, resuming from `workdir` when it holds a checkpoint.
 
-  mode="eval" evaluates the latest checkpoint (or `init_from`) without training and
-  appends the results to `eval_metrics.jsonl`.
+  mode="eval" evaluates the latest checkpoint (or `init_from`) without training and writes
+  the results to `eval_metrics.jsonl`, replacing earlier results of that step.
+
+  Nothing in `workdir` is changed until the run is known to resume it: its config.json must
+  agree with `config` (workdir.py), and a checkpoint must restore. A workdir whose run is
+  finished is left as it is. `config.resume_step=N` resumes from checkpoint N instead of the
+  newest, moving the later ones aside (after a divergence; the stop message names N).
   """
   if mode not in ("train", "eval"):
     raise ValueError(f"unknown mode {mode!r}; known: train, eval")
-  os.makedirs(workdir, exist_ok=True)
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
+  workdir_lib.check_is_directory(workdir)
+  config_text = workdir_lib.config_text(config)  # as given, before fit_vocab changes it
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  if os.path.isdir(ckpt_dir) and any(n.isdigit() for n in os.listdir(ckpt_dir)):
+    workdir_lib.check_resumable(workdir, config)
 
   # ---- Mesh and sharding rules -------------------------------------------
   mesh = mesh_lib.make_mesh(config.mesh)
@@ -230,22 +261,45 @@ def train(config, workdir: str, mode: str = "train") -> Dict[str, float]:
   loss_fn = build_objectives(config.objectives)
   boxed_abstract = abstract_params(config, model, mesh, rules)
   tx, schedule = make_optimizer(config.optimizer, mesh_lib.unbox(boxed_abstract),
-                                config.total_steps)
+                                config.total_steps, param_bounds=loss_fn.param_bounds)
   state, shardings = create_state(config, model, tx, mesh, rules, boxed_abstract)
   num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
   logging.info("model %s: %.2fM parameters", config.model.name, num_params / 1e6)
 
-  ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints)
+  if mode == "eval" and not os.path.isdir(ckpt_dir) and not config.init_from:
+    raise ValueError(f"mode=eval: no checkpoint in {workdir} and no init_from")
+  os.makedirs(workdir, exist_ok=True)
+  ckpt = ckpt_lib.Checkpointer(ckpt_dir, keep=config.keep_checkpoints,
+                               cleanup_tmp=mode == "train")
   start_step = 0
+  resume_step = int(config.get("resume_step", 0)) or None
   if ckpt.latest_step() is not None:
     abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                             state, shardings)
-    state, data_state = ckpt.restore(abstract)
+    try:
+      state, data_state, start_step, damaged = ckpt.restore(abstract, step=resume_step)
+    except Exception:
+      # Close orbax's background threads first: left open, they print a traceback at exit.
+      ckpt.close()
+      raise
     data_iter.set_state(data_state)
-    start_step = int(state.step)
+    if mode == "train" and start_step >= config.total_steps:
+      ckpt.close()
+      logging.info("the run in %s is complete (checkpoint %d, total_steps=%d): nothing to do; "
+                   "--mode=eval evaluates it again, a larger --config.total_steps trains on",
+                   workdir, start_step, config.total_steps)
+      return _last_rows(workdir, start_step)
+    if mode == "train":
+      # The resumed run writes these steps again: move the old ones out of its way.
+      ckpt.set_aside(damaged, "damaged")
+      ckpt.set_aside([s for s in ckpt.all_steps() if s > start_step], "after-resume-step")
+  elif resume_step is not None:
+    ckpt.close()
+    raise ckpt_lib.CheckpointError(f"resume_step={resume_step}: {ckpt_dir} holds no checkpoint")
   elif config.init_from:
     params = ckpt_lib.load_params(config.init_from, jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state.params))
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state.params),
+        fresh=state.params)
     # An EMA teacher starts from the loaded weights too, not from the random init.
     state = state.replace(params=params, extras={**state.extras, "ema": params}
                           if ema_decay(config) > 0 else state.extras)
@@ -253,7 +307,10 @@ def train(config, workdir: str, mode: str = "train") -> Dict[str, float]:
 
   if mode == "eval":
     if start_step == 0 and not config.init_from:
+      ckpt.close()
       raise ValueError(f"mode=eval: no checkpoint in {workdir} and no init_from")
+    if jax.process_index() == 0 and not os.path.exists(os.path.join(workdir, "config.json")):
+      workdir_lib.write_config(workdir, config_text)
     writer = MetricsWriter(workdir, resume_step=None, filename="eval_metrics.jsonl",
                            tensorboard=False)
     try:
@@ -282,6 +339,9 @@ def train(config, workdir: str, mode: str = "train") -> Dict[str, float]:
   logging.info("compiled train step in %.1fs; memory per device: %s; %.3g GFLOP/step",
                time.time() - t, memory, step_flops / 1e9)
 
+  # The run is known to resume this workdir: now its files may change.
+  if jax.process_index() == 0:
+    workdir_lib.write_config(workdir, config_text)
   writer = MetricsWriter(workdir, resume_step=start_step)
   if start_step == 0:
     writer.write(0, {f"compile/{k}": v for k, v in memory.items()} | {
@@ -290,12 +350,21 @@ def train(config, workdir: str, mode: str = "train") -> Dict[str, float]:
 
   # ---- Loop ------------------------------------------------------------------
   def check_finite(state):
-    bad = int(jax.device_get(state.nonfinite))
-    if bad:
-      raise NonFiniteLossError(
-          f"non-finite loss or gradient at or before step {int(jax.device_get(state.step))}: "
-          f"{bad} update(s) skipped; stopping. The last checkpoint in {ckpt.directory} is clean; "
-          "lower the learning rate or check the data.")
+    """Stops at the first non-finite update (checked at every log and checkpoint step, so
+    nothing written after it is saved) and names the checkpoint written before it."""
+    first_bad = int(jax.device_get(state.nonfinite))
+    if not first_bad:
+      return
+    ckpt.wait()
+    back_to = resume_point(first_bad, ckpt.all_steps())
+    where = (f"resume from checkpoint {back_to}, the newest written before it, with "
+             f"--config.resume_step={back_to} and a lower learning rate "
+             f"(--config.optimizer.lr=..., now {config.optimizer.lr:g})" if back_to else
+             "no checkpoint was written before it: start again in a new workdir with a lower "
+             f"learning rate (now {config.optimizer.lr:g})")
+    raise NonFiniteLossError(
+        f"non-finite loss, gradient or parameter first at step {first_bad} (the update from "
+        f"step {first_bad - 1}'s parameters); {where}, or check the data")
 
   final = {}
   bar = tqdm.tqdm(total=config.total_steps, initial=start_step, desc="train", unit="step",
@@ -332,8 +401,6 @@ def train(config, workdir: str, mode: str = "train") -> Dict[str, float]:
     bar.close()
     ckpt.close()
     writer.close()
-  if start_step >= config.total_steps and evals:
-    final.update(run_evals(evals, state.params, step, writer))
   return final
 
 
