@@ -40,19 +40,19 @@ def main(argv):
   import numpy as np  # pylint: disable=g-import-not-at-top
   from vlx import config_lib, decode  # pylint: disable=g-import-not-at-top
   from vlx.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
-  from vlx.train import trainer  # pylint: disable=g-import-not-at-top
+  from vlx import build  # pylint: disable=g-import-not-at-top
 
   batch = int(flags.get("batch", 64))
   max_len = int(flags.get("max_len", 32))
   beam = int(flags.get("beam_size", 4))
   repeats = int(flags.get("repeats", 3))
   if "workdir" in flags:
-    from vlx.predict import load_run  # pylint: disable=g-import-not-at-top
-    config, model, _, _, params = load_run(flags["workdir"])
+    from vlx.predict import load_model  # pylint: disable=g-import-not-at-top
+    config, model, _, params = load_model(flags["workdir"])
   else:
     config = config_lib.load_config_file(flags.get("config", "configs/coca.py:tiny"))
-    model = trainer.build_model(config)
-    dummy = {k: v[:1] for k, v in trainer.dummy_batch(config).items()}
+    model = build.build_model(config)
+    dummy = {k: v[:1] for k, v in build.dummy_batch(config).items()}
     params = mesh_lib.unbox(jax.jit(lambda r: model.init(r, dummy)["params"])(
         jax.random.key(0)))
   size = config.data.image_size

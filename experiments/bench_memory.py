@@ -34,6 +34,7 @@ import numpy as np  # noqa: E402
 from vlx import config_lib  # noqa: E402
 from vlx.objectives.contrastive import build_objectives  # noqa: E402
 from vlx.parallel import mesh as mesh_lib  # noqa: E402
+from vlx import build  # noqa: E402
 from vlx.train import curriculum, trainer  # noqa: E402
 from vlx.train.optimizer import make_optimizer  # noqa: E402
 from vlx.train.step import make_train_step  # noqa: E402
@@ -53,13 +54,13 @@ def shard_bytes(abstract_tree) -> int:
 def step_memory(config, devices):
   mesh = mesh_lib.make_mesh(config.mesh, devices)
   rules = mesh_lib.rules_from_config(config.sharding)
-  model = trainer.build_model(config)
-  boxed = trainer.abstract_params(config, model, mesh, rules)
+  model = build.build_model(config)
+  boxed = build.abstract_params(config, model, mesh, rules)
   tx, schedule = make_optimizer(config.optimizer, mesh_lib.unbox(boxed), config.total_steps)
   abstract, shardings = trainer.state_shardings(config, model, tx, mesh, rules, boxed)
   step_fn = make_train_step(model, build_objectives(config.objectives), tx, schedule,
                             config.accum_steps, curriculum.build({}, config.total_steps))
-  dummy = trainer.dummy_batch(config)
+  dummy = build.dummy_batch(config)
   batch_shardings = {k: mesh_lib.batch_sharding(mesh, v.ndim) for k, v in dummy.items()}
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     jitted = jax.jit(step_fn, in_shardings=(shardings, batch_shardings),

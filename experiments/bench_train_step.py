@@ -42,6 +42,7 @@ import numpy as np  # noqa: E402
 from vlx.objectives.contrastive import build_objectives  # noqa: E402
 from vlx.parallel import mesh as mesh_lib  # noqa: E402
 from vlx.train import curriculum  # noqa: E402
+from vlx import build  # noqa: E402
 from vlx.train import trainer  # noqa: E402
 from vlx.train.optimizer import make_optimizer  # noqa: E402
 from vlx.train.step import make_train_step  # noqa: E402
@@ -190,22 +191,22 @@ def build_compiled_step(config):
   if config.batch_size % mesh_lib.batch_axis_size(mesh):
     raise SystemExit(f"batch {config.batch_size} not divisible by the "
                      f"{mesh_lib.batch_axis_size(mesh)} batch shards of mesh {dict(mesh.shape)}")
-  model = trainer.build_model(config)
+  model = build.build_model(config)
   loss_fn = build_objectives(config.objectives)
-  boxed = trainer.abstract_params(config, model, mesh, rules)
+  boxed = build.abstract_params(config, model, mesh, rules)
   tx, schedule = make_optimizer(config.optimizer, mesh_lib.unbox(boxed), config.total_steps)
   state, shardings = trainer.create_state(config, model, tx, mesh, rules, boxed)
   num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
   step_fn = make_train_step(model, loss_fn, tx, schedule, config.accum_steps,
                             curriculum.build(config.get("curriculum"), config.total_steps))
   batch_shardings = {k: mesh_lib.batch_sharding(mesh, v.ndim)
-                     for k, v in trainer.dummy_batch(config).items()}
+                     for k, v in build.dummy_batch(config).items()}
   rep = mesh_lib.replicated(mesh)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     jitted = jax.jit(step_fn, in_shardings=(shardings, batch_shardings),
                      out_shardings=(shardings, rep), donate_argnums=(0,))
     abstract_batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_shardings[k])
-                      for k, v in trainer.dummy_batch(config).items()}
+                      for k, v in build.dummy_batch(config).items()}
     t = time.perf_counter()
     compiled = jitted.lower(state, abstract_batch).compile()
     compile_s = time.perf_counter() - t

@@ -15,7 +15,8 @@ from vlx_testlib import (PYTHON, REPO, read_metrics, run_main, shapes_data_dir, 
 
 def test_coca_smoke_run_then_predict(shapes_data_dir, tmp_path):
   workdir = tmp_path / "w"
-  run_main("coca", workdir, shapes_data_dir)
+  # A model vocabulary below the tokenizer's (256): the run widens it before writing config.json.
+  run_main("coca", workdir, shapes_data_dir, "--config.model.text.vocab_size=200")
   merged = {k: v for r in read_metrics(workdir) for k, v in r.items()}
   for key in ("train/clip/loss", "train/captioning/loss", "train/captioning/token_acc",
               "captioning/cider", "captioning/bleu4", "captioning/rouge_l",
@@ -26,6 +27,8 @@ def test_coca_smoke_run_then_predict(shapes_data_dir, tmp_path):
   assert html.count("<img") == 16 and "greedy" in html
   rows = [json.loads(line) for line in (workdir / "captions.jsonl").read_text().splitlines()]
   assert len(rows) == 32 and all(len(r["references"]) == 5 for r in rows)
+
+  _config_json_is_the_config_that_ran(workdir, shapes_data_dir)
 
   from PIL import Image  # pylint: disable=g-import-not-at-top
   folder = tmp_path / "imgs"
@@ -61,6 +64,32 @@ def test_coca_smoke_run_then_predict(shapes_data_dir, tmp_path):
 
 
 @pytest.mark.parametrize("java", [True, False])
+def _config_json_is_the_config_that_ran(workdir, data_dir):
+  """config.json equals the config as the run used it (vocabulary fitted to the dataset), and
+  the model is built from it, and its checkpoint restored, without reading the dataset."""
+  from vlx import build, config_lib, predict  # pylint: disable=g-import-not-at-top
+  from vlx.data import sources  # pylint: disable=g-import-not-at-top
+  from vlx.train import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  ran = config_lib.load_config_file(f"{REPO}/configs/coca.py:smoke")
+  with ran.unlocked():
+    ran.data.source.data_dir = data_dir
+    ran.model.text.vocab_size = 200
+  build.fit_vocab(ran, sources.load_dataset(ran.data))
+  saved = json.loads((workdir / "config.json").read_text())
+  assert saved == workdir_lib.config_as_json(ran)
+  assert saved["model"]["text"]["vocab_size"] == 256  # fitted to the tokenizer
+
+  def no_dataset(*args, **kwargs):
+    raise AssertionError("load_model read the dataset")
+  original = sources.load_dataset
+  sources.load_dataset = no_dataset
+  try:
+    config, _, _, params = predict.load_model(str(workdir))
+  finally:
+    sources.load_dataset = original
+  assert config.to_dict() == saved and params  # restored with the fitted vocabulary's shapes
+
+
 def test_caption_scores_rank_right_above_wrong(monkeypatch, java):
   if not java:  # the pure-Python tokenizer path used where Java is missing
     monkeypatch.setattr("vlx.evals.captioning.shutil.which", lambda _: None)

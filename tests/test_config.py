@@ -127,8 +127,9 @@ def test_every_variant_loads(family, variant):
   else:
     assert config.data.name == "tfds" and config.model.dtype == "bfloat16"
   # The model config matches the model's own fields (every key is a real option).
+  from vlx import build  # pylint: disable=g-import-not-at-top
   from vlx.train import trainer  # pylint: disable=g-import-not-at-top
-  trainer.build_model(config)
+  build.build_model(config)
 
 
 # ---- Variants: one parser, `,smoke` on every accelerator size (issue 17, item 2) -----------
@@ -144,6 +145,7 @@ def test_smoke_keeps_the_accelerator_variant_and_shrinks_it(family, size):
   dtype, scan/remat, mesh, objectives, evaluators) made small enough for seconds on a CPU."""
   import jax  # pylint: disable=g-import-not-at-top
   from vlx.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+  from vlx import build  # pylint: disable=g-import-not-at-top
   from vlx.train import trainer  # pylint: disable=g-import-not-at-top
   full, smoke = _load(f"{family}.py:{size}"), _load(f"{family}.py:{size},smoke")
   for key in ("data.name", "data.source.tfds_name", "data.pp_train", "data.pp_eval",
@@ -167,10 +169,10 @@ def test_smoke_keeps_the_accelerator_variant_and_shrinks_it(family, size):
   assert smoke.eval_every <= smoke.total_steps
   assert all(0 < ev.limit <= 32 for ev in smoke.evals.values())
   # Builds, and its parameters shard on the variant's 8-device mesh (shapes only).
-  model = trainer.build_model(smoke)
+  model = build.build_model(smoke)
   mesh = mesh_lib.make_mesh(smoke.mesh, devices=jax.devices()[:8])
   rules = mesh_lib.rules_from_config(smoke.sharding)
-  boxed = trainer.abstract_params(smoke, model, mesh, rules)
+  boxed = build.abstract_params(smoke, model, mesh, rules)
   mesh_lib.logical_to_shardings(boxed, mesh, rules)
   num_params = sum(x.size for x in jax.tree.leaves(mesh_lib.unbox(boxed)))
   assert num_params < 5_000_000, num_params
@@ -184,14 +186,15 @@ def test_accelerator_smoke_takes_a_finite_sharded_step(spec):
   import numpy as np  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   from vlx.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+  from vlx import build  # pylint: disable=g-import-not-at-top
   from vlx.train import trainer  # pylint: disable=g-import-not-at-top
   from vlx.train.optimizer import make_optimizer  # pylint: disable=g-import-not-at-top
   from vlx_testlib import one_train_step  # pylint: disable=g-import-not-at-top
   config = _load(spec)
-  model = trainer.build_model(config)
+  model = build.build_model(config)
   mesh = mesh_lib.make_mesh(config.mesh, devices=jax.devices()[:8])
   rules = mesh_lib.rules_from_config(config.sharding)
-  boxed = trainer.abstract_params(config, model, mesh, rules)
+  boxed = build.abstract_params(config, model, mesh, rules)
   tx, _ = make_optimizer(config.optimizer, mesh_lib.unbox(boxed), config.total_steps)
   state, _ = trainer.create_state(config, model, tx, mesh, rules, boxed)
   rng = np.random.default_rng(0)
@@ -290,12 +293,13 @@ def test_eval_limit_must_be_positive():
                                         ("BFloat16", "bfloat16")])
 def test_dtype_aliases_become_the_models_names(alias, name):
   from vlx import config_checks  # pylint: disable=g-import-not-at-top
+  from vlx import build  # pylint: disable=g-import-not-at-top
   from vlx.train import trainer  # pylint: disable=g-import-not-at-top
   config = _load("coca.py:smoke")
   config_lib.set_key(config, "model.dtype", alias)
   config_checks.check(config)
   assert config.model.dtype == name
-  trainer.build_model(config)
+  build.build_model(config)
 
 
 def test_every_shipped_config_passes_the_checks():

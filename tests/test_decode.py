@@ -17,7 +17,7 @@ from vlx import config_lib, decode
 from vlx.evals.common import EvalContext, run_batched
 from vlx.objectives.captioning import caption_loss
 from vlx.parallel import mesh as mesh_lib
-from vlx.train import trainer
+from vlx import build
 from vlx_testlib import REPO
 
 EOS = 2
@@ -33,8 +33,8 @@ def coca():
       "model.text.width": 32, "model.text.num_heads": 2, "model.text.vocab_size": 40,
       "model.caption_queries": 4, "model.embed_dim": 16, "data.image_size": 16,
       "model.image.stem": "patch", "model.image.patch_size": 8}.items()])
-  model = trainer.build_model(config)
-  dummy = {k: v[:1] for k, v in trainer.dummy_batch(config).items()}
+  model = build.build_model(config)
+  dummy = {k: v[:1] for k, v in build.dummy_batch(config).items()}
   params = mesh_lib.unbox(model.init(jax.random.key(0), dummy)["params"])
   # A raised EOS logit makes this random model end its captions at varied lengths (3..10).
   params["txt"]["head"]["bias"] = params["txt"]["head"]["bias"].at[EOS].set(2.0)

@@ -14,6 +14,7 @@ from vlx.evals import linear_probe, retrieval
 from vlx.models import text as text_lib
 from vlx.models.vit import ViT
 from vlx.parallel import mesh as mesh_lib
+from vlx import build
 from vlx.train import trainer
 from vlx_testlib import REPO, shapes_data_dir, shapes_handle  # noqa: F401
 
@@ -200,7 +201,7 @@ def _batch(config, n=4):
 def test_bf16_compute_runs_and_params_stay_float32():
   config32, config16 = _config(), _config(**{"model.dtype": "bfloat16"})
   batch = _batch(config32)
-  model32, model16 = trainer.build_model(config32), trainer.build_model(config16)
+  model32, model16 = build.build_model(config32), build.build_model(config16)
   params = nn.meta.unbox(jax.jit(lambda r: model16.init(r, batch, train=False))(
       jax.random.key(0))["params"])
   dtypes = {jnp.dtype(p.dtype) for p in jax.tree.leaves(params)}
@@ -225,7 +226,7 @@ def test_bf16_compute_runs_and_params_stay_float32():
 @pytest.mark.parametrize("family,scan", [("clip", False), ("siglip", False), ("siglip", True)])
 def test_every_param_has_logical_axis_names(family, scan):
   config = _config(family, **{"model.image.scan": scan, "model.text.scan": scan})
-  model = trainer.build_model(config)
+  model = build.build_model(config)
   batch = {k: v[:1] for k, v in _batch(config).items()}
   boxed = jax.eval_shape(lambda r: model.init(r, batch, train=False)["params"],
                          jax.random.key(0))

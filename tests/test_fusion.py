@@ -34,6 +34,7 @@ from vlx.models import fusion as F
 from vlx.models.fusion_layers import roi_align
 from vlx.objectives.contrastive import build_objectives
 from vlx.parallel import mesh as mesh_lib
+from vlx import build
 from vlx.train import trainer
 from vlx.train.step import ema_update
 from vlx_testlib import (REPO, assert_trees_close, mesh_of, one_train_step,  # noqa: F401
@@ -58,7 +59,7 @@ def _config(family, data_dir, **over):
 
 
 def _batch(config, handle, n=None):
-  keys = trainer.batch_keys(config)
+  keys = build.batch_keys(config)
   data = pipeline.load_task_arrays(handle, config.data.train_split, config.data.pp_train, keys,
                                    limit=n or config.batch_size)
   return {k: data[k] for k in keys}
@@ -80,9 +81,9 @@ def test_roi_align_samples_a_linear_map_at_bin_centres():
 
 def test_mlm_masking_never_touches_padding_specials_or_tags(shapes_data_dir):
   config = _config("oscar", shapes_data_dir)
-  model = trainer.build_model(config)
+  model = build.build_model(config)
   handle = trainer.sources.load_dataset(config.data)
-  trainer.fit_vocab(config, handle)
+  build.fit_vocab(config, handle)
   batch = _batch(config, handle)
   # text_inputs reads no parameter: abstract ones (no compile, no compute) bind the module.
   variables = jax.eval_shape(lambda: model.init(jax.random.key(0), batch, train=False))
@@ -183,10 +184,10 @@ def test_fusion_step_equal_on_1_and_8_devices(shapes_data_dir, family):
   ema = family == "albef"  # ALBEF's momentum teacher: its update is checked exactly, too
   config = _config(family, shapes_data_dir, **({"ema.decay": 0.75} if ema else {}))
   handle = trainer.sources.load_dataset(config.data)
-  trainer.fit_vocab(config, handle)
+  build.fit_vocab(config, handle)
   batch = _batch(config, handle)
   tx = optax.sgd(1.0)
-  model = trainer.build_model(config)
+  model = build.build_model(config)
   rules = mesh_lib.rules_from_config(config.sharding)
   state, _ = trainer.create_state(config, model, tx, mesh_of(1, 1, 1, 1), rules)
   state = jax.device_get(state)

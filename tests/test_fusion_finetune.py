@@ -28,6 +28,7 @@ transformers = pytest.importorskip("transformers", reason="parity tests need tra
 from test_fusion_parity import ATOL, _randomize  # noqa: E402
 from vlx import configs  # noqa: E402
 from vlx.models.fusion_layers import box_geometry  # noqa: E402
+from vlx import build  # noqa: E402
 from vlx.train import checkpoint, trainer  # noqa: E402
 
 B, L, R = 2, 7, 5
@@ -89,7 +90,7 @@ def test_training_model_initialised_from_lxmert_matches_it(converted):
   hf_model, out_dir = converted
   config = configs.fusion_config("lxmert", f"ft={out_dir},smoke")
   assert config.init_from == out_dir and config.model.stack == "lxmert"
-  model = trainer.build_model(config)
+  model = build.build_model(config)
   (ids, types, t_mask, feats, boxes, v_mask), (vlx_ids, vlx_boxes) = _inputs(VOCAB)
   args = (jnp.asarray(vlx_ids, jnp.int32), jnp.asarray(types, jnp.int32),
           jnp.asarray(t_mask, bool), jnp.asarray(feats),

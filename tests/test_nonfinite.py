@@ -10,6 +10,7 @@ import optax
 
 from vlx import config_lib
 from vlx.objectives.contrastive import build_objectives
+from vlx import build
 from vlx.train import trainer
 from vlx.train.step import make_train_step
 from vlx_testlib import (REPO, checkpoint_steps, no_evals, read_metrics, run_main,  # noqa: F401
@@ -66,7 +67,7 @@ def test_train_step_leaves_state_untouched_on_nan():
       ("model.image.depth", "1"), ("model.text.depth", "1"), ("model.image.width", "64"),
       ("model.text.width", "64"), ("model.embed_dim", "32"), ("data.image_size", "32"),
       ("data.max_len", "16"), ("model.text.max_len", "16"), ("batch_size", "8")])
-  model = trainer.build_model(config)
+  model = build.build_model(config)
   tx = optax.adam(1e-2)
   mesh = trainer.mesh_lib.make_mesh(config.mesh, devices=jax.devices()[:1])
   rules = trainer.mesh_lib.rules_from_config(config.sharding)

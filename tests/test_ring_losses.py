@@ -177,13 +177,14 @@ def test_ring_through_train_step_equals_dense(family):
   parallel beside it): the loss, gradient norm and updated params of the dense objective."""
   import optax  # pylint: disable=g-import-not-at-top
   from vlx.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+  from vlx import build  # pylint: disable=g-import-not-at-top
   from vlx.train import trainer  # pylint: disable=g-import-not-at-top
   from vlx_testlib import assert_trees_close, mesh_of, one_train_step  # pylint: disable=g-import-not-at-top
   tx = optax.sgd(1.0)  # params - grads: compares the gradients themselves
   runs = {}
   for chunked in (False, True):
     config = _step_config(family, chunked)
-    model = trainer.build_model(config)
+    model = build.build_model(config)
     state, _ = trainer.create_state(config, model, tx, mesh_of(1, 1, 1, 1),
                                     mesh_lib.rules_from_config(config.sharding))
     state = jax.device_get(state)

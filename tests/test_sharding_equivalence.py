@@ -14,6 +14,7 @@ import pytest
 
 from vlx import config_lib
 from vlx.parallel import mesh as mesh_lib
+from vlx import build
 from vlx.train import trainer
 from vlx_testlib import (REPO, assert_trees_close, mesh_of, no_evals,  # noqa: F401
                          one_train_step, run_main, shapes_data_dir, train_losses)
@@ -70,7 +71,7 @@ def _batch(config, seed=0):
 
 def _init(config, tx):
   """The trainer's model and sharded TrainState, initialized on a 1-device mesh."""
-  model = trainer.build_model(config)
+  model = build.build_model(config)
   rules = mesh_lib.rules_from_config(config.sharding)
   state, _ = trainer.create_state(config, model, tx, mesh_of(1, 1, 1, 1), rules)
   return model, jax.device_get(state)
@@ -129,9 +130,9 @@ def test_param_groups_freeze_and_scale_on_shardedmesh_of():
   runs = {}
   for name, param_groups in (("plain", ()), ("grouped", groups)):
     config.optimizer.param_groups = param_groups
-    model = trainer.build_model(config)
+    model = build.build_model(config)
     rules = mesh_lib.rules_from_config(config.sharding)
-    boxed = trainer.abstract_params(config, model, mesh_of(2, 2, 2, 8), rules)
+    boxed = build.abstract_params(config, model, mesh_of(2, 2, 2, 8), rules)
     tx, _ = make_optimizer(config.optimizer, mesh_lib.unbox(boxed), total_steps=10)
     state, shardings = trainer.create_state(config, model, tx, mesh_of(2, 2, 2, 8), rules, boxed)
     # Moments of a sharded kernel are sharded like it; counts are replicated.

@@ -180,8 +180,8 @@ def _from_imported(imported, where: str = "this checkpoint") -> Pretrained:
   import jax  # pylint: disable=g-import-not-at-top
   import ml_collections  # pylint: disable=g-import-not-at-top
   from vlx.data.tokenizer import load_tokenizer  # pylint: disable=g-import-not-at-top
-  from vlx.train import trainer  # pylint: disable=g-import-not-at-top
-  model = trainer.build_model(ml_collections.ConfigDict({"model": imported.model}))
+  from vlx import build  # pylint: disable=g-import-not-at-top
+  model = build.build_model(ml_collections.ConfigDict({"model": imported.model}))
   tokenizer = load_tokenizer(imported.tokenizer) if imported.tokenizer else MissingTokenizer(where)
   params = jax.tree.map(np.asarray, imported.params)
   return Pretrained(model, params, tokenizer, imported.preprocess,

@@ -69,8 +69,8 @@ def abstract_params(model_cfg: Dict[str, Any], image_size: int, max_len: int) ->
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import ml_collections  # pylint: disable=g-import-not-at-top
   from vlx.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
-  from vlx.train import trainer  # pylint: disable=g-import-not-at-top
-  model = trainer.build_model(ml_collections.ConfigDict({"model": model_cfg}))
+  from vlx import build  # pylint: disable=g-import-not-at-top
+  model = build.build_model(ml_collections.ConfigDict({"model": model_cfg}))
   batch = {"image": jnp.zeros((1, image_size, image_size, 3)),
            "text": jnp.zeros((1, max_len), jnp.int32)}
   variables = jax.eval_shape(lambda: model.init(jax.random.key(0), batch))

@@ -15,6 +15,7 @@ import numpy as np
 import tqdm
 
 from vlx import registry
+from vlx.build import abstract_params, batch_keys, build_model, dummy_batch, fit_vocab
 from vlx.data import pipeline, sources
 from vlx.evals.common import EvalContext
 from vlx.objectives.contrastive import build_objectives
@@ -32,74 +33,11 @@ class NonFiniteLossError(RuntimeError):
   resume from (see "Loop" in `train`)."""
 
 
-def _hashable(x):
-  """ConfigDict/dict/list -> FrozenDict/tuple, so modules stay hashable (jit caches key on them)."""
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  from flax.core import FrozenDict  # pylint: disable=g-import-not-at-top
-  if isinstance(x, ml_collections.ConfigDict):
-    x = x.to_dict()
-  if isinstance(x, dict):
-    return FrozenDict({k: _hashable(v) for k, v in x.items()})
-  if isinstance(x, (list, tuple)):
-    return tuple(_hashable(v) for v in x)
-  return x
-
-
-def fit_vocab(config, handle):
-  """The text vocabulary holds at least every id the dataset's tokenizer can emit."""
-  with config.unlocked():
-    if config.model.get("text") is not None and "vocab_size" in config.model.text:
-      config.model.text.vocab_size = max(config.model.text.vocab_size, handle.tokenizer.vocab_size)
-
-
-def build_model(config):
-  kwargs = {k: _hashable(v) for k, v in config.model.items()}
-  name = kwargs.pop("name")
-  return registry.MODELS.get(name)(**kwargs)
-
-
-_SPEC_CACHE: Dict[str, Dict] = {}
-
-
-def batch_keys(config):
-  return tuple(config.data.get("keys", ("image", "text")))
-
-
-def dummy_batch(config) -> Dict[str, np.ndarray]:
-  """A global batch of zeros with the config's shapes (for shapes-first init and AOT compile).
-
-  Image and text shapes follow from the config; any other key (`config.data.keys`: questions,
-  boxes, answer scores, ...) takes its shape from one preprocessed training example."""
-  b = config.batch_size
-  s = config.data.image_size
-  out = {"image": np.zeros((b, s, s, 3), np.float32),
-         "text": np.zeros((b, config.data.max_len), np.int32)}
-  keys = batch_keys(config)
-  others = [k for k in keys if k not in out]
-  if others:
-    cache_key = config.data.to_json()
-    if cache_key not in _SPEC_CACHE:
-      handle = sources.load_dataset(config.data)
-      _SPEC_CACHE[cache_key] = pipeline.example_spec(handle, config.data.train_split,
-                                                     config.data.pp_train, others)
-    for k, (shape, dtype) in _SPEC_CACHE[cache_key].items():
-      out[k] = np.zeros((b,) + tuple(shape), dtype)
-  return {k: out[k] for k in keys}
-
-
 def ema_decay(config) -> float:
   """config.ema.decay: > 0 keeps an EMA copy of the parameters in `state.extras["ema"]`
   (ALBEF's momentum model); the step hands its outputs to the objectives as "teacher"."""
   ema = config.get("ema")
   return float(ema.decay) if ema is not None else 0.0
-
-
-def abstract_params(config, model, mesh, rules):
-  """The model's params as boxed ShapeDtypeStructs (logical axes kept): no FLOP spent."""
-  batch = {k: v[:1] for k, v in dummy_batch(config).items()}
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    return jax.eval_shape(lambda r: model.init(r, batch, train=False)["params"],
-                          jax.random.key(config.seed))
 
 
 def state_shardings(config, model, tx, mesh, rules, boxed_abstract=None):
@@ -230,7 +168,12 @@ def train(config, workdir: str, mode: str = "train") -> Dict[str, float]:
   if mode not in ("train", "eval"):
     raise ValueError(f"unknown mode {mode!r}; known: train, eval")
   workdir_lib.check_is_directory(workdir)
-  config_text = workdir_lib.config_text(config)  # as given, before fit_vocab changes it
+  # The dataset fixes what the config leaves open (the vocabulary size) before the config is
+  # compared with a saved one or written: config.json is the config that ran, and building
+  # the model from it (predict, init_from) needs no dataset.
+  handle = sources.load_dataset(config.data)
+  fit_vocab(config, handle)
+  config_text = workdir_lib.config_text(config)
   ckpt_dir = os.path.join(workdir, "checkpoints")
   if os.path.isdir(ckpt_dir) and any(n.isdigit() for n in os.listdir(ckpt_dir)):
     workdir_lib.check_resumable(workdir, config)
@@ -246,8 +189,6 @@ def train(config, workdir: str, mode: str = "train") -> Dict[str, float]:
                      f"{mesh_lib.batch_axis_size(mesh)} batch shards of mesh {dict(mesh.shape)}")
 
   # ---- Input --------------------------------------------------------------
-  handle = sources.load_dataset(config.data)
-  fit_vocab(config, handle)
   # One global data order whatever the process count; each process reads only the rows of
   # each global batch that its devices hold.
   rows = mesh_lib.process_batch_rows(mesh, config.batch_size)
