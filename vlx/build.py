@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import Dict
 
 import flax.linen as nn
@@ -33,7 +34,20 @@ def fit_vocab(config, handle):
       config.model.text.vocab_size = max(config.model.text.vocab_size, handle.tokenizer.vocab_size)
 
 
+def import_components(config) -> None:
+  """Imports the modules named by `config.imports` (module paths, e.g. a family of one's own
+  outside vlx) so that their decorators register what the config names; called before
+  anything is built. The built-in components need no naming: the registry's catalogue has them."""
+  paths = config.get("imports", ()) or ()
+  for path in (paths,) if isinstance(paths, str) else paths:
+    try:
+      importlib.import_module(path)
+    except ImportError as e:
+      raise ImportError(f"config.imports: cannot import {path!r}: {e}") from e
+
+
 def build_model(config):
+  import_components(config)
   kwargs = {k: _hashable(v) for k, v in config.model.items()}
   name = kwargs.pop("name")
   return registry.MODELS.get(name)(**kwargs)

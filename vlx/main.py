@@ -97,8 +97,14 @@ def main(argv=None) -> int:
 
   from vlx.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
   mesh_lib.maybe_initialize_distributed(config.distributed)
+  from vlx import build  # pylint: disable=g-import-not-at-top
   from vlx.train import trainer  # pylint: disable=g-import-not-at-top
   try:
+    try:
+      build.import_components(config)  # config.imports: one's own datasets, ops, models, ...
+    except ImportError as e:
+      print(f"vlx: config error: {e}", file=sys.stderr)
+      return 2
     try:
       config_checks.check_data(config)
     except config_lib.ConfigError as e:

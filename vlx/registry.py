@@ -1,14 +1,24 @@
 """One name -> constructor table per kind of component.
 
-Configs name components by string (`model.name = "two_tower"`,
-`objectives = {"clip": 1.0}`); this module is the only place that turns such a
+Configs name components by string (`model.name`, the keys of `objectives` and `evals`,
+`data.name`, the ops of a `pp_*` string); this module is the only place that turns such a
 string into code, so there are no if-chains over model families anywhere else.
+
+The core knows no component: a module registers its own with the decorators below. The
+built-in ones are listed, by module path, in a catalogue (`CATALOGUE`, outside the core)
+that the first lookup imports through importlib, so no import statement leads from here to
+a component and back (big_vision's module-path lookup). A user's own modules are named by
+`config.imports` and imported by `vlx.build.import_components` before anything is built.
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib
 from typing import Any, Callable, Dict
+
+# The module whose `MODULES` lists the built-in component modules.
+CATALOGUE = "vlx.components"
 
 
 class Registry:
@@ -27,7 +37,7 @@ class Registry:
     return decorator
 
   def get(self, name: str) -> Callable[..., Any]:
-    _import_builtin_components()
+    import_builtin_components()
     if name not in self._table:
       close = difflib.get_close_matches(name, list(self._table), n=3)
       hint = f"; did you mean {', '.join(close)}?" if close else ""
@@ -36,11 +46,11 @@ class Registry:
     return self._table[name]
 
   def names(self):
-    _import_builtin_components()
+    import_builtin_components()
     return sorted(self._table)
 
   def __contains__(self, name: str) -> bool:
-    _import_builtin_components()
+    import_builtin_components()
     return name in self._table
 
 
@@ -54,16 +64,18 @@ CURRICULA = Registry("curriculum")
 _IMPORTED = False
 
 
-def _import_builtin_components():
-  """Import the modules whose decorators fill the registries (lazily, once)."""
+def import_builtin_components():
+  """Import the catalogue's modules, whose decorators fill the registries (lazily, once).
+
+  The flag is set first: a component that looks a name up while it is being imported sees
+  the tables as they are instead of starting the imports again."""
   global _IMPORTED
   if _IMPORTED:
     return
   _IMPORTED = True
-  # pylint: disable=g-import-not-at-top,unused-import
-  from vlx.models import two_tower, coca, fusion  # noqa: F401
-  from vlx.objectives import contrastive, captioning, fusion as fusion_objectives  # noqa: F401
-  from vlx.evals import zeroshot, retrieval, linear_probe, captioning as captioning_eval  # noqa: F401
-  from vlx.evals import fusion as fusion_evals  # noqa: F401
-  from vlx.data import sources, pp_ops, scene_qa, vqa_v2, ref_coco  # noqa: F401
-  from vlx.train import curriculum  # noqa: F401
+  try:
+    for path in importlib.import_module(CATALOGUE).MODULES:
+      importlib.import_module(path)
+  except BaseException:
+    _IMPORTED = False  # a failed import is retried (and reported again) at the next lookup
+    raise

@@ -15,7 +15,8 @@ import numpy as np
 import tqdm
 
 from vlx import registry
-from vlx.build import abstract_params, batch_keys, build_model, dummy_batch, fit_vocab
+from vlx.build import (abstract_params, batch_keys, build_model, dummy_batch, fit_vocab,
+                       import_components)
 from vlx.data import pipeline, sources
 from vlx.evals.common import EvalContext
 from vlx.objectives.contrastive import build_objectives
@@ -168,6 +169,8 @@ def train(config, workdir: str, mode: str = "train") -> Dict[str, float]:
   if mode not in ("train", "eval"):
     raise ValueError(f"unknown mode {mode!r}; known: train, eval")
   workdir_lib.check_is_directory(workdir)
+  # The config's own component modules register their names before any is looked up.
+  import_components(config)
   # The dataset fixes what the config leaves open (the vocabulary size) before the config is
   # compared with a saved one or written: config.json is the config that ran, and building
   # the model from it (predict, init_from) needs no dataset.

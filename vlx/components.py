@@ -1,0 +1,33 @@
+"""The built-in component modules: importing one registers its models, objectives,
+evaluators, datasets, preprocessing ops or curricula (vlx/registry.py).
+
+A plain list of module paths that `registry` imports on its first lookup, so the core never
+imports a component (nor a family) and no import circle runs through the registry. A new
+built-in module that registers something is added here; a module outside vlx is named by
+the config's `imports` instead.
+"""
+
+MODULES = (
+    # models
+    "vlx.models.two_tower",
+    "vlx.models.coca",
+    "vlx.models.fusion",
+    # objectives
+    "vlx.objectives.contrastive",
+    "vlx.objectives.captioning",
+    "vlx.objectives.fusion",
+    # evaluators
+    "vlx.evals.zeroshot",
+    "vlx.evals.retrieval",
+    "vlx.evals.linear_probe",
+    "vlx.evals.captioning",
+    "vlx.evals.fusion",
+    # datasets and preprocessing ops
+    "vlx.data.sources",
+    "vlx.data.pp_ops",
+    "vlx.data.scene_qa",
+    "vlx.data.vqa_v2",
+    "vlx.data.ref_coco",
+    # curricula
+    "vlx.train.curriculum",
+)
