@@ -39,7 +39,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from vlx.objectives.contrastive import build_objectives  # noqa: E402
+from vlx.objectives.combine import build_objectives  # noqa: E402
 from vlx.parallel import mesh as mesh_lib  # noqa: E402
 from vlx.train import curriculum  # noqa: E402
 from vlx import build  # noqa: E402

@@ -32,7 +32,7 @@ from vlx import config_lib, registry
 from vlx.data import pipeline
 from vlx.models import fusion as F
 from vlx.models.fusion_layers import roi_align
-from vlx.objectives.contrastive import build_objectives
+from vlx.objectives.combine import build_objectives
 from vlx.parallel import mesh as mesh_lib
 from vlx import build
 from vlx.train import trainer

@@ -9,7 +9,7 @@ import numpy as np
 import optax
 
 from vlx import config_lib
-from vlx.objectives.contrastive import build_objectives
+from vlx.objectives.combine import build_objectives
 from vlx import build
 from vlx.train import trainer
 from vlx.train.step import make_train_step

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from vlx.objectives import contrastive, ring
+from vlx.objectives import contrastive, dense_contrastive, ring
 
 BATCH, DIM = 32, 16
 MESHES = [(8, 1, 1), (2, 2, 2), (1, 4, 2)]
@@ -20,10 +20,10 @@ LOG_SCALE, BIAS = float(np.log(10.0)), -3.0
 
 # name -> (dense fn, ring fn, number of scalar args after img, txt)
 LOSSES = {
-    "clip": (contrastive.softmax_contrastive_dense, ring.softmax_contrastive_ring, 1),
-    "align": (functools.partial(contrastive.softmax_contrastive_dense, label_smoothing=0.1),
+    "clip": (dense_contrastive.softmax_contrastive_dense, ring.softmax_contrastive_ring, 1),
+    "align": (functools.partial(dense_contrastive.softmax_contrastive_dense, label_smoothing=0.1),
               functools.partial(ring.softmax_contrastive_ring, label_smoothing=0.1), 1),
-    "siglip": (contrastive.sigmoid_dense, ring.sigmoid_ring, 2),
+    "siglip": (dense_contrastive.sigmoid_dense, ring.sigmoid_ring, 2),
 }
 
 

@@ -17,7 +17,8 @@ import pytest
 
 from vlx import registry
 from vlx.configs import base_config
-from vlx.objectives.contrastive import build_objectives, softmax_contrastive_dense
+from vlx.objectives.combine import build_objectives
+from vlx.objectives.dense_contrastive import softmax_contrastive_dense
 from vlx.train.optimizer import make_optimizer
 
 LN100 = float(np.log(100.0))

@@ -26,7 +26,7 @@ import numpy as np
 import optax
 import pytest
 
-from vlx.objectives.contrastive import build_objectives
+from vlx.objectives.combine import build_objectives
 from vlx.parallel import mesh as mesh_lib
 from vlx.train import trainer
 from vlx.train.step import make_train_step

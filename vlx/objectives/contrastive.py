@@ -4,18 +4,20 @@ Every objective is a pure function `(outputs, batch) -> (loss, metrics)` built b
 a registered factory from its config kwargs. `chunked=True` selects the
 `jax.shard_map` ring form (vlx/objectives/ring.py), whose per-device memory grows
 with the square of the per-device batch instead of the global one; it is tested equal
-to the dense form (tests/test_ring_losses.py). The temperature's bound is not applied
-here: the objectives declare it (`param_bounds`) and the optimizer clamps the parameter.
+to the dense form (vlx/objectives/dense_contrastive.py; tests/test_ring_losses.py). The
+temperature's bound is not applied here: the objectives declare it (`param_bounds`) and the
+optimizer clamps the parameter.
 """
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from vlx import registry
+from vlx.objectives import ring
+from vlx.objectives.combine import declare_bounds
+from vlx.objectives.dense_contrastive import sigmoid_dense, softmax_contrastive_dense
 
 
 def _logits(outputs):
@@ -30,49 +32,11 @@ def scale_bound(max_scale: float):
   return (("logit_scale", None, float(np.log(max_scale))),)
 
 
-def declare_bounds(loss_fn, bounds):
-  """Attaches the parameter bounds an objective needs; build_objectives gathers them and
-  the trainer hands them to make_optimizer, which projects after each update."""
-  loss_fn.param_bounds = tuple(bounds)
-  return loss_fn
-
-
 def _in_batch_metrics(logits):
   n = logits.shape[0]
   labels = jnp.arange(n)
   return {"i2t_acc": jnp.mean(jnp.argmax(logits, 1) == labels),
           "t2i_acc": jnp.mean(jnp.argmax(logits, 0) == labels)}
-
-
-def softmax_contrastive_dense(img, txt, log_scale, label_smoothing=0.0, soft_targets=None):
-  """Symmetric InfoNCE on [B, D] embeddings; the reference for the ring form.
-
-  `soft_targets` = (image->text [B, B], text->image [B, B]) replaces the one-hot targets
-  (ALBEF's momentum distillation mixes the teacher's softmax into them)."""
-  logits = jnp.exp(log_scale) * img.astype(jnp.float32) @ txt.astype(jnp.float32).T
-  n = logits.shape[0]
-  if soft_targets is not None:
-    targets_i2t, targets_t2i = soft_targets
-  else:
-    targets_i2t = targets_t2i = optax.smooth_labels(jax.nn.one_hot(jnp.arange(n), n),
-                                                    label_smoothing) \
-        if label_smoothing else jax.nn.one_hot(jnp.arange(n), n)
-  i2t = optax.softmax_cross_entropy(logits, targets_i2t).mean()
-  t2i = optax.softmax_cross_entropy(logits.T, targets_t2i).mean()
-  return 0.5 * (i2t + t2i)
-
-
-def sigmoid_dense(img, txt, log_scale, bias):
-  """SigLIP's pairwise sigmoid loss, summed over texts and averaged over images."""
-  logits = jnp.exp(log_scale) * img.astype(jnp.float32) @ txt.astype(jnp.float32).T + bias
-  n = logits.shape[0]
-  labels = 2.0 * jnp.eye(n) - 1.0
-  return -jnp.sum(jax.nn.log_sigmoid(labels * logits)) / n
-
-
-def _ring():
-  from vlx.objectives import ring  # pylint: disable=g-import-not-at-top
-  return ring
 
 
 def softmax_contrastive(outputs, label_smoothing=0.0, chunked=False, soft_targets=None):
@@ -84,7 +48,7 @@ def softmax_contrastive(outputs, label_smoothing=0.0, chunked=False, soft_target
     if soft_targets is not None:
       raise ValueError("the ring (chunked) contrastive loss takes one-hot or smoothed "
                        "targets only; distillation targets need chunked=False")
-    loss = _ring().softmax_contrastive_ring(img, txt, log_scale, label_smoothing=label_smoothing)
+    loss = ring.softmax_contrastive_ring(img, txt, log_scale, label_smoothing=label_smoothing)
     return loss, {"temperature": 1.0 / jnp.exp(log_scale)}
   logits, scale = _logits(outputs)
   loss = softmax_contrastive_dense(img, txt, log_scale, label_smoothing, soft_targets)
@@ -124,44 +88,10 @@ def siglip_objective(chunked: bool = False):
     del batch
     log_scale, bias = outputs["logit_scale"], outputs["logit_bias"]
     if chunked:
-      loss = _ring().sigmoid_ring(outputs["img_emb"], outputs["txt_emb"], log_scale, bias)
+      loss = ring.sigmoid_ring(outputs["img_emb"], outputs["txt_emb"], log_scale, bias)
       return loss, {"temperature": 1.0 / jnp.exp(log_scale), "bias": bias}
     logits, scale = _logits(outputs)
     loss = sigmoid_dense(outputs["img_emb"], outputs["txt_emb"], log_scale, bias)
     return loss, {"temperature": 1.0 / scale, "bias": bias, **_in_batch_metrics(logits)}
 
   return loss_fn
-
-
-def build_objectives(objectives_config):
-  """{name: weight or {weight, **kwargs}} -> pure `(outputs, batch) -> (loss, metrics)`.
-
-  The total is the weighted sum; every objective's own loss and metrics are
-  reported under its name so a config can be debugged term by term. Its
-  `param_bounds` gather the terms' (for make_optimizer).
-  """
-  terms, bounds = [], []
-  for name, spec in objectives_config.items():
-    if isinstance(spec, (int, float)):
-      weight, kwargs = float(spec), {}
-    else:
-      kwargs = dict(spec)
-      weight = float(kwargs.pop("weight", 1.0))
-    fn = registry.OBJECTIVES.get(name)(**kwargs)
-    terms.append((name, weight, fn))
-    bounds += [b for b in getattr(fn, "param_bounds", ()) if b not in bounds]
-  if not terms:
-    raise ValueError("config.objectives is empty: nothing to train")
-
-  def total_loss(outputs, batch):
-    total = 0.0
-    metrics = {}
-    for name, weight, fn in terms:
-      loss, m = fn(outputs, batch)
-      total = total + weight * loss
-      metrics[f"{name}/loss"] = loss
-      metrics.update({f"{name}/{k}": v for k, v in m.items()})
-    return total, metrics
-
-  # What the optimizer must enforce for these terms (make_optimizer's param_bounds).
-  return declare_bounds(total_loss, bounds)

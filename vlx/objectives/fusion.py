@@ -16,6 +16,7 @@ import optax
 from vlx import registry
 from vlx.models.fusion import IGNORE
 from vlx.objectives import contrastive
+from vlx.objectives.combine import declare_bounds
 
 
 def _masked_mean(values, mask):
@@ -50,7 +51,7 @@ def itc_objective(max_scale: float = 100.0, distill_alpha: float = 0.0, chunked:
                       (1 - distill_alpha) * hard + distill_alpha * jax.nn.softmax(sims.T, 1))
     return contrastive.softmax_contrastive(outputs, chunked=chunked, soft_targets=soft_targets)
 
-  return contrastive.declare_bounds(loss_fn, contrastive.scale_bound(max_scale))
+  return declare_bounds(loss_fn, contrastive.scale_bound(max_scale))
 
 
 @registry.OBJECTIVES.register("itm")

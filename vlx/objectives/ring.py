@@ -1,6 +1,6 @@
 """Ring (chunked) forms of the contrastive losses, for batches too big for [B, B] logits.
 
-The dense losses in contrastive.py build the global [B, B] logit matrix, whose
+The dense losses (dense_contrastive.py) build the global [B, B] logit matrix, whose
 memory grows with the square of the global batch. Here every device keeps its
 local images and the text block travels once around a ring of the batch
 devices (`jax.lax.ppermute`), so each device only ever holds one
@@ -29,10 +29,8 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
-from vlx.objectives import contrastive
-
-# Mesh axes the global batch dimension is sharded over.
-BATCH_AXES = ("data", "fsdp")
+from vlx.objectives.dense_contrastive import sigmoid_dense, softmax_contrastive_dense
+from vlx.parallel.mesh import BATCH_AXES  # the mesh axes the global batch is sharded over
 
 
 def _batch_axes(batch_size):
@@ -93,10 +91,10 @@ def _f32(*xs):
 
 
 def softmax_contrastive_ring(img, txt, log_scale, label_smoothing=0.0):
-  """Symmetric InfoNCE equal to `contrastive.softmax_contrastive_dense`, as a ring."""
+  """Symmetric InfoNCE equal to `softmax_contrastive_dense`, as a ring."""
   axes = _batch_axes(img.shape[0])
   if axes is None:
-    return contrastive.softmax_contrastive_dense(img, txt, log_scale, label_smoothing)
+    return softmax_contrastive_dense(img, txt, log_scale, label_smoothing)
   img, txt, log_scale = _f32(img, txt, log_scale)
   return _softmax_ring(img, txt, log_scale, float(label_smoothing), axes)
 
@@ -182,10 +180,10 @@ def _pair_labels(step, n):
 
 
 def sigmoid_ring(img, txt, log_scale, bias):
-  """SigLIP loss equal to `contrastive.sigmoid_dense`, as a ring."""
+  """SigLIP loss equal to `sigmoid_dense`, as a ring."""
   axes = _batch_axes(img.shape[0])
   if axes is None:
-    return contrastive.sigmoid_dense(img, txt, log_scale, bias)
+    return sigmoid_dense(img, txt, log_scale, bias)
   return _sigmoid_ring(*_f32(img, txt, log_scale, bias), axes)
 
 

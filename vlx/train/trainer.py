@@ -19,7 +19,7 @@ from vlx.build import (abstract_params, batch_keys, build_model, dummy_batch, fi
                        import_components)
 from vlx.data import pipeline, sources
 from vlx.evals.common import EvalContext
-from vlx.objectives.contrastive import build_objectives
+from vlx.objectives.combine import build_objectives
 from vlx.parallel import mesh as mesh_lib
 from vlx.train import checkpoint as ckpt_lib
 from vlx.train import curriculum
