@@ -126,7 +126,7 @@ class FusionModel(nn.Module):
     self.txt_proj = layers.joint_projection(self.embed_dim, "txt_proj", **kw)
     self.logit_scale = layers.log_logit_scale(self, self.temperature_init)
     self.pooler = layers.dense(width, "embed", "mlp", name="pooler", **kw)
-    self.itm_head = layers.dense(2, "embed", None, name="itm_head", **kw)
+    self.itm_head = layers.dense(2, "embed", "classes", name="itm_head", **kw)
     self.vqa_hidden = layers.dense(2 * width, "embed", "mlp", name="vqa_hidden", **kw)
     self.vqa_ln = layers.layer_norm(eps=1e-12, name="vqa_ln", **kw)
     self.vqa_out = layers.dense(self.num_answers, "mlp", "classes", name="vqa_out", **kw)
