@@ -7,6 +7,7 @@ import pytest
 
 from vlx.data import scene_qa as Q
 from vlx.data import shapes_render as R
+from vlx.evals.vqa_metrics import vqa_accuracy
 from vlx_testlib import shapes_data_dir, shapes_handle  # noqa: F401
 
 
@@ -74,7 +75,7 @@ def test_vqa_soft_score_accuracy():
   scores = np.stack([Q.answer_scores("yes"), Q.answer_scores("red")])
   scores[1, Q.ANSWER_INDEX["blue"]] = 0.3  # a VQA-style partial answer
   pred = np.array([Q.ANSWER_INDEX["yes"], Q.ANSWER_INDEX["blue"]])
-  assert np.isclose(Q.vqa_accuracy(pred, scores), (1.0 + 0.3) / 2)
+  assert np.isclose(vqa_accuracy(pred, scores), (1.0 + 0.3) / 2)
 
 
 def test_pp_ops_build_vqa_and_grounding_examples_from_records(shapes_handle):

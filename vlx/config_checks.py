@@ -17,7 +17,7 @@ import ml_collections
 
 from vlx.config_lib import ConfigError
 
-# Every name people write for the dtypes the models take (vlx.models.two_tower.DTYPES).
+# Every name people write for the dtypes the models take (vlx.models.layers.DTYPES).
 DTYPE_ALIASES = {
     "float32": "float32", "fp32": "float32", "f32": "float32",
     "bfloat16": "bfloat16", "bf16": "bfloat16",

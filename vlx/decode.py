@@ -19,7 +19,8 @@ from typing import Any, Callable, Optional, Tuple
 import jax
 import jax.numpy as jnp
 
-PAD_ID = 0
+from vlx.token_ids import PAD_ID
+
 NEG_INF = -1e9  # finite: keeps arithmetic on masked candidates NaN-free
 
 

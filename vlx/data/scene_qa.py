@@ -5,7 +5,8 @@ so the stored dataset needs no new version and every epoch can ask a different
 question about the same image. Five question types, as the fusion-encoder issue asks:
 existence, count, colour, shape and relative position. Every question has exactly one
 correct answer from `ANSWERS`; `answer_scores` gives VQA-style soft targets (one
-answer with score 1 here; VQA v2's ten human answers give fractional scores).
+answer with score 1 here; VQA v2's ten human answers give fractional scores), which
+vlx/evals/vqa_metrics.py scores predictions against.
 
 A referring expression names one object uniquely ("the small red circle", "the
 circle to the left of the large shape") and comes with its box and the scene's candidate
@@ -118,12 +119,6 @@ def answer_scores(answer: str) -> np.ndarray:
   scores = np.zeros(len(ANSWERS), np.float32)
   scores[ANSWER_INDEX[answer]] = 1.0
   return scores
-
-
-def vqa_accuracy(pred: np.ndarray, scores: np.ndarray) -> float:
-  """Mean soft score of the predicted answers: the VQA v2 metric given `answer_scores`."""
-  pred = np.asarray(pred)
-  return float(np.mean(np.asarray(scores)[np.arange(len(pred)), pred]))
 
 
 def refer(objects, rng: np.random.Generator) -> Tuple[str, int]:

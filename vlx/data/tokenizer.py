@@ -10,7 +10,7 @@ from typing import Any, Iterable, List, Sequence
 import numpy as np
 import sentencepiece as spm
 
-PAD_ID, UNK_ID, EOS_ID = 0, 1, 2
+from vlx.token_ids import EOS_ID, PAD_ID, UNK_ID
 
 
 def train_sentencepiece(texts: Iterable[str], path: str, vocab_size: int = 256,

@@ -38,8 +38,8 @@ fewer distinct answers. The caption of a VQA record is its question, so ITC/ITM/
 questions.) No evaluator is configured: the `vqa` evaluator (vlx/evals/fusion.py) still
 expects the scenes' data (it reads `boxes` and sorts questions by the scenes' wording); until
 it does not, score VQA v2 with `vlx.data.pipeline.load_task_arrays(handle, "val", pp_eval,
-("image", "question", "answer_scores"))` and `scene_qa.vqa_accuracy` (the same soft-score
-accuracy). Checked: this command trains (2 steps) on a small fake ROOT.
+("image", "question", "answer_scores"))` and `vlx.evals.vqa_metrics.vqa_accuracy` (the same
+soft-score accuracy). Checked: this command trains (2 steps) on a small fake ROOT.
 
 Records (random access, one per question): `image` (the JPEG's bytes; None with
 `image_error` when the file cannot be read: `decode` then raises CorruptRecord and the

@@ -17,6 +17,7 @@ import numpy as np
 from vlx import registry
 from vlx.data import pipeline, scene_qa
 from vlx.evals.common import EvalContext, SplitReader, run_batched
+from vlx.evals.vqa_metrics import vqa_accuracy
 
 _VISUAL_KEYS = ("image", "boxes", "box_mask", "tags")
 
@@ -73,12 +74,12 @@ class VQA(_FusionEval):
     logits, data = self._stream(params, "vqa_logits", self.input_keys)
     pred = logits.argmax(-1)
     scores = data["answer_scores"]
-    out = {"accuracy": scene_qa.vqa_accuracy(pred, scores), "num_questions": len(pred)}
+    out = {"accuracy": vqa_accuracy(pred, scores), "num_questions": len(pred)}
     by_type = collections.defaultdict(list)
     for i, q in enumerate(data["question_string"]):
       by_type[scene_qa.classify_question(str(q))].append(i)
     for qtype, idx in sorted(by_type.items()):
-      out[f"accuracy_{qtype}"] = scene_qa.vqa_accuracy(pred[idx], scores[idx])
+      out[f"accuracy_{qtype}"] = vqa_accuracy(pred[idx], scores[idx])
     return out
 
 

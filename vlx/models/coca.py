@@ -23,8 +23,8 @@ import numpy as np
 
 from vlx import registry
 from vlx.models import layers
+from vlx.models.layers import DTYPES, l2_normalize
 from vlx.models.text import pool_tokens
-from vlx.models.two_tower import DTYPES, l2_normalize
 from vlx.models.vit import ViT
 
 

@@ -31,11 +31,11 @@ import numpy as np
 
 from vlx import registry
 from vlx.models import layers
+from vlx.models.layers import DTYPES, l2_normalize
 from vlx.models.fusion_layers import box_geometry, roi_align
 from vlx.models.fusion_stacks import STACKS
-from vlx.models.text import PAD_ID
-from vlx.models.two_tower import DTYPES, l2_normalize
 from vlx.models.vit import ViT
+from vlx.token_ids import PAD_ID
 
 TASKS = ("itc", "itm", "mlm", "mrm", "vqa", "refer")
 IGNORE = -1  # target of positions that no loss reads

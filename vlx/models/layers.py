@@ -21,6 +21,9 @@ Initializer = Callable[..., jax.Array]
 
 ACT = ("act_batch", "act_len", "act_embed")
 
+# The compute dtypes a model's `dtype` field names (config_checks normalizes the spellings).
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
 
 def boxed(init: Initializer, axes: Sequence[Optional[str]]) -> Initializer:
   return nn.with_logical_partitioning(init, tuple(axes))
@@ -86,6 +89,12 @@ def joint_projection(embed_dim: int, name: str, dtype, param_dtype):
   """A tower's linear map into the joint image-text space (CLIP's: no bias, Xavier init)."""
   return dense(embed_dim, "embed", "joint", dtype, param_dtype, use_bias=False,
                kernel_init=nn.initializers.xavier_uniform(), name=name)
+
+
+def l2_normalize(x, eps=1e-6):
+  """Unit-length rows in float32: the embeddings that contrastive logits compare."""
+  x = x.astype(jnp.float32)
+  return x / jnp.sqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), eps * eps))
 
 
 def log_logit_scale(module: nn.Module, temperature_init: float):

@@ -9,8 +9,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from vlx.models import layers
-
-PAD_ID = 0
+from vlx.token_ids import PAD_ID
 
 
 def pool_tokens(x, tokens, how: str, eos_id: int):

@@ -10,16 +10,9 @@ import numpy as np
 
 from vlx import registry
 from vlx.models import layers
+from vlx.models.layers import DTYPES, l2_normalize
 from vlx.models.text import TextTransformer
 from vlx.models.vit import ViT
-
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
-
-
-def l2_normalize(x, eps=1e-6):
-  x = x.astype(jnp.float32)
-  return x / jnp.sqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), eps * eps))
-
 
 @registry.MODELS.register("two_tower")
 class TwoTower(nn.Module):

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import optax
 
 from vlx import registry
-from vlx.models.text import PAD_ID
+from vlx.token_ids import PAD_ID
 
 
 def caption_loss(logits, targets, label_smoothing: float = 0.0):
