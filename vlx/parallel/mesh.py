@@ -36,7 +36,7 @@ DEFAULT_RULES = (
     ("layers", None),
     ("conv_in", None),
     ("conv_out", "tensor"),
-    ("visual_in", None),   # region / patch features entering a fusion stack
+    ("visual_in", None),   # region / patch features entering a cross-modal stack
     ("box", None),         # box geometry
     ("classes", None),     # answer and region-class heads
 )
@@ -152,7 +152,7 @@ def _path_keys(path) -> Tuple[str, ...]:
 
 
 def like_param_shardings(abstract_tree, abstract_params, param_shardings, mesh):
-  """Shardings for a tree holding copies of the params (optimizer moments, EMA, ...).
+  """Shardings for a tree holding copies of the params (optimizer moments, moving averages, ...).
 
   A leaf whose key path ends with a parameter's path and has its shape takes that
   parameter's sharding; everything else (counts, scalars) is replicated. Matching

@@ -144,8 +144,8 @@ def load_params(path: str, abstract_params, fresh=None):
   """Weights only, sharded as asked: from a checkpoint manager's directory (latest step), or a
   workdir / converted directory (`python -m vlx.convert`) that holds one as `checkpoints/`.
 
-  A converted directory whose vlx_pretrained.json lists `param_subtrees` (an LXMERT /
-  VisualBERT import: stack and pooler) holds only those; the others come from `fresh`
+  A converted directory whose vlx_pretrained.json lists `param_subtrees` (an import of a
+  pretrained encoder's stack and pooler only) holds only those; the others come from `fresh`
   (the model's initialisation)."""
   path = os.path.abspath(path)
   meta = os.path.join(path, "vlx_pretrained.json")

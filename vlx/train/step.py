@@ -46,7 +46,7 @@ def _join(xs):
 
 
 def ema_update(ema, params, decay: float):
-  """ema <- decay * ema + (1 - decay) * params, leaf by leaf (ALBEF's momentum update)."""
+  """ema <- decay * ema + (1 - decay) * params, leaf by leaf (a momentum model's update)."""
   return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p.astype(e.dtype), ema, params)
 
 
@@ -92,8 +92,8 @@ def make_train_step(model, loss_fn: Callable, tx: optax.GradientTransformation,
       return None, jax.lax.stop_gradient(forward(params, mb, jax.random.fold_in(rng, i)))
     _, outs = jax.lax.scan(embed, None, (jnp.arange(accum_steps), micro))
     if any(not jnp.issubdtype(x.dtype, jnp.floating) for x in jax.tree.leaves(outs)):
-      # Fusion models return integer targets (ITM labels, MLM targets) and draw their hard
-      # negatives per forward: per micro-batch they would not be the global batch's.
+      # A model that returns integer targets (match labels, masked-token targets) draws its
+      # hard negatives per forward: per micro-batch they would not be the global batch's.
       raise ValueError("accum_steps > 1 (GradCache) needs a model whose outputs are all "
                        "embeddings or logits; this one returns integer targets: use "
                        "accum_steps=1")

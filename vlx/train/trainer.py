@@ -36,7 +36,7 @@ class NonFiniteLossError(RuntimeError):
 
 def ema_decay(config) -> float:
   """config.ema.decay: > 0 keeps an EMA copy of the parameters in `state.extras["ema"]`
-  (ALBEF's momentum model); the step hands its outputs to the objectives as "teacher"."""
+  (a momentum model); the step hands its outputs to the objectives as "teacher"."""
   ema = config.get("ema")
   return float(ema.decay) if ema is not None else 0.0
 
