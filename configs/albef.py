@@ -7,11 +7,22 @@ distil (alpha 0.4). Trained here on ITC, ITM with hard negatives, MLM, VQA and g
   :tiny,blind   the question-only baseline, trained the same way (image and boxes blanked)
   :tiny,smoke   a few steps on the small variant, for tests
 
-The pieces are in vlx/configs.py (FUSION_FAMILIES, fusion_config).
+The shared recipe is vlx/presets/fusion.py; results: docs/fusion.md.
 """
 
-from vlx.configs import fusion_config
+from vlx.presets import fusion
+from vlx.variant import parse_variant
 
 
 def get_config(arg: str = "tiny"):
-  return fusion_config("albef", arg)
+  variant = parse_variant(arg, sizes=("tiny",), words=("blind",), keys=("ft",))
+  return fusion.scene_tasks_config(
+      variant, stack="albef", visual="patches", use_tags=False,
+      depths=dict(text_depth=2, visual_depth=0, fusion_depth=2),
+      # Fixed 2-D sin-cos position embeddings (big_vision's default) answer shape and colour
+      # questions better than learned ones here (docs/fusion.md).
+      posemb="sincos2d",
+      # The momentum teacher runs a second forward: 650 steps fit the CPU budget.
+      steps=650,
+      # Momentum distillation on ITC and MLM (ALBEF's alpha = 0.4).
+      ema_decay=0.995, distill_alpha=0.4)

@@ -6,11 +6,17 @@ standing in for a detector's labels.
   :tiny,blind   the question-only baseline, trained the same way (image and boxes blanked)
   :tiny,smoke   a few steps on the small variant, for tests
 
-The pieces are in vlx/configs.py (FUSION_FAMILIES, fusion_config).
+The shared recipe is vlx/presets/fusion.py; results: docs/fusion.md.
 """
 
-from vlx.configs import fusion_config
+from vlx.presets import fusion
+from vlx.variant import parse_variant
 
 
 def get_config(arg: str = "tiny"):
-  return fusion_config("oscar", arg)
+  variant = parse_variant(arg, sizes=("tiny",), words=("blind",), keys=("ft",))
+  return fusion.scene_tasks_config(
+      variant, stack="single_stream", visual="regions", use_tags=True,
+      depths=dict(text_depth=3),
+      # Eight tag tokens lengthen every fused sequence: 650 steps keep it in the CPU budget.
+      steps=650)

@@ -7,11 +7,15 @@ modelling (class and feature regression), VQA and grounding.
   :tiny,blind   the question-only baseline, trained the same way (image and boxes blanked)
   :tiny,smoke   a few steps on the small variant, for tests
 
-The pieces are in vlx/configs.py (FUSION_FAMILIES, fusion_config).
+The shared recipe is vlx/presets/fusion.py; results: docs/fusion.md.
 """
 
-from vlx.configs import fusion_config
+from vlx.presets import fusion
+from vlx.variant import parse_variant
 
 
 def get_config(arg: str = "tiny"):
-  return fusion_config("uniter", arg)
+  variant = parse_variant(arg, sizes=("tiny",), words=("blind",), keys=("ft",))
+  return fusion.scene_tasks_config(
+      variant, stack="single_stream", visual="regions", use_tags=False,
+      depths=dict(text_depth=3))

@@ -6,11 +6,15 @@ standard transformer layer per stream.
   :tiny,blind   the question-only baseline, trained the same way (image and boxes blanked)
   :tiny,smoke   a few steps on the small variant, for tests
 
-The pieces are in vlx/configs.py (FUSION_FAMILIES, fusion_config).
+The shared recipe is vlx/presets/fusion.py; results: docs/fusion.md.
 """
 
-from vlx.configs import fusion_config
+from vlx.presets import fusion
+from vlx.variant import parse_variant
 
 
 def get_config(arg: str = "tiny"):
-  return fusion_config("vilbert", arg)
+  variant = parse_variant(arg, sizes=("tiny",), words=("blind",), keys=("ft",))
+  return fusion.scene_tasks_config(
+      variant, stack="co_attention", visual="regions", use_tags=False,
+      depths=dict(text_depth=2, visual_depth=1, fusion_depth=1))

@@ -10,6 +10,7 @@ import pytest
 
 from vlx.data import bert_wordpiece
 from vlx.data.tokenizer import load_tokenizer
+from vlx_testlib import REPO
 
 transformers = pytest.importorskip("transformers", reason="parity needs transformers")
 
@@ -79,7 +80,7 @@ def test_lxmert_conversion_carries_the_wordpiece_tokenizer(tmp_path):
   [SEP] being the model's text EOS."""
   torch = pytest.importorskip("torch", reason="the conversion test needs torch")
   from test_fusion_finetune import HF, _randomize  # pylint: disable=g-import-not-at-top
-  from vlx import configs, convert  # pylint: disable=g-import-not-at-top
+  from vlx import config_lib, convert  # pylint: disable=g-import-not-at-top
   from vlx.convert import hf_fusion  # pylint: disable=g-import-not-at-top
   src, out = tmp_path / "hf", tmp_path / "vlx"
   torch.manual_seed(0)
@@ -101,7 +102,7 @@ def test_lxmert_conversion_carries_the_wordpiece_tokenizer(tmp_path):
   assert os.path.dirname(spec["path"]).startswith(str(out))  # a copy beside the weights
   assert open(spec["path"], encoding="utf-8").read().split("\n")[:-1] == vocab
 
-  c = configs.fusion_config("lxmert", f"ft={out},smoke")
+  c = config_lib.load_config_file(f"{REPO}/configs/lxmert.py:ft={out},smoke")
   assert c.data.tokenizer.type == "bert_wordpiece"
   tok = load_tokenizer(dict(c.data.tokenizer))
   assert isinstance(tok, bert_wordpiece.BertWordPieceTokenizer)

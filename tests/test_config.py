@@ -128,7 +128,6 @@ def test_every_variant_loads(family, variant):
     assert config.data.name == "tfds" and config.model.dtype == "bfloat16"
   # The model config matches the model's own fields (every key is a real option).
   from vlx import build  # pylint: disable=g-import-not-at-top
-  from vlx.train import trainer  # pylint: disable=g-import-not-at-top
   build.build_model(config)
 
 
@@ -146,7 +145,6 @@ def test_smoke_keeps_the_accelerator_variant_and_shrinks_it(family, size):
   import jax  # pylint: disable=g-import-not-at-top
   from vlx.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
   from vlx import build  # pylint: disable=g-import-not-at-top
-  from vlx.train import trainer  # pylint: disable=g-import-not-at-top
   full, smoke = _load(f"{family}.py:{size}"), _load(f"{family}.py:{size},smoke")
   for key in ("data.name", "data.source.tfds_name", "data.pp_train", "data.pp_eval",
               "data.train_split", "data.test_split", "data.image_size", "data.max_len",
@@ -243,10 +241,12 @@ def test_known_variant_words_parse(spec, check):
 
 
 def test_parse_variant_is_typed():
-  from vlx import configs  # pylint: disable=g-import-not-at-top
-  v = configs.parse_variant("b16,smoke,ft=/a/b", keys=configs.FINETUNE_KEYS)
+  from vlx.presets import sizes  # pylint: disable=g-import-not-at-top
+  from vlx.presets.finetune import FINETUNE_KEYS  # pylint: disable=g-import-not-at-top
+  from vlx.variant import parse_variant  # pylint: disable=g-import-not-at-top
+  v = parse_variant("b16,smoke,ft=/a/b", sizes=sizes.SIZES, keys=FINETUNE_KEYS)
   assert (v.size, v.smoke, v.size_given, dict(v.values)) == ("b16", True, True, {"ft": "/a/b"})
-  v = configs.parse_variant("blind", sizes=("tiny",), words=("blind",))
+  v = parse_variant("blind", sizes=("tiny",), words=("blind",))
   assert (v.size, v.smoke, v.size_given, v.words) == ("tiny", False, False, {"blind"})
 
 
@@ -294,7 +294,6 @@ def test_eval_limit_must_be_positive():
 def test_dtype_aliases_become_the_models_names(alias, name):
   from vlx import config_checks  # pylint: disable=g-import-not-at-top
   from vlx import build  # pylint: disable=g-import-not-at-top
-  from vlx.train import trainer  # pylint: disable=g-import-not-at-top
   config = _load("coca.py:smoke")
   config_lib.set_key(config, "model.dtype", alias)
   config_checks.check(config)
@@ -388,6 +387,7 @@ EXPERIMENT_OPTIONS = {
     "parity_report.py": ("--help",),
     "plot_metrics.py": ("workdirs", "--out", "--keys"),
     "profile_step.py": ("--steps", "--top", "--trace_dir", "bench_train_step"),
+    "tiny_losses.py": ("--steps", "--out", "--compare", "--configs"),
 }
 
 

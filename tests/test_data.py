@@ -410,8 +410,8 @@ def test_tokenizer_covers_every_question_and_expression_word(shapes_data_dir):
   import ml_collections  # pylint: disable=g-import-not-at-top
   from vlx.data import scene_qa  # pylint: disable=g-import-not-at-top
   from vlx.data.tokenizer import UNK_ID  # pylint: disable=g-import-not-at-top
-  from vlx.configs import fusion_config  # pylint: disable=g-import-not-at-top
-  data = fusion_config("albef", "tiny,smoke").data
+  from vlx import config_lib  # pylint: disable=g-import-not-at-top
+  data = config_lib.load_config_file(f"{REPO}/configs/albef.py:tiny,smoke").data
   data.source.data_dir = shapes_data_dir
   handle = sources.load_dataset(data)
   tok = handle.tokenizer

@@ -26,10 +26,10 @@ torch = pytest.importorskip("torch", reason="parity tests need torch: pip instal
 transformers = pytest.importorskip("transformers", reason="parity tests need transformers")
 
 from test_fusion_parity import ATOL, _randomize  # noqa: E402
-from vlx import configs  # noqa: E402
+from vlx import config_lib  # noqa: E402
 from vlx.models.fusion_layers import box_geometry  # noqa: E402
 from vlx import build  # noqa: E402
-from vlx.train import checkpoint, trainer  # noqa: E402
+from vlx.train import checkpoint  # noqa: E402
 
 B, L, R = 2, 7, 5
 VOCAB = 300          # >= the synthetic scenes' tokenizer (256 ids)
@@ -88,7 +88,7 @@ def _fused_from_features(m, ids, types, t_mask, feats, geometry, v_mask):
 
 def test_training_model_initialised_from_lxmert_matches_it(converted):
   hf_model, out_dir = converted
-  config = configs.fusion_config("lxmert", f"ft={out_dir},smoke")
+  config = config_lib.load_config_file(f"{REPO}/configs/lxmert.py:ft={out_dir},smoke")
   assert config.init_from == out_dir and config.model.stack == "lxmert"
   model = build.build_model(config)
   (ids, types, t_mask, feats, boxes, v_mask), (vlx_ids, vlx_boxes) = _inputs(VOCAB)

@@ -156,7 +156,7 @@ def test_param_groups_freeze_and_scale_on_shardedmesh_of():
 def test_frozen_group_gradients_do_not_count_toward_clipping():
   """LiT: a frozen tower's (large) gradient must not shrink the trainable tower's update."""
   import jax.numpy as jnp
-  from vlx.configs import base_config
+  from vlx.presets.base import base_config  # pylint: disable=g-import-not-at-top
   from vlx.train.optimizer import make_optimizer
   cfg = base_config().optimizer
   params = {"img": {"w": jnp.ones((4,))}, "txt": {"w": jnp.ones((4,))}}

@@ -16,7 +16,7 @@ import optax
 import pytest
 
 from vlx import registry
-from vlx.configs import base_config
+from vlx.presets.base import base_config
 from vlx.objectives.combine import build_objectives
 from vlx.objectives.dense_contrastive import softmax_contrastive_dense
 from vlx.train.optimizer import make_optimizer

@@ -44,13 +44,13 @@ def general_help() -> str:
 
 def config_help(spec: str) -> str:
   """A config file's own documentation, its variant words and its top-level keys."""
-  from vlx import config_lib, configs  # pylint: disable=g-import-not-at-top
+  from vlx import config_lib, variant  # pylint: disable=g-import-not-at-top
   path, _, arg = spec.partition(":")
   module = config_lib.load_config_module(path)
   try:
     module.get_config("--help")  # no config takes this word: its refusal lists the valid ones
     words = "(not declared)"
-  except configs.UnknownVariantError as e:
+  except variant.UnknownVariantError as e:
     words = ", ".join(e.valid)
   except Exception:  # pylint: disable=broad-except
     words = "(not declared)"

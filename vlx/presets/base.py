@@ -1,0 +1,56 @@
+"""The loop's defaults (every config starts here) and the two smoke shrinks."""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Keys the loop reads for every model: steps, logging, checkpoints, mesh, optimizer."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.total_steps = 1000
+  c.batch_size = 128
+  c.accum_steps = 1
+  c.log_every = 50
+  c.eval_every = 1000
+  c.checkpoint_every = 500
+  c.keep_checkpoints = 3
+  c.resume_step = 0  # 0: the newest checkpoint; N: checkpoint N, later ones moved aside
+  c.eval_batch_size = 256
+  c.init_from = ""
+  # Modules to import before building (a family of your own, outside vlx: its registrations).
+  c.imports = ()
+  c.curriculum = ml_collections.ConfigDict()  # {name: kwargs}, see vlx/train/curriculum.py
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+  c.sharding = ml_collections.ConfigDict(dict(rules=()))  # () -> vlx.parallel.mesh.DEFAULT_RULES
+  c.distributed = ml_collections.ConfigDict(dict(
+      enabled=False, coordinator_address="", num_processes=1, process_id=0, cpu_collectives=""))
+  c.optimizer = ml_collections.ConfigDict(dict(
+      name="adamw", lr=1e-3, b1=0.9, b2=0.98, eps=1e-6, weight_decay=0.1,
+      weight_decay_regex=r"(kernel|embedding)$", clip_norm=1.0, schedule="cosine",
+      warmup_steps=100, end_lr_frac=0.0, param_groups=()))
+  return c
+
+
+def smoke_schedule(c: ml_collections.ConfigDict, total_steps: int = 4) -> None:
+  """Seconds, not minutes: a few steps of 16 examples, logged, evaluated and checkpointed."""
+  c.update(dict(total_steps=total_steps, batch_size=16, log_every=2, eval_every=total_steps,
+                checkpoint_every=total_steps // 2))
+  c.optimizer.warmup_steps = 1
+
+
+def shrink_for_smoke(c: ml_collections.ConfigDict) -> None:
+  """An accelerator variant in seconds on a CPU: the same data (dataset, pp ops, splits),
+  image and patch size, pooling, dtype, scan/remat, mesh, objectives and evaluators, with
+  2-layer 64-wide towers, a batch of 16 (8 devices divide it), 4 steps and small evals."""
+  for tower in ("image", "text"):
+    c.model[tower].update(dict(width=64, num_heads=2))
+    depth_keys = [k for k in ("depth", "unimodal_depth", "multimodal_depth") if k in c.model[tower]]
+    c.model[tower].update({k: 2 if k != "multimodal_depth" else 1 for k in depth_keys})
+  c.model.embed_dim = 64
+  smoke_schedule(c)
+  c.eval_batch_size = 16
+  for name in c.evals:
+    if "limit" in c.evals[name] or c.evals[name].get("type", name) == "retrieval":
+      c.evals[name].limit = 32
