@@ -355,9 +355,9 @@ def training_params(imported: FusionImport, ids: Mapping[str, int]) -> Dict[str,
 
 
 def training_meta(imported: FusionImport, ids: Mapping[str, int], roi_size: int = 2) -> dict:
-  """What a fusion config's `ft=DIR` variant reads (vlx/presets/fusion.py): the stack, its kwargs without the vocabulary
-  (FusionModel sizes it), the text vocabulary and ids, the ViT width that gives region
-  features the checkpoint's width."""
+  """What a fusion config's `ft=DIR` variant reads (vlx/presets/fusion.py): the stack, its
+  kwargs without the vocabulary (FusionModel sizes it), the text vocabulary and ids, the ViT
+  width that gives region features the checkpoint's width."""
   fusion = {k: v for k, v in imported.fusion.items() if k != "vocab_size"}
   visual_dim = imported.facts["visual_dim"]
   if visual_dim % roi_size ** 2:
