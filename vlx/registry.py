@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import os
+import sys
 from typing import Any, Callable, Dict
 
 # The module whose `MODULES` lists the built-in component modules.
@@ -27,12 +29,21 @@ class Registry:
   def __init__(self, kind: str):
     self.kind = kind
     self._table: Dict[str, Callable[..., Any]] = {}
+    self._origin: Dict[str, Any] = {}  # name -> (registering file, qualname)
 
   def register(self, name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    # A file run twice (loaded by path as a config file, then imported by name through
+    # config.imports) defines its components again as new objects: the same definition, so
+    # it replaces itself; two different definitions under one name still clash.
+    source = sys._getframe(1).f_globals.get("__file__")  # pylint: disable=protected-access
+
     def decorator(fn):
-      if name in self._table and self._table[name] is not fn:
+      origin = (os.path.realpath(source), getattr(fn, "__qualname__", None)) if source else None
+      if name in self._table and self._table[name] is not fn and (
+          origin is None or self._origin.get(name) != origin):
         raise ValueError(f"{self.kind} {name!r} is registered twice")
       self._table[name] = fn
+      self._origin[name] = origin
       return fn
     return decorator
 
