@@ -5,7 +5,7 @@ import subprocess
 import pytest
 
 from vlx import config_lib
-from vlx_testlib import PYTHON, REPO, subprocess_env
+from vlx_testlib import PYTHON, REPO, shapes_data_dir, subprocess_env  # noqa: F401
 
 FAMILIES = ("clip", "align", "siglip")
 VARIANTS = ("tiny", "smoke", "b32", "b16", "l14", "s32")
@@ -412,3 +412,18 @@ def test_experiment_help_documents_options_and_does_no_work(script, tmp_path):
   for option in EXPERIMENT_OPTIONS[script]:
     assert option in out, (option, out)
   assert len(out.splitlines()) >= 4, out  # a description, not just the usage line
+
+
+@pytest.mark.parametrize("key,value,needle", [
+    ("model.name", "two_towr", "unknown model 'two_towr'"),
+    ("objectives", "{'clip_typo': {'weight': 1.0}}", "unknown objective 'clip_typo'"),
+])
+def test_unknown_component_name_is_one_line(key, value, needle, tmp_path,
+                                            shapes_data_dir):  # noqa: F811
+  """A misspelt registered name (model, objective, ...) is the user's typo: one line naming it
+  and the known names, exit 2, no traceback (the registries raise KeyError)."""
+  proc = _main("--config=configs/clip.py:smoke", f"--workdir={tmp_path / 'w'}",
+               f"--config.{key}={value}", f"--config.data.source.data_dir={shapes_data_dir}")
+  assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+  errors = [line for line in proc.stderr.splitlines() if line.startswith("vlx: ")]
+  assert len(errors) == 1 and needle in errors[0] and "known:" in errors[0], proc.stderr

@@ -115,9 +115,12 @@ def main(argv=None) -> int:
     print(f"vlx: stopped: {e}", file=sys.stderr)
     return 3
   except (mesh_lib.ShardingError, KeyError, ValueError) as e:
-    if isinstance(e, KeyError) and not str(e).startswith("'unknown"):
+    # A registry's unknown-name KeyError is the user's typo (one line); any other KeyError is
+    # a bug and keeps its traceback. str(KeyError) quotes its message: print the message itself.
+    message = e.args[0] if isinstance(e, KeyError) and e.args else e
+    if isinstance(e, KeyError) and not str(message).startswith("unknown "):
       raise
-    print(f"vlx: error: {e}", file=sys.stderr)
+    print(f"vlx: error: {message}", file=sys.stderr)
     return 2
   import jax  # pylint: disable=g-import-not-at-top
   if jax.process_index() == 0:
