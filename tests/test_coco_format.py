@@ -6,9 +6,13 @@ The dataset is written by TFDS's own coco_captions builder class (its real featu
 download and generation replaced by a few made-up images. No TensorFlow: the builder's
 features encode JPEG bytes as they are and decode them with PIL; the one TensorFlow use in
 its `_info` (`tf.int64`) is replaced by numpy's int64, which TFDS treats alike.
-Then `python -m vlx.main` (in-process) runs every accelerator variant of every dual-encoder
+Then `python -m vlx.main` (in-process) runs one accelerator variant of every dual-encoder
 and CoCa config at `,smoke` on it: train steps, a checkpoint, every configured evaluator on
-the configured test split ('val': coco_captions' Karpathy val).
+the configured test split ('val': coco_captions' Karpathy val). At `,smoke` a config's sizes
+differ only in the patch size (a test below holds them to that), so one run per config, with
+the sizes spread so that each size and each patch size runs once, covers the data path, step,
+checkpoint and evaluators of all of them; each size's shapes are built in
+tests/test_param_axes.py and tests/test_config.py.
 """
 
 import io
@@ -116,10 +120,36 @@ def test_the_dataset_is_coco_captions_real_format(coco_dir):
 
 FAMILIES = ("clip", "siglip", "align", "coca", "captioner")
 SIZES = ("s32", "b32", "b16", "l14")
+# (config, size) run end to end: every config once, every size (so every patch size) once.
+END_TO_END = (("clip", "l14"), ("siglip", "b16"), ("align", "b32"), ("coca", "l14"),
+              ("captioner", "s32"))
 
 
-@pytest.mark.parametrize("size", SIZES)
+def _flat(tree, prefix=""):
+  out = {}
+  for k, v in tree.items():
+    out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
+  return out
+
+
 @pytest.mark.parametrize("family", FAMILIES)
+def test_smoke_sizes_differ_only_in_patch_size(family):
+  """What lets one end-to-end run per config stand for its four sizes: at `,smoke` they are
+  the same run but for the ViT's patch size. A difference elsewhere fails here: then run
+  that size end to end too (END_TO_END)."""
+  from vlx.config_lib import load_config_file  # pylint: disable=g-import-not-at-top
+  configs = {size: _flat(load_config_file(os.path.join(str(REPO), f"configs/{family}.py:"
+                                                        f"{size},smoke")).to_dict())
+             for size in SIZES}
+  first = configs[SIZES[0]]
+  for size in SIZES[1:]:
+    differ = {k for k in set(first) | set(configs[size]) if first.get(k) != configs[size].get(k)}
+    assert differ <= {"model.image.patch_size"}, (family, size, sorted(differ))
+  assert {f for f, _ in END_TO_END} == set(FAMILIES)
+  assert {s for _, s in END_TO_END} == set(SIZES)  # so every patch size runs once, too
+
+
+@pytest.mark.parametrize("family,size", END_TO_END)
 def test_accelerator_variant_runs_end_to_end_on_coco_captions(coco_dir, tmp_path, family, size):
   from vlx import main as vlx_main  # pylint: disable=g-import-not-at-top
   from vlx.config_lib import load_config_file  # pylint: disable=g-import-not-at-top
