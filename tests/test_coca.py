@@ -63,7 +63,6 @@ def test_coca_smoke_run_then_predict(shapes_data_dir, tmp_path):
   assert proc.returncode == 2 and "unknown flag --beam" in proc.stderr
 
 
-@pytest.mark.parametrize("java", [True, False])
 def _config_json_is_the_config_that_ran(workdir, data_dir):
   """config.json equals the config as the run used it (vocabulary fitted to the dataset), and
   the model is built from it, and its checkpoint restored, without reading the dataset."""
@@ -90,6 +89,7 @@ def _config_json_is_the_config_that_ran(workdir, data_dir):
   assert config.to_dict() == saved and params  # restored with the fitted vocabulary's shapes
 
 
+@pytest.mark.parametrize("java", [True, False])
 def test_caption_scores_rank_right_above_wrong(monkeypatch, java):
   if not java:  # the pure-Python tokenizer path used where Java is missing
     monkeypatch.setattr("vlx.evals.captioning.shutil.which", lambda _: None)

@@ -206,3 +206,26 @@ def test_config_keys_that_may_change_on_resume():
   assert workdir_lib.config_differences(saved, new) == [
       ("model.embed_dim", 32, 64), ("model.text", "<missing>", {}),
       ("model.text.vocab_size", 256, "<missing>"), ("seed", "<missing>", 1)]
+
+
+def test_legacy_config_json_resumes_against_the_config_as_given(tmp_path):
+  """A config.json written before it recorded the config that ran (no `imports` key, the
+  vocabulary as given) still resumes with the same command; a current one must match the
+  fitted config."""
+  import copy  # pylint: disable=g-import-not-at-top
+  from vlx import config_lib  # pylint: disable=g-import-not-at-top
+  from vlx.train import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  from vlx_testlib import REPO  # pylint: disable=g-import-not-at-top
+  given = config_lib.load_config_file(f"{REPO}/configs/clip.py:smoke")
+  fitted = copy.deepcopy(given)
+  fitted.model.text.vocab_size = given.model.text.vocab_size + 8  # what fit_vocab may do
+  legacy = workdir_lib.config_as_json(given)
+  del legacy["imports"]
+  (tmp_path / "config.json").write_text(json.dumps(legacy))
+  workdir_lib.check_resumable(str(tmp_path), fitted, given)  # the same command resumes
+  with pytest.raises(ValueError, match="model.text.vocab_size"):
+    workdir_lib.check_resumable(str(tmp_path), fitted)
+  (tmp_path / "config.json").write_text(json.dumps(workdir_lib.config_as_json(fitted)))
+  workdir_lib.check_resumable(str(tmp_path), fitted, given)
+  with pytest.raises(ValueError, match="model.text.vocab_size"):
+    workdir_lib.check_resumable(str(tmp_path), given, given)

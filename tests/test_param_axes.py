@@ -23,7 +23,7 @@ from vlx_testlib import REPO, mesh_of, shapes_data_dir  # noqa: F401  (fixture)
 CONFIGS = sorted(p.stem for p in (REPO / "configs").glob("*.py"))
 GOLDEN_DIR = pathlib.Path(__file__).parent / "golden"
 UPDATE = os.environ.get("VLX_UPDATE_GOLDEN") == "1"
-NOT_BUILDABLE_HERE = ("smoke", "runlocal")  # same params as the size they shrink
+NOT_BUILDABLE_HERE = ("smoke", "runlocal")  # same parameter names and axes as the size they shrink
 
 
 def variant_words(name):

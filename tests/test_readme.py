@@ -39,8 +39,9 @@ MAPPED: Dict[str, Tuple[str, Tuple[str, ...]]] = {
     r"python -m vlx\.main --config=configs/clip\.py:(ft|lit)=\S+ --workdir=\S+$": (
         "tests/test_pretrained.py", ('@pytest.mark.parametrize("mode", ["lit", "ft"])',
                                     'variant=f"{mode}={imported},smoke"')),
-    # An accelerator variant on coco_captions: every one as `,smoke` on a coco-format
-    # dataset, and this exact command's message when the dataset is not built.
+    # An accelerator variant on coco_captions: one size of every config end to end as
+    # `,smoke` on a coco-format dataset (at ,smoke the sizes differ only in the patch size, which
+    # that file checks), and this exact command's message when the dataset is not built.
     r"python -m vlx\.main --config=configs/clip\.py:b16 --workdir=\S+$": (
         "tests/test_coco_format.py", ('SIZES = ("s32", "b32", "b16", "l14")',
                                       '"--config=configs/clip.py:b16"')),

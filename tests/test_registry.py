@@ -24,7 +24,6 @@ def test_config_imports_register_a_component_from_outside_vlx(tmp_path, monkeypa
       "model": {"name": "test_registry_toy", "width": 3}})
   assert build.build_model(config) == ("toy", {"width": 3})
   assert "test_registry_toy" in registry.MODELS.names()
-  build.import_components(config)  # again: nothing is registered twice
 
 
 def test_builtin_names_resolve_and_unknown_ones_say_what_is_known():

@@ -44,8 +44,10 @@ FLAGS = {"workdir", "images", "split", "method", "beam_size", "length_penalty", 
 
 
 def load_model(workdir: str):
-  """(config, model, mesh, params) of a run's latest checkpoint, from its `config.json` alone:
-  that file is the config that ran (vocabulary fitted), so no dataset is read."""
+  """(config, model, mesh, params) of a run's latest checkpoint, from its `config.json`: the
+  config that ran (vocabulary fitted), so an image-text model is built without reading the
+  dataset. (A model whose batch has other keys takes their shapes from one example, and a
+  legacy config.json, see `workdir.is_legacy`, is fitted to the dataset here.)"""
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   import ml_collections  # pylint: disable=g-import-not-at-top
@@ -56,7 +58,12 @@ def load_model(workdir: str):
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path} not found: is {workdir} a vlx workdir?")
   with open(path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
+    saved = json.load(f)
+  config = ml_collections.ConfigDict(saved)
+  from vlx.train import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  if workdir_lib.is_legacy(saved):
+    from vlx.data import sources  # pylint: disable=g-import-not-at-top
+    build.fit_vocab(config, sources.load_dataset(config.data))
   model = build.build_model(config)
   mesh = mesh_lib.make_mesh(config.mesh)
   rules = mesh_lib.rules_from_config(config.sharding)

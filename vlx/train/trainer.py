@@ -3,6 +3,7 @@ step, checkpoints, evals, loop. Every model family runs through this one file.""
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import time
@@ -172,14 +173,15 @@ def train(config, workdir: str, mode: str = "train") -> Dict[str, float]:
   # The config's own component modules register their names before any is looked up.
   import_components(config)
   # The dataset fixes what the config leaves open (the vocabulary size) before the config is
-  # compared with a saved one or written: config.json is the config that ran, and building
-  # the model from it (predict, init_from) needs no dataset.
+  # compared with a saved one or written: config.json is the config that ran, and predict
+  # builds the model from it.
   handle = sources.load_dataset(config.data)
+  given_config = copy.deepcopy(config)  # what a legacy config.json recorded
   fit_vocab(config, handle)
   config_text = workdir_lib.config_text(config)
   ckpt_dir = os.path.join(workdir, "checkpoints")
   if os.path.isdir(ckpt_dir) and any(n.isdigit() for n in os.listdir(ckpt_dir)):
-    workdir_lib.check_resumable(workdir, config)
+    workdir_lib.check_resumable(workdir, config, given_config)
 
   # ---- Mesh and sharding rules -------------------------------------------
   mesh = mesh_lib.make_mesh(config.mesh)

@@ -22,7 +22,7 @@ MAY_CHANGE_ON_RESUME = (
     "eval_batch_size", "evals", "resume_step", "init_from", "accum_steps",
     "mesh", "sharding", "distributed",
     "optimizer.lr", "optimizer.warmup_steps", "optimizer.end_lr_frac", "optimizer.schedule",
-    "optimizer.weight_decay", "optimizer.b1", "optimizer.b2", "optimizer.eps",
+    "optimizer.weight_decay", "optimizer.b1", "optimizer.b2", "optimizer.eps", "imports",
     "data.num_threads", "data.prefetch", "data.source.data_dir", "data.test_split",
     "data.pp_eval")
 
@@ -65,8 +65,17 @@ def config_as_json(config) -> dict:
   return json.loads(config.to_json_best_effort())
 
 
-def check_resumable(workdir: str, config) -> None:
-  """Raises ValueError naming the keys that differ from the saved config.json (one line)."""
+def is_legacy(saved: dict) -> bool:
+  """A config.json written before it held the config that ran (vlx before `imports`): its
+  text vocabulary is the one given, not the one fitted to the dataset."""
+  return "imports" not in saved
+
+
+def check_resumable(workdir: str, config, given_config=None) -> None:
+  """Raises ValueError naming the keys that differ from the saved config.json (one line).
+
+  `given_config`: the config before the dataset fitted it, which a legacy config.json
+  (`is_legacy`) recorded instead of the fitted one."""
   path = os.path.join(workdir, CONFIG_FILE)
   try:
     with open(path, encoding="utf-8") as f:
@@ -78,6 +87,8 @@ def check_resumable(workdir: str, config) -> None:
   except (OSError, ValueError) as e:
     raise ValueError(f"{path} is not readable JSON ({e}); it describes the checkpoints beside "
                      "it, so fix it or use a new workdir") from None
+  if is_legacy(saved) and given_config is not None:
+    config = given_config
   diffs = config_differences(saved, config_as_json(config))
   if not diffs:
     return
@@ -91,8 +102,8 @@ def check_resumable(workdir: str, config) -> None:
 
 
 def config_text(config) -> str:
-  """config.json's text. Taken when the run starts, before the trainer fits anything to the
-  dataset (the text vocabulary), so a rerun of the same command compares equal."""
+  """config.json's text: the config that ran, taken after the trainer fitted it to the
+  dataset (the text vocabulary), so a model built from it matches the checkpoints."""
   return config.to_json_best_effort(indent=2)
 
 
