@@ -40,25 +40,17 @@ def get_config(arg: str = "tiny"):
     c.total_steps = 800
     c.model.text.update(dict(causal=True, pool="eot"))
   else:  # accelerators, on COCO captions
-    c.data = image_text.coco_captions()
+    image_text.coco_pod_schedule(c)
     c.model.text.update(dict(max_len=77, vocab_size=32_000))
-    c.evals = ml_collections.ConfigDict(dict(retrieval=dict(type="retrieval")))
-    c.batch_size = 4096
-    c.total_steps = 100_000
-    c.optimizer.update(dict(lr=5e-4, warmup_steps=5_000, weight_decay=0.2))
     c.model.dtype = "bfloat16"
-    c.model.image.scan = c.model.text.scan = True
-    c.model.image.remat = c.model.text.remat = "dots"
-    c.mesh.update(dict(data=1, fsdp=-1))
+    c.model.image.update(dict(scan=True, remat="dots"))
+    c.model.text.update(dict(scan=True, remat="dots"))
     # The ring form (vlx/objectives/ring.py): each device holds [B/n, B/n] logit blocks,
     # never the global [B, B] matrix.
     c.objectives.align.chunked = True
 
   if variant.smoke and size == "tiny":
-    c.data.source.variant = "small"
-    base.smoke_schedule(c, total_steps=6)
-    c.optimizer.warmup_steps = 2
-    c.evals.linear_probe.update(dict(shots=(1, 2), pool=256))
+    image_text.shapes_smoke(c)
   elif variant.smoke:
     base.shrink_for_smoke(c)
   return c

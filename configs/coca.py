@@ -46,12 +46,7 @@ def get_config(arg: str = "tiny"):
     c.curriculum = ml_collections.ConfigDict({"grayscale": {"start": 0.0, "end": 0.4}})
     c.total_steps = 600
   else:  # accelerators, on COCO captions
-    c.data = image_text.coco_captions()
-    c.evals = ml_collections.ConfigDict(dict(retrieval=dict(type="retrieval")))
-    c.batch_size = 4096
-    c.total_steps = 100_000
-    c.optimizer.update(dict(lr=5e-4, warmup_steps=5_000, weight_decay=0.2))
-    c.mesh.update(dict(data=1, fsdp=-1))
+    image_text.coco_pod_schedule(c)
   c.evals.captioning = ml_collections.ConfigDict(dict(
       type="captioning", methods=("greedy", "beam"), beam_size=4, length_penalty=0.6,
       max_len=c.data.max_len, gallery=16, limit=None))
@@ -59,10 +54,7 @@ def get_config(arg: str = "tiny"):
   if variant.smoke:  # one decoding method, no Java scorers
     c.evals.captioning.update(dict(limit=32, methods=("greedy",), meteor=False, spice=False))
   if variant.smoke and tiny:
-    c.data.source.variant = "small"
-    base.smoke_schedule(c, total_steps=6)
-    c.optimizer.warmup_steps = 2
-    c.evals.linear_probe.update(dict(shots=(1, 2), pool=256))
+    image_text.shapes_smoke(c)
   elif variant.smoke:
     base.shrink_for_smoke(c)
     c.model.caption_queries = 16

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from vlx.presets import sizes
+from vlx.presets import base, sizes
 
 
 def image_tower(size: str, *, pool: str = "gap", stem: str = "patch") -> dict:
@@ -49,3 +49,23 @@ def shapes_evals() -> ml_collections.ConfigDict:
       zeroshot=dict(type="zeroshot", attributes=dict(colour=0, shape=1)),
       retrieval=dict(type="retrieval"),
       linear_probe=dict(type="linear_probe", shots=(1, 5, 10))))
+
+
+def coco_pod_schedule(c: ml_collections.ConfigDict) -> None:
+  """The accelerator variants' run on COCO captions (CLIP-scale pretraining): a global batch
+  of 4096 for 100,000 steps, AdamW at 5e-4 after 5,000 warm-up steps with weight decay 0.2,
+  parameters and optimizer state sharded over every device (FSDP), retrieval evaluated."""
+  c.data = coco_captions()
+  c.evals = ml_collections.ConfigDict(dict(retrieval=dict(type="retrieval")))
+  c.batch_size = 4096
+  c.total_steps = 100_000
+  c.optimizer.update(dict(lr=5e-4, warmup_steps=5_000, weight_decay=0.2))
+  c.mesh.update(dict(data=1, fsdp=-1))
+
+
+def shapes_smoke(c: ml_collections.ConfigDict) -> None:
+  """`tiny,smoke`: 6 steps of 16 on the small synthetic set, 1- and 2-shot probes."""
+  c.data.source.variant = "small"
+  base.smoke_schedule(c, total_steps=6)
+  c.optimizer.warmup_steps = 2
+  c.evals.linear_probe.update(dict(shots=(1, 2), pool=256))
