@@ -42,11 +42,14 @@ def import_components(config) -> None:
   for path in (paths,) if isinstance(paths, str) else paths:
     try:
       importlib.import_module(path)
-    except ImportError as e:
-      raise ImportError(f"config.imports: cannot import {path!r}: {e}") from e
+    except Exception as e:  # a missing module, or one that fails to import (SyntaxError, ...)
+      raise ImportError(f"config.imports: cannot import {path!r}: {type(e).__name__}: "
+                        f"{' '.join(str(e).split())}") from e
 
 
 def build_model(config):
+  """The registered model `config.model.name`, constructed with the other `config.model`
+  keys (made hashable: a Flax module is a jit cache key)."""
   import_components(config)
   kwargs = {k: _hashable(v) for k, v in config.model.items()}
   name = kwargs.pop("name")
@@ -57,6 +60,7 @@ _SPEC_CACHE: Dict[str, Dict] = {}
 
 
 def batch_keys(config):
+  """The keys of a training batch: `config.data.keys`, or an image-text pair by default."""
   return tuple(config.data.get("keys", ("image", "text")))
 
 

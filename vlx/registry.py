@@ -29,16 +29,18 @@ class Registry:
   def __init__(self, kind: str):
     self.kind = kind
     self._table: Dict[str, Callable[..., Any]] = {}
-    self._origin: Dict[str, Any] = {}  # name -> (registering file, qualname)
+    self._origin: Dict[str, Any] = {}  # name -> (registering file, line, qualname)
 
   def register(self, name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     # A file run twice (loaded by path as a config file, then imported by name through
     # config.imports) defines its components again as new objects: the same definition, so
     # it replaces itself; two different definitions under one name still clash.
-    source = sys._getframe(1).f_globals.get("__file__")  # pylint: disable=protected-access
+    caller = sys._getframe(1)  # pylint: disable=protected-access
+    source, line = caller.f_globals.get("__file__"), caller.f_lineno
 
     def decorator(fn):
-      origin = (os.path.realpath(source), getattr(fn, "__qualname__", None)) if source else None
+      origin = ((os.path.realpath(source), line, getattr(fn, "__qualname__", None))
+                if source else None)
       if name in self._table and self._table[name] is not fn and (
           origin is None or self._origin.get(name) != origin):
         raise ValueError(f"{self.kind} {name!r} is registered twice")
