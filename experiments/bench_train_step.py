@@ -39,13 +39,12 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from vlx.objectives.combine import build_objectives  # noqa: E402
 from vlx.parallel import mesh as mesh_lib  # noqa: E402
-from vlx.train import curriculum  # noqa: E402
 from vlx import build  # noqa: E402
 from vlx.train import trainer  # noqa: E402
 from vlx.train.optimizer import make_optimizer  # noqa: E402
 from vlx.train.step import make_train_step  # noqa: E402
+from vlx.train.task import build_task  # noqa: E402
 
 DTYPE_NAMES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16"}
 
@@ -192,13 +191,11 @@ def build_compiled_step(config):
     raise SystemExit(f"batch {config.batch_size} not divisible by the "
                      f"{mesh_lib.batch_axis_size(mesh)} batch shards of mesh {dict(mesh.shape)}")
   model = build.build_model(config)
-  loss_fn = build_objectives(config.objectives)
   boxed = build.abstract_params(config, model, mesh, rules)
   tx, schedule = make_optimizer(config.optimizer, mesh_lib.unbox(boxed), config.total_steps)
   state, shardings = trainer.create_state(config, model, tx, mesh, rules, boxed)
   num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
-  step_fn = make_train_step(model, loss_fn, tx, schedule, config.accum_steps,
-                            curriculum.build(config.get("curriculum"), config.total_steps))
+  step_fn = make_train_step(build_task(config, model), tx, schedule, config.accum_steps)
   batch_shardings = {k: mesh_lib.batch_sharding(mesh, v.ndim)
                      for k, v in build.dummy_batch(config).items()}
   rep = mesh_lib.replicated(mesh)

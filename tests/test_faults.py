@@ -220,7 +220,7 @@ def test_legacy_config_json_resumes_against_the_config_as_given(tmp_path):
   fitted = copy.deepcopy(given)
   fitted.model.text.vocab_size = given.model.text.vocab_size + 8  # what fit_vocab may do
   legacy = workdir_lib.config_as_json(given)
-  del legacy["imports"]
+  del legacy["imports"], legacy["task"]  # neither key existed then
   (tmp_path / "config.json").write_text(json.dumps(legacy))
   workdir_lib.check_resumable(str(tmp_path), fitted, given)  # the same command resumes
   with pytest.raises(ValueError, match="model.text.vocab_size"):

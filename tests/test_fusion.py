@@ -5,7 +5,7 @@
 * ITM hard negatives sampled on an 8-device mesh equal a single device's, follow the
   softmax of the similarities, and never pick the positive or an identical caption;
 * the EMA (momentum) parameters after a sharded step are exactly decay * old + (1 - decay)
-  * new, the step's teacher is the EMA parameters' momentum_outputs, and the teacher's soft
+  * new, the step's teacher is the EMA parameters' momentum_passes, and the teacher's soft
   targets enter ITC and MLM as ALBEF's distillation says;
 * one train step of each of the five families is the same on 1 device and on a 2x2x2
   data x fsdp x tensor mesh, at the dual encoders' tolerance (test_sharding_equivalence.py).
@@ -30,13 +30,13 @@ import pytest
 
 from vlx import config_lib, registry
 from vlx.data import pipeline
-from vlx.models import fusion as F
+from vlx.families.fusion import task as FT
 from vlx.models.fusion_layers import roi_align
 from vlx.objectives.combine import build_objectives
 from vlx.parallel import mesh as mesh_lib
 from vlx import build
 from vlx.train import trainer
-from vlx.train.step import ema_update
+from vlx.families.fusion.task import ema_update
 from vlx_testlib import (REPO, assert_trees_close, mesh_of, one_train_step,  # noqa: F401
                          shapes_data_dir)
 
@@ -96,17 +96,17 @@ def test_mlm_masking_never_touches_padding_specials_or_tags(shapes_data_dir):
   assert not (maskable & special).any() and not (maskable & (types == 1)).any()
   assert (maskable == (~special & (types == 0))).all()
   # prob=1 picks every maskable position and nothing else.
-  new, targets = F.mask_tokens(jnp.asarray(ids), jax.random.key(1), 1.0, vocab + 1, vocab,
+  new, targets = FT.mask_tokens(jnp.asarray(ids), jax.random.key(1), 1.0, vocab + 1, vocab,
                                jnp.asarray(maskable))
   new, targets = np.asarray(new), np.asarray(targets)
-  assert ((targets != F.IGNORE) == maskable).all()
+  assert ((targets != FT.IGNORE) == maskable).all()
   np.testing.assert_array_equal(targets[maskable], ids[maskable])
   np.testing.assert_array_equal(new[~maskable], ids[~maskable])
   # BERT's 80 / 10 / 10 over many positions.
   big = jnp.full((64, 256), 7, jnp.int32)
-  new, targets = F.mask_tokens(big, jax.random.key(2), 0.5, vocab + 1, vocab,
+  new, targets = FT.mask_tokens(big, jax.random.key(2), 0.5, vocab + 1, vocab,
                                jnp.ones(big.shape, bool))
-  new, picked = np.asarray(new), np.asarray(targets) != F.IGNORE
+  new, picked = np.asarray(new), np.asarray(targets) != FT.IGNORE
   assert abs(picked.mean() - 0.5) < 0.02
   kinds = new[picked]
   assert abs((kinds == vocab + 1).mean() - 0.8) < 0.02
@@ -121,7 +121,7 @@ def test_hard_negatives_equal_on_one_and_eight_devices():
   sims = rng.normal(size=(b, b)).astype(np.float32) * 3
   tokens = rng.integers(3, 50, (b, 6)).astype(np.int32)
   tokens[5] = tokens[9]        # two identical captions: never each other's negative
-  fn = lambda s, t, k: F.hard_negatives(s, k, t)  # noqa: E731
+  fn = lambda s, t, k: FT.hard_negatives(s, k, t)  # noqa: E731
   key = jax.random.key(7)
   one = jax.jit(fn)(sims, tokens, key)
   mesh = mesh_of(2, 2, 2, 8)
@@ -136,7 +136,7 @@ def test_hard_negatives_equal_on_one_and_eight_devices():
   assert neg_t[5] != 9 and neg_t[9] != 5 and neg_i[5] != 9 and neg_i[9] != 5
   # The draw follows softmax(similarity) over the allowed captions: 4,000 draws for row 0.
   keys = jax.random.split(jax.random.key(3), 4000)
-  draws = np.asarray(jax.vmap(lambda k: F.hard_negatives(jnp.asarray(sims), k)[0][0])(keys))
+  draws = np.asarray(jax.vmap(lambda k: FT.hard_negatives(jnp.asarray(sims), k)[0][0])(keys))
   p = np.exp(sims[0] - sims[0].max())
   p[0] = 0
   p /= p.sum()
@@ -213,13 +213,14 @@ def test_fusion_step_equal_on_1_and_8_devices(shapes_data_dir, family):
               zip(jax.tree.leaves(state.params), jax.tree.leaves(p1)))
   assert moved > 1e-3
   if ema:
-    # The teacher the step distils from is momentum_outputs run with the EMA parameters under
+    # The teacher the step distils from is momentum_passes run with the EMA parameters under
     # the step's rng: recomputed outside the step, student and teacher give the same loss.
     rng = jax.random.fold_in(state.rng, state.step)
-    apply = lambda p, **kw: model.apply({"params": p}, batch, train=True,  # noqa: E731
-                                        rngs={"dropout": rng}, **kw)
+    apply = lambda p, fn: model.apply({"params": p}, batch, train=True,  # noqa: E731
+                                      rngs={"dropout": rng}, method=fn)
     with jax.set_mesh(mesh_of(1, 1, 1, 1)), nn.logical_axis_rules(rules):
-      out = jax.jit(lambda p, e: {**apply(p), "teacher": apply(e, method="momentum_outputs")})(
+      out = jax.jit(lambda p, e: {**apply(p, FT.training_passes),
+                                  "teacher": apply(e, FT.momentum_passes)})(
           state.params, state.extras["ema"])
     loss, _ = build_objectives(config.objectives)(out, batch)
     np.testing.assert_allclose(float(loss), float(m1["train/loss"]), rtol=1e-5)

@@ -83,7 +83,7 @@ def _fused_from_features(m, ids, types, t_mask, feats, geometry, v_mask):
   v_emb = m.body.embed_visual(feats, geometry)
   t = (t_emb, m.body.encode_text(t_emb, t_mask), t_mask)
   v = (v_emb, m.body.encode_visual(v_emb, v_mask), v_mask)
-  return m._fused(t, v)  # pylint: disable=protected-access
+  return m.fused(t, v)
 
 
 def test_training_model_initialised_from_lxmert_matches_it(converted):

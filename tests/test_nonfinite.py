@@ -9,10 +9,10 @@ import numpy as np
 import optax
 
 from vlx import config_lib
-from vlx.objectives.combine import build_objectives
 from vlx import build
 from vlx.train import trainer
 from vlx.train.step import make_train_step
+from vlx.train.task import build_task
 from vlx_testlib import (REPO, checkpoint_steps, no_evals, read_metrics, run_main,  # noqa: F401
                          shapes_data_dir, train_losses)
 
@@ -72,7 +72,7 @@ def test_train_step_leaves_state_untouched_on_nan():
   mesh = trainer.mesh_lib.make_mesh(config.mesh, devices=jax.devices()[:1])
   rules = trainer.mesh_lib.rules_from_config(config.sharding)
   state, _ = trainer.create_state(config, model, tx, mesh, rules)
-  step = jax.jit(make_train_step(model, build_objectives(config.objectives), tx,
+  step = jax.jit(make_train_step(build_task(config, model), tx,
                                  optax.constant_schedule(1e-2)))
   rng = np.random.default_rng(0)
   text = np.zeros((8, 16), np.int32)

@@ -26,10 +26,9 @@ import numpy as np
 import optax
 import pytest
 
-from vlx.objectives.combine import build_objectives
 from vlx.parallel import mesh as mesh_lib
-from vlx.train import trainer
 from vlx.train.step import make_train_step
+from vlx.train.task import build_task
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -162,12 +161,10 @@ def one_train_step(config, model, state, mesh, tx, batch, accum_steps=1, full_st
       step=rep, params=param_shardings, rng=rep, nonfinite=rep,
       opt_state=mesh_lib.like_param_shardings(state.opt_state, state.params, param_shardings,
                                               mesh),
-      extras={k: param_shardings for k in state.extras})  # EMA params, sharded like params
+      extras=build_task(config, model).extras_shardings(param_shardings))
   state = jax.device_put(state, shardings)
-  step_fn = make_train_step(model, build_objectives(config.objectives), tx,
-                            optax.constant_schedule(1.0), accum_steps,
-                            ema_decay=trainer.ema_decay(config),
-                            teacher_method=config.get("ema", {}).get("teacher_method"))
+  step_fn = make_train_step(build_task(config, model), tx, optax.constant_schedule(1.0),
+                            accum_steps)
   batch_shardings = {k: mesh_lib.batch_sharding(mesh, v.ndim) for k, v in batch.items()}
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     jitted = jax.jit(step_fn, in_shardings=(shardings, batch_shardings),

@@ -1,5 +1,5 @@
 """The built-in component modules: importing one registers its models, objectives,
-evaluators, datasets, preprocessing ops or curricula (vlx/registry.py).
+evaluators, datasets, preprocessing ops, curricula or tasks (vlx/registry.py).
 
 A plain list of module paths that `registry` imports on its first lookup, so the core never
 imports a component (nor a family) and no import circle runs through the registry. A new
@@ -28,6 +28,9 @@ MODULES = (
     "vlx.data.scene_qa",
     "vlx.data.vqa_v2",
     "vlx.data.ref_coco",
-    # curricula
+    # tasks of the model families
+    "vlx.families.fusion.task",
+    # curricula and tasks
     "vlx.train.curriculum",
+    "vlx.train.task",
 )

@@ -1,7 +1,7 @@
 """One name -> constructor table per kind of component.
 
 Configs name components by string (`model.name`, the keys of `objectives` and `evals`,
-`data.name`, the ops of a `pp_*` string); this module is the only place that turns such a
+`data.name`, the ops of a `pp_*` string, `task`); this module is the only place that turns such a
 string into code, so there are no if-chains over model families anywhere else.
 
 The core knows no component: a module registers its own with the decorators below. The
@@ -73,6 +73,7 @@ EVALUATORS = Registry("evaluator")
 DATASETS = Registry("dataset")
 PP_OPS = Registry("preprocessing op")
 CURRICULA = Registry("curriculum")
+TASKS = Registry("task")
 
 _IMPORTED = False
 

@@ -8,3 +8,6 @@ definition keeps them from drifting apart.
 PAD_ID = 0
 UNK_ID = 1
 EOS_ID = 2
+
+# The target of a position that no loss reads (unmasked tokens, padding, special regions).
+IGNORE = -1

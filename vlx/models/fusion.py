@@ -3,21 +3,14 @@
 The model owns what the five share: a ViT trained end to end; visual tokens that are its
 patch tokens (`visual="patches"`, ALBEF) or region features ROI-aligned from its feature
 map at the data's boxes plus a whole-image region (`visual="regions"`), with box geometry;
-a [CLS] and a [MASK] id appended to the tokenizer's vocabulary; the heads (ITC projections,
-ITM, MLM, masked-region modelling, VQA, grounding); and the task passes of one train step:
+a [CLS] and a [MASK] id appended to the tokenizer's vocabulary; and the heads (ITC
+projections, ITM, MLM, masked-region modelling, VQA, grounding), each reachable as a method.
 
-  itc    unimodal embeddings of image and caption (in-batch softmax contrastive)
-  itm    one fused pass over the positive pairs, a hard-negative caption per image and a
-         hard-negative image per caption, sampled from the ITC similarities of the whole
-         global batch (the step is one SPMD program, so "global" is every device)
-  mlm    the caption with BERT masking (never padding, [CLS] or EOS); with `mrm`, the same
-         pass masks regions too (LXMERT's joint masking) for feature regression and class
-         prediction
-  vqa    question + image -> answer logits (classification over the answer vocabulary)
-  refer  expression + image -> one logit per candidate box (grounding by box selection)
-
-Which passes run is `tasks` (and which of their inputs the batch holds); the objectives in
-vlx/objectives/fusion.py read the outputs. The stack is chosen by name (fusion_stacks.STACKS).
+What a training step asks of it (BERT masking, hard negatives drawn from the batch's ITC
+similarities, the momentum teacher) is the fusion task's (vlx/families/fusion/task.py);
+`__call__` is the plain forward of every configured head, which creates every parameter.
+Which heads exist is `tasks` (and which inputs the batch holds). The stack is chosen by
+name (fusion_stacks.STACKS).
 """
 
 from __future__ import annotations
@@ -38,51 +31,6 @@ from vlx.models.vit import ViT
 from vlx.token_ids import PAD_ID
 
 TASKS = ("itc", "itm", "mlm", "mrm", "vqa", "refer")
-IGNORE = -1  # target of positions that no loss reads
-
-
-def mask_tokens(ids, rng, prob: float, mask_id: int, vocab_size: int, maskable):
-  """BERT masking: each maskable position is picked with `prob`; picked positions become
-  [MASK] (80%), a random ordinary token (10%) or stay (10%).
-
-  -> (input ids, targets): targets hold the original id at picked positions, IGNORE
-  elsewhere. `maskable` [B, L] bool excludes padding and special tokens."""
-  k_pick, k_kind, k_rand = jax.random.split(rng, 3)
-  picked = (jax.random.uniform(k_pick, ids.shape) < prob) & maskable
-  kind = jax.random.uniform(k_kind, ids.shape)
-  random_ids = jax.random.randint(k_rand, ids.shape, 3, vocab_size)
-  new = jnp.where(kind < 0.8, mask_id, jnp.where(kind < 0.9, random_ids, ids))
-  return jnp.where(picked, new, ids), jnp.where(picked, ids, IGNORE)
-
-
-def hard_negatives(sims, rng, tokens=None):
-  """ALBEF's hard negatives: for each image a caption, for each caption an image, drawn with
-  probability softmax(sims) over the other pairs of the (global) batch.
-
-  sims [B, B] image x text logits (similarities divided by the temperature). Captions identical to the positive's (`tokens` [B, L]) are
-  never drawn as its negatives (the synthetic scenes repeat captions; ALBEF's data rarely
-  does). -> (negative text index per image [B], negative image index per text [B])."""
-  b = sims.shape[0]
-  same = jnp.eye(b, dtype=bool)
-  if tokens is not None:
-    same = same | jnp.all(tokens[:, None, :] == tokens[None, :, :], axis=-1)
-  sims = jax.lax.stop_gradient(sims.astype(jnp.float32))
-  k_t, k_i = jax.random.split(rng)
-  neg_text = jax.random.categorical(k_t, jnp.where(same, -jnp.inf, sims), axis=1)
-  neg_image = jax.random.categorical(k_i, jnp.where(same.T, -jnp.inf, sims.T), axis=1)
-  # A row with no allowed negative (all captions equal) falls back to any other index.
-  fallback = (jnp.arange(b) + 1) % b
-  none_t = jnp.all(same, axis=1)
-  none_i = jnp.all(same.T, axis=1)
-  return jnp.where(none_t, fallback, neg_text), jnp.where(none_i, fallback, neg_image)
-
-
-def _take(tree, idx):
-  return jax.tree.map(lambda x: jnp.take(x, idx, axis=0), tree)
-
-
-def _cat(*trees):
-  return jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=0), *trees)
 
 
 @registry.MODELS.register("fusion")
@@ -188,28 +136,28 @@ class FusionModel(nn.Module):
     return ids, types, ids != PAD_ID, maskable
 
   # ---- pieces --------------------------------------------------------------------------
-  def _unimodal_text(self, ids, types, mask):
+  def unimodal_text(self, ids, types, mask):
     t_emb = self.body.embed_text(ids, types)
     return t_emb, self.body.encode_text(t_emb, mask)
 
-  def _encode_ids(self, ids, types, mask):
+  def encode_ids(self, ids, types, mask):
     """The text side of a fusion pass: (t_emb, t_uni, mask); t_uni only for stacks whose
     fusion reads it (a single stream re-reads the embeddings: no wasted text pass)."""
     t_emb = self.body.embed_text(ids, types)
     t_uni = self.body.encode_text(t_emb, mask) if self.body.fuse_uses_unimodal else None
     return t_emb, t_uni, mask
 
-  def _text_side(self, tokens, tags=None):
+  def text_side(self, tokens, tags=None):
     if self.use_tags and tags is None:
       raise ValueError("use_tags: the batch has no 'tags' (pp op scene_tags)")
     ids, types, mask, _ = self.text_inputs(tokens, tags)
-    return self._encode_ids(ids, types, mask)
+    return self.encode_ids(ids, types, mask)
 
   def _pool_visual(self, v_uni, v_mask):
     w = v_mask[..., None].astype(v_uni.dtype)
     return (v_uni * w).sum(1) / jnp.maximum(w.sum(1), 1.0)
 
-  def _fused(self, t, v):
+  def fused(self, t, v):
     """t = (t_emb, t_uni, t_mask), v = (v_emb, v_uni, v_mask) -> (t_fused, v_fused, pooled)."""
     t_f, v_f = self.body.fuse(t[0], t[1], t[2], v[0], v[1], v[2])
     return t_f, v_f, jnp.tanh(self.pooler(t_f[:, 0]))
@@ -232,106 +180,53 @@ class FusionModel(nn.Module):
     return jnp.einsum("bd,brd->br", q, self.refer_key(regions)).astype(jnp.float32) / np.sqrt(
         q.shape[-1])
 
-  def _image_emb(self, v_uni, v_mask):
+  def image_emb(self, v_uni, v_mask):
     return l2_normalize(self.img_proj(self._pool_visual(v_uni, v_mask)))
 
-  def _text_emb(self, t_uni):
+  def text_emb(self, t_uni):
     return l2_normalize(self.txt_proj(t_uni[:, 0]))
 
-  def _mlm_logits(self, t_f):
+  def mlm_logits(self, t_f):
     h = self.mlm_ln(nn.gelu(self.mlm_dense(t_f), approximate=False))
     return self.body.text_embed.logits(h).astype(jnp.float32) + self.mlm_bias
 
-  def _masked_pass(self, batch, vis, v_uni, rng, with_mrm):
-    ids, types, mask, maskable = self.text_inputs(batch["text"], batch.get("tags"))
-    k_txt, k_reg = jax.random.split(rng)
-    masked_ids, targets = mask_tokens(ids, k_txt, self.mlm_prob, self.mask_id, self.vocab,
-                                      maskable)
-    t = self._encode_ids(masked_ids, types, mask)
-    out = {}
-    v = (vis["v_emb"], v_uni, vis["v_mask"])
-    if with_mrm:
-      # Object regions only (not the whole-image one); their features are zeroed (UNITER).
-      picked = jax.random.uniform(k_reg, vis["v_mask"].shape) < self.mrm_prob
-      picked = picked & vis["v_mask"] & (jnp.arange(picked.shape[1]) > 0)
-      feats = jnp.where(picked[..., None], 0.0, vis["feats"])
-      v_emb = self.body.embed_visual(feats, vis["geometry"])
-      v_uni = (self.body.encode_visual(v_emb, vis["v_mask"]) if self.body.fuse_uses_unimodal
-               else None)
-      v = (v_emb, v_uni, vis["v_mask"])
-    t_f, v_f, _ = self._fused(t, v)
-    out["mlm_logits"] = self._mlm_logits(t_f[:, :targets.shape[1]])
-    out["mlm_targets"] = targets
-    if with_mrm:
-      labels = jnp.concatenate([jnp.full((picked.shape[0], 1), IGNORE, jnp.int32),
-                                batch["box_labels"].astype(jnp.int32)], axis=1)
-      out["mrm_class_logits"] = self.mrm_class(v_f).astype(jnp.float32)
-      out["mrm_class_targets"] = jnp.where(picked, labels, IGNORE)
-      out["mrm_feat_pred"] = self.mrm_feat(v_f).astype(jnp.float32)
-      out["mrm_feat_target"] = jax.lax.stop_gradient(vis["feats"]).astype(jnp.float32)
-      out["mrm_mask"] = picked
-    return out
+  def mrm_heads(self, v_f):
+    """Masked-region modelling's predictions from fused visual states: class logits over
+    the region classes and the regressed ROI features."""
+    return {"mrm_class_logits": self.mrm_class(v_f).astype(jnp.float32),
+            "mrm_feat_pred": self.mrm_feat(v_f).astype(jnp.float32)}
 
-  # ---- the train-step forward ----------------------------------------------------------
-  def __call__(self, batch, train: bool = True) -> Dict[str, jax.Array]:
-    rng = self.make_rng("dropout") if train else jax.random.key(0)
+  # ---- the plain forward ----------------------------------------------------------------
+  def __call__(self, batch, train: bool = False) -> Dict[str, jax.Array]:
+    """Every configured head once on the batch as given (no masking, no sampled negatives:
+    ITM on the positive pairs, MLM on the unmasked caption), so that `init` creates every
+    parameter the training passes use and inference has one entry point."""
+    del train  # no dropout: the fusion task passes its rng to the passes it runs
     tasks = set(self.tasks)
-    vis = self.visual_inputs(batch)
-    vis["boxes"] = batch.get("boxes")
-    v_uni = self.body.encode_visual(vis["v_emb"], vis["v_mask"])
+    vis, v_uni = self.vision(batch)
     v = (vis["v_emb"], v_uni, vis["v_mask"])
     out: Dict[str, jax.Array] = {}
     if "text" in batch and tasks & {"itc", "itm", "mlm", "mrm"}:
-      # ITC's text side is the caption alone: OSCAR's tags describe the image.
       ids, types, mask, _ = self.text_inputs(batch["text"])
-      t = (*self._unimodal_text(ids, types, mask), mask)
-      img_emb, txt_emb = self._image_emb(v_uni, vis["v_mask"]), self._text_emb(t[1])
-      out.update(img_emb=img_emb, txt_emb=txt_emb, logit_scale=self.logit_scale)
+      t = (*self.unimodal_text(ids, types, mask), mask)
+      out.update(img_emb=self.image_emb(v_uni, vis["v_mask"]), txt_emb=self.text_emb(t[1]),
+                 logit_scale=self.logit_scale)
       if "itm" in tasks:
-        # Drawn from the tempered similarities, as ALBEF does (softmax(sim / temperature)):
-        # raw cosines would make the draw nearly uniform and the negatives easy.
-        # The raw scale, as ITC's loss uses it (the optimizer keeps it within its bound).
-        scale = jnp.exp(self.logit_scale)
-        neg_text, neg_image = hard_negatives(scale * img_emb @ txt_emb.T,
-                                             jax.random.fold_in(rng, 1), batch["text"])
-        # Rows: positives, image i with caption neg_text[i], caption j with image neg_image[j].
-        if self.use_tags:  # tags belong to the image, so they follow its index
-          text, tags = jnp.asarray(batch["text"]), jnp.asarray(batch["tags"])
-          t_all = self._text_side(_cat(text, _take(text, neg_text), text),
-                                  _cat(tags, tags, _take(tags, neg_image)))
-        else:
-          t_all = _cat(t, _take(t, neg_text), t)
-        v_all = _cat(v, v, _take(v, neg_image))
-        _, _, pooled = self._fused(t_all, v_all)
-        b = ids.shape[0]
-        out["itm_logits"] = self.itm_head(pooled).astype(jnp.float32)
-        out["itm_labels"] = jnp.concatenate([jnp.ones(b, jnp.int32), jnp.zeros(2 * b, jnp.int32)])
+        out["itm_logits"] = self.itm_head(self.fused(t, v)[2]).astype(jnp.float32)
       if tasks & {"mlm", "mrm"}:
-        out.update(self._masked_pass(batch, vis, v_uni, jax.random.fold_in(rng, 2),
-                                     "mrm" in tasks and self.visual == "regions"))
+        ids, types, mask, _ = self.text_inputs(batch["text"], batch.get("tags"))
+        t_f, v_f, _ = self.fused(self.encode_ids(ids, types, mask), v)
+        out["mlm_logits"] = self.mlm_logits(t_f)
+        if "mrm" in tasks and self.visual == "regions":
+          out.update(self.mrm_heads(v_f))
     if "question" in batch and "vqa" in tasks:
       out["vqa_logits"] = self.vqa_logits(batch, vis, v_uni)
     if "expression" in batch and "refer" in tasks:
       out["refer_logits"] = self.refer_logits(batch, vis, v_uni)
     return out
 
-  def momentum_outputs(self, batch, train: bool = True):
-    """What ALBEF's momentum (EMA) model contributes: ITC embeddings and, on the same masked
-    caption (same rng as `__call__`), MLM logits — the soft targets of distillation."""
-    rng = self.make_rng("dropout") if train else jax.random.key(0)
-    vis = self.visual_inputs(batch)
-    v_uni = self.body.encode_visual(vis["v_emb"], vis["v_mask"])
-    ids, types, mask, _ = self.text_inputs(batch["text"])
-    t_uni = self._unimodal_text(ids, types, mask)[1]
-    out = {"img_emb": self._image_emb(v_uni, vis["v_mask"]), "txt_emb": self._text_emb(t_uni)}
-    if set(self.tasks) & {"mlm", "mrm"}:
-      masked = self._masked_pass(batch, vis, v_uni, jax.random.fold_in(rng, 2),
-                                 "mrm" in self.tasks and self.visual == "regions")
-      out["mlm_logits"] = masked["mlm_logits"]
-    return out
-
   # ---- evaluation entry points (dict batches) -------------------------------------------
-  def _vision(self, batch, vis=None, v_uni=None):
+  def vision(self, batch, vis=None, v_uni=None):
     if vis is None:
       vis = self.visual_inputs(batch)
       vis["boxes"] = batch.get("boxes")
@@ -339,9 +234,9 @@ class FusionModel(nn.Module):
     return vis, v_uni
 
   def _task_pass(self, batch, key, vis=None, v_uni=None):
-    vis, v_uni = self._vision(batch, vis, v_uni)
-    t = self._text_side(batch[key], batch.get("tags"))
-    return self._fused(t, (vis["v_emb"], v_uni, vis["v_mask"])), vis
+    vis, v_uni = self.vision(batch, vis, v_uni)
+    t = self.text_side(batch[key], batch.get("tags"))
+    return self.fused(t, (vis["v_emb"], v_uni, vis["v_mask"])), vis
 
   def vqa_logits(self, batch, vis=None, v_uni=None):
     """Answer logits [B, A] for questions [B, L], or [B, k, A] for k questions per image
@@ -352,12 +247,12 @@ class FusionModel(nn.Module):
     wrong (0.2-0.5% in the gradient norm, up to 5% per leaf; the loss exact) on a 2x2x2
     data x fsdp x tensor mesh under XLA:CPU's SPMD partitioner, while every 1- and 2-axis
     mesh and this form are exact (tests/test_fusion.py; the bisection is in its docstring)."""
-    vis, v_uni = self._vision(batch, vis, v_uni)
+    vis, v_uni = self.vision(batch, vis, v_uni)
     q, tags = batch["question"], batch.get("tags")
     v = (vis["v_emb"], v_uni, vis["v_mask"])
 
     def answer(question):
-      _, _, pooled = self._fused(self._text_side(question, tags), v)
+      _, _, pooled = self.fused(self.text_side(question, tags), v)
       return self._vqa(pooled).astype(jnp.float32)
 
     if q.ndim == 2:
@@ -373,15 +268,15 @@ class FusionModel(nn.Module):
     vis = self.visual_inputs(batch)
     v_uni = self.body.encode_visual(vis["v_emb"], vis["v_mask"])
     return {"v_emb": vis["v_emb"], "v_uni": v_uni, "v_mask": vis["v_mask"],
-            "img_emb": self._image_emb(v_uni, vis["v_mask"])}
+            "img_emb": self.image_emb(v_uni, vis["v_mask"])}
 
   def text_embedding(self, batch):
     """The caption's ITC embedding (text alone, no tags)."""
     ids, types, mask, _ = self.text_inputs(batch["text"])
-    return self._text_emb(self._unimodal_text(ids, types, mask)[1])
+    return self.text_emb(self.unimodal_text(ids, types, mask)[1])
 
   def itm_scores(self, batch):
     """batch: a visual_state's fields per pair + `text` (+ `tags`) -> P(match) [B]."""
-    t = self._text_side(batch["text"], batch.get("tags"))
-    _, _, pooled = self._fused(t, (batch["v_emb"], batch["v_uni"], batch["v_mask"]))
+    t = self.text_side(batch["text"], batch.get("tags"))
+    _, _, pooled = self.fused(t, (batch["v_emb"], batch["v_uni"], batch["v_mask"]))
     return jax.nn.softmax(self.itm_head(pooled).astype(jnp.float32), -1)[:, 1]

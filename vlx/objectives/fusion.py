@@ -1,9 +1,9 @@
 """Objectives of the fusion encoders, each a pure `(outputs, batch) -> (loss, metrics)`.
 
-They read what vlx/models/fusion.py computes: ITC embeddings, ITM logits over positives and
-hard negatives, MLM and masked-region predictions with their targets, VQA and grounding
-logits. With an EMA teacher (config.ema; the train step puts its outputs under
-`outputs["teacher"]`), `itc` and `mlm` mix its soft targets in with weight `distill_alpha`
+They read what the fusion task's passes compute (vlx/families/fusion/task.py): ITC
+embeddings, ITM logits over positives and hard negatives, MLM and masked-region predictions
+with their targets, VQA and grounding logits. With the momentum teacher (config.ema.decay;
+the task puts its outputs under `outputs["teacher"]`), `itc` and `mlm` mix its soft targets in with weight `distill_alpha`
 (ALBEF's momentum distillation).
 """
 
@@ -14,9 +14,9 @@ import jax.numpy as jnp
 import optax
 
 from vlx import registry
-from vlx.models.fusion import IGNORE
 from vlx.objectives import contrastive
 from vlx.objectives.combine import declare_bounds
+from vlx.token_ids import IGNORE
 
 
 def _masked_mean(values, mask):

@@ -21,6 +21,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.init_from = ""
   # Modules to import before building (a family of your own, outside vlx: its registrations).
   c.imports = ()
+  # What the train step asks of the model (vlx/train/task.py): "model" = its forward scored
+  # by the objectives; a family with more to do (masking, a teacher) registers its own.
+  c.task = "model"
   c.curriculum = ml_collections.ConfigDict()  # {name: kwargs}, see vlx/train/curriculum.py
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
   c.sharding = ml_collections.ConfigDict(dict(rules=()))  # () -> vlx.parallel.mesh.DEFAULT_RULES

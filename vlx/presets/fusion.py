@@ -62,7 +62,9 @@ def scene_tasks_config(variant: Variant, *, stack: str, visual: str, use_tags: b
       refer=dict(weight=1.0)))
   if visual == "regions":
     c.objectives.mrm = dict(weight=1.0, class_weight=1.0, feature_weight=1.0)
-  c.ema = ml_collections.ConfigDict(dict(decay=ema_decay, teacher_method="momentum_outputs"))
+  # Masking and hard negatives (and the momentum teacher, ema.decay > 0): the fusion task.
+  c.task = "fusion"
+  c.ema = ml_collections.ConfigDict(dict(decay=ema_decay))
   if distill_alpha:
     c.objectives.itc.distill_alpha = distill_alpha
     c.objectives.mlm.distill_alpha = distill_alpha

@@ -9,7 +9,7 @@ untouched and records its step, so the trainer can stop and name it.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict
 
 import flax
 import jax
@@ -27,7 +27,7 @@ class TrainState:
   # The step (1-based) of the first update skipped for a NaN/Inf loss, gradient or new
   # parameter; 0 while every update has been finite. An int32 scalar, as checkpoints store it.
   nonfinite: jax.Array
-  extras: Dict[str, Any]      # auxiliary state of objectives (EMA params, queues, ...)
+  extras: Dict[str, Any]      # the task's own state (vlx/train/task.py): param copies, queues
 
 
 def _micro_batches(batch, accum: int):
@@ -45,46 +45,27 @@ def _join(xs):
   return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), xs)
 
 
-def ema_update(ema, params, decay: float):
-  """ema <- decay * ema + (1 - decay) * params, leaf by leaf (a momentum model's update)."""
-  return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p.astype(e.dtype), ema, params)
+def make_train_step(task, tx: optax.GradientTransformation, schedule: Callable,
+                    accum_steps: int = 1):
+  """Builds the (unjitted) train step for `task` (vlx/train/task.py); the trainer jits it
+  with shardings. The task's extras are constants of the forward and are updated by the
+  task after each applied update; no model family has a branch here."""
+  if accum_steps > 1 and not task.accumulates:
+    raise ValueError(f"{type(task).__name__} cannot split its forward into micro-batches: "
+                     "use accum_steps=1")
+  loss_fn = task.loss
 
-
-def make_train_step(model, loss_fn: Callable, tx: optax.GradientTransformation,
-                    schedule: Callable, accum_steps: int = 1,
-                    batch_transform: Optional[Callable] = None, ema_decay: float = 0.0,
-                    teacher_method: Optional[str] = None):
-  """Builds the (unjitted) train step; the trainer jits it with shardings.
-
-  `ema_decay` > 0: `state.extras["ema"]` holds an exponential moving average of the
-  parameters, updated after every applied step; the model run with it (its method
-  `teacher_method`, or the whole forward) under the same rng gives `outputs["teacher"]`,
-  which distilling objectives read. No model family has a branch here.
-  """
-  if ema_decay and accum_steps > 1:
-    raise ValueError("an EMA teacher (config.ema) is not supported with accum_steps > 1")
-
-  def forward(params, batch, rng):
-    return model.apply({"params": params}, batch, train=True, rngs={"dropout": rng})
-
-  def teacher_outputs(ema, batch, rng):
-    out = model.apply({"params": ema}, batch, train=True, rngs={"dropout": rng},
-                      method=teacher_method)
-    return jax.lax.stop_gradient(out)
-
-  def grads_direct(params, batch, rng, teacher=None):
+  def grads_direct(params, extras, batch, rng):
     def objective(p):
-      out = forward(p, batch, rng)
-      if teacher is not None:
-        out = {**out, "teacher": teacher}
-      return loss_fn(out, batch)
+      return loss_fn(task.outputs(p, extras, batch, rng), batch)
     (loss, metrics), grads = jax.value_and_grad(objective, has_aux=True)(params)
     return loss, metrics, grads
 
-  def grads_gradcache(params, batch, rng, teacher=None):
+  def grads_gradcache(params, extras, batch, rng):
     """GradCache: embed all micro-batches without gradients, take the loss gradient
     w.r.t. the embeddings over the full batch, then backprop each micro-batch."""
-    del teacher  # an EMA teacher with accum_steps > 1 is refused above
+    def forward(p, mb, r):
+      return task.outputs(p, extras, mb, r)
     micro = _micro_batches(batch, accum_steps)
 
     def embed(_, xs):
@@ -120,10 +101,8 @@ def make_train_step(model, loss_fn: Callable, tx: optax.GradientTransformation,
 
   def train_step(state: TrainState, batch):
     rng = jax.random.fold_in(state.rng, state.step)
-    if batch_transform is not None:
-      batch = batch_transform(batch, state.step, jax.random.fold_in(rng, 1 << 20))
-    teacher = teacher_outputs(state.extras["ema"], batch, rng) if ema_decay else None
-    loss, metrics, grads = compute_grads(state.params, batch, rng, teacher)
+    batch = task.prepare(batch, state.extras, state.step, jax.random.fold_in(rng, 1 << 20))
+    loss, metrics, grads = compute_grads(state.params, state.extras, batch, rng)
     grad_norm = optax.global_norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
@@ -131,9 +110,7 @@ def make_train_step(model, loss_fn: Callable, tx: optax.GradientTransformation,
                                        if jnp.issubdtype(p.dtype, jnp.inexact)] or [True]))
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & params_finite
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)  # noqa: E731
-    extras = state.extras
-    if ema_decay:
-      extras = {**extras, "ema": keep(ema_update(extras["ema"], params, ema_decay), extras["ema"])}
+    extras = keep(task.update_extras(state.extras, params, state.step), state.extras)
     new_state = state.replace(
         step=state.step + 1,
         params=keep(params, state.params),

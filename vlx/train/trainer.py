@@ -20,14 +20,13 @@ from vlx.build import (abstract_params, batch_keys, build_model, dummy_batch, fi
                        import_components)
 from vlx.data import pipeline, sources
 from vlx.evals.common import EvalContext
-from vlx.objectives.combine import build_objectives
 from vlx.parallel import mesh as mesh_lib
 from vlx.train import checkpoint as ckpt_lib
-from vlx.train import curriculum
 from vlx.train import workdir as workdir_lib
 from vlx.train.metrics_writer import MetricsWriter
 from vlx.train.optimizer import make_optimizer
 from vlx.train.step import TrainState, make_train_step
+from vlx.train.task import DEFAULT_TASK, build_task
 
 
 class NonFiniteLossError(RuntimeError):
@@ -35,16 +34,10 @@ class NonFiniteLossError(RuntimeError):
   resume from (see "Loop" in `train`)."""
 
 
-def ema_decay(config) -> float:
-  """config.ema.decay: > 0 keeps an EMA copy of the parameters in `state.extras["ema"]`
-  (a momentum model); the step hands its outputs to the objectives as "teacher"."""
-  ema = config.get("ema")
-  return float(ema.decay) if ema is not None else 0.0
-
-
-def state_shardings(config, model, tx, mesh, rules, boxed_abstract=None):
+def state_shardings(config, model, tx, mesh, rules, boxed_abstract=None, task=None):
   """(abstract TrainState with shardings, TrainState of shardings): what a step compiles
   against, without materializing anything (memory analysis, AOT compiles)."""
+  task = task or build_task(config, model)
   if boxed_abstract is None:
     boxed_abstract = abstract_params(config, model, mesh, rules)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
@@ -53,27 +46,27 @@ def state_shardings(config, model, tx, mesh, rules, boxed_abstract=None):
     abstract_opt = jax.eval_shape(tx.init, unboxed)
     opt_shardings = mesh_lib.like_param_shardings(abstract_opt, unboxed, param_shardings, mesh)
     rep = mesh_lib.replicated(mesh)
-    ema = ema_decay(config) > 0
     shardings = TrainState(step=rep, params=param_shardings, opt_state=opt_shardings, rng=rep,
-                           nonfinite=rep, extras={"ema": param_shardings} if ema else {})
+                           nonfinite=rep, extras=task.extras_shardings(param_shardings))
     scalar = jax.ShapeDtypeStruct((), jnp.int32)
     abstract = TrainState(step=scalar, params=unboxed, opt_state=abstract_opt,
                           rng=jax.eval_shape(lambda: jax.random.key(0)), nonfinite=scalar,
-                          extras={"ema": unboxed} if ema else {})
+                          extras=jax.eval_shape(task.init_extras, unboxed))
   abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                           abstract, shardings)
   return abstract, shardings
 
 
-def create_state(config, model, tx, mesh, rules, boxed_abstract=None):
+def create_state(config, model, tx, mesh, rules, boxed_abstract=None, task=None):
   """Shapes first: eval_shape -> shardings -> jit(init, out_shardings): no full copy on one device."""
+  task = task or build_task(config, model)
   batch = {k: v[:1] for k, v in dummy_batch(config).items()}
 
   def init_boxed(rng):
     params_rng, state_rng = jax.random.split(rng)
     return model.init(params_rng, batch, train=False)["params"], state_rng
 
-  _, shardings = state_shardings(config, model, tx, mesh, rules, boxed_abstract)
+  _, shardings = state_shardings(config, model, tx, mesh, rules, boxed_abstract, task)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     def init(rng):
       params, state_rng = init_boxed(rng)
@@ -81,7 +74,7 @@ def create_state(config, model, tx, mesh, rules, boxed_abstract=None):
       return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                         opt_state=tx.init(params), rng=state_rng,
                         nonfinite=jnp.zeros((), jnp.int32),
-                        extras={"ema": params} if ema_decay(config) > 0 else {})
+                        extras=task.init_extras(params))
 
     state = jax.jit(init, out_shardings=shardings)(jax.random.key(config.seed))
   return state, shardings
@@ -181,7 +174,9 @@ def train(config, workdir: str, mode: str = "train") -> Dict[str, float]:
   config_text = workdir_lib.config_text(config)
   ckpt_dir = os.path.join(workdir, "checkpoints")
   if os.path.isdir(ckpt_dir) and any(n.isdigit() for n in os.listdir(ckpt_dir)):
-    workdir_lib.check_resumable(workdir, config, given_config)
+    task_class = registry.TASKS.get(config.get("task", DEFAULT_TASK))
+    workdir_lib.check_resumable(workdir, config, given_config,
+                                getattr(task_class, "retired_config_keys", ()))
 
   # ---- Mesh and sharding rules -------------------------------------------
   mesh = mesh_lib.make_mesh(config.mesh)
@@ -204,11 +199,11 @@ def train(config, workdir: str, mode: str = "train") -> Dict[str, float]:
 
   # ---- Model, objectives, optimizer, state ---------------------------------
   model = build_model(config)
-  loss_fn = build_objectives(config.objectives)
+  task = build_task(config, model)
   boxed_abstract = abstract_params(config, model, mesh, rules)
   tx, schedule = make_optimizer(config.optimizer, mesh_lib.unbox(boxed_abstract),
-                                config.total_steps, param_bounds=loss_fn.param_bounds)
-  state, shardings = create_state(config, model, tx, mesh, rules, boxed_abstract)
+                                config.total_steps, param_bounds=task.param_bounds)
+  state, shardings = create_state(config, model, tx, mesh, rules, boxed_abstract, task)
   num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
   logging.info("model %s: %.2fM parameters", config.model.name, num_params / 1e6)
 
@@ -246,9 +241,10 @@ def train(config, workdir: str, mode: str = "train") -> Dict[str, float]:
     params = ckpt_lib.load_params(config.init_from, jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state.params),
         fresh=state.params)
-    # An EMA teacher starts from the loaded weights too, not from the random init.
-    state = state.replace(params=params, extras={**state.extras, "ema": params}
-                          if ema_decay(config) > 0 else state.extras)
+    # The task's state derived from the params (a copy of them) starts from the loaded
+    # weights too, not from the random init.
+    state = state.replace(params=params, extras=jax.jit(
+        task.init_extras, out_shardings=shardings.extras)(params))
     logging.info("initialized weights from %s", config.init_from)
 
   if mode == "eval":
@@ -267,10 +263,7 @@ def train(config, workdir: str, mode: str = "train") -> Dict[str, float]:
       writer.close()
 
   # ---- The train step, compiled ahead of time --------------------------------
-  step_fn = make_train_step(model, loss_fn, tx, schedule, config.accum_steps,
-                            curriculum.build(config.get("curriculum"), config.total_steps),
-                            ema_decay=ema_decay(config),
-                            teacher_method=config.get("ema", {}).get("teacher_method"))
+  step_fn = make_train_step(task, tx, schedule, config.accum_steps)
   batch_shardings = {k: mesh_lib.batch_sharding(mesh, v.ndim) for k, v in dummy_batch(config).items()}
   rep = mesh_lib.replicated(mesh)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
