@@ -34,7 +34,7 @@ def module_files(pkg_dir: pathlib.Path = VLX) -> Dict[str, pathlib.Path]:
 
 
 def _owner(name: str, modules) -> Optional[str]:
-  """The module a dotted name lives in (`vlx.models.fusion.IGNORE` -> `vlx.models.fusion`)."""
+  """The module a dotted name lives in (`vlx.families.fusion.model.IGNORE` -> `vlx.families.fusion.model`)."""
   while name and name not in modules:
     name = name.rpartition(".")[0]
   return name or None

@@ -8,29 +8,25 @@ the config's `imports` instead.
 """
 
 MODULES = (
-    # models
-    "vlx.models.two_tower",
-    "vlx.models.coca",
-    "vlx.models.fusion",
-    # objectives
+    # shared: losses, evaluators, datasets and preprocessing ops, curricula, the default task
     "vlx.objectives.contrastive",
     "vlx.objectives.captioning",
-    "vlx.objectives.fusion",
-    # evaluators
     "vlx.evals.zeroshot",
     "vlx.evals.retrieval",
     "vlx.evals.linear_probe",
     "vlx.evals.captioning",
-    "vlx.evals.fusion",
-    # datasets and preprocessing ops
     "vlx.data.sources",
     "vlx.data.pp_ops",
     "vlx.data.scene_qa",
     "vlx.data.vqa_v2",
     "vlx.data.ref_coco",
-    # tasks of the model families
-    "vlx.families.fusion.task",
-    # curricula and tasks
     "vlx.train.curriculum",
     "vlx.train.task",
+    # the model families (vlx/families/<family>/)
+    "vlx.families.dual_encoder.model",
+    "vlx.families.coca.model",
+    "vlx.families.fusion.model",
+    "vlx.families.fusion.objectives",
+    "vlx.families.fusion.evals",
+    "vlx.families.fusion.task",
 )

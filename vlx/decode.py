@@ -1,6 +1,6 @@
 """Batched autoregressive decoding under `jax.jit`: greedy, beam search, sampling.
 
-Works for any model with the captioner protocol (vlx/models/coca.py):
+Works for any model with the captioner protocol (vlx/families/coca/model.py):
 `image_memory(image)` and `decode_tokens(tokens, memory)`, the latter with a
 `decode` attribute that turns on a KV cache in the "cache" collection. The loops
 are `lax.while_loop`s over fixed-shape buffers, so a whole batch decodes in one

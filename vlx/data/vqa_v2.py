@@ -35,7 +35,7 @@ which VQA v2 does not have). The whole `data.source` dict is replaced, so list e
 
 (`model.num_answers` is the vocabulary's length: `num_answers`, unless the train split has
 fewer distinct answers. The caption of a VQA record is its question, so ITC/ITM/MLM read
-questions.) No evaluator is configured: the `vqa` evaluator (vlx/evals/fusion.py) still
+questions.) No evaluator is configured: the `vqa` evaluator (vlx/families/fusion/evals.py) still
 expects the scenes' data (it reads `boxes` and sorts questions by the scenes' wording); until
 it does not, score VQA v2 with `vlx.data.pipeline.load_task_arrays(handle, "val", pp_eval,
 ("image", "question", "answer_scores"))` and `vlx.evals.vqa_metrics.vqa_accuracy` (the same

@@ -1,6 +1,6 @@
 """The fusion encoders' training task: what one train step does to a batch before the loss.
 
-The model (vlx/models/fusion.py) computes; this module decides what it is asked during
+The model (vlx/families/fusion/model.py) computes; this module decides what it is asked during
 training, with the step's rng:
 
   itc    unimodal embeddings of image and caption (in-batch softmax contrastive)
@@ -114,7 +114,7 @@ def masked_pass(m, batch, vis, v_uni, rng, with_mrm):
 
 def training_passes(m, batch, train: bool = True) -> Dict[str, jax.Array]:
   """Every configured task pass of the bound fusion model `m` on one batch (the outputs the
-  objectives in vlx/objectives/fusion.py read)."""
+  objectives in vlx/families/fusion/objectives.py read)."""
   rng = m.make_rng("dropout") if train else jax.random.key(0)
   tasks = set(m.tasks)
   vis, v_uni = m.vision(batch)

@@ -6,7 +6,6 @@ from typing import Any, Optional
 
 import flax.linen as nn
 import jax.numpy as jnp
-import numpy as np
 
 from vlx import registry
 from vlx.models import layers
