@@ -118,8 +118,8 @@ def test_unknown_task_and_incomplete_task_are_one_line():
     def loss(self, outputs, batch):
       return 0.0, {}
   config.task = "test_half_a_task"
-  with pytest.raises(TypeError, match="missing accumulates, init_extras, extras_shardings, "
-                                      "prepare, outputs, update_extras"):
+  with pytest.raises(TypeError, match="missing accumulates, evaluators, init_extras, "
+                                      "extras_shardings, prepare, outputs, update_extras"):
     build_task(config, Linear())
 
 
@@ -158,3 +158,15 @@ def test_a_config_json_from_before_the_task_key_still_resumes():
       ("ema.teacher_method", "momentum_outputs", "<missing>")]
   assert workdir.config_differences({**saved, "task": "model"}, new, retired) == [
       ("task", "model", "fusion")]
+
+
+def test_an_evaluator_the_family_does_not_offer_is_named():
+  from vlx.train.task import check_evaluators  # pylint: disable=g-import-not-at-top
+  config = ml_collections.ConfigDict(dict(task="fusion", evals=dict(
+      vqa=dict(type="vqa"), zs=dict(type="zeroshot", limit=8))))
+  with pytest.raises(ValueError, match="config.evals.zs: evaluator 'zeroshot' is not one that "
+                                       "task 'fusion' offers .offers: grounding, itm_retrieval, vqa"):
+    check_evaluators(config, fusion_task.FusionTask)
+  del config.evals["zs"]
+  check_evaluators(config, fusion_task.FusionTask)
+  check_evaluators(config, CountingTask())  # None: any evaluator

@@ -3,7 +3,7 @@ evaluates through the public entry point with no edit to `vlx/`.
 
 This file is the reference that docs/adding_a_family.md quotes: change them together.
 
-What the core asks of a family today (the contract this test exercises):
+What the core asks of a family (the contract this test exercises):
   model      a flax module registered in `registry.MODELS`, built from `config.model`
              (`name` picks it, the other keys are its fields); `__call__(batch, train)`
              returns a dict of arrays; every parameter names its logical axes.
@@ -15,6 +15,9 @@ What the core asks of a family today (the contract this test exercises):
              name; `config.data.keys` says which example fields make the batch.
   config     `get_config(arg)` from `vlx.presets.base.base_config()`, with
              `imports=("<this module>",)` so `vlx.main` imports the registrations.
+  task       the default `"model"` task (vlx/train/task.py): the step runs the model's forward
+             and the objectives; a family that needs more registers a task of its own
+             (tests/test_task.py drives the step with one).
 
 The toy family: a patch MLP that tells the colour of a synthetic scene's main shape (8 classes)
 from a 16 px image, on the embedded synthetic_shapes data, with a preprocessing op of its own

@@ -22,6 +22,8 @@ families reaches it through a `Task`:
                                  update (the contrastive temperature's)
   accumulates                    whether `outputs` may be split into micro-batches
                                  (GradCache, accum_steps > 1)
+  evaluators                     the registered evaluators the family's model answers, or
+                                 None for any: a config asking another is refused by name
 
 A family with nothing of its own uses `ModelTask` (a registered model's forward and the
 config's weighted objectives) by leaving `config.task` at its default; one that needs more
@@ -32,7 +34,7 @@ state, sharded and checkpointed with it.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Protocol, Sequence, Tuple, runtime_checkable
+from typing import Any, Dict, Optional, Protocol, Sequence, Tuple, runtime_checkable
 
 import jax
 
@@ -51,6 +53,7 @@ class Task(Protocol):
   """What the train step calls (see the module docstring for what each one is for)."""
   param_bounds: Sequence[Any]
   accumulates: bool
+  evaluators: Optional[Sequence[str]]
 
   def init_extras(self, params) -> Dict[str, Any]: ...
 
@@ -71,6 +74,7 @@ class ModelTask:
   config's weighted objectives, with the config's curriculum applied to the batch first.
   No state of its own. Families with more to do subclass it or write their own."""
   accumulates = True
+  evaluators = None
 
   def __init__(self, config, model):
     self.model = model
@@ -108,10 +112,23 @@ def build_task(config, model) -> Task:
   """The task `config.task` names (default: `ModelTask`), built for `model`."""
   task = registry.TASKS.get(config.get("task", DEFAULT_TASK))(config, model)
   if not isinstance(task, Task):
-    missing = [m for m in ("param_bounds", "accumulates", "init_extras", "extras_shardings",
-                           "prepare", "outputs", "loss", "update_extras")
+    missing = [m for m in ("param_bounds", "accumulates", "evaluators", "init_extras",
+                           "extras_shardings", "prepare", "outputs", "loss", "update_extras")
                if not hasattr(task, m)]
     raise TypeError(f"task {config.get('task')!r} does not implement the task contract "
                     f"(vlx/train/task.py): missing {', '.join(missing)}")
   return task
+
+
+def check_evaluators(config, task: Task) -> None:
+  """Every evaluator `config.evals` asks for is one the task offers (one line if not)."""
+  if task.evaluators is None:
+    return
+  for name, ecfg in config.evals.items():
+    kind = ecfg.get("type", name)
+    if kind not in task.evaluators:
+      raise ValueError(
+          f"config.evals.{name}: evaluator {kind!r} is not one that task "
+          f"{config.get('task', DEFAULT_TASK)!r} offers (offers: "
+          f"{', '.join(sorted(task.evaluators))})")
 

@@ -26,7 +26,7 @@ from vlx.train import workdir as workdir_lib
 from vlx.train.metrics_writer import MetricsWriter
 from vlx.train.optimizer import make_optimizer
 from vlx.train.step import TrainState, make_train_step
-from vlx.train.task import DEFAULT_TASK, build_task
+from vlx.train.task import DEFAULT_TASK, build_task, check_evaluators
 
 
 class NonFiniteLossError(RuntimeError):
@@ -200,6 +200,7 @@ def train(config, workdir: str, mode: str = "train") -> Dict[str, float]:
   # ---- Model, objectives, optimizer, state ---------------------------------
   model = build_model(config)
   task = build_task(config, model)
+  check_evaluators(config, task)
   boxed_abstract = abstract_params(config, model, mesh, rules)
   tx, schedule = make_optimizer(config.optimizer, mesh_lib.unbox(boxed_abstract),
                                 config.total_steps, param_bounds=task.param_bounds)

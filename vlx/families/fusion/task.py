@@ -178,6 +178,7 @@ class FusionTask(ModelTask):
   """`training_passes` scored by the config's objectives; with `config.ema.decay` > 0 the
   momentum teacher's outputs join them under "teacher" and its parameters are the task's
   state (`extras["ema"]`, sharded like the parameters, updated after every applied step)."""
+  evaluators = ("vqa", "grounding", "itm_retrieval")
   # Written by vlx before this task existed (the step then ran the teacher by method name).
   retired_config_keys = ("ema.teacher_method",)
 
