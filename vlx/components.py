@@ -20,6 +20,7 @@ MODULES = (
     "vlx.data.scene_qa",
     "vlx.data.vqa_v2",
     "vlx.data.ref_coco",
+    "vlx.data.video_data",
     "vlx.train.curriculum",
     "vlx.train.task",
     # the model families (vlx/families/<family>/)

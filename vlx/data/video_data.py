@@ -1,0 +1,173 @@
+"""The `synthetic_video` dataset and the preprocessing ops that read video records.
+
+`decode` and `value_range` (vlx/data/pp_ops.py) expect one [H, W, 3] image under `image`;
+a video is [T, H, W, 3] under `video`, so these ops sit beside them rather than widen them:
+`decode_video|video_value_range(-1,1)|sample_caption|tokenize(16)` gives a batch key `video`
+of shape [B, T, H, W, 3]. `video_qa`, `video_choice` and `video_span` turn a record's
+questions, multiple choice and grounding span into model inputs and targets.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional, Sequence
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from vlx import registry
+from vlx.data import video_render as V
+from vlx.data.pp_ops import CorruptRecord
+from vlx.data.sources import (DatasetHandle, _file_lock, default_data_dir, get_path,
+                              tokenizer_beside)
+
+# Every text field of a record: the tokenizer is trained on all of them, so captions,
+# questions, choices and grounding queries tokenize alike whatever a config reads.
+TEXT_FIELDS = ("captions", "questions", "mc_question", "mc_choices", "span_query")
+# Record fields `decode_video` passes through for the task ops and evaluators.
+ANNOTATION_KEYS = ("kind", "concept", "twin", "questions", "answers", "mc_question",
+                   "mc_choices", "mc_answer", "span", "span_query")
+
+
+def _str(x) -> str:
+  return x.decode("utf-8") if isinstance(x, bytes) else str(x)
+
+
+def _texts(source, limit: int = 20_000):
+  for i in range(min(len(source), limit)):
+    record = source[i]
+    for field in TEXT_FIELDS:
+      for text in np.atleast_1d(record[field]):
+        yield _str(text)
+
+
+@registry.DATASETS.register("synthetic_video")
+def synthetic_video(data_dir: Optional[str] = None, variant: str = "default",
+                    vocab_size: int = 256, **unused) -> DatasetHandle:
+  """Generated into the TFDS data dir on first use (`default`: 10k/1k videos of 8 x 32px;
+  `small`: 256/64 for tests; `default_64px`), with a tokenizer trained beside it."""
+  del unused
+  from vlx.data import synthetic_video as builder_lib  # pylint: disable=g-import-not-at-top
+  data_dir = default_data_dir(data_dir)
+  with _file_lock(os.path.join(data_dir, f".synthetic_video_{variant}.lock")):
+    builder = builder_lib.SyntheticVideo(config=variant, data_dir=data_dir,
+                                         file_format="array_record")
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(verify_ssl=False))
+    splits = {s: builder.as_data_source(split=s) for s in ("train", "test")}
+    tokenizer = tokenizer_beside(builder.data_dir, lambda: _texts(splits["train"]), vocab_size,
+                                 TEXT_FIELDS)
+  return DatasetHandle(splits=splits, tokenizer=tokenizer, class_names=list(V.ACTIONS),
+                       image_key="video", templates=V.TEMPLATES,
+                       annotation_keys=ANNOTATION_KEYS, answer_vocab=V.ANSWERS)
+
+
+def _plain(value):
+  """Record text (bytes, or object arrays of bytes) as str; other arrays as they are."""
+  if isinstance(value, (bytes, str)):
+    return _str(value)
+  value = np.asarray(value)
+  if value.dtype == object:
+    return np.array([_str(v) for v in value.ravel()], dtype=object).reshape(value.shape)
+  return value
+
+
+@registry.PP_OPS.register("decode_video")
+def decode_video(handle: DatasetHandle):
+  """`video` uint8 [T, H, W, 3], `captions`, `label` and the annotation keys, text as str."""
+  def fn(record, rng):
+    del rng
+    try:
+      video = np.asarray(get_path(record, handle.image_key))
+      if video.ndim != 4 or video.shape[-1] != 3 or video.dtype != np.uint8:
+        raise CorruptRecord(f"video has shape {video.shape} dtype {video.dtype}")
+      captions = [c for c in (_str(c) for c in np.atleast_1d(
+          get_path(record, handle.captions_key))) if c.strip()]
+      if not captions:
+        raise CorruptRecord("record has no captions")
+      out = {"video": video, "captions": captions}
+      if handle.label_key and handle.label_key in record:
+        out["label"] = np.int32(record[handle.label_key])
+      for key in handle.annotation_keys:
+        try:
+          out[key] = _plain(get_path(record, key))
+        except (KeyError, IndexError, TypeError):
+          pass
+      return out
+    except CorruptRecord:
+      raise
+    except Exception as e:  # pylint: disable=broad-except
+      raise CorruptRecord(f"{type(e).__name__}: {e}") from e
+  return fn
+
+
+@registry.PP_OPS.register("video_value_range")
+def video_value_range(handle, lo: float = -1.0, hi: float = 1.0):
+  del handle
+
+  def fn(ex, rng):
+    del rng
+    ex["video"] = (ex["video"].astype(np.float32) / 255.0) * (hi - lo) + lo
+    return ex
+  return fn
+
+
+def _tokens(handle, texts: Sequence[str], max_len: int) -> np.ndarray:
+  return handle.tokenizer.encode([t.rstrip("?") for t in texts], max_len)
+
+
+@registry.PP_OPS.register("video_qa")
+def video_qa(handle, max_len: int, index: Optional[int] = None):
+  """One of the record's questions (drawn with the pipeline's rng, or number `index`):
+  `question` (tokens), `question_string`, `answer` (index into the answer vocabulary) and
+  `answer_scores` (its one-hot soft target, as VQA scores)."""
+  num_answers = len(handle.answer_vocab or V.ANSWERS)
+
+  def fn(ex, rng):
+    i = int(rng.integers(len(ex["questions"]))) if index is None else int(index)
+    question, answer = str(ex["questions"][i]), int(ex["answers"][i])
+    scores = np.zeros(num_answers, np.float32)
+    scores[answer] = 1.0
+    ex.update(question=_tokens(handle, [question], max_len)[0], question_string=question,
+              answer=np.int32(answer), answer_scores=scores)
+    return ex
+  return fn
+
+
+video_qa.text_field = "questions"
+
+
+@registry.PP_OPS.register("video_choice")
+def video_choice(handle, max_len: int):
+  """Multiple choice: `choices` (tokens [K, max_len]), `choice_strings` and `choice_target`
+  (the right one's index). A temporal video's candidates hold its twin's description too."""
+
+  def fn(ex, rng):
+    del rng
+    strings = [str(c) for c in ex["mc_choices"]]
+    ex.update(choices=_tokens(handle, strings, max_len), choice_strings=strings,
+              choice_target=np.int32(ex["mc_answer"]))
+    return ex
+  return fn
+
+
+video_choice.text_field = "mc_choices"
+
+
+@registry.PP_OPS.register("video_span")
+def video_span(handle, max_len: int):
+  """Temporal grounding: `query` (tokens of the event's description), `query_string`,
+  `span` [t0, t1) (int32) and `span_mask` [T] (True inside the span)."""
+
+  def fn(ex, rng):
+    del rng
+    t0, t1 = (int(v) for v in ex["span"])
+    num_frames = ex["video"].shape[0]
+    ex.update(query=_tokens(handle, [str(ex["span_query"])], max_len)[0],
+              query_string=str(ex["span_query"]), span=np.array([t0, t1], np.int32),
+              span_mask=(np.arange(num_frames) >= t0) & (np.arange(num_frames) < t1))
+    return ex
+  return fn
+
+
+video_span.text_field = "span_query"
