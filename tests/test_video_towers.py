@@ -160,6 +160,27 @@ def test_padded_frames_do_not_change_the_pooled_embedding(name):
   assert np.abs(pooled(params, pad_a, REAL) - pooled(params_b, pad_b, REAL)).max() > 1e-3
 
 
+def test_token_mask_marks_the_tokens_of_real_frames():
+  """5 real frames of 8, tubelet 2: steps 0-2 real (step 2 half), 3 tokens per step."""
+  got = video.token_mask(jnp.asarray([[True] * 5 + [False] * 3]), 2, 12)
+  np.testing.assert_array_equal(got, [[True] * 9 + [False] * 3])
+
+
+def test_timesformer_scan_and_remat_compute_the_unrolled_stack():
+  """Two different layers, unrolled vs stacked under nn.scan with remat, padding masked."""
+  _, params, _ = built("timesformer")
+  first = params["encoder"]["layer_0"]
+  second = jax.tree.map(lambda a: a * 0.9 + 0.01, first)
+  unrolled = {**params, "encoder": {**params["encoder"], "layer_1": second}}
+  stacked = {**params, "encoder": {"ln_final": params["encoder"]["ln_final"],
+                                   "layers": jax.tree.map(lambda a, b: jnp.stack([a, b]),
+                                                          first, second)}}
+  x, mask = clip(seed=6), jnp.asarray([[True] * 8, [True] * 3 + [False] * 5] * 2)
+  run = lambda model, p: np.asarray(jax.jit(model.apply)({"params": p}, x, mask)[0])  # noqa: E731
+  np.testing.assert_allclose(run(tower("timesformer", depth=2, scan=True, remat="full"), stacked),
+                             run(tower("timesformer", depth=2), unrolled), atol=1e-5)
+
+
 # ---- Logical axes and sharding ---------------------------------------------------------------
 
 VARIANTS = {**{n: {} for n in TOWERS},
