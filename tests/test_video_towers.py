@@ -154,8 +154,10 @@ def test_padded_frames_do_not_change_the_pooled_embedding(name):
     params_b["time_pos_embedding"] = params["time_pos_embedding"].at[:, 3].add(
         jax.random.normal(jax.random.key(5), (COMMON["width"],)))
   mask = jnp.asarray([[True] * 5 + [False] * 3] * 4)
-  np.testing.assert_allclose(pooled(params, pad_a, mask), pooled(params_b, pad_b, mask),
-                             atol=1e-6)
+  want = pooled(params, pad_a, mask)
+  np.testing.assert_allclose(pooled(params_b, pad_b, mask), want, atol=1e-6)
+  # Even NaN padding (a decoder's garbage) stays out.
+  np.testing.assert_allclose(pooled(params, real.at[:, 5:].set(jnp.nan), mask), want, atol=1e-6)
   # Unmasked, the padding shows: the comparison above is not vacuous.
   assert np.abs(pooled(params, pad_a, REAL) - pooled(params_b, pad_b, REAL)).max() > 1e-3
 

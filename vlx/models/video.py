@@ -69,11 +69,12 @@ def token_mask(frame_mask: Optional[jax.Array], tubelet: int, num_tokens: int):
 
 
 def masked_mean(x: jax.Array, mask: Optional[jax.Array]) -> jax.Array:
-  """Mean of `x [B, S, D]` over the real positions (`mask [B, S]`)."""
+  """Mean of `x [B, S, D]` over the real positions (`mask [B, S]`, bool)."""
   if mask is None:
     return x.mean(axis=1)
-  m = mask.astype(x.dtype)[:, :, None]
-  return (x * m).sum(axis=1) / jnp.maximum(m.sum(axis=1), 1)
+  mask = mask.astype(bool)
+  total = jnp.where(mask[:, :, None], x, 0).sum(axis=1)
+  return total / jnp.maximum(mask.sum(axis=1), 1)[:, None].astype(x.dtype)
 
 
 def order_free_mean(x: jax.Array, mask: Optional[jax.Array]) -> jax.Array:
@@ -138,7 +139,8 @@ class MaskedMapHead(nn.Module):
 
 
 class VideoTower(nn.Module):
-  """Fields every tubelet tower shares (the image ViT's, plus `tubelet` and `num_frames`)."""
+  """Fields every tubelet tower shares: the image ViT's (its patch stem only, as tubelets),
+  plus `tubelet` and `num_frames`."""
   patch_size: int = 16
   tubelet: int = 2           # frames per tubelet (3-D patch depth)
   num_frames: int = 8        # frames the temporal position embedding is learned for
@@ -188,8 +190,9 @@ class VideoTower(nn.Module):
     embeddings, and the step mask `[B, steps]` (None without a frame mask)."""
     x = video.astype(self.dtype)
     if frame_mask is not None:
-      # Zero the padding so a tubelet holding real and padded frames never sees the padding.
-      x = x * frame_mask.astype(self.dtype)[:, :, None, None, None]
+      # Zero the padding (whatever it holds, NaN included) so a tubelet holding real and
+      # padded frames never sees the padding.
+      x = jnp.where(frame_mask.astype(bool)[:, :, None, None, None], x, 0)
     x, (gh, gw) = TubeletStem(self.width, self.patch_size, self.tubelet,
                               use_bias=self.stem_bias, name="stem", **self._kw)(x)
     if self.posemb == "learn":
