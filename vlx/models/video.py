@@ -52,7 +52,8 @@ def interpolate_time(pos: jax.Array, steps: int) -> jax.Array:
 
 
 def step_mask(frame_mask: Optional[jax.Array], tubelet: int) -> Optional[jax.Array]:
-  """Frame mask `[B, T]` -> tubelet mask `[B, T // tubelet]`: a tubelet with a real frame is real."""
+  """Frame mask `[B, T]` -> tubelet mask `[B, T // tubelet]`: a tubelet holding a real
+  frame is real."""
   if frame_mask is None:
     return None
   b, t = frame_mask.shape
