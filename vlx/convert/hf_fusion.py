@@ -193,7 +193,7 @@ def model_config(cfg: Mapping[str, Any]) -> Tuple[str, dict, dict]:
 
 
 def _sublayer(att: str, out: str, dst: str, heads: int) -> List[M.Rule]:
-  """`att.{query,key,value}` and `out.{dense,LayerNorm}` -> vlx AttentionSublayer `dst`."""
+  """`att.{query,key,value}` and `out.{dense,LayerNorm}` -> vlx PostNormAttention `dst`."""
   rules = []
   for name in ("query", "key", "value"):
     rules += M.heads_in(f"{att}.{name}", f"{dst}/attn/{name}", heads)
@@ -203,7 +203,7 @@ def _sublayer(att: str, out: str, dst: str, heads: int) -> List[M.Rule]:
 
 
 def _ffn(inter: str, out: str, dst: str) -> List[M.Rule]:
-  """BERT intermediate (`inter.dense`) + output (`out.{dense,LayerNorm}`) -> FeedForward."""
+  """BERT intermediate (`inter.dense`) + output (`out.{dense,LayerNorm}`) -> PostNormMlp `dst`."""
   return (M.linear(f"{inter}.dense", f"{dst}/mlp/fc1") + M.linear(f"{out}.dense", f"{dst}/mlp/fc2")
           + M.layer_norm(f"{out}.LayerNorm", f"{dst}/ln"))
 

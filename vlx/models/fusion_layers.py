@@ -1,10 +1,11 @@
 """BERT-style building blocks of the fusion encoders (UNITER, OSCAR, ViLBERT, LXMERT, ALBEF).
 
 Every published fusion encoder is a post-LayerNorm BERT (`LN(x + sublayer(x))`, erf GELU,
-eps 1e-12) with cross-modal sublayers added, so these layers follow BERT's layout exactly:
-Hugging Face `LxmertModel` / `VisualBertModel` checkpoints load into them one tensor to one
-tensor (vlx/convert/hf_fusion.py). Attention reuses `layers.Attention` (and with it
-`jax.nn.dot_product_attention`); every parameter has logical axis names.
+eps 1e-12) with cross-modal sublayers added: its BERT layers are `layers.Block(norm="post")`
+stacked by `layers.Encoder`, and the cross-modal layers here are built from the same
+post-norm sublayers, in BERT's layout, so Hugging Face `LxmertModel` / `VisualBertModel`
+checkpoints load into them one tensor to one tensor (vlx/convert/hf_fusion.py). Every
+parameter has logical axis names.
 """
 
 from __future__ import annotations
@@ -26,70 +27,6 @@ def key_mask(mask: Optional[jax.Array]) -> Optional[jax.Array]:
   return None if mask is None else mask[:, None, None, :]
 
 
-class AttentionSublayer(nn.Module):
-  """`LN(x + Dense(attention(x, context)))`: BERT's self-attention or a cross-attention."""
-  num_heads: int
-  ln_eps: float = BERT_EPS
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x, context, context_mask=None):
-    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    y = layers.Attention(self.num_heads, name="attn", **kw)(x, context, key_mask(context_mask))
-    return layers.layer_norm(name="ln", eps=self.ln_eps, **kw)(x + y)
-
-
-class FeedForward(nn.Module):
-  """`LN(x + fc2(act(fc1(x))))`: BERT's intermediate + output sublayer."""
-  mlp_dim: int
-  act: str = "gelu"
-  ln_eps: float = BERT_EPS
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x):
-    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    y = layers.Mlp(self.mlp_dim, act=self.act, name="mlp", **kw)(x)
-    return layers.constrain(layers.layer_norm(name="ln", eps=self.ln_eps, **kw)(x + y), layers.ACT)
-
-
-class _BertFields(nn.Module):
-  """What a BERT layer and a stack of them are configured by."""
-  num_heads: int
-  mlp_dim: int
-  cross_attention: bool = False
-  act: str = "gelu"
-  ln_eps: float = BERT_EPS
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
-
-
-class BertLayer(_BertFields):
-  """Self-attention, optionally cross-attention to `context` (ALBEF's fusion layers), FFN."""
-
-  @nn.compact
-  def __call__(self, x, mask=None, context=None, context_mask=None):
-    kw = dict(ln_eps=self.ln_eps, dtype=self.dtype, param_dtype=self.param_dtype)
-    x = AttentionSublayer(self.num_heads, name="self_attn", **kw)(x, x, mask)
-    if self.cross_attention:
-      x = AttentionSublayer(self.num_heads, name="cross_attn", **kw)(x, context, context_mask)
-    return FeedForward(self.mlp_dim, act=self.act, name="ffn", **kw)(x)
-
-
-class BertStack(_BertFields):
-  """`depth` BertLayers (unrolled: fusion stacks are shallow)."""
-  depth: int = 1
-
-  @nn.compact
-  def __call__(self, x, mask=None, context=None, context_mask=None):
-    for i in range(self.depth):
-      x = BertLayer(self.num_heads, self.mlp_dim, self.cross_attention, self.act, self.ln_eps,
-                    self.dtype, self.param_dtype, name=f"layer_{i}")(x, mask, context, context_mask)
-    return x
-
-
 class CrossModalLayer(nn.Module):
   """One layer exchanging information between a text and a visual stream.
 
@@ -97,8 +34,9 @@ class CrossModalLayer(nn.Module):
   then self-attention on each side, then each side's FFN.
   style="vilbert" (Lu et al. 2019): co-attention with separate weights per direction (each
   stream's queries attend to the other's keys and values), each side's FFN, then a
-  standard BertLayer on each side.
-  Both directions read the states from before the layer.
+  standard post-norm Block on each side.
+  Both directions read the states from before the layer. The call is `((t, v), t_mask,
+  v_mask) -> ((t, v), None)` so that nn.scan can stack it (layers.scanned).
   """
   num_heads: int
   mlp_dim: int
@@ -109,25 +47,24 @@ class CrossModalLayer(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, t, t_mask, v, v_mask):
+  def __call__(self, streams, t_mask, v_mask):
+    t, v = streams
     kw = dict(ln_eps=self.ln_eps, dtype=self.dtype, param_dtype=self.param_dtype)
+    attention = lambda name: layers.PostNormAttention(self.num_heads, name=name, **kw)  # noqa: E731
+    ffn = lambda name: layers.PostNormMlp(self.mlp_dim, act=self.act, name=name, **kw)  # noqa: E731
+    tm, vm = key_mask(t_mask), key_mask(v_mask)
     if self.style == "lxmert":
-      cross = AttentionSublayer(self.num_heads, name="cross_attn", **kw)
-      t, v = cross(t, v, v_mask), cross(v, t, t_mask)
-      t = AttentionSublayer(self.num_heads, name="text_self_attn", **kw)(t, t, t_mask)
-      v = AttentionSublayer(self.num_heads, name="visual_self_attn", **kw)(v, v, v_mask)
-      t = FeedForward(self.mlp_dim, act=self.act, name="text_ffn", **kw)(t)
-      v = FeedForward(self.mlp_dim, act=self.act, name="visual_ffn", **kw)(v)
-      return t, v
+      cross = attention("cross_attn")
+      t, v = cross(t, v, vm), cross(v, t, tm)
+      t = attention("text_self_attn")(t, t, tm)
+      v = attention("visual_self_attn")(v, v, vm)
+      return (ffn("text_ffn")(t), ffn("visual_ffn")(v)), None
     if self.style == "vilbert":
-      t, v = (AttentionSublayer(self.num_heads, name="text_co_attn", **kw)(t, v, v_mask),
-              AttentionSublayer(self.num_heads, name="visual_co_attn", **kw)(v, t, t_mask))
-      t = FeedForward(self.mlp_dim, act=self.act, name="text_co_ffn", **kw)(t)
-      v = FeedForward(self.mlp_dim, act=self.act, name="visual_co_ffn", **kw)(v)
-      t = BertLayer(self.num_heads, self.mlp_dim, act=self.act, name="text_layer", **kw)(t, t_mask)
-      v = BertLayer(self.num_heads, self.mlp_dim, act=self.act, name="visual_layer", **kw)(
-          v, v_mask)
-      return t, v
+      t, v = attention("text_co_attn")(t, v, vm), attention("visual_co_attn")(v, t, tm)
+      t, v = ffn("text_co_ffn")(t), ffn("visual_co_ffn")(v)
+      block = lambda name: layers.Block(self.num_heads, self.mlp_dim, norm="post",  # noqa: E731
+                                        act=self.act, name=name, **kw)
+      return (block("text_layer")(t, tm)[0], block("visual_layer")(v, vm)[0]), None
     raise ValueError(f"unknown cross-modal layer style {self.style!r}; known: lxmert, vilbert")
 
 

@@ -1,7 +1,7 @@
 """The four fusion stacks: single-stream, co-attention (ViLBERT), LXMERT and ALBEF.
 
 Each stack turns token ids and visual features into text and visual states through one
-interface, so the model around them (vlx/models/fusion.py: visual inputs, heads, tasks)
+interface, so the model around them (vlx/families/fusion/model.py: visual inputs, heads, tasks)
 is shared by all five published families:
 
   embed_text(ids, type_ids)            -> t_emb   [B, L, W]
@@ -10,7 +10,12 @@ is shared by all five published families:
   encode_visual(v_emb, v_mask)         -> v_uni   unimodal visual states
   fuse(t_emb, t_uni, t_mask, v_emb, v_uni, v_mask) -> (t_fused, v_fused)
 
-A stack is picked by name (`model.stack`) from `STACKS`.
+A stack is picked by name (`model.stack`) from `STACKS`. Its BERT layers are post-norm
+`layers.Block`s in `layers.Encoder`s; `scan` and `remat` (fields, so `model.fusion.scan` /
+`model.fusion.remat` in a config; off by default) apply to every layer stack of it, the
+cross-modal layers included. Scanned params stack on a `layers` axis under each stack's name
+instead of `layer_{i}` / `cross_{i}`, so Hugging Face imports (vlx/convert/hf_fusion.py) need
+the unrolled layout.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import jax.numpy as jnp
 
 from vlx import registry
 from vlx.models import layers
-from vlx.models.fusion_layers import (BERT_EPS, BertStack, CrossModalLayer, TextEmbedding)
+from vlx.models.fusion_layers import BERT_EPS, CrossModalLayer, TextEmbedding, key_mask
 
 STACKS = registry.Registry("fusion stack")
 
@@ -41,12 +46,19 @@ class _Stack(nn.Module):
   fusion_depth: int = 2      # cross-modal layers
   act: str = "gelu"
   ln_eps: float = BERT_EPS
+  scan: bool = False         # every layer stack under nn.scan (one compiled layer per stack)
+  remat: str = "none"        # layers.REMAT_POLICIES name for every layer
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
   @property
   def kw(self):
     return dict(act=self.act, ln_eps=self.ln_eps, dtype=self.dtype, param_dtype=self.param_dtype)
+
+  def _bert(self, depth, name, cross_attention=False):
+    """`depth` post-norm (BERT) layers; callers pass [B, K] key masks through `key_mask`."""
+    return layers.Encoder(depth, self.num_heads, self.mlp_dim, cross_attention=cross_attention,
+                          scan=self.scan, remat=self.remat, norm="post", name=name, **self.kw)
 
   def _text_embedding(self):
     return TextEmbedding(self.vocab_size, self.width, self.max_len, self.type_vocab,
@@ -85,8 +97,7 @@ class SingleStream(_Stack):
                                   self.param_dtype)
     self.visual_pos = self.param("visual_pos_embedding", init, (self.max_len, self.width),
                                  self.param_dtype)
-    self.encoder = BertStack(self.num_heads, self.mlp_dim, depth=self.text_depth, name="encoder",
-                             **self.kw)
+    self.encoder = self._bert(self.text_depth, "encoder")
 
   def embed_visual(self, feats, geometry=None):
     x = self.visual_proj(feats) + (self.visual_type[1] + self.visual_pos[0]).astype(self.dtype)
@@ -95,15 +106,16 @@ class SingleStream(_Stack):
     return self.text_embed.normalize(x)
 
   def encode_text(self, t_emb, t_mask):
-    return self.encoder(t_emb, t_mask)
+    return self.encoder(t_emb, key_mask(t_mask))
 
   def encode_visual(self, v_emb, v_mask):
-    return self.encoder(v_emb, v_mask)
+    return self.encoder(v_emb, key_mask(v_mask))
 
   def fuse(self, t_emb, t_uni, t_mask, v_emb, v_uni, v_mask):
     del t_uni, v_uni
     n = t_emb.shape[1]
-    x = self.encoder(jnp.concatenate([t_emb, v_emb], 1), jnp.concatenate([t_mask, v_mask], 1))
+    x = self.encoder(jnp.concatenate([t_emb, v_emb], 1),
+                     key_mask(jnp.concatenate([t_mask, v_mask], 1)))
     return x[:, :n], x[:, n:]
 
 
@@ -112,16 +124,14 @@ class _UnimodalEncoders(_Stack):
 
   def _encoders(self):
     """(text_encoder, visual_encoder), for `setup` to assign."""
-    return (BertStack(self.num_heads, self.mlp_dim, depth=self.text_depth, name="text_encoder",
-                      **self.kw),
-            BertStack(self.num_heads, self.mlp_dim, depth=self.visual_depth,
-                      name="visual_encoder", **self.kw))
+    return (self._bert(self.text_depth, "text_encoder"),
+            self._bert(self.visual_depth, "visual_encoder"))
 
   def encode_text(self, t_emb, t_mask):
-    return self.text_encoder(t_emb, t_mask)
+    return self.text_encoder(t_emb, key_mask(t_mask))
 
   def encode_visual(self, v_emb, v_mask):
-    return self.visual_encoder(v_emb, v_mask)
+    return self.visual_encoder(v_emb, key_mask(v_mask))
 
 
 class _TwoStream(_UnimodalEncoders):
@@ -137,8 +147,12 @@ class _TwoStream(_UnimodalEncoders):
     self.box_proj = self._dense("box_proj", "box")
     self.box_ln = self._ln("box_ln")
     self.text_encoder, self.visual_encoder = self._encoders()
-    self.cross = [CrossModalLayer(self.num_heads, self.mlp_dim, style=self.style,
-                                  name=f"cross_{i}", **self.kw) for i in range(self.fusion_depth)]
+    layer = layers.rematted(CrossModalLayer, self.remat, self.scan)
+    kw = dict(num_heads=self.num_heads, mlp_dim=self.mlp_dim, style=self.style, **self.kw)
+    if self.scan and self.fusion_depth:
+      self.cross = [layers.scanned(layer, self.fusion_depth)(name="cross", **kw)]
+    else:
+      self.cross = [layer(name=f"cross_{i}", **kw) for i in range(self.fusion_depth)]
 
   def embed_visual(self, feats, geometry=None):
     x = self.visual_ln(self.visual_proj(feats))
@@ -148,10 +162,10 @@ class _TwoStream(_UnimodalEncoders):
 
   def fuse(self, t_emb, t_uni, t_mask, v_emb, v_uni, v_mask):
     del t_emb, v_emb
-    t, v = t_uni, v_uni
+    streams = (t_uni, v_uni)
     for layer in self.cross:
-      t, v = layer(t, t_mask, v, v_mask)
-    return t, v
+      streams, _ = layer(streams, t_mask, v_mask)
+    return streams
 
 
 @STACKS.register("lxmert")
@@ -177,8 +191,7 @@ class Albef(_UnimodalEncoders):
     self.visual_proj = self._dense("visual_proj")
     self.visual_ln = self._ln("visual_ln")
     self.text_encoder, self.visual_encoder = self._encoders()
-    self.fusion = BertStack(self.num_heads, self.mlp_dim, depth=self.fusion_depth,
-                            cross_attention=True, name="fusion", **self.kw)
+    self.fusion = self._bert(self.fusion_depth, "fusion", cross_attention=True)
 
   def embed_visual(self, feats, geometry=None):
     del geometry
@@ -186,4 +199,4 @@ class Albef(_UnimodalEncoders):
 
   def fuse(self, t_emb, t_uni, t_mask, v_emb, v_uni, v_mask):
     del t_emb, v_emb
-    return self.fusion(t_uni, t_mask, v_uni, v_mask), v_uni
+    return self.fusion(t_uni, key_mask(t_mask), v_uni, key_mask(v_mask)), v_uni

@@ -196,10 +196,57 @@ class Mlp(nn.Module):
         dense(width, "mlp", "embed", self.dtype, self.param_dtype, name="fc2")(h), ACT)
 
 
-class Block(nn.Module):
-  """Pre-LayerNorm transformer block; the (carry, out) signature lets nn.scan stack it.
+class PostNormAttention(nn.Module):
+  """`LN(x + attention(x, context))`: a post-LayerNorm (BERT) attention sublayer.
 
-  `cross_attention` adds a cross-attention sublayer to `memory` (decoder blocks);
+  Its own module (params `attn`, `ln`) because BERT checkpoints group each sublayer's
+  attention with its LayerNorm; the fusion stacks' cross-modal layers use it directly.
+  """
+  num_heads: int
+  ln_eps: float = 1e-6
+  decode: bool = False
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, context, mask=None, is_causal: bool = False):
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    y = Attention(self.num_heads, decode=self.decode, name="attn", **kw)(x, context, mask,
+                                                                          is_causal)
+    return layer_norm(name="ln", eps=self.ln_eps, **kw)(x + y)
+
+
+class PostNormMlp(nn.Module):
+  """`LN(x + mlp(x))`: BERT's intermediate + output sublayer (params `mlp`, `ln`)."""
+  mlp_dim: int
+  act: str = "gelu_tanh"
+  ln_eps: float = 1e-6
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    y = Mlp(self.mlp_dim, act=self.act, name="mlp", **kw)(x)
+    return constrain(layer_norm(name="ln", eps=self.ln_eps, **kw)(x + y), ACT)
+
+
+NORMS = ("pre", "post")
+
+
+def check_norm(norm: str):
+  if norm not in NORMS:
+    raise ValueError(f"unknown norm {norm!r}; known: {', '.join(NORMS)}")
+
+
+class Block(nn.Module):
+  """The one transformer block: self-attention, optional cross-attention, MLP.
+
+  norm="pre" (ViT, CLIP, decoders): `x + f(LN(x))`, params `ln_attn`, `attn`, `ln_cross`,
+  `cross_attn`, `ln_mlp`, `mlp`. norm="post" (BERT and the fusion encoders): `LN(x + f(x))`,
+  params `self_attn/{attn,ln}`, `cross_attn/{attn,ln}`, `ffn/{mlp,ln}`, BERT's grouping, so
+  checkpoints map one tensor to one tensor. The (carry, out) signature lets nn.scan stack it.
+  `cross_attention` adds a sublayer attending to `memory` (keys masked by `memory_mask`);
   `decode` turns on the self-attention KV cache.
   """
   num_heads: int
@@ -207,20 +254,29 @@ class Block(nn.Module):
   is_causal: bool = False
   cross_attention: bool = False
   decode: bool = False
+  norm: str = "pre"
   ln_eps: float = 1e-6
   act: str = "gelu_tanh"
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x, mask=None, memory=None):
+  def __call__(self, x, mask=None, memory=None, memory_mask=None):
+    check_norm(self.norm)
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    if self.norm == "post":
+      kw["ln_eps"] = self.ln_eps
+      x = PostNormAttention(self.num_heads, decode=self.decode, name="self_attn", **kw)(
+          x, x, mask, self.is_causal)
+      if self.cross_attention:
+        x = PostNormAttention(self.num_heads, name="cross_attn", **kw)(x, memory, memory_mask)
+      return PostNormMlp(self.mlp_dim, act=self.act, name="ffn", **kw)(x), None
     y = layer_norm(name="ln_attn", eps=self.ln_eps, **kw)(x)
     x = x + Attention(self.num_heads, decode=self.decode, name="attn", **kw)(
         y, y, mask, self.is_causal)
     if self.cross_attention:
       y = layer_norm(name="ln_cross", eps=self.ln_eps, **kw)(x)
-      x = x + Attention(self.num_heads, name="cross_attn", **kw)(y, memory)
+      x = x + Attention(self.num_heads, name="cross_attn", **kw)(y, memory, memory_mask)
     y = layer_norm(name="ln_mlp", eps=self.ln_eps, **kw)(x)
     x = x + Mlp(self.mlp_dim, act=self.act, name="mlp", **kw)(y)
     return constrain(x, ACT), None
@@ -234,11 +290,30 @@ REMAT_POLICIES = {
 }
 
 
+def rematted(layer, remat: str, scan: bool):
+  """`layer` (a Module class) under the named remat policy; unchanged for "none"."""
+  if remat not in REMAT_POLICIES:
+    raise ValueError(f"unknown remat policy {remat!r}; known: {sorted(REMAT_POLICIES)}")
+  if remat == "none":
+    return layer
+  return nn.remat(layer, policy=REMAT_POLICIES[remat], prevent_cse=not scan)
+
+
+def scanned(layer, depth: int):
+  """`depth` copies of `layer` (a Module class whose call is `(carry, *broadcast) ->
+  (carry, None)`) as one module under nn.scan, params stacked on a leading `layers` axis."""
+  return nn.scan(layer, variable_axes={"params": 0, "cache": 0},
+                 split_rngs={"params": True}, in_axes=nn.broadcast, length=depth,
+                 metadata_params={nn.PARTITION_NAME: "layers"})
+
+
 class Encoder(nn.Module):
-  """A stack of `Block`s, unrolled or under `nn.scan`, with an optional remat policy.
+  """The one stack: `depth` Blocks, unrolled (`layer_{i}`) or under `nn.scan` (`layers`),
+  with an optional remat policy; towers, decoders and fusion stacks all use it.
 
   scan compiles one layer instead of `depth` (fast compiles for deep models);
-  unrolled lets XLA fuse across layers; pick by measurement (experiments/).
+  unrolled lets XLA fuse across layers; pick by measurement (experiments/). A pre-norm
+  stack ends in a LayerNorm (`ln_final`); a post-norm one's output is normalized already.
   """
   depth: int
   num_heads: int
@@ -248,29 +323,26 @@ class Encoder(nn.Module):
   decode: bool = False
   scan: bool = False
   remat: str = "none"
+  norm: str = "pre"
   ln_eps: float = 1e-6
   act: str = "gelu_tanh"
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x, mask=None, memory=None):
-    if self.remat not in REMAT_POLICIES:
-      raise ValueError(f"unknown remat policy {self.remat!r}; known: {sorted(REMAT_POLICIES)}")
-    block = Block
-    if self.remat != "none":
-      block = nn.remat(Block, policy=REMAT_POLICIES[self.remat], prevent_cse=not self.scan)
+  def __call__(self, x, mask=None, memory=None, memory_mask=None):
+    check_norm(self.norm)
+    block = rematted(Block, self.remat, self.scan)
     kw = dict(num_heads=self.num_heads, mlp_dim=self.mlp_dim, is_causal=self.is_causal,
-              cross_attention=self.cross_attention, decode=self.decode,
+              cross_attention=self.cross_attention, decode=self.decode, norm=self.norm,
               ln_eps=self.ln_eps, act=self.act, dtype=self.dtype, param_dtype=self.param_dtype)
-    if self.scan:
-      stack = nn.scan(block, variable_axes={"params": 0, "cache": 0},
-                      split_rngs={"params": True}, in_axes=nn.broadcast, length=self.depth,
-                      metadata_params={nn.PARTITION_NAME: "layers"})
-      x, _ = stack(name="layers", **kw)(x, mask, memory)
+    if self.scan and self.depth:
+      x, _ = scanned(block, self.depth)(name="layers", **kw)(x, mask, memory, memory_mask)
     else:
       for i in range(self.depth):
-        x, _ = block(name=f"layer_{i}", **kw)(x, mask, memory)
+        x, _ = block(name=f"layer_{i}", **kw)(x, mask, memory, memory_mask)
+    if self.norm == "post":
+      return x
     return layer_norm(self.dtype, self.param_dtype, name="ln_final", eps=self.ln_eps)(x)
 
 
