@@ -31,7 +31,7 @@ import pytest
 from vlx import config_lib, registry
 from vlx.data import pipeline
 from vlx.families.fusion import task as FT
-from vlx.models.fusion_layers import roi_align
+from vlx.families.fusion.layers import roi_align
 from vlx.objectives.combine import build_objectives
 from vlx.parallel import mesh as mesh_lib
 from vlx import build

@@ -27,7 +27,7 @@ transformers = pytest.importorskip("transformers", reason="parity tests need tra
 
 from test_fusion_parity import ATOL, _randomize  # noqa: E402
 from vlx import config_lib  # noqa: E402
-from vlx.models.fusion_layers import box_geometry  # noqa: E402
+from vlx.families.fusion.layers import box_geometry  # noqa: E402
 from vlx import build  # noqa: E402
 from vlx.train import checkpoint  # noqa: E402
 

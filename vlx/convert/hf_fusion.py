@@ -9,7 +9,7 @@
 `imported.fusion` is the stack's constructor kwargs (what a `fusion` model config holds:
 width, num_heads, mlp_dim, max_len, type_vocab, depths, vocab_size, ln_eps, act, ...) and
 `imported.params` is `{"stack": ..., "pooler": ...}`, the names `FusionModel`
-(vlx/models/fusion.py) gives its stack and pooler, so the two subtrees drop into a fusion
+(vlx/families/fusion/model.py) gives its stack and pooler, so the two subtrees drop into a fusion
 model's params. The mapping uses vlx/convert/mapping.py's two-way rules, so
 `export_state(imported)` gives the Hugging Face state dict back.
 
@@ -100,7 +100,7 @@ import numpy as np
 from vlx.convert import hf
 from vlx.convert import mapping as M
 from vlx.models import layers
-from vlx.models.fusion_stacks import STACKS
+from vlx.families.fusion.stacks import STACKS
 
 # transformers' defaults (config.json may omit keys left at their default value).
 LXMERT = dict(vocab_size=30522, hidden_size=768, num_attention_heads=12, intermediate_size=3072,
@@ -119,7 +119,7 @@ HF_ACT_TO_VLX = dict(hf.HF_ACT_TO_VLX, relu="relu")
 @dataclasses.dataclass
 class FusionImport:
   """A converted checkpoint: which stack, its kwargs, params {"stack", "pooler"}, facts."""
-  stack: str                 # fusion_stacks.STACKS name: lxmert | single_stream
+  stack: str                 # stacks.STACKS name: lxmert | single_stream
   fusion: Dict[str, Any]     # the stack's constructor kwargs (a fusion model config's `fusion`)
   params: Dict[str, Any]     # {"stack": ..., "pooler": {"kernel", "bias"}} as numpy
   facts: Dict[str, Any]      # family, visual_dim (feature width), box_dim (None: no boxes)
@@ -127,7 +127,7 @@ class FusionImport:
 
 class FusionEncoder(nn.Module):
   """The converted checkpoint's forward in vlx: a stack and FusionModel's pooler, composed as
-  `FusionModel._fused` composes them. Returns text states, visual states and the pooled
+  `FusionModel.fused` composes them. Returns text states, visual states and the pooled
   [CLS] (LXMERT's language_output / vision_output / pooled_output; VisualBERT's
   last_hidden_state split at the text length, and pooler_output)."""
   stack: str
@@ -446,7 +446,9 @@ def finetune_from(c, family_stack: str, path: str) -> None:
     raise ValueError(f"ft={path}: the checkpoint's vocabulary ({meta['vocab_size']} ids) is "
                      f"smaller than the dataset tokenizer's ({tokens})")
   c.init_from = path
-  c.model.fusion = dict(meta["fusion"])
+  # remat may be switched on (it keeps the parameter names); scan may not: the import's
+  # parameters are per layer (layer_{i}), not stacked.
+  c.model.fusion = dict(meta["fusion"], remat="none")
   c.model.roi_size = meta["roi_size"]
   c.model.image.width = meta["image_width"]
   c.model.text.vocab_size = meta["vocab_size"]

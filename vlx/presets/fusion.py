@@ -55,7 +55,8 @@ def scene_tasks_config(variant: Variant, *, stack: str, visual: str, use_tags: b
       image=dict(sizes.VIT["tiny"], mlp_ratio=4.0, pool="gap", stem="conv",
                  posemb=posemb),
       text=dict(vocab_size=256, max_len=28, eos_id=2),
-      fusion=dict(width=128, num_heads=4, mlp_dim=512, max_len=40,
+      # scan / remat: every layer stack scanned / under a remat policy (fusion/stacks.py).
+      fusion=dict(width=128, num_heads=4, mlp_dim=512, max_len=40, scan=False, remat="none",
                   **{"text_depth": 2, "visual_depth": 0, "fusion_depth": 2, **depths})))
   c.objectives = ml_collections.ConfigDict(dict(
       itc=dict(weight=1.0), itm=dict(weight=1.0), mlm=dict(weight=1.0), vqa=dict(weight=2.0),

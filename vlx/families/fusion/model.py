@@ -10,7 +10,7 @@ What a training step asks of it (BERT masking, hard negatives drawn from the bat
 similarities, the momentum teacher) is the fusion task's (vlx/families/fusion/task.py);
 `__call__` is the plain forward of every configured head, which creates every parameter.
 Which heads exist is `tasks` (and which inputs the batch holds). The stack is chosen by
-name (fusion_stacks.STACKS).
+name (stacks.STACKS).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ import numpy as np
 from vlx import registry
 from vlx.models import layers
 from vlx.models.layers import DTYPES, l2_normalize
-from vlx.models.fusion_layers import box_geometry, roi_align
-from vlx.models.fusion_stacks import STACKS
+from vlx.families.fusion.layers import box_geometry, roi_align
+from vlx.families.fusion.stacks import STACKS
 from vlx.models.vit import ViT
 from vlx.token_ids import PAD_ID
 

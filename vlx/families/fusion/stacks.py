@@ -27,7 +27,7 @@ import jax.numpy as jnp
 
 from vlx import registry
 from vlx.models import layers
-from vlx.models.fusion_layers import BERT_EPS, CrossModalLayer, TextEmbedding, key_mask
+from vlx.families.fusion.layers import BERT_EPS, CrossModalLayer, TextEmbedding, key_mask
 
 STACKS = registry.Registry("fusion stack")
 
