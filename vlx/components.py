@@ -30,4 +30,5 @@ MODULES = (
     "vlx.families.fusion.objectives",
     "vlx.families.fusion.evals",
     "vlx.families.fusion.task",
+    "vlx.families.video.model", "vlx.families.video.evals",
 )
