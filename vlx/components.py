@@ -31,4 +31,5 @@ MODULES = (
     "vlx.families.fusion.evals",
     "vlx.families.fusion.task",
     "vlx.families.video.model", "vlx.families.video.evals",
+    "vlx.families.video.mae",
 )
