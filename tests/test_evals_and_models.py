@@ -320,7 +320,8 @@ def _eval_config(pp_eval="decode|value_range(-1,1)", batch=16, **evals):
 def test_evaluators_read_the_configured_splits(eval_setup):
   """coco_captions has no 'test' split: every evaluator takes `data.test_split` (and the probe
   `data.train_split`) unless told otherwise."""
-  from vlx.evals import captioning, fusion  # pylint: disable=g-import-not-at-top
+  from vlx.evals import captioning  # pylint: disable=g-import-not-at-top
+  from vlx.families.fusion import evals as fusion  # pylint: disable=g-import-not-at-top
   from vlx.evals.common import EvalContext  # pylint: disable=g-import-not-at-top
   handle, model, params, mesh = eval_setup
   config = _eval_config()

@@ -141,12 +141,13 @@ def preprocess_image(handle, resize: int, resize_mode: str = "shortest", crop=No
 
 
 @registry.PP_OPS.register("value_range")
-def value_range(handle, lo: float = -1.0, hi: float = 1.0):
+def value_range(handle, lo: float = -1.0, hi: float = 1.0, key: str = "image"):
+  """uint8 pixels of `ex[key]` (an image, or any array of them such as a video) -> [lo, hi]."""
   del handle
 
   def fn(ex, rng):
     del rng
-    ex["image"] = (ex["image"].astype(np.float32) / 255.0) * (hi - lo) + lo
+    ex[key] = (ex[key].astype(np.float32) / 255.0) * (hi - lo) + lo
     return ex
   return fn
 

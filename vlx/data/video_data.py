@@ -17,6 +17,7 @@ import tensorflow_datasets as tfds
 
 from vlx import registry
 from vlx.data import video_render as V
+from vlx.data import pp_ops
 from vlx.data.pp_ops import CorruptRecord
 from vlx.data.sources import (DatasetHandle, _file_lock, default_data_dir, get_path,
                               tokenizer_beside)
@@ -103,13 +104,7 @@ def decode_video(handle: DatasetHandle):
 
 @registry.PP_OPS.register("video_value_range")
 def video_value_range(handle, lo: float = -1.0, hi: float = 1.0):
-  del handle
-
-  def fn(ex, rng):
-    del rng
-    ex["video"] = (ex["video"].astype(np.float32) / 255.0) * (hi - lo) + lo
-    return ex
-  return fn
+  return pp_ops.value_range(handle, lo, hi, key="video")
 
 
 def _tokens(handle, texts: Sequence[str], max_len: int) -> np.ndarray:

@@ -91,6 +91,21 @@ def joint_projection(embed_dim: int, name: str, dtype, param_dtype):
                kernel_init=nn.initializers.xavier_uniform(), name=name)
 
 
+PROJECTIONS = ("linear", "linear_bias", "none")
+
+
+def tower_projection(kind: str, embed_dim: int, name: str, dtype):
+  """A tower's map into the joint space, by config word: `linear` (CLIP's: no bias, Xavier
+  init), `linear_bias` (SigLIP's text head) or `none` (the tower's own head, e.g. a MAP head,
+  is the embedding: returns None)."""
+  if kind not in PROJECTIONS:
+    raise ValueError(f"{name}: unknown projection {kind!r}; known: {', '.join(PROJECTIONS)}")
+  if kind == "none":
+    return None
+  return dense(embed_dim, "embed", "joint", dtype, jnp.float32, use_bias=kind == "linear_bias",
+               kernel_init=nn.initializers.xavier_uniform(), name=name)
+
+
 def l2_normalize(x, eps=1e-6):
   """Unit-length rows in float32: the embeddings that contrastive logits compare."""
   x = x.astype(jnp.float32)

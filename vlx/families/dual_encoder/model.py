@@ -33,21 +33,14 @@ class TwoTower(nn.Module):
   text_projection: str = "linear"
   dtype: str = "float32"
 
-  def _projection(self, kind: str, name: str, dtype):
-    if kind == "none":
-      return None
-    if kind not in ("linear", "linear_bias"):
-      raise ValueError(f"{name}: unknown projection {kind!r}; known: linear, linear_bias, none")
-    return layers.dense(self.embed_dim, "embed", "joint", dtype, jnp.float32,
-                        use_bias=kind == "linear_bias",
-                        kernel_init=nn.initializers.xavier_uniform(), name=name)
-
   def setup(self):
     dtype = DTYPES[self.dtype]
     self.img_tower = ViT(**dict(self.image), dtype=dtype, name="img")
     self.txt_tower = TextTransformer(**dict(self.text), dtype=dtype, name="txt")
-    self.img_proj = self._projection(self.image_projection, "img_proj", dtype)
-    self.txt_proj = self._projection(self.text_projection, "txt_proj", dtype)
+    self.img_proj = layers.tower_projection(self.image_projection, self.embed_dim, "img_proj",
+                                            dtype)
+    self.txt_proj = layers.tower_projection(self.text_projection, self.embed_dim, "txt_proj",
+                                            dtype)
     self.logit_scale = layers.log_logit_scale(self, self.temperature_init)
     if self.bias_init is not None:
       self.logit_bias = self.param(

@@ -19,8 +19,6 @@ from vlx.models.layers import DTYPES, l2_normalize
 from vlx.models.text import TextTransformer
 from vlx.models.video import build_video_tower
 
-PROJECTIONS = ("linear", "linear_bias", "none")
-
 
 @registry.MODELS.register("video_text")
 class VideoText(nn.Module):
@@ -37,15 +35,6 @@ class VideoText(nn.Module):
   text_projection: str = "linear"
   dtype: str = "float32"
 
-  def _projection(self, kind: str, name: str, dtype):
-    if kind not in PROJECTIONS:
-      raise ValueError(f"{name}: unknown projection {kind!r}; known: {', '.join(PROJECTIONS)}")
-    if kind == "none":
-      return None
-    return layers.dense(self.embed_dim, "embed", "joint", dtype, jnp.float32,
-                        use_bias=kind == "linear_bias",
-                        kernel_init=nn.initializers.xavier_uniform(), name=name)
-
   def setup(self):
     dtype = DTYPES[self.dtype]
     fields = dict(self.video)
@@ -54,8 +43,10 @@ class VideoText(nn.Module):
     # to its image ViT, so a `name` cannot go through build_video_tower.
     self.video_tower = build_video_tower(kind, **fields, dtype=dtype)
     self.txt_tower = TextTransformer(**dict(self.text), dtype=dtype, name="txt")
-    self.video_proj = self._projection(self.video_projection, "video_proj", dtype)
-    self.txt_proj = self._projection(self.text_projection, "txt_proj", dtype)
+    self.video_proj = layers.tower_projection(self.video_projection, self.embed_dim, "video_proj",
+                                              dtype)
+    self.txt_proj = layers.tower_projection(self.text_projection, self.embed_dim, "txt_proj",
+                                            dtype)
     self.logit_scale = layers.log_logit_scale(self, self.temperature_init)
     if self.bias_init is not None:
       self.logit_bias = self.param(
