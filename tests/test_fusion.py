@@ -7,8 +7,9 @@
 * the EMA (momentum) parameters after a sharded step are exactly decay * old + (1 - decay)
   * new, the step's teacher is the EMA parameters' momentum_passes, and the teacher's soft
   targets enter ITC and MLM as ALBEF's distillation says;
-* one train step of each of the five families is the same on 1 device and on a 2x2x2
-  data x fsdp x tensor mesh, at the dual encoders' tolerance (test_sharding_equivalence.py).
+* one train step of ALBEF, UNITER and LXMERT (one per kind of stack) is the same on 1 device
+  and on a 2x2x2 data x fsdp x tensor mesh, at the dual encoders' tolerance
+  (test_sharding_equivalence.py).
 
 The 2x2x2 step once differed (gradient norm 0.2-0.5%; loss exact). Bisected with UNITER, one
 task at a time, per-leaf gradients against one device: only VQA's three-questions-per-image
@@ -41,6 +42,12 @@ from vlx_testlib import (REPO, assert_trees_close, mesh_of, one_train_step,  # n
                          shapes_data_dir)
 
 FAMILIES = ("albef", "uniter", "oscar", "vilbert", "lxmert")
+# The sharded-step comparison runs one family per kind of stack (each ~75 s of CPU): ALBEF
+# (patches, cross-attention fusion, the EMA teacher), UNITER (single stream over regions, MRM)
+# and LXMERT (two streams with cross-modal layers). OSCAR is UNITER's stack plus tag tokens and
+# ViLBERT LXMERT's with co-attention weights: the same sublayers, sharded by the same rules
+# (their golden shardings are in tests/golden/), so they are left to save suite time.
+STEP_FAMILIES = ("albef", "uniter", "lxmert")
 
 
 def _config(family, data_dir, **over):
@@ -177,7 +184,7 @@ def test_ema_update_and_distillation_targets():
                                                        if k != "teacher"}, {})
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", STEP_FAMILIES)
 def test_fusion_step_equal_on_1_and_8_devices(shapes_data_dir, family):
   """Every pass of the family (ITC, hard-negative ITM over the global batch, MLM, MRM, VQA,
   grounding) in one step: loss, gradient norm and updated params agree across meshes."""
