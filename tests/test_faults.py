@@ -126,6 +126,22 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(finished, shap
   assert sum("retrieval/seconds" in r for r in read_metrics(workdir)) == 1
 
 
+def _tracebacks_through(text: str, path_part: str):
+  """The tracebacks in `text` with a frame in a file whose path holds `path_part` (outside
+  site-packages): each block runs from its header to the first unindented line."""
+  found = []
+  for block in text.split("Traceback (most recent call last)")[1:]:
+    frames = []
+    for line in block.splitlines()[1:]:
+      if line and not line[0].isspace():
+        break
+      frames.append(line)
+    if any(line.lstrip().startswith("File ") and path_part in line and "site-packages" not in line
+           for line in frames):
+      found.append("\n".join(frames))
+  return found
+
+
 def test_no_checkpoint_that_restores_is_one_line(finished, shapes_data_dir, tmp_path):
   workdir = _copy(finished, tmp_path)
   for step in (EVERY, TOTAL):
@@ -133,12 +149,11 @@ def test_no_checkpoint_that_restores_is_one_line(finished, shapes_data_dir, tmp_
   before = _tree_snapshot(workdir)
   proc = run_main("clip", workdir, shapes_data_dir, *ARGS, check=False)
   # KNOWN RESIDUAL (open): after a failed read, tensorstore completes the reads still in
-  # flight and their callbacks hit orbax's closed asyncio loop, printing "RuntimeError: Event
-  # loop is closed" tracebacks from C++ threads (not through sys.excepthook). Any other
-  # traceback fails this test.
-  noise = "RuntimeError: Event loop is closed"
-  assert proc.stderr.count("Traceback (most recent call last)") == proc.stderr.count(noise), \
-      proc.stderr[-3000:]
+  # flight and orbax's background threads print their failures ("RuntimeError: Event loop is
+  # closed", or the other reads' "Encountered error while reading array index", depending on
+  # timing) from C++ threads, not through sys.excepthook. A traceback through vlx's own code
+  # (the run's error not caught and turned into one line) fails this test.
+  assert not _tracebacks_through(proc.stderr, "/vlx/"), proc.stderr[-3000:]
   proc.stderr = proc.stderr.replace("Traceback (most recent call last)", "(closed-loop noise)")
   line = _one_error_line(proc)
   assert "no checkpoint" in line and "restores" in line, line
