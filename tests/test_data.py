@@ -444,3 +444,21 @@ def test_ids_past_the_tokenizer_vocabulary_decode_as_unk(shapes_handle):
   ids[0, 1] = tok.vocab_size + 100
   text = tok.decode(ids)[0]
   assert text.startswith("a") and text.endswith("circle") and "\u2047" in text, text
+
+
+def test_shuffle_block_keeps_blocks_of_consecutive_records_together():
+  """`data.shuffle_block=2`: records 2k and 2k+1 (a video and its twin) always land side by
+  side, so they share a batch; every record appears once per epoch and epochs differ."""
+  records = list(range(12))
+  stream = pipeline.shuffled_stream(records, seed=3, shuffle_block=2)
+  epochs = [[stream[e * 12 + i] for i in range(12)] for e in range(3)]
+  for order in epochs:
+    assert sorted(order) == records
+    for i in range(0, 12, 2):
+      assert order[i] % 2 == 0 and order[i + 1] == order[i] + 1
+  assert epochs[0] != epochs[1] != epochs[2]
+  assert [pipeline.shuffled_stream(records, 3, 2)[i] for i in range(24)] == epochs[0] + epochs[1]
+  plain = pipeline.shuffled_stream(records, seed=3)
+  assert any(plain[i] // 2 != plain[i + 1] // 2 for i in range(0, 12, 2))
+  with pytest.raises(ValueError, match="not a multiple of data.shuffle_block"):
+    pipeline.TrainIterator(None, "train", "", 3, seed=0, shuffle_block=2)

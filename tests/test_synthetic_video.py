@@ -86,11 +86,13 @@ def test_generation_is_deterministic_given_the_seed():
 
 
 def test_frame_size_and_count_are_configurable_within_bounds():
-  (video, _), = V.videos(1, 0, image_size=64, num_frames=10)
+  (video, _), _ = V.videos(2, 0, image_size=64, num_frames=10)
   assert video.frames.shape == (10, 64, 64, 3)
   for size, frames in ((16, 8), (128, 8), (32, 4)):
     with pytest.raises(ValueError):
-      list(V.videos(1, 0, image_size=size, num_frames=frames))
+      list(V.videos(2, 0, image_size=size, num_frames=frames))
+  with pytest.raises(ValueError, match="even"):
+    list(V.videos(3, 0))
 
 
 # ---- The built dataset -----------------------------------------------------------------------
@@ -103,7 +105,7 @@ def handle(tmp_path_factory):
   return registry.DATASETS.get("synthetic_video")(data_dir=str(data_dir), variant="small")
 
 
-def test_built_split_keeps_twins_consecutive_and_matches_the_renderer(handle):
+def test_built_split_keeps_twins_in_aligned_units_and_matches_the_renderer(handle):
   train = handle.split("train")
   assert len(train) == 256 and len(handle.split("test")) == 64
   kinds = [train[i]["kind"] for i in range(len(train))]
@@ -111,9 +113,9 @@ def test_built_split_keeps_twins_consecutive_and_matches_the_renderer(handle):
   for i in range(len(train)):
     twin = int(train[i]["twin"])
     if kinds[i] == b"static":
-      assert twin == -1
+      assert twin == -1 and kinds[i ^ 1] == b"static"  # static videos come in units too
       continue
-    assert abs(twin - i) == 1 and int(train[twin]["twin"]) == i
+    assert twin == i ^ 1 and int(train[twin]["twin"]) == i  # units [2k, 2k + 1]
     assert _sorted_frames(train[i]["video"]) == _sorted_frames(train[twin]["video"])
     assert not set(train[i]["captions"]) & set(train[twin]["captions"])
   # Stored in generation order: record i is the renderer's video i (seed 0 for train).

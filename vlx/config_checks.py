@@ -53,6 +53,9 @@ def _check_counts(config):
   data = config.get("data") or {}
   if "num_threads" in data and data.num_threads < 1:
     _fail(f"data.num_threads={data.num_threads}: must be >= 1")
+  if "shuffle_block" in data and not (isinstance(data.shuffle_block, int)
+                                      and data.shuffle_block >= 1):
+    _fail(f"data.shuffle_block={data.shuffle_block!r}: must be an integer >= 1")
   if "prefetch" in data and data.prefetch < 0:
     _fail(f"data.prefetch={data.prefetch}: must be >= 0")
   for name, ev in (config.get("evals") or {}).items():

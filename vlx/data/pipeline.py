@@ -4,6 +4,7 @@ process reading only its rows; resumable; skipping corrupt records."""
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -80,6 +81,46 @@ class _BatchRows(grain.MapDataset):
     return self._parent._getitems([self._global_index(i) for i in indices])  # pylint: disable=protected-access
 
 
+class _UnitRecords(grain.MapDataset):
+  """Element i is record `(units[i // block]) * block + i % block` of `source`: the records of
+  a shuffled stream of units (blocks of `block` consecutive records) in their stored order.
+
+  Why: a dataset that stores related records side by side (a video and its temporal twin)
+  can keep them in one batch, where the contrastive loss sees each as the other's hard
+  negative. Still index-based (lazy, deterministic, resumable); a dataset whose length is not
+  a multiple of `block` drops its last partial unit.
+  """
+
+  def __init__(self, units: grain.MapDataset, source, block: int):
+    super().__init__(units)
+    self._source, self._block = source, int(block)
+
+  def __len__(self) -> int:
+    return min(len(self._parent) * self._block, sys.maxsize)
+
+  def __str__(self) -> str:
+    return f"_UnitRecords(block={self._block})"
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return self.slice(index)
+    unit, offset = divmod(int(index), self._block)
+    return self._source[int(self._parent[unit]) * self._block + offset]
+
+
+def shuffled_stream(source, seed: int, shuffle_block: int = 1) -> grain.MapDataset:
+  """All records of `source`, shuffled with `seed` and repeated (each epoch reshuffled); with
+  `shuffle_block` > 1, whole blocks of consecutive records are shuffled (see _UnitRecords)."""
+  if shuffle_block == 1:
+    return grain.MapDataset.source(source).seed(seed).shuffle().repeat(None)
+  num_units = len(source) // shuffle_block
+  if num_units < 1:
+    raise ValueError(f"data.shuffle_block={shuffle_block} exceeds the split's {len(source)} "
+                     "records")
+  units = grain.MapDataset.range(num_units).seed(seed).shuffle().repeat(None)
+  return _UnitRecords(units, source, shuffle_block)
+
+
 class TrainIterator:
   """Infinite iterator of host-local numpy batches with checkpointable state.
 
@@ -106,7 +147,7 @@ class TrainIterator:
   def __init__(self, handle: DatasetHandle, split: str, pp: str, local_batch_size: int,
                seed: int, num_threads: int = 2, prefetch: int = 4,
                keys=("image", "text"), global_batch_size: Optional[int] = None,
-               rows: Optional[Sequence[int]] = None):
+               rows: Optional[Sequence[int]] = None, shuffle_block: int = 1):
     global_batch_size = int(global_batch_size or local_batch_size)
     rows = tuple(range(local_batch_size)) if rows is None else tuple(int(r) for r in rows)
     if len(rows) != local_batch_size:
@@ -114,10 +155,15 @@ class TrainIterator:
     if not rows or min(rows) < 0 or max(rows) >= global_batch_size:
       raise ValueError(f"rows must lie in [0, {global_batch_size}): {rows}")
     self.counter = SkipCounter()
+    if shuffle_block > 1 and global_batch_size % shuffle_block:
+      raise ValueError(f"batch_size {global_batch_size} is not a multiple of "
+                       f"data.shuffle_block={shuffle_block}: a block would straddle two batches")
     self._layout = {"global_batch_size": global_batch_size, "rows": list(rows)}
+    if shuffle_block > 1:  # recorded only when used: older states stay comparable
+      self._layout["shuffle_block"] = int(shuffle_block)
     source = handle.split(split)
     # One global order on every process: all records, shuffled with the same seed.
-    ds = grain.MapDataset.source(source).seed(seed).shuffle().repeat(None)
+    ds = shuffled_stream(source, seed, shuffle_block)
     fn = pp_ops.parse(pp, handle)
     keep = pp_ops.keep(handle, *keys)
     # Lazy: a record is read and preprocessed only when a process asks for its index.

@@ -1,8 +1,9 @@
 """TFDS builder for synthetic video-text data (ArrayRecord), rendered by `video_render`.
 
 Only `Tensor` features, so building needs no TensorFlow. Shuffling is disabled: records stay
-in generation order, so a temporal video's twin (the same frames in another order) is the
-next or previous record, and its index is stored as `twin` too (-1 for static videos).
+in generation order, in units of two (records 2k, 2k + 1: a temporal video and its twin —
+the same frames in another order — or two static videos); the twin's index is stored as
+`twin` too (-1 for static videos).
 """
 
 from __future__ import annotations
@@ -43,8 +44,9 @@ def _int(shape=()):
 class SyntheticVideo(tfds.core.GeneratorBasedBuilder):
   """Shape videos with captions, questions, multiple choice and grounding spans."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "First release."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {"1.0.0": "First release.",
+                   "1.1.0": "Records in aligned units of two (static videos paired too)."}
   BUILDER_CONFIGS = [
       SyntheticVideoConfig(name="default", description="8 x 32px, 10k train / 1k test"),
       SyntheticVideoConfig(name="small", train_size=256, test_size=64,

@@ -609,17 +609,19 @@ def check_size(image_size: int, num_frames: int):
 
 
 def videos(num: int, seed: int, image_size: int = IMAGE_SIZE, num_frames: int = NUM_FRAMES):
-  """`num` (Video, twin index) in order: twins are consecutive (the twin of video i is i + 1 or
-  i - 1, -1 for static videos). Deterministic given the seed."""
+  """`num` (Video, twin index) in order, in units of two: records 2k and 2k + 1 are either
+  twins (the twin of video i is i ^ 1) or two static videos (twin -1). Keeping the units
+  aligned lets a sampler shuffle whole units (`data.shuffle_block=2`) so that a video and its
+  twin share a batch. Deterministic given the seed; `num` must be even."""
   check_size(image_size, num_frames)
+  if num % 2:
+    raise ValueError(f"the number of videos must be even (units of two): {num}")
   rng = np.random.default_rng(seed)
-  i = 0
-  while i < num:
-    if num - i >= 2 and rng.random() < PAIR_PROBABILITY:
+  for i in range(0, num, 2):
+    if rng.random() < PAIR_PROBABILITY:
       a, b = temporal_pair(rng, image_size, num_frames)
       yield a, i + 1
       yield b, i
-      i += 2
     else:
       yield static_video(rng, image_size, num_frames), -1
-      i += 1
+      yield static_video(rng, image_size, num_frames), -1

@@ -195,7 +195,8 @@ def train(config, workdir: str, mode: str = "train") -> Dict[str, float]:
   data_iter = pipeline.TrainIterator(
       handle, config.data.train_split, config.data.pp_train, len(rows),
       seed=config.seed, num_threads=config.data.num_threads, prefetch=config.data.prefetch,
-      global_batch_size=config.batch_size, rows=rows, keys=batch_keys(config))
+      global_batch_size=config.batch_size, rows=rows, keys=batch_keys(config),
+      shuffle_block=config.data.get("shuffle_block", 1))
 
   # ---- Model, objectives, optimizer, state ---------------------------------
   model = build_model(config)
