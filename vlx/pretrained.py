@@ -5,7 +5,8 @@
   emb = model.encode_image(images)        # PIL / uint8, one or a batch: preprocessed here
 
 `load` converts PyTorch-ecosystem checkpoints on the fly (`vlx.convert`), reads converted
-directories (`python -m vlx.convert`) and trained vlx workdirs alike.
+directories (`python -m vlx.convert`) and trained vlx workdirs alike. A Hugging Face ViViT or
+VideoMAE directory loads as a `PretrainedVideo` (`encode_video`, `classify`).
 """
 
 from __future__ import annotations
@@ -119,6 +120,41 @@ class Pretrained:
     return p / p.sum(-1, keepdims=True)
 
 
+class PretrainedVideo:
+  """An imported video tower (HF ViViT / VideoMAE; vlx/convert/hf_video.py) with the heads
+  its checkpoint has. Videos are float `[B, T, H, W, 3]`, already preprocessed as the
+  checkpoint expects (HF's `pixel_values` `[B, T, 3, H, W]` moved channels-last)."""
+
+  def __init__(self, imported):
+    import jax  # pylint: disable=g-import-not-at-top
+    from vlx.convert import hf_video  # pylint: disable=g-import-not-at-top
+    self.imported, self.family = imported, imported.facts["family"]
+    self.params = jax.tree.map(np.asarray, imported.params)
+    model = hf_video.HFVideo(imported.tower, imported.heads)
+    self._forward = jax.jit(lambda p, v: model.apply({"params": p}, v))
+    s, t = imported.facts["image_size"], imported.facts["num_frames"]
+    self.video_shape = (t, s, s, 3)
+
+  def _outputs(self, video) -> Dict[str, np.ndarray]:
+    x = np.asarray(video, np.float32)
+    if x.ndim != 5 or x.shape[1:] != self.video_shape:
+      raise ValueError(f"videos must be float [B, {', '.join(map(str, self.video_shape))}] "
+                       f"(channels last), got shape {np.shape(video)}")
+    return {k: np.asarray(v) for k, v in self._forward(self.params, x).items()}
+
+  def encode_video(self, video) -> np.ndarray:
+    """`[B, D]`: the vector the checkpoint's classifier reads (ViViT's final [CLS] state,
+    VideoMAE's mean over tokens, after `fc_norm` when it has one); not normalised."""
+    return self._outputs(video)["pooled"]
+
+  def classify(self, video) -> np.ndarray:
+    """`[B, num_labels]` logits of a `...ForVideoClassification` checkpoint."""
+    if not self.imported.heads.get("num_labels"):
+      raise ValueError(f"this {self.imported.facts['architecture']} checkpoint has no "
+                       "classifier")
+    return self._outputs(video)["logits"]
+
+
 def _image_list(images) -> list:
   """One image or many -> a list of PIL images or uint8 [H, W, 3] arrays (gray and RGBA made
   RGB), or one line saying what was expected."""
@@ -216,16 +252,21 @@ def _load_workdir(workdir: str) -> Pretrained:
                     config.data.image_size, config.data.max_len, "vlx", config.model.to_dict())
 
 
-def load(path: str, model_config: Optional[str] = None) -> Pretrained:
+def load(path: str, model_config: Optional[str] = None):
   """HF `CLIPModel`/`SiglipModel` dir, open_clip dir or weights file (+ `model_config`),
-  a directory written by `python -m vlx.convert`, or a vlx training workdir."""
+  a directory written by `python -m vlx.convert`, or a vlx training workdir; a HF ViViT /
+  VideoMAE directory gives a `PretrainedVideo`."""
   from vlx import convert  # pylint: disable=g-import-not-at-top
   kind = convert.detect(path)
   if kind == "vlx":
     if os.path.exists(os.path.join(path, convert.PRETRAINED_JSON)):
       return _load_converted(path)
     return _load_workdir(path)
-  return _from_imported(convert.import_checkpoint(path, model_config), path)
+  imported = convert.import_checkpoint(path, model_config)
+  if not isinstance(imported, convert.Imported):
+    return PretrainedVideo(imported)
+  return _from_imported(imported, path)
 
 
-__all__: List[str] = ["Pretrained", "MissingTokenizer", "load", "DEFAULT_TEMPLATES"]
+__all__: List[str] = ["Pretrained", "PretrainedVideo", "MissingTokenizer", "load",
+                      "DEFAULT_TEMPLATES"]

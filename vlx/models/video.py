@@ -10,6 +10,12 @@ padded steps: `token_mask(frame_mask, tubelet, N)` says which are real.
 Parameter names follow the image ViT's (`stem/embedding`, `pos_embedding`, `cls`, `ln_pre`,
 `encoder/...`, `map_head/...`) so `video_params_from_image` can start a tower from an image
 checkpoint; the names that only video has are listed there.
+
+Options that exist for imported checkpoints (vlx/convert/hf_video.py; the defaults are vlx's
+own towers): `posemb` `learn_spacetime` (one learned vector per space-time token: HF ViViT)
+and `sincos1d_spacetime` (a fixed 1-D sinusoid over the time-major token index: VideoMAE),
+`encoder_norm=False` (no LayerNorm after the last block: VideoMAE with mean pooling) and
+`pool_norm` (a LayerNorm on the gap-pooled vector: VideoMAE's `fc_norm`).
 """
 
 from __future__ import annotations
@@ -26,6 +32,10 @@ from vlx.models import layers
 from vlx.models.vit import ViT, sincos_2d
 
 TUBELET_INITS = ("central_frame", "inflate")
+# Position embeddings over the space-time grid as a whole: they carry time, so no temporal
+# embedding is added on top, and they hold for one frame count and frame size only.
+SPACETIME_POSEMBS = ("learn_spacetime", "sincos1d_spacetime")
+POSEMBS = ("learn", "sincos2d") + SPACETIME_POSEMBS
 
 
 # ---- Shared pieces -------------------------------------------------------------------------
@@ -86,6 +96,43 @@ def order_free_mean(x: jax.Array, mask: Optional[jax.Array]) -> jax.Array:
   total = jnp.sort(x, axis=1).sum(axis=1)
   count = x.shape[1] if mask is None else jnp.maximum(mask.sum(axis=1), 1)[:, None]
   return total / jnp.asarray(count, x.dtype)
+
+
+def sincos_1d(length: int, width: int) -> np.ndarray:
+  """`[1, length, width]` float32: position i, feature j holds sin (even j) or cos (odd j) of
+  i / 10000 ** (2 * (j // 2) / width), features interleaved (VideoMAE's fixed table; computed
+  in float64 and rounded once, as VideoMAE computes it)."""
+  pos = np.arange(length, dtype=np.float64)[:, None]
+  angle = pos / np.power(10000.0, 2 * (np.arange(width) // 2) / width)[None, :]
+  table = np.where(np.arange(width) % 2 == 0, np.sin(angle), np.cos(angle))
+  return table[None].astype(np.float32)
+
+
+class BlockStack(nn.Module):
+  """layers.Encoder's pre-norm stack (same parameter names: `layer_{i}`, or `layers` under
+  nn.scan; the same remat policies) without the final LayerNorm, for towers whose norm comes
+  after pooling (VideoMAE's mean pooling + `fc_norm`)."""
+  depth: int
+  num_heads: int
+  mlp_dim: int
+  scan: bool = False
+  remat: str = "none"
+  ln_eps: float = 1e-6
+  act: str = "gelu_tanh"
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, mask=None):
+    block = layers.rematted(layers.Block, self.remat, self.scan)
+    kw = dict(num_heads=self.num_heads, mlp_dim=self.mlp_dim, ln_eps=self.ln_eps, act=self.act,
+              dtype=self.dtype, param_dtype=self.param_dtype)
+    if self.scan and self.depth:
+      x, _ = layers.scanned(block, self.depth)(name="layers", **kw)(x, mask)
+    else:
+      for i in range(self.depth):
+        x, _ = block(name=f"layer_{i}", **kw)(x, mask)
+    return x
 
 
 class TubeletStem(nn.Module):
@@ -151,7 +198,11 @@ class VideoTower(nn.Module):
   mlp_ratio: float = 4.0
   mlp_dim: Optional[int] = None
   pool: str = "gap"          # gap | map | none (ViViT also cls)
-  posemb: str = "learn"      # spatial: learn | sincos2d (temporal: always learned)
+  posemb: str = "learn"      # spatial: learn | sincos2d (temporal: learned); or space-time:
+                             # learn_spacetime | sincos1d_spacetime (no temporal one)
+  encoder_norm: bool = True  # a LayerNorm after the last block (encoder/ln_final)
+  pool_norm: bool = False    # gap only: a LayerNorm (pool_norm) on the pooled vector
+  pool_norm_eps: float = 1e-5
   scan: bool = False
   remat: str = "none"
   pre_norm: bool = False
@@ -170,9 +221,9 @@ class VideoTower(nn.Module):
     return self.mlp_dim or int(self.width * self.mlp_ratio)
 
   def _encoder(self, depth, name):
-    return layers.Encoder(depth, self.num_heads, self._mlp_dim, scan=self.scan,
-                          remat=self.remat, ln_eps=self.ln_eps, act=self.act, name=name,
-                          **self._kw)
+    stack = layers.Encoder if self.encoder_norm else BlockStack
+    return stack(depth, self.num_heads, self._mlp_dim, scan=self.scan, remat=self.remat,
+                 ln_eps=self.ln_eps, act=self.act, name=name, **self._kw)
 
   def _time_posemb(self, steps):
     """The learned temporal position embedding at `steps` steps ([1, steps, width]); sown
@@ -189,6 +240,8 @@ class VideoTower(nn.Module):
   def _embed(self, video, frame_mask, time_pos: bool):
     """Tubelet tokens `[B, steps, n, width]` with spatial (and, if asked, temporal) position
     embeddings, and the step mask `[B, steps]` (None without a frame mask)."""
+    if self.pool_norm and self.pool != "gap":
+      raise ValueError(f"pool_norm normalises the gap-pooled vector; pool is {self.pool!r}")
     x = video.astype(self.dtype)
     if frame_mask is not None:
       # Zero the padding (whatever it holds, NaN included) so a tubelet holding real and
@@ -196,6 +249,11 @@ class VideoTower(nn.Module):
       x = jnp.where(frame_mask.astype(bool)[:, :, None, None, None], x, 0)
     x, (gh, gw) = TubeletStem(self.width, self.patch_size, self.tubelet,
                               use_bias=self.stem_bias, name="stem", **self._kw)(x)
+    if self.posemb in SPACETIME_POSEMBS:
+      if not time_pos:
+        raise ValueError(f"posemb {self.posemb!r} covers time as well; the factorised encoder "
+                         "adds its temporal embedding after the spatial encoder")
+      return x + self._spacetime_posemb(x.shape[1], gh, gw), step_mask(frame_mask, self.tubelet)
     if self.posemb == "learn":
       pos = self.param("pos_embedding",
                        layers.boxed(nn.initializers.normal(0.02), (None, "pos", "embed")),
@@ -203,16 +261,34 @@ class VideoTower(nn.Module):
     elif self.posemb == "sincos2d":
       pos = jnp.asarray(sincos_2d(gh, gw, self.width))
     else:
-      raise ValueError(f"unknown posemb {self.posemb!r}; known: learn, sincos2d")
+      raise ValueError(f"unknown posemb {self.posemb!r}; known: {', '.join(POSEMBS)}")
     x = x + pos.astype(self.dtype)[:, None]
     if time_pos:
       x = x + self._time_posemb(x.shape[1])[:, :, None]
     return x, step_mask(frame_mask, self.tubelet)
 
+  def _spacetime_posemb(self, steps, gh, gw):
+    """`[1, steps, gh * gw, width]`: one position per token of the `num_frames` clip's grid
+    (learned: `spacetime_pos_embedding`; or the fixed 1-D sinusoid), time-major. Not
+    interpolated: another frame count is an error."""
+    if steps * self.tubelet != self.num_frames:
+      raise ValueError(f"posemb {self.posemb!r} holds {self.num_frames} frames; got "
+                       f"{steps * self.tubelet}")
+    if self.posemb == "learn_spacetime":
+      pos = self.param("spacetime_pos_embedding",
+                       layers.boxed(nn.initializers.normal(0.02), (None, "pos", "embed")),
+                       (1, steps * gh * gw, self.width), self.param_dtype)
+    else:
+      pos = jnp.asarray(sincos_1d(steps * gh * gw, self.width))
+    return pos.astype(self.dtype).reshape(1, steps, gh * gw, self.width)
+
   def _pool(self, x, mask):
     """`(pooled, tokens)` of `x [B, S, width]` (no cls) with padded tokens left out."""
     if self.pool == "gap":
-      return masked_mean(x, mask), x
+      pooled = masked_mean(x, mask)
+      if self.pool_norm:
+        pooled = layers.layer_norm(name="pool_norm", eps=self.pool_norm_eps, **self._kw)(pooled)
+      return pooled, x
     if self.pool == "map":
       return MaskedMapHead(self.num_heads, self._mlp_dim, ln_eps=self.ln_eps, act=self.act,
                            name="map_head", **self._kw)(x, mask), x
@@ -337,13 +413,14 @@ class DividedBlock(nn.Module):
 
 class DividedEncoder(nn.Module):
   """`depth` DividedBlocks with the image Encoder's layout (`layer_{i}` unrolled or
-  `layers` under nn.scan, then `ln_final`) and its remat policies."""
+  `layers` under nn.scan, then `ln_final` unless `final_norm=False`) and its remat policies."""
   depth: int
   steps: int
   num_heads: int
   mlp_dim: int
   scan: bool = False
   remat: str = "none"
+  final_norm: bool = True
   ln_eps: float = 1e-6
   act: str = "gelu_tanh"
   dtype: Any = jnp.float32
@@ -367,6 +444,8 @@ class DividedEncoder(nn.Module):
     else:
       for i in range(self.depth):
         x, _ = block(name=f"layer_{i}", **kw)(x, steps_mask)
+    if not self.final_norm:
+      return x
     return layers.layer_norm(self.dtype, self.param_dtype, name="ln_final", eps=self.ln_eps)(x)
 
 
@@ -383,8 +462,8 @@ class TimeSformer(VideoTower):
     b, t, n, d = x.shape
     x = self._pre_norm(x.reshape(b, t * n, d))
     x = DividedEncoder(self.depth, t, self.num_heads, self._mlp_dim, scan=self.scan,
-                       remat=self.remat, ln_eps=self.ln_eps, act=self.act, name="encoder",
-                       **self._kw)(x, steps)
+                       remat=self.remat, final_norm=self.encoder_norm, ln_eps=self.ln_eps,
+                       act=self.act, name="encoder", **self._kw)(x, steps)
     return self._pool(x, None if steps is None else jnp.repeat(steps, n, axis=1))
 
 
