@@ -37,7 +37,7 @@ setup(
     install_requires=INSTALL_REQUIRES,
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3", "nbclient>=0.10", "nbformat>=5.10",
-                 "ipykernel>=6.29", "matplotlib>=3.8", "scikit-image>=0.22"],
+                 "ipykernel>=6.29", "matplotlib>=3.8", "scikit-image>=0.22", "av>=12,<20"],
         # Reading .pt/.bin checkpoints, and the parity tests against the reference models
         # (.ci/run pins torch==2.14.1 torchvision==0.29.1, the pair tested here).
         "torch": ["torch>=2.4", "torchvision>=0.19", "transformers>=5.0,<6",
@@ -45,5 +45,7 @@ setup(
         # Preparing real TFDS datasets such as coco_captions needs TensorFlow.
         "tf": ["tensorflow>=2.18"],
         "plot": ["matplotlib>=3.8"],
+        # Reading video files (vlx/data/video_files.py: MSR-VTT, mp4 / webm) with PyAV.
+        "video": ["av>=12,<20"],
     },
 )

@@ -79,11 +79,12 @@ def get_config(arg: str = "tiny"):
     c.optimizer.update(dict(lr=1e-3, warmup_steps=50, weight_decay=0.05))
   else:  # accelerators
     c.data = ml_collections.ConfigDict(dict(
-        name="msrvtt", source=dict(data_dir="", vocab_size=32_000),
-        train_split="train", test_split="test", keys=("video", "text"), image_size=224,
+        name="msrvtt", source=dict(root="", vocab_size=32_000),
+        train_split="train_9k", test_split="test_1k", keys=("video", "text"), image_size=224,
         num_frames=16, max_len=32,
-        pp_train="decode_video|video_value_range(-1,1)|sample_caption|tokenize(32)",
-        pp_eval="decode_video|video_value_range(-1,1)", num_threads=8, prefetch=4))
+        pp_train=("decode_video_file(16, 224, 'segment', 'train')|video_value_range(-1,1)|"
+                  "sample_caption|tokenize(32)"),
+        pp_eval="decode_video_file(16, 224)|video_value_range(-1,1)", num_threads=8, prefetch=4))
     c.evals = ml_collections.ConfigDict(dict(retrieval=dict(type="video_retrieval")))
     c.model.text.update(dict(vocab_size=32_000))
     c.model.dtype = "bfloat16"

@@ -32,4 +32,5 @@ MODULES = (
     "vlx.families.fusion.task",
     "vlx.families.video.model", "vlx.families.video.evals",
     "vlx.families.video.mae",
+    "vlx.data.video_files", "vlx.families.video.classify",
 )
