@@ -95,6 +95,17 @@ def test_mp4_and_webm_frames_views_and_short_videos(tmp_path):
   ex = decode(wide, 4, 16, "uniform", "test", 2, 3)
   assert ex["video"].shape == (6, 4, 16, 16, 3) and ex["frame_mask"].shape == (6, 4)
   assert [frame_numbers(v) for v in ex["video"]] == [[0, 3, 6, 9]] * 3 + [[2, 5, 8, 11]] * 3
+  # Where the crops sit, exactly (decoded frames: red = x, green = frame number).
+  frames = np.zeros((5, 32, 48, 3), np.uint8)
+  frames[..., 0], frames[..., 1] = np.arange(48), np.arange(5)[:, None, None]
+  video, mask = video_files.sample_views(video_files.ArrayFrames(frames), 5, 32, crops=3)
+  assert video.shape == (3, 5, 32, 32, 3) and mask.all()
+  assert [int(v[0, 0, 0, 0]) for v in video] == [0, 8, 16]
+  assert (video[:, :, 0, 0, 1] == np.arange(5)).all()
+  lefts = {int(video_files.sample_views(video_files.ArrayFrames(frames), 5, 32, train=True,
+                                         rng=np.random.default_rng(s))[0][0, 0, 0, 0, 0])
+           for s in range(40)}
+  assert len(lefts) > 8 and min(lefts) >= 0 and max(lefts) <= 16
   # Shorter than T: all 3 frames, then black padding, masked.
   ex = decode(write_video(tmp_path / "short.mp4", 3), 8, 16, "segment", "train")
   assert frame_numbers(ex["video"]) == [0, 1, 2] + [-2] * 5
