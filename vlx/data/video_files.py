@@ -22,10 +22,32 @@ timestamps; if the seek lands past the wanted frame it decodes from the start in
 not wanted are never converted to RGB. A file that cannot be opened or decoded, or that ends
 well before its header says (a cut download), raises CorruptRecord: the pipeline skips and
 counts it. A small miscount (a container's frame count or duration off by a few frames) is
-resampled from the frames that are there.
+resampled from the frames that are there; a count too low (WebM has none, only a duration)
+leaves the frames past it unsampled.
 
 Requires the `video` extra (`pip install -e .[video]`: PyAV) for files; UCF-101's JPEG frames
 decode with PIL.
+
+Training on MSR-VTT (layout in `msrvtt_dataset`): `configs/vivit.py:b16x2` reads it as it is
+(MSRVTT_DIR or `--config.data.source="{'root': ..., 'vocab_size': 32000}"`); the CPU-sized
+model on it, with frame masks in the batch and retrieval on the 1k-A test:
+
+  python -m vlx.main --config=configs/vivit.py:tiny --workdir=workdirs/vivit_msrvtt \
+    --config.data.name=msrvtt --config.data.source="{'root': '/data/MSRVTT', 'vocab_size': 8000}" \
+    --config.data.train_split=train_9k --config.data.test_split=test_1k \
+    --config.data.keys="('video','text','frame_mask')" --config.data.shuffle_block=1 \
+    --config.data.pp_train="decode_video_file(8, 32, 'segment', 'train')|video_value_range(-1,1)|sample_caption|tokenize(32)" \
+    --config.data.pp_eval="decode_video_file(8, 32)|video_value_range(-1,1)" \
+    --config.evals="{'retrieval': {'type': 'video_retrieval'}}"
+
+then zero-shot UCF-101 with 2 clips x 3 crops per video (the same flags, plus):
+
+    --mode=eval --config.evals="{'ucf101': {'type': 'video_zeroshot', 'split': 'test',
+      'pp': \"decode_video_file(8, 32, 'uniform', 'test', 2, 3)|video_value_range(-1,1)\",
+      'dataset': {'name': 'ucf101', 'source': {'data_dir': '/data/tfds'}}}}"
+
+(Checked: both run on the small fake MSR-VTT of tests/test_video_files.py and a ucf101 built by
+TFDS's own Ucf101 builder with TensorFlow, fed frames instead of the download.)
 """
 
 from __future__ import annotations
@@ -321,7 +343,7 @@ def decode_video_file(handle, num_frames: int, size: int, sampling: str = "unifo
         out["label"] = np.int32(record[handle.label_key])
       for key in handle.annotation_keys:
         if key in record:
-          out[key] = record[key]
+          out[key] = _plain(record[key])
       return out
     except CorruptRecord as e:
       raise CorruptRecord(f"{_where(record, handle)}: {e}") from None
@@ -335,6 +357,15 @@ def decode_video_file(handle, num_frames: int, size: int, sampling: str = "unifo
 
 def _str(x) -> str:
   return x.decode("utf-8") if isinstance(x, bytes) else str(x)
+
+
+def _plain(value):
+  """Record text (bytes, or arrays of bytes: TFDS's) as str, as `decode_video` gives it."""
+  if isinstance(value, bytes):
+    return _str(value)
+  if isinstance(value, np.ndarray) and value.dtype == object:
+    return np.array([_str(v) for v in value.ravel()], dtype=object).reshape(value.shape)
+  return value
 
 
 def _where(record, handle) -> str:
@@ -585,6 +616,18 @@ def tfds_video_splits(builder_dir: str, splits: Sequence[str], captions: Sequenc
                                  captions) for s in splits}
 
 
+def _prompt_tokenizer(cache_dir: str, prompts: Sequence[str], vocab_size: int) -> Tokenizer:
+  """A tokenizer of the class prompts cached in `cache_dir`, or, where that cannot be written
+  (a shared read-only data dir), in a temporary one: it only lets the dataset load alone."""
+  try:
+    with sources._file_lock(os.path.join(cache_dir, ".ucf101.lock")):  # pylint: disable=protected-access
+      return sources.tokenizer_beside(cache_dir, lambda: iter(prompts), vocab_size)
+  except OSError:
+    import tempfile  # pylint: disable=g-import-not-at-top
+    return sources.tokenizer_beside(tempfile.mkdtemp(prefix="vlx_ucf101_"), lambda: iter(prompts),
+                                    vocab_size)
+
+
 @registry.DATASETS.register("ucf101")
 def ucf101_dataset(config: str = "ucf101_1_256", data_dir: Optional[str] = None,
                    splits: Sequence[str] = ("train", "test"), templates=None,
@@ -609,10 +652,9 @@ def ucf101_dataset(config: str = "ucf101_1_256", data_dir: Optional[str] = None,
   if tokenizer:
     tok = Tokenizer(tokenizer)
   else:
-    cache_dir = os.path.expanduser(cache_dir) if cache_dir else builder_dir
     prompts = [t.format(n) for n in names for t in templates]
-    with sources._file_lock(os.path.join(cache_dir, ".ucf101.lock")):  # pylint: disable=protected-access
-      tok = sources.tokenizer_beside(cache_dir, lambda: iter(prompts), vocab_size)
+    tok = _prompt_tokenizer(os.path.expanduser(cache_dir) if cache_dir else builder_dir,
+                            prompts, vocab_size)
   return sources.DatasetHandle(splits=split_sources, tokenizer=tok, class_names=names,
                                image_key="video", captions_key="captions", label_key="label",
                                templates=templates)
