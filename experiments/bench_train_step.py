@@ -6,7 +6,9 @@ donation, AOT lower/compile); only the input is random synthetic data.
 
 Benchmark shape (CLIP): image 64x64, patch 8, ViT 256 wide x 6 layers x 4 heads,
 MLP 4x; text context 32, vocab 4096, 256 wide x 6 layers x 4 heads; embedding 256;
-batch 64; AdamW; fp32; CLIP loss.
+batch 64; AdamW; fp32; CLIP loss. `--shape vivit_tiny`: configs/vivit.py:tiny as it trains
+(8 frames of 32 px, joint ViViT 128 wide x 4 layers, 2x8x8 tubelets; its text tower; batch
+64), reported as clips/s.
 
 MFU = achieved FLOP/s (compiled.cost_analysis() FLOPs per step / step time; the
 analytic model count under --scan, whose loop body XLA counts once) divided
@@ -51,9 +53,10 @@ DTYPE_NAMES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", 
 
 def parse_args(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  p.add_argument("--shape", default="cpu", choices=["cpu", "b16"],
+  p.add_argument("--shape", default="cpu", choices=["cpu", "b16", "vivit_tiny"],
                  help="cpu: the small CPU shape above; b16: ViT-B/16 CLIP (224 px, text 77, "
-                      "vocab 49408, embedding 512), the performance issue's GPU shape")
+                      "vocab 49408, embedding 512), the performance issue's GPU shape; "
+                      "vivit_tiny: configs/vivit.py:tiny's video-text model (clips/s)")
   p.add_argument("--batch", type=int, default=0, help="global batch size (0: 64 cpu, 256 b16)")
   p.add_argument("--steps", type=int, default=20, help="timed steps")
   p.add_argument("--warmup", type=int, default=2, help="untimed steps after compilation")
@@ -78,7 +81,19 @@ def bench_config(args):
   """configs/clip.py:tiny (or :b16) with the benchmark's model fields overridden."""
   from vlx import config_lib  # pylint: disable=g-import-not-at-top
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  b16 = getattr(args, "shape", "cpu") == "b16"
+  shape = getattr(args, "shape", "cpu")
+  if shape == "vivit_tiny":
+    c = config_lib.load_config_file(os.path.join(root, "configs", "vivit.py") + ":tiny")
+    with c.unlocked():
+      c.seed, c.accum_steps = args.seed, 1
+      c.batch_size = args.batch or c.batch_size
+      c.model.dtype = DTYPE_NAMES[args.dtype or "float32"]
+      c.mesh.update(dict(data=args.mesh_data, fsdp=args.mesh_fsdp, tensor=args.mesh_tensor))
+      c.model.text.vocab_size = 256  # the synthetic videos' tokenizer
+      for tower in (c.model.video, c.model.text):
+        tower.update(dict(scan=args.scan, remat=args.remat))
+    return c
+  b16 = shape == "b16"
   c = config_lib.load_config_file(os.path.join(root, "configs", "clip.py") +
                                   (":b16" if b16 else ":tiny"))
   dtype = args.dtype or ("bfloat16" if b16 else "float32")
@@ -111,7 +126,8 @@ def bench_config(args):
 def analytic_flops(config) -> float:
   """Model FLOPs of one training step (fwd + bwd = 3x fwd; matmuls and attention only)."""
   b = config.batch_size
-  img, txt = config.model.image, config.model.text
+  video = "video" in config.model
+  img, txt = (config.model.video if video else config.model.image), config.model.text
   ctx = config.data.max_len
 
   def tower(tokens, width, depth, mlp_ratio):
@@ -121,8 +137,12 @@ def analytic_flops(config) -> float:
     return b * tokens * depth * per_token_layer
 
   n_patch = (config.data.image_size // img.patch_size) ** 2
+  depth_in = 1
+  if video:  # joint ViViT: one token per tubelet (tubelet frames x patch x patch)
+    depth_in = img.tubelet
+    n_patch *= config.data.num_frames // img.tubelet
   fwd = tower(n_patch, img.width, img.depth, img.mlp_ratio)
-  fwd += b * n_patch * 2 * (img.patch_size ** 2 * 3) * img.width     # patch embedding
+  fwd += b * n_patch * 2 * (depth_in * img.patch_size ** 2 * 3) * img.width  # patch embedding
   fwd += tower(ctx, txt.width, txt.depth, txt.mlp_ratio)
   fwd += b * 2 * (img.width + txt.width) * config.model.embed_dim    # projections
   fwd += 2 * b * b * config.model.embed_dim                          # logits
@@ -169,14 +189,16 @@ def measure_matmul_peak(devices, sizes, dtype, repeats=5):
 
 def random_batch(config, vocab, rng):
   b, s, l = config.batch_size, config.data.image_size, config.data.max_len
-  image = rng.uniform(-1, 1, (b, s, s, 3)).astype(np.float32)
+  pixels = "video" if "video" in config.model else "image"
+  frames = (config.data.num_frames,) if pixels == "video" else ()
+  image = rng.uniform(-1, 1, (b, *frames, s, s, 3)).astype(np.float32)
   text = rng.integers(3, vocab, (b, l)).astype(np.int32)
   # A realistic caption: EOS (id 2) at a random position, padding (id 0) after it.
   lengths = rng.integers(l // 4, l, b)
   pos = np.arange(l)[None]
   text = np.where(pos < lengths[:, None], text, 0)
   text[np.arange(b), lengths] = 2
-  return {"image": image, "text": text}
+  return {pixels: image, "text": text}
 
 
 def build_compiled_step(config):
@@ -223,6 +245,8 @@ def main(argv=None):
   device_name = f"{dev0.platform}:{getattr(dev0, 'device_kind', '')}"
   accel = dev0.platform != "cpu"
   dtype = jnp.bfloat16 if config.model.dtype == "bfloat16" else jnp.float32
+  video = "video" in config.model
+  unit = "clips/s" if video else "examples/s"
 
   built = build_compiled_step(config)
   compiled, state, mesh = built["compiled"], built["state"], built["mesh"]
@@ -269,6 +293,7 @@ def main(argv=None):
   achieved = flops_step / step_s
   result = {
       "examples_per_s": round(config.batch_size / step_s, 2),
+      "unit": unit,
       "step_ms": round(step_s * 1e3, 3),
       "mfu": round(achieved / peak, 4),
       "mfu_analytic": round(flops_model / step_s / peak, 4),
@@ -301,15 +326,19 @@ def main(argv=None):
       ("device", f"{device_name} x{n_dev}  mesh {result['mesh']}"),
       ("jax", f"{jax.__version__}; huge-page malloc "
               f"{'on' if runtime.hugepage_malloc_active() else 'off'} (vlx/runtime.py)"),
-      ("model", f"CLIP ViT 256x6 (64px/8) + text 256x6 (ctx 32, vocab 4096), "
-                f"{num_params / 1e6:.2f}M params"),
+      ("model", (f"ViViT {config.model.video.width}x{config.model.video.depth} "
+                 f"({config.data.num_frames}x{config.data.image_size}px, tubelet "
+                 f"{config.model.video.tubelet}x{config.model.video.patch_size}) + text "
+                 f"{config.model.text.width}x{config.model.text.depth}" if video else
+                 "CLIP ViT 256x6 (64px/8) + text 256x6 (ctx 32, vocab 4096)")
+                + f", {num_params / 1e6:.2f}M params"),
       ("batch / dtype", f"{config.batch_size} / {config.model.dtype}"
                         f"  scan={args.scan} remat={args.remat}"),
       ("compile", f"{compile_s:.1f} s; memory/device {memory}"),
       ("timed steps", f"{timed_steps} (+{max(args.warmup, 1)} warmup), loss "
                       f"{first_loss:.4f} -> {last_loss:.4f}"),
       ("step time", f"{step_s * 1e3:.1f} ms"),
-      ("examples/s", f"{result['examples_per_s']:.1f}"),
+      (unit, f"{result['examples_per_s']:.1f}"),
       ("FLOPs/step (XLA)", f"{flops_cost / 1e9:.2f} GFLOP "
                            f"({cost_flops_per_device / 1e9:.2f} per device)"),
       ("FLOPs/step (analytic)", f"{flops_model / 1e9:.2f} GFLOP "

@@ -388,6 +388,7 @@ EXPERIMENT_OPTIONS = {
     "plot_metrics.py": ("workdirs", "--out", "--keys"),
     "profile_step.py": ("--steps", "--top", "--trace_dir", "bench_train_step"),
     "tiny_losses.py": ("--steps", "--out", "--compare", "--configs"),
+    "videomae_transfer.py": ("--pretrain", "--finetune", "--out"),
 }
 
 

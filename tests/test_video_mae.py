@@ -257,3 +257,26 @@ def test_every_parameter_names_its_logical_axes():
     assert isinstance(leaf, nn.LogicallyPartitioned), where
     assert len(leaf.names) == leaf.value.ndim and set(leaf.names) - {None} <= known, where
     assert any(n is not None for n in leaf.names), where
+
+
+def test_init_map_starts_a_video_text_tower_from_the_mae_encoder(tmp_path):
+  """`init_from` + `init_map="video_tower=video"`: the VideoMAE encoder's params (saved the
+  way the trainer saves a state) become the video-text model's tower, the text side keeps its
+  fresh init; a map naming a subtree the model lacks is one clear error."""
+  from vlx import config_checks  # pylint: disable=g-import-not-at-top
+  from vlx.train import checkpoint  # pylint: disable=g-import-not-at-top
+  mae_params = built()[2]
+  ckpt = checkpoint.Checkpointer(str(tmp_path / "checkpoints"), async_save=False)
+  ckpt.save(7, {"params": mae_params, "step": np.int32(7)}, {})
+  ckpt.close()
+  fresh = {"video_tower": jax.tree.map(jnp.zeros_like, mae_params["video"]),
+           "txt": {"w": jnp.ones((2,))}}
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), fresh)
+  mapping = config_checks.parse_init_map(" video_tower = video ")
+  loaded = checkpoint.load_mapped_params(str(tmp_path), abstract, fresh, mapping)
+  jax.tree.map(np.testing.assert_array_equal, loaded["video_tower"], mae_params["video"])
+  np.testing.assert_array_equal(loaded["txt"]["w"], np.ones(2))
+  with pytest.raises(ValueError, match=r"init_map names \['video'\]"):
+    checkpoint.load_mapped_params(str(tmp_path), abstract, fresh, {"video": "video"})
+  with pytest.raises(config_checks.ConfigError, match="expected dst=src"):
+    config_checks.parse_init_map("video_tower")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Sequence
+from typing import Dict, Sequence
 
 import ml_collections
 
@@ -44,6 +44,19 @@ def _fail(message: str):
   raise ConfigError(message)
 
 
+def parse_init_map(spec: str) -> Dict[str, str]:
+  """`"dst=src,..."` (config.init_map) -> {dst: src}; one clear line for a malformed entry."""
+  out = {}
+  for item in (s.strip() for s in (spec or "").split(",")):
+    if not item:
+      continue
+    dst, eq, src = (x.strip() for x in item.partition("="))
+    if not eq or not dst or not src:
+      _fail(f"init_map entry {item!r}: expected dst=src (e.g. video_tower=video)")
+    out[dst] = src
+  return out
+
+
 def _check_counts(config):
   for key in POSITIVE_INTS:
     if key in config and not (isinstance(config[key], int) and config[key] >= 1):
@@ -53,6 +66,7 @@ def _check_counts(config):
   data = config.get("data") or {}
   if "num_threads" in data and data.num_threads < 1:
     _fail(f"data.num_threads={data.num_threads}: must be >= 1")
+  parse_init_map(config.get("init_map", ""))
   if "shuffle_block" in data and not (isinstance(data.shuffle_block, int)
                                       and data.shuffle_block >= 1):
     _fail(f"data.shuffle_block={data.shuffle_block!r}: must be an integer >= 1")

@@ -8,6 +8,7 @@ choice is reproducible from the pipeline seed and resumable).
 from __future__ import annotations
 
 import ast
+import functools
 import io
 import re
 from typing import Callable, List
@@ -28,36 +29,54 @@ def _to_str(x) -> str:
 
 @registry.PP_OPS.register("decode")
 def decode(handle: DatasetHandle):
+  @decoding
   def fn(record, rng):
     del rng
+    image = get_path(record, handle.image_key)
+    if image is None:  # a source that could not read the image says why (vqa_v2: no file)
+      raise CorruptRecord(str(record.get("image_error") or "record has no image"))
+    if isinstance(image, (bytes, np.bytes_)):
+      from PIL import Image  # pylint: disable=g-import-not-at-top
+      image = np.asarray(Image.open(io.BytesIO(image)).convert("RGB"))
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
+      raise CorruptRecord(f"image has shape {image.shape} dtype {image.dtype}")
+    return record_fields(handle, record, {"image": image})
+  return fn
+
+
+def decoding(fn):
+  """A decode op whose every failure is a CorruptRecord, which the pipeline skips and
+  counts: a bad record costs one line in the log, never the run."""
+  @functools.wraps(fn)
+  def wrapped(record, rng):
     try:
-      image = get_path(record, handle.image_key)
-      if image is None:  # a source that could not read the image says why (vqa_v2: no file)
-        raise CorruptRecord(str(record.get("image_error") or "record has no image"))
-      if isinstance(image, (bytes, np.bytes_)):
-        from PIL import Image  # pylint: disable=g-import-not-at-top
-        image = np.asarray(Image.open(io.BytesIO(image)).convert("RGB"))
-      image = np.asarray(image)
-      if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
-        raise CorruptRecord(f"image has shape {image.shape} dtype {image.dtype}")
-      captions = [_to_str(c) for c in np.atleast_1d(get_path(record, handle.captions_key))]
-      captions = [c for c in captions if c.strip()]
-      if not captions:
-        raise CorruptRecord("record has no captions")
-      out = {"image": image, "captions": captions}
-      if handle.label_key and handle.label_key in record:
-        out["label"] = np.int32(record[handle.label_key])
-      for key in handle.annotation_keys:  # absent from, e.g., images given to vlx.predict
-        try:
-          out[key] = np.asarray(get_path(record, key))
-        except (KeyError, IndexError, TypeError):
-          pass
-      return out
+      return fn(record, rng)
     except CorruptRecord:
       raise
     except Exception as e:  # pylint: disable=broad-except
       raise CorruptRecord(f"{type(e).__name__}: {e}") from e
-  return fn
+  return wrapped
+
+
+def record_fields(handle: DatasetHandle, record, out: dict, annotation=np.asarray) -> dict:
+  """`out` (the decoded pixels) plus what every decode op passes on from the record: its
+  non-empty `captions` (str; none is a CorruptRecord), `label` and the handle's annotation
+  keys (each through `annotation`; absent ones, e.g. in images given to vlx.predict, are
+  left out)."""
+  captions = [_to_str(c) for c in np.atleast_1d(get_path(record, handle.captions_key))]
+  captions = [c for c in captions if c.strip()]
+  if not captions:
+    raise CorruptRecord("record has no captions")
+  out["captions"] = captions
+  if handle.label_key and handle.label_key in record:
+    out["label"] = np.int32(record[handle.label_key])
+  for key in handle.annotation_keys:
+    try:
+      out[key] = annotation(get_path(record, key))
+    except (KeyError, IndexError, TypeError):
+      pass
+  return out
 
 
 @registry.PP_OPS.register("resize")

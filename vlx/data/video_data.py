@@ -76,29 +76,13 @@ def _plain(value):
 @registry.PP_OPS.register("decode_video")
 def decode_video(handle: DatasetHandle):
   """`video` uint8 [T, H, W, 3], `captions`, `label` and the annotation keys, text as str."""
+  @pp_ops.decoding
   def fn(record, rng):
     del rng
-    try:
-      video = np.asarray(get_path(record, handle.image_key))
-      if video.ndim != 4 or video.shape[-1] != 3 or video.dtype != np.uint8:
-        raise CorruptRecord(f"video has shape {video.shape} dtype {video.dtype}")
-      captions = [c for c in (_str(c) for c in np.atleast_1d(
-          get_path(record, handle.captions_key))) if c.strip()]
-      if not captions:
-        raise CorruptRecord("record has no captions")
-      out = {"video": video, "captions": captions}
-      if handle.label_key and handle.label_key in record:
-        out["label"] = np.int32(record[handle.label_key])
-      for key in handle.annotation_keys:
-        try:
-          out[key] = _plain(get_path(record, key))
-        except (KeyError, IndexError, TypeError):
-          pass
-      return out
-    except CorruptRecord:
-      raise
-    except Exception as e:  # pylint: disable=broad-except
-      raise CorruptRecord(f"{type(e).__name__}: {e}") from e
+    video = np.asarray(get_path(record, handle.image_key))
+    if video.ndim != 4 or video.shape[-1] != 3 or video.dtype != np.uint8:
+      raise CorruptRecord(f"video has shape {video.shape} dtype {video.dtype}")
+    return pp_ops.record_fields(handle, record, {"video": video}, annotation=_plain)
   return fn
 
 

@@ -42,8 +42,8 @@ NUM_CHOICES = 4
 KINDS = ("temporal", "static")
 TEMPORAL_CONCEPTS = ("direction", "order", "colour_changes", "size", "enter_leave")
 CONCEPTS = TEMPORAL_CONCEPTS + ("scene",)
-# Share of generation draws that make a temporal pair (2 videos) rather than one static video:
-# 1/2 gives two temporal videos for every static one.
+# Share of generation units (2 records each) that are a temporal pair rather than two static
+# videos: 1/2 gives as many temporal videos as static ones.
 PAIR_PROBABILITY = 0.5
 
 COLOURS = R.COLOURS

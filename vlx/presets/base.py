@@ -19,6 +19,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.resume_step = 0  # 0: the newest checkpoint; N: checkpoint N, later ones moved aside
   c.eval_batch_size = 256
   c.init_from = ""
+  # "dst=src,...": take only these top-level param subtrees from init_from, each from the
+  # source model's subtree `src` (e.g. "video_tower=video": a VideoMAE encoder into a
+  # video-text model); the rest is freshly initialised. "": every param, same names.
+  c.init_map = ""
   # Modules to import before building (a family of your own, outside vlx: its registrations).
   c.imports = ()
   # What the train step asks of the model (vlx/train/task.py): "model" = its forward scored

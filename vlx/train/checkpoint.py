@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import jax
 import numpy as np
@@ -138,6 +138,20 @@ class Checkpointer:
   def close(self):
     self.manager.wait_until_finished()
     self.manager.close()
+
+
+def load_mapped_params(path: str, abstract_params, fresh, mapping: Dict[str, str]):
+  """Only the subtrees `mapping` names ({dst: src}): each dst from the checkpoint's src
+  (shaped and sharded like dst), every other param from `fresh`. Why: a model pretrained
+  under another name (VideoMAE's `video` encoder) starts part of a new one (`video_tower`)."""
+  unknown = sorted(set(mapping) - set(abstract_params))
+  if unknown:
+    raise ValueError(f"init_map names {unknown}, which this model does not have; it has "
+                     f"{sorted(abstract_params)}")
+  loaded = load_params(path, {src: abstract_params[dst] for dst, src in mapping.items()})
+  logging.info("init_from %s: %s loaded, %s freshly initialised", path,
+               {d: s for d, s in mapping.items()}, sorted(set(abstract_params) - set(mapping)))
+  return {**fresh, **{dst: loaded[src] for dst, src in mapping.items()}}
 
 
 def load_params(path: str, abstract_params, fresh=None):

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
-from vlx import registry
+from vlx import config_checks, registry
 from vlx.build import (abstract_params, batch_keys, build_model, dummy_batch, fit_vocab,
                        import_components)
 from vlx.data import pipeline, sources
@@ -240,9 +240,12 @@ def train(config, workdir: str, mode: str = "train") -> Dict[str, float]:
     ckpt.close()
     raise ckpt_lib.CheckpointError(f"resume_step={resume_step}: {ckpt_dir} holds no checkpoint")
   elif config.init_from:
-    params = ckpt_lib.load_params(config.init_from, jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state.params),
-        fresh=state.params)
+    abstract = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state.params)
+    mapping = config_checks.parse_init_map(config.get("init_map", ""))
+    params = (ckpt_lib.load_mapped_params(config.init_from, abstract, state.params, mapping)
+              if mapping else ckpt_lib.load_params(config.init_from, abstract,
+                                                   fresh=state.params))
     # The task's state derived from the params (a copy of them) starts from the loaded
     # weights too, not from the random init.
     state = state.replace(params=params, extras=jax.jit(

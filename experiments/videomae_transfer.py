@@ -1,0 +1,100 @@
+"""VideoMAE pretraining then video-text fine-tuning, against video-text training from scratch
+with the same total number of steps (issue 19): one table, and the reconstruction curve.
+
+  1. `configs/videomae.py:tiny` for --pretrain steps (masked video modelling, no text);
+  2. `configs/vivit.py:tiny` for --finetune steps, its video tower started from the MAE
+     encoder (`--config.init_from=<1> --config.init_map=video_tower=video`);
+  3. `configs/vivit.py:tiny` from scratch for pretrain + finetune steps.
+
+    python experiments/videomae_transfer.py [--pretrain 600] [--finetune 600] [--out DIR]
+
+Prints the final evaluation of 2 and 3 (temporal twins, the frame-shuffle probe, text->video
+R@1 on the static and the temporal split) and writes DIR/mae_loss.png (needs matplotlib).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COLUMNS = (("twins", "twins/accuracy"), ("twins, shuffled", "twins_shuffled/accuracy"),
+           ("static t2v R@1", "retrieval/static/t2v_r1"),
+           ("temporal t2v R@1", "retrieval/temporal/t2v_r1"), ("all t2v R@1", "retrieval/t2v_r1"))
+
+
+def rows_of(workdir: str):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def run(config: str, workdir: str, steps: int, *flags: str) -> float:
+  """One `python -m vlx.main` run (its output to workdir/log.txt); returns its wall time."""
+  os.makedirs(workdir, exist_ok=True)
+  cmd = [sys.executable, "-m", "vlx.main", f"--config={config}", f"--workdir={workdir}",
+         f"--config.total_steps={steps}", f"--config.eval_every={steps}",
+         f"--config.checkpoint_every={steps}", *flags]
+  print("$", " ".join(cmd[1:]), flush=True)
+  t = time.time()
+  with open(os.path.join(workdir, "log.txt"), "w") as log:
+    subprocess.run(cmd, check=True, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+  return time.time() - t
+
+
+def final_eval(workdir: str) -> dict:
+  evals = [r for r in rows_of(workdir) if any(k in r for _, k in COLUMNS)]
+  return evals[-1] if evals else {}
+
+
+def plot_mae(workdir: str, out: str) -> None:
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  rows = [r for r in rows_of(workdir) if "train/mae_pixels/loss" in r]
+  fig, ax = plt.subplots(figsize=(5, 3.2))
+  ax.plot([r["step"] for r in rows], [r["train/mae_pixels/loss"] for r in rows])
+  ax.set(xlabel="step", ylabel="masked-tubelet pixel MSE",
+         title="VideoMAE tiny: reconstruction loss (90% tube masking)")
+  ax.grid(alpha=0.3)
+  fig.tight_layout()
+  fig.savefig(out, dpi=120)
+  print(f"wrote {out}")
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  p.add_argument("--pretrain", type=int, default=600)
+  p.add_argument("--finetune", type=int, default=600)
+  p.add_argument("--out", default="workdirs/videomae_transfer")
+  args = p.parse_args()
+  out = os.path.abspath(args.out)
+  mae, ft, scratch = (os.path.join(out, n) for n in ("videomae", "finetuned", "scratch"))
+  wall = {"videomae": run("configs/videomae.py:tiny", mae, args.pretrain)}
+  wall["finetuned"] = run("configs/vivit.py:tiny", ft, args.finetune,
+                          f"--config.init_from={mae}", "--config.init_map=video_tower=video")
+  wall["scratch"] = run("configs/vivit.py:tiny", scratch, args.pretrain + args.finetune)
+
+  losses = [r["train/mae_pixels/loss"] for r in rows_of(mae) if "train/mae_pixels/loss" in r]
+  print(f"\nVideoMAE reconstruction loss {losses[0]:.4f} -> {losses[-1]:.4f} over "
+        f"{args.pretrain} steps ({wall['videomae']:.0f} s)")
+  header = ["run", "steps", "wall s"] + [name for name, _ in COLUMNS]
+  print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
+  for name, workdir, steps in (
+      ("VideoMAE -> video-text", ft, f"{args.pretrain} + {args.finetune}"),
+      ("video-text from scratch", scratch, f"{args.pretrain + args.finetune}")):
+    metrics = final_eval(workdir)
+    cells = [name, steps, f"{wall[os.path.basename(workdir)]:.0f}"] + [
+        f"{metrics[key]:.3f}" if key in metrics else "-" for _, key in COLUMNS]
+    print("| " + " | ".join(cells) + " |")
+  try:
+    plot_mae(mae, os.path.join(out, "mae_loss.png"))
+  except ImportError:
+    print("matplotlib missing: no plot (pip install -e '.[plot]')")
+
+
+if __name__ == "__main__":
+  main()
