@@ -5,9 +5,9 @@ text tower in one embedding space, scored by text<->video retrieval and by the t
 Variants: tiny (CPU: the synthetic videos, 8 frames of 32 px, a joint ViViT with 2x8x8
 tubelets), frame_mean (the same recipe with the per-frame image ViT averaged over frames: the
 time-blind control, exactly 0.5 on the twins), b16x2 (accelerators: ViViT-B, 2x16x16
-tubelets, 16 frames of 224 px; its video-text data reader, MSR-VTT, is issue 19's item 2 and
-not registered yet, so the variant builds and shards but does not train); append ',smoke' for
-a run of seconds. Override anything: --config.total_steps=...
+tubelets, 16 frames of 224 px, MSR-VTT video files (dataset `msrvtt`, decoded with PyAV;
+point it at the data with --config.data.source.root=DIR), padded frames masked); append
+',smoke' for a run of seconds. Override anything: --config.total_steps=...
 """
 
 import ml_collections
@@ -80,7 +80,8 @@ def get_config(arg: str = "tiny"):
   else:  # accelerators
     c.data = ml_collections.ConfigDict(dict(
         name="msrvtt", source=dict(root="", vocab_size=32_000),
-        train_split="train_9k", test_split="test_1k", keys=("video", "text"), image_size=224,
+        train_split="train_9k", test_split="test_1k", keys=("video", "text", "frame_mask"),
+        image_size=224,
         num_frames=16, max_len=32,
         pp_train=("decode_video_file(16, 224, 'segment', 'train')|video_value_range(-1,1)|"
                   "sample_caption|tokenize(32)"),

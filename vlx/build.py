@@ -67,8 +67,9 @@ def batch_keys(config):
 def dummy_batch(config) -> Dict[str, np.ndarray]:
   """A global batch of zeros with the config's shapes (for shapes-first init and AOT compile).
 
-  Image and text shapes follow from the config, and so does a video's when `data.num_frames`
-  is set (`[T, image_size, image_size, 3]`: a paper-size variant builds without its data); any
+  Image and text shapes follow from the config, and so do a video's and its frame mask's when
+  `data.num_frames` is set (`[T, image_size, image_size, 3]`, `[T]`: a paper-size variant
+  builds without its data); any
   other key (`config.data.keys`: questions, boxes, answer scores, ...) takes its shape from one
   preprocessed training example."""
   b = config.batch_size
@@ -77,6 +78,7 @@ def dummy_batch(config) -> Dict[str, np.ndarray]:
          "text": np.zeros((b, config.data.max_len), np.int32)}
   if config.data.get("num_frames"):
     out["video"] = np.zeros((b, config.data.num_frames, s, s, 3), np.float32)
+    out["frame_mask"] = np.ones((b, config.data.num_frames), bool)  # read when in data.keys
   keys = batch_keys(config)
   others = [k for k in keys if k not in out]
   if others:
