@@ -159,11 +159,13 @@ def reorder_cache(cache, flat_index):
 
 
 def make_generate_fn(model, cfg: DecodeConfig, bos: int, eos: int):
-  """-> pure `fn(params, images, rng) -> tokens [B, max_len]`, ready for `jax.jit`."""
+  """-> pure `fn(params, images, rng, frame_mask=None) -> tokens [B, max_len]`, ready for
+  `jax.jit`; `images` may be videos, with their `frame_mask` for padded clips."""
   cached_model = model.clone(decode=True)
 
-  def generate(params, images, rng=None):
-    memory = model.apply({"params": params}, images, method="image_memory")
+  def generate(params, images, rng=None, frame_mask=None):
+    inputs = (images,) if frame_mask is None else (images, frame_mask)
+    memory = model.apply({"params": params}, *inputs, method="image_memory")
     beams = cfg.beam_size if cfg.method == "beam" else 1
     if beams > 1:
       memory = jnp.repeat(memory, beams, axis=0)

@@ -6,7 +6,8 @@ missing: nothing is downloaded). Every decoding method in `methods` is scored:
 `captioning/<method>_<metric>`; the first method's scores are also the headline
 `captioning/<metric>` keys. With a workdir, writes (and at each evaluation rewrites)
 `captions.jsonl` and `captions.html`, a gallery of images with generated and
-reference captions.
+reference captions. Reads the dataset's image key (`handle.image_key`): a video dataset's
+`video`, with `frame_mask` when its clips are padded.
 """
 
 from __future__ import annotations
@@ -132,15 +133,21 @@ class Captioning:
     generated = {m: [] for m in self.configs}
     references, gallery = [], []
 
+    # The dataset's image key: `image`, or `video` (with `frame_mask` for padded clips).
+    key = getattr(self.ctx.handle, "image_key", "image")
+
     def caption_batch(rows):
-      images = pipeline.stack(rows, ["image"])["image"]
+      keys = [key] + (["frame_mask"] if "frame_mask" in rows[0] else [])
+      x = pipeline.stack(rows, keys)
       for m, fn in fns.items():
-        ids = run_batched(self.ctx, ("generate", self.configs[m]),
-                          lambda p, x, fn=fn: fn(p, x, rng), params, images, pad_value=0,
-                          batch_size=self.reader.batch_size)
+        ids = run_batched(self.ctx, ("generate", self.configs[m], tuple(keys)),
+                          lambda p, b, fn=fn: fn(p, b[key], rng, b.get("frame_mask")), params,
+                          x, pad_value=0, batch_size=self.reader.batch_size)
         generated[m].extend(tok.decode(ids))
       references.extend(list(r["captions"]) for r in rows)
-      gallery.extend(np.array(im) for im in images[:max(0, self.gallery - len(gallery))])
+      # A video's gallery picture is its middle frame.
+      gallery.extend(np.array(im if im.ndim == 3 else im[im.shape[0] // 2])
+                     for im in x[key][:max(0, self.gallery - len(gallery))])
     self.reader.map(caption_batch)  # one batch of images on the host at a time
     return generated, references, gallery
 

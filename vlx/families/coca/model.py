@@ -7,6 +7,11 @@ causal *unimodal* layers (the EOS position gives the text embedding), then causa
 The plain captioner (encoder-decoder, captioning loss only) is this model with the
 contrastive weight at zero.
 
+The image tower is the image ViT, or a video tower (`image.kind`: vivit | timesformer |
+frame_mean, vlx/models/video.py) that returns (pooled, tokens) as the ViT does: the model
+then reads `video` (and, for padded clips, `frame_mask`) from the batch instead of `image`,
+and the poolers, the memory and the decoder are unchanged.
+
 Decoding protocol (vlx/decode.py relies on it): `image_memory(image)` once, then
 `decode_tokens(tokens, memory)` with `decode=True` and a mutable "cache" collection,
 one position per call; without the cache, `decode_tokens` on the whole prefix.
@@ -24,6 +29,8 @@ from vlx import registry
 from vlx.models import layers
 from vlx.models.layers import DTYPES, l2_normalize
 from vlx.models.text import pool_tokens
+from vlx.models.video import VIDEO_TOWERS, MaskedMapHead, build_video_tower, masked_mean
+from vlx.models.video import token_mask
 from vlx.models.vit import ViT
 
 
@@ -87,7 +94,8 @@ class CaptionDecoder(nn.Module):
 
 @registry.MODELS.register("coca")
 class CoCa(nn.Module):
-  image: Any                     # ViT kwargs (its own pool is unused: CoCa pools by attention)
+  image: Any                     # ViT kwargs, or a video tower's with its `kind` (its own pool
+                                 # is unused: CoCa pools by attention)
   text: Any                      # CaptionDecoder kwargs (+ eos_id, bos_id)
   embed_dim: int = 512
   caption_queries: int = 64
@@ -102,16 +110,30 @@ class CoCa(nn.Module):
     dtype = DTYPES[self.dtype]
     kw = dict(dtype=dtype, param_dtype=jnp.float32)
     image = dict(self.image, pool="none")
+    kind = image.pop("kind", "vit")
     text = dict(self.text)
     self.eos_id = int(text.pop("eos_id", 2))
     self.bos_id = int(text.pop("bos_id", self.eos_id))
-    self.img_tower = ViT(**image, name="img", **kw)
+    if kind == "vit":
+      self.img_tower = ViT(**image, name="img", **kw)
+    elif kind in VIDEO_TOWERS:
+      # Named by the attribute (`video_tower`): frame_mean passes every field but the dtypes
+      # on to its image ViT, so a `name` cannot go through build_video_tower.
+      self.video_tower = build_video_tower(kind, **image, **kw)
+      self.tubelet = int(image.get("tubelet", 1))
+    else:
+      raise ValueError(f"unknown image tower kind {kind!r}; known: vit, "
+                       f"{', '.join(VIDEO_TOWERS)}")
+    self.is_video = kind != "vit"
     width, heads = int(image["width"]), int(image["num_heads"])
     mlp_dim = int(width * image.get("mlp_ratio", 4.0))
     if self.contrastive_pool not in ("map", "gap"):
       raise ValueError(f"unknown contrastive_pool {self.contrastive_pool!r}; known: gap, map")
-    self.contrastive_head = (layers.MapHead(heads, mlp_dim, num_queries=1,
-                                            name="contrastive_pool", **kw)
+    # A video's padded frames stay out of the contrastive pool (MaskedMapHead: MapHead's
+    # parameters with a key mask). The caption pool attends to every token, but a padded
+    # token holds only what the tower drew from real frames (it zeroes and masks padding).
+    map_head = MaskedMapHead if self.is_video else layers.MapHead
+    self.contrastive_head = (map_head(heads, mlp_dim, name="contrastive_pool", **kw)
                              if self.contrastive_pool == "map" else None)
     self.caption_pool = layers.MapHead(heads, mlp_dim, num_queries=self.caption_queries,
                                        name="caption_pool", **kw)
@@ -125,23 +147,37 @@ class CoCa(nn.Module):
     self.txt_proj = layers.joint_projection(self.embed_dim, "txt_proj", **kw)
     self.logit_scale = layers.log_logit_scale(self, self.temperature_init)
 
-  # ---- image ---------------------------------------------------------------------------
-  def _image_tokens(self, image):
-    return self.img_tower(image)[1]
+  # ---- image (or video) ----------------------------------------------------------------
+  def _image_tokens(self, image, frame_mask=None):
+    """Tower tokens and which are real ([B, N] for a padded video, else None)."""
+    if not self.is_video:
+      if frame_mask is not None:
+        raise ValueError("frame_mask is for a video tower; this CoCa's tower is the image ViT")
+      return self.img_tower(image)[1], None
+    tokens = self.video_tower(image, frame_mask)[1]
+    return tokens, token_mask(frame_mask, self.tubelet, tokens.shape[1])
 
-  def _pooled(self, tokens):
-    return tokens.mean(axis=1) if self.contrastive_head is None else self.contrastive_head(tokens)
+  def _pooled(self, tokens, mask=None):
+    if self.contrastive_head is None:
+      return tokens.mean(axis=1) if mask is None else masked_mean(tokens, mask)
+    if mask is None:
+      return self.contrastive_head(tokens)
+    return self.contrastive_head(tokens, mask)
 
-  def encode_image(self, image):
-    return l2_normalize(self.img_proj(self._pooled(self._image_tokens(image))))
+  def encode_image(self, image, frame_mask=None):
+    return l2_normalize(self.img_proj(self._pooled(*self._image_tokens(image, frame_mask))))
+
+  def encode_video(self, video, frame_mask=None):
+    """encode_image under the name the video evaluators call (vlx/families/video/evals.py)."""
+    return self.encode_image(video, frame_mask)
 
   def _memory(self, tokens):
     pooled = self.caption_pool(tokens)
     return self.memory_proj(pooled[:, None] if pooled.ndim == 2 else pooled)
 
-  def image_memory(self, image):
+  def image_memory(self, image, frame_mask=None):
     """The caption decoder's memory: [B, caption_queries, text width]."""
-    return self._memory(self._image_tokens(image))
+    return self._memory(self._image_tokens(image, frame_mask)[0])
 
   # ---- text ----------------------------------------------------------------------------
   def _text_embedding(self, states, text):
@@ -160,9 +196,9 @@ class CoCa(nn.Module):
 
   def __call__(self, batch, train: bool = True):
     del train
-    image, text = batch["image"], batch["text"]
-    tokens = self._image_tokens(image)
-    img_emb = l2_normalize(self.img_proj(self._pooled(tokens)))
+    image, text = batch["video" if self.is_video else "image"], batch["text"]
+    tokens, mask = self._image_tokens(image, batch.get("frame_mask"))
+    img_emb = l2_normalize(self.img_proj(self._pooled(tokens, mask)))
     memory = self._memory(tokens)
     # One unimodal pass over [BOS] + caption serves both losses: the EOS state embeds
     # the text, states 0..L-1 ([BOS, t0 .. t_{L-2}]) predict t0 .. t_{L-1}.
