@@ -31,6 +31,6 @@ MODULES = (
     "vlx.families.fusion.evals",
     "vlx.families.fusion.task",
     "vlx.families.video.model", "vlx.families.video.evals",
-    "vlx.families.video.mae",
+    "vlx.families.video.mae", "vlx.families.video.qa", "vlx.families.video.qa_evals",
     "vlx.data.video_files", "vlx.families.video.classify",
 )
