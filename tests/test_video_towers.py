@@ -121,6 +121,22 @@ def test_temporal_posemb_interpolates_linearly_to_other_frame_counts():
   np.testing.assert_allclose(at16, want, atol=1e-7)
 
 
+def test_temporal_posemb_can_start_as_a_sinusoid_and_a_typo_is_named():
+  """`time_posemb_init="sincos"`: the learned table starts as the 1-D sinusoid (unit
+  amplitude, so order is visible from the first step); an unknown init is one error."""
+  from vlx.models.video import build_video_tower, sincos_1d  # pylint: disable=g-import-not-at-top
+  fields = dict(encoder="joint", patch_size=8, tubelet=2, num_frames=8, width=16, depth=1,
+                num_heads=2)
+  video = clip(batch=1, frames=8)
+  tower = build_video_tower("vivit", **fields, time_posemb_init="sincos")
+  shapes = jax.eval_shape(lambda: tower.init(jax.random.key(0), video))
+  assert shapes["params"]["time_pos_embedding"].value.shape == (1, 4, 16)
+  table = jax.jit(lambda: tower.init(jax.random.key(0), video))()["params"]["time_pos_embedding"]
+  np.testing.assert_array_equal(np.asarray(table.value), sincos_1d(4, 16))
+  with pytest.raises(ValueError, match="unknown time_posemb_init 'sin'"):
+    build_video_tower("vivit", **fields, time_posemb_init="sin").init(jax.random.key(0), video)
+
+
 # ---- Time: order and padding -----------------------------------------------------------------
 
 

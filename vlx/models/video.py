@@ -200,6 +200,11 @@ class VideoTower(nn.Module):
   pool: str = "gap"          # gap | map | none (ViViT also cls)
   posemb: str = "learn"      # spatial: learn | sincos2d (temporal: learned); or space-time:
                              # learn_spacetime | sincos1d_spacetime (no temporal one)
+  # The learned temporal embedding's start: normal (std 0.02, ViT's) or sincos (a 1-D
+  # sinusoid of unit amplitude). Why: beside unit-scale tokens a 0.02 embedding leaves the
+  # tower nearly blind to order, and Adam needs hundreds of steps of lr-sized moves to grow it,
+  # which a short CPU run does not have.
+  time_posemb_init: str = "normal"
   encoder_norm: bool = True  # a LayerNorm after the last block (encoder/ln_final)
   pool_norm: bool = False    # gap only: a LayerNorm (pool_norm) on the pooled vector
   pool_norm_eps: float = 1e-5
@@ -230,8 +235,15 @@ class VideoTower(nn.Module):
     as intermediates/time_pos so tests read what the tower added."""
     if self.num_frames % self.tubelet:
       raise ValueError(f"num_frames {self.num_frames} is not divisible by tubelet {self.tubelet}")
-    pos = self.param("time_pos_embedding",
-                     layers.boxed(nn.initializers.normal(0.02), (None, "pos", "embed")),
+    if self.time_posemb_init == "normal":
+      init = nn.initializers.normal(0.02)
+    elif self.time_posemb_init == "sincos":
+      def init(key, shape, dtype):  # pylint: disable=unused-argument
+        return jnp.asarray(sincos_1d(shape[1], shape[2]), dtype)
+    else:
+      raise ValueError(f"unknown time_posemb_init {self.time_posemb_init!r}; known: normal, "
+                       "sincos")
+    pos = self.param("time_pos_embedding", layers.boxed(init, (None, "pos", "embed")),
                      (1, self.num_frames // self.tubelet, self.width), self.param_dtype)
     pos = interpolate_time(pos.astype(self.dtype), steps)
     self.sow("intermediates", "time_pos", pos)
