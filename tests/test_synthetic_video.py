@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from vlx.data import video_render as V
+from vlx_testlib import shapes_data_dir, video_data_dir  # noqa: F401
 
 T, S = V.NUM_FRAMES, V.IMAGE_SIZE
 PER_CONCEPT = 6  # twin pairs per temporal concept
@@ -99,10 +100,9 @@ def test_frame_size_and_count_are_configurable_within_bounds():
 
 
 @pytest.fixture(scope="module")
-def handle(tmp_path_factory):
+def handle(video_data_dir):  # noqa: F811  (the run's shared small split)
   from vlx import registry  # pylint: disable=g-import-not-at-top
-  data_dir = tmp_path_factory.mktemp("video_tfds")
-  return registry.DATASETS.get("synthetic_video")(data_dir=str(data_dir), variant="small")
+  return registry.DATASETS.get("synthetic_video")(data_dir=video_data_dir, variant="small")
 
 
 def test_built_split_keeps_twins_in_aligned_units_and_matches_the_renderer(handle):

@@ -10,21 +10,13 @@ import jax
 import numpy as np
 import pytest
 
-from vlx import build, config_lib, registry
-from vlx_testlib import REPO, read_metrics
+from vlx import build, config_lib
+from vlx_testlib import REPO, read_metrics, shapes_data_dir, video_data_dir  # noqa: F401
 
 CONFIG = str(REPO / "configs" / "video_coca.py")
 # Greedy captions of 16 test videos, and the twins (the video evaluators' `encode_video`).
 EVALS = ("{'captioning': {'type': 'captioning', 'methods': ('greedy',), 'max_len': 8, "
          "'limit': 16, 'meteor': False, 'spice': False}, 'twins': {'type': 'twins', 'limit': 16}}")
-
-
-@pytest.fixture(scope="module")
-def video_data_dir(tmp_path_factory):
-  """The small synthetic_video variant (256/64 videos), generated once for this file."""
-  data_dir = tmp_path_factory.mktemp("video_tfds")
-  registry.DATASETS.get("synthetic_video")(data_dir=str(data_dir), variant="small")
-  return str(data_dir)
 
 
 def test_smoke_config_trains_and_captions_videos(video_data_dir, tmp_path):

@@ -8,19 +8,12 @@ import math
 import numpy as np
 import pytest
 
-from vlx import build, config_lib, registry
+from vlx import build, config_lib
 from vlx.families.video import evals as video_evals
-from vlx_testlib import REPO, checkpoint_steps, read_metrics
+from vlx_testlib import (REPO, checkpoint_steps, read_metrics,  # noqa: F401
+                         shapes_data_dir, video_data_dir)
 
 CONFIG = str(REPO / "configs" / "vivit.py")
-
-
-@pytest.fixture(scope="module")
-def video_data_dir(tmp_path_factory):
-  """The small synthetic_video variant (256/64 videos), generated once for this file."""
-  data_dir = tmp_path_factory.mktemp("video_tfds")
-  registry.DATASETS.get("synthetic_video")(data_dir=str(data_dir), variant="small")
-  return str(data_dir)
 
 
 def test_smoke_config_trains_checkpoints_and_scores_a_time_blind_tower_at_half(

@@ -9,9 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vlx import registry
 from vlx.families.video import qa, qa_evals
-from vlx_testlib import REPO, checkpoint_steps, read_metrics, shapes_data_dir  # noqa: F401
+from vlx_testlib import (REPO, checkpoint_steps, read_metrics,  # noqa: F401
+                         shapes_data_dir, video_data_dir)
 
 CONFIG = str(REPO / "configs" / "video_qa.py")
 
@@ -61,14 +61,6 @@ def test_span_objective_scores_a_perfect_prediction():
   assert float(metrics["r1_iou50"]) == 0.0
 
 
-@pytest.fixture(scope="module")
-def video_data_dir(shapes_data_dir):  # noqa: F811  (the session's shared data dir)
-  """The small synthetic_video variant (256/64 videos) beside the session's small shapes
-  (tests/test_param_axes.py reads it there too: generated once per run)."""
-  registry.DATASETS.get("synthetic_video")(data_dir=shapes_data_dir, variant="small")
-  return shapes_data_dir
-
-
 def test_smoke_config_trains_and_reports_qa_and_grounding(video_data_dir, tmp_path):
   """`tiny,smoke` through vlx.main (towers and fusion one layer deep): steps, checkpoints,
   every task's training loss, and both evaluators' metrics in range."""
@@ -77,7 +69,7 @@ def test_smoke_config_trains_and_reports_qa_and_grounding(video_data_dir, tmp_pa
   rc = vlx_main.main([f"--config={CONFIG}:tiny,smoke", f"--workdir={workdir}",
                       f"--config.data.source.data_dir={video_data_dir}",
                       "--config.model.video.depth=1", "--config.model.video.temporal_depth=1",
-                      "--config.model.fusion_depth=1"])
+                      "--config.model.fusion_depth=1", "--config.model.text.depth=1"])
   assert rc in (0, None)
   rows = read_metrics(workdir)
   train = [r for r in rows if "train/loss" in r]

@@ -64,6 +64,15 @@ def shapes_data_dir(tmp_path_factory, worker_id):
 
 
 @pytest.fixture(scope="session")
+def video_data_dir(shapes_data_dir):
+  """The small synthetic_video variant (256/64 videos) beside the small shapes: generated
+  once per test run (the library's lock covers its build) and shared by the video tests."""
+  from vlx import registry  # pylint: disable=g-import-not-at-top
+  registry.DATASETS.get("synthetic_video")(data_dir=shapes_data_dir, variant="small")
+  return shapes_data_dir
+
+
+@pytest.fixture(scope="session")
 def shapes_handle(shapes_data_dir):
   from vlx.data import sources  # pylint: disable=g-import-not-at-top
   return sources.synthetic_shapes(data_dir=shapes_data_dir, variant="small")
