@@ -339,6 +339,9 @@ class Encoder(nn.Module):
   scan: bool = False
   remat: str = "none"
   norm: str = "pre"
+  # False: a pre-norm stack without `ln_final`, for towers whose norm comes after pooling
+  # (VideoMAE's mean pooling + `fc_norm`).
+  final_norm: bool = True
   ln_eps: float = 1e-6
   act: str = "gelu_tanh"
   dtype: Dtype = jnp.float32
@@ -356,13 +359,14 @@ class Encoder(nn.Module):
     else:
       for i in range(self.depth):
         x, _ = block(name=f"layer_{i}", **kw)(x, mask, memory, memory_mask)
-    if self.norm == "post":
+    if self.norm == "post" or not self.final_norm:
       return x
     return layer_norm(self.dtype, self.param_dtype, name="ln_final", eps=self.ln_eps)(x)
 
 
 class MapHead(nn.Module):
-  """Multi-head attention pooling with learned probes (big_vision's MAP head)."""
+  """Multi-head attention pooling with learned probes (big_vision's MAP head); `mask` [B, S]
+  (True: a real token) keeps padded tokens (a video's padded frames) out of the pool."""
   num_heads: int
   mlp_dim: int
   num_queries: int = 1
@@ -372,13 +376,14 @@ class MapHead(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, mask=None):
     width = x.shape[-1]
     probe = self.param("probe", boxed(nn.initializers.normal(0.02), (None, "embed")),
                        (self.num_queries, width), self.param_dtype)
     q = jnp.broadcast_to(probe.astype(self.dtype), (x.shape[0],) + probe.shape)
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    y = Attention(self.num_heads, name="attn", **kw)(q, x)
+    keys = None if mask is None else mask[:, None, None, :]
+    y = Attention(self.num_heads, name="attn", **kw)(q, x, keys)
     y = y + Mlp(self.mlp_dim, act=self.act, name="mlp", **kw)(
         layer_norm(name="ln", eps=self.ln_eps, **kw)(y))
     return y[:, 0] if self.num_queries == 1 else y

@@ -108,33 +108,6 @@ def sincos_1d(length: int, width: int) -> np.ndarray:
   return table[None].astype(np.float32)
 
 
-class BlockStack(nn.Module):
-  """layers.Encoder's pre-norm stack (same parameter names: `layer_{i}`, or `layers` under
-  nn.scan; the same remat policies) without the final LayerNorm, for towers whose norm comes
-  after pooling (VideoMAE's mean pooling + `fc_norm`)."""
-  depth: int
-  num_heads: int
-  mlp_dim: int
-  scan: bool = False
-  remat: str = "none"
-  ln_eps: float = 1e-6
-  act: str = "gelu_tanh"
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x, mask=None):
-    block = layers.rematted(layers.Block, self.remat, self.scan)
-    kw = dict(num_heads=self.num_heads, mlp_dim=self.mlp_dim, ln_eps=self.ln_eps, act=self.act,
-              dtype=self.dtype, param_dtype=self.param_dtype)
-    if self.scan and self.depth:
-      x, _ = layers.scanned(block, self.depth)(name="layers", **kw)(x, mask)
-    else:
-      for i in range(self.depth):
-        x, _ = block(name=f"layer_{i}", **kw)(x, mask)
-    return x
-
-
 class TubeletStem(nn.Module):
   """Non-overlapping `tubelet x p x p` patches, flattened (t, p, p, c) and projected:
   `[B, T, H, W, C]` -> `[B, T / t, (H / p) * (W / p), width]`. With t = 1 it is the image
@@ -160,30 +133,6 @@ class TubeletStem(nn.Module):
                      use_bias=self.use_bias, kernel_init=nn.initializers.lecun_normal(),
                      name="embedding")(x)
     return x, (h // p, w // p)
-
-
-class MaskedMapHead(nn.Module):
-  """The image ViT's MAP head (same parameters: `probe`, `attn`, `ln`, `mlp`) with padded
-  tokens masked out of its attention."""
-  num_heads: int
-  mlp_dim: int
-  ln_eps: float = 1e-6
-  act: str = "gelu_tanh"
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x, mask=None):
-    width = x.shape[-1]
-    probe = self.param("probe", layers.boxed(nn.initializers.normal(0.02), (None, "embed")),
-                       (1, width), self.param_dtype)
-    q = jnp.broadcast_to(probe.astype(self.dtype), (x.shape[0],) + probe.shape)
-    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    keys = None if mask is None else mask[:, None, None, :]
-    y = layers.Attention(self.num_heads, name="attn", **kw)(q, x, keys)
-    y = y + layers.Mlp(self.mlp_dim, act=self.act, name="mlp", **kw)(
-        layers.layer_norm(name="ln", eps=self.ln_eps, **kw)(y))
-    return y[:, 0]
 
 
 class VideoTower(nn.Module):
@@ -226,9 +175,9 @@ class VideoTower(nn.Module):
     return self.mlp_dim or int(self.width * self.mlp_ratio)
 
   def _encoder(self, depth, name):
-    stack = layers.Encoder if self.encoder_norm else BlockStack
-    return stack(depth, self.num_heads, self._mlp_dim, scan=self.scan, remat=self.remat,
-                 ln_eps=self.ln_eps, act=self.act, name=name, **self._kw)
+    return layers.Encoder(depth, self.num_heads, self._mlp_dim, scan=self.scan,
+                          remat=self.remat, final_norm=self.encoder_norm, ln_eps=self.ln_eps,
+                          act=self.act, name=name, **self._kw)
 
   def _time_posemb(self, steps):
     """The learned temporal position embedding at `steps` steps ([1, steps, width]); sown
@@ -302,8 +251,8 @@ class VideoTower(nn.Module):
         pooled = layers.layer_norm(name="pool_norm", eps=self.pool_norm_eps, **self._kw)(pooled)
       return pooled, x
     if self.pool == "map":
-      return MaskedMapHead(self.num_heads, self._mlp_dim, ln_eps=self.ln_eps, act=self.act,
-                           name="map_head", **self._kw)(x, mask), x
+      return layers.MapHead(self.num_heads, self._mlp_dim, ln_eps=self.ln_eps, act=self.act,
+                            name="map_head", **self._kw)(x, mask), x
     if self.pool == "none":
       return None, x
     raise ValueError(f"unknown pool {self.pool!r} for {type(self).__name__}; "

@@ -29,7 +29,7 @@ from vlx import registry
 from vlx.models import layers
 from vlx.models.layers import DTYPES, l2_normalize
 from vlx.models.text import pool_tokens
-from vlx.models.video import VIDEO_TOWERS, MaskedMapHead, build_video_tower, masked_mean
+from vlx.models.video import VIDEO_TOWERS, build_video_tower, masked_mean
 from vlx.models.video import token_mask
 from vlx.models.vit import ViT
 
@@ -129,11 +129,10 @@ class CoCa(nn.Module):
     mlp_dim = int(width * image.get("mlp_ratio", 4.0))
     if self.contrastive_pool not in ("map", "gap"):
       raise ValueError(f"unknown contrastive_pool {self.contrastive_pool!r}; known: gap, map")
-    # A video's padded frames stay out of the contrastive pool (MaskedMapHead: MapHead's
-    # parameters with a key mask). The caption pool attends to every token, but a padded
-    # token holds only what the tower drew from real frames (it zeroes and masks padding).
-    map_head = MaskedMapHead if self.is_video else layers.MapHead
-    self.contrastive_head = (map_head(heads, mlp_dim, name="contrastive_pool", **kw)
+    # A video's padded frames stay out of the contrastive pool (MapHead's mask). The caption
+    # pool attends to every token, but a padded token holds only what the tower drew from
+    # real frames (it zeroes and masks padding).
+    self.contrastive_head = (layers.MapHead(heads, mlp_dim, name="contrastive_pool", **kw)
                              if self.contrastive_pool == "map" else None)
     self.caption_pool = layers.MapHead(heads, mlp_dim, num_queries=self.caption_queries,
                                        name="caption_pool", **kw)
