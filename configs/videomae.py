@@ -18,10 +18,13 @@ SIZES = ("tiny",)
 
 
 def encoder(size: str) -> dict:
-  """The ViViT joint encoder's fields (configs/vivit.py's tiny tower, without pooling)."""
+  """The ViViT joint encoder's fields: configs/vivit.py's tiny tower (its position
+  embeddings too, so `init_map=video_tower=video` starts that model from this one), without
+  pooling."""
   del size
   return dict(encoder="joint", patch_size=8, tubelet=2, num_frames=8, width=128, depth=4,
-              num_heads=4, mlp_ratio=4.0, posemb="learn", scan=False, remat="none")
+              num_heads=4, mlp_ratio=4.0, posemb="sincos2d", time_posemb_init="sincos",
+              scan=False, remat="none")
 
 
 def synthetic_video() -> ml_collections.ConfigDict:
