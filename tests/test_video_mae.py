@@ -273,10 +273,10 @@ def test_init_map_starts_a_video_text_tower_from_the_mae_encoder(tmp_path):
            "txt": {"w": jnp.ones((2,))}}
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), fresh)
   mapping = config_checks.parse_init_map(" video_tower = video ")
-  loaded = checkpoint.load_mapped_params(str(tmp_path), abstract, fresh, mapping)
+  loaded = checkpoint.load_params(str(tmp_path), abstract, fresh, mapping)
   jax.tree.map(np.testing.assert_array_equal, loaded["video_tower"], mae_params["video"])
   np.testing.assert_array_equal(loaded["txt"]["w"], np.ones(2))
   with pytest.raises(ValueError, match=r"init_map names \['video'\]"):
-    checkpoint.load_mapped_params(str(tmp_path), abstract, fresh, {"video": "video"})
+    checkpoint.load_params(str(tmp_path), abstract, fresh, {"video": "video"})
   with pytest.raises(config_checks.ConfigError, match="expected dst=src"):
     config_checks.parse_init_map("video_tower")

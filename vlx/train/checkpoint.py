@@ -140,27 +140,15 @@ class Checkpointer:
     self.manager.close()
 
 
-def load_mapped_params(path: str, abstract_params, fresh, mapping: Dict[str, str]):
-  """Only the subtrees `mapping` names ({dst: src}): each dst from the checkpoint's src
-  (shaped and sharded like dst), every other param from `fresh`. Why: a model pretrained
-  under another name (VideoMAE's `video` encoder) starts part of a new one (`video_tower`)."""
-  unknown = sorted(set(mapping) - set(abstract_params))
-  if unknown:
-    raise ValueError(f"init_map names {unknown}, which this model does not have; it has "
-                     f"{sorted(abstract_params)}")
-  loaded = load_params(path, {src: abstract_params[dst] for dst, src in mapping.items()})
-  logging.info("init_from %s: %s loaded, %s freshly initialised", path,
-               {d: s for d, s in mapping.items()}, sorted(set(abstract_params) - set(mapping)))
-  return {**fresh, **{dst: loaded[src] for dst, src in mapping.items()}}
-
-
-def load_params(path: str, abstract_params, fresh=None):
+def load_params(path: str, abstract_params, fresh=None, mapping: Optional[Dict[str, str]] = None):
   """Weights only, sharded as asked: from a checkpoint manager's directory (latest step), or a
   workdir / converted directory (`python -m vlx.convert`) that holds one as `checkpoints/`.
 
-  A converted directory whose vlx_pretrained.json lists `param_subtrees` (an import of a
-  pretrained encoder's stack and pooler only) holds only those; the others come from `fresh`
-  (the model's initialisation)."""
+  Only some top-level subtrees, the others from `fresh` (the model's initialisation):
+  `mapping` {dst: src} (config.init_map) takes each dst from the checkpoint's src, shaped and
+  sharded like dst (a VideoMAE `video` encoder starting a video-text `video_tower`); without
+  one, a converted directory whose vlx_pretrained.json lists `param_subtrees` (an import of a
+  pretrained encoder's stack and pooler only) gives those, under their own names."""
   path = os.path.abspath(path)
   meta = os.path.join(path, "vlx_pretrained.json")
   held = None
@@ -169,16 +157,28 @@ def load_params(path: str, abstract_params, fresh=None):
       held = json.load(f).get("param_subtrees")
   if os.path.isdir(os.path.join(path, "checkpoints")):
     path = os.path.join(path, "checkpoints")
-  if held is not None:
+  if mapping is None and held is not None:
     missing = sorted(set(held) - set(abstract_params))
     if missing or fresh is None:
       raise ValueError(f"init_from={path}: holds params {held} of a model with "
                        f"{sorted(abstract_params)}" + ("" if missing else "; the rest needs an "
                                                       "initialisation (fresh=)"))
-    loaded = load_params(path, {k: abstract_params[k] for k in held})
-    logging.info("init_from %s: %s loaded, %s freshly initialised", path, held,
-                 sorted(set(abstract_params) - set(held)))
-    return {**fresh, **loaded}
+    mapping = {k: k for k in held}
+  if mapping is not None:
+    unknown = sorted(set(mapping) - set(abstract_params))
+    if unknown or fresh is None:
+      raise ValueError(f"init_map names {unknown}, which this model does not have; it has "
+                       f"{sorted(abstract_params)}" if unknown else
+                       "loading some params needs the rest's initialisation (fresh=)")
+    loaded = _restore(path, {src: abstract_params[dst] for dst, src in mapping.items()})
+    logging.info("init_from %s: %s loaded, %s freshly initialised", path, mapping,
+                 sorted(set(abstract_params) - set(mapping)))
+    return {**fresh, **{dst: loaded[src] for dst, src in mapping.items()}}
+  return _restore(path, abstract_params)
+
+
+def _restore(path: str, abstract_params):
+  """The params `abstract_params` names (a subset of the checkpoint's) of its latest step."""
   mngr = ocp.CheckpointManager(path)
   step = mngr.latest_step()
   if step is None:

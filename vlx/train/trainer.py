@@ -242,10 +242,9 @@ def train(config, workdir: str, mode: str = "train") -> Dict[str, float]:
   elif config.init_from:
     abstract = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state.params)
-    mapping = config_checks.parse_init_map(config.get("init_map", ""))
-    params = (ckpt_lib.load_mapped_params(config.init_from, abstract, state.params, mapping)
-              if mapping else ckpt_lib.load_params(config.init_from, abstract,
-                                                   fresh=state.params))
+    params = ckpt_lib.load_params(
+        config.init_from, abstract, fresh=state.params,
+        mapping=config_checks.parse_init_map(config.get("init_map", "")) or None)
     # The task's state derived from the params (a copy of them) starts from the loaded
     # weights too, not from the random init.
     state = state.replace(params=params, extras=jax.jit(
