@@ -23,8 +23,19 @@ class CorruptRecord(ValueError):
   """A record that cannot be decoded: the pipeline skips and counts it."""
 
 
-def _to_str(x) -> str:
+def to_str(x) -> str:
   return x.decode("utf-8") if isinstance(x, bytes) else str(x)
+
+
+def plain_text(value):
+  """Record text (bytes, or object arrays of bytes: TFDS's) as str; other values as arrays.
+  The annotation form of the video decode ops, whose evaluators compare strings."""
+  if isinstance(value, (bytes, str)):
+    return to_str(value)
+  value = np.asarray(value)
+  if value.dtype == object:
+    return np.array([to_str(v) for v in value.ravel()], dtype=object).reshape(value.shape)
+  return value
 
 
 @registry.PP_OPS.register("decode")
@@ -64,7 +75,7 @@ def record_fields(handle: DatasetHandle, record, out: dict, annotation=np.asarra
   non-empty `captions` (str; none is a CorruptRecord), `label` and the handle's annotation
   keys (each through `annotation`; absent ones, e.g. in images given to vlx.predict, are
   left out)."""
-  captions = [_to_str(c) for c in np.atleast_1d(get_path(record, handle.captions_key))]
+  captions = [to_str(c) for c in np.atleast_1d(get_path(record, handle.captions_key))]
   captions = [c for c in captions if c.strip()]
   if not captions:
     raise CorruptRecord("record has no captions")

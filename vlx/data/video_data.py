@@ -30,16 +30,12 @@ ANNOTATION_KEYS = ("kind", "concept", "twin", "questions", "answers", "mc_questi
                    "mc_choices", "mc_answer", "span", "span_query")
 
 
-def _str(x) -> str:
-  return x.decode("utf-8") if isinstance(x, bytes) else str(x)
-
-
 def _texts(source, limit: int = 20_000):
   for i in range(min(len(source), limit)):
     record = source[i]
     for field in TEXT_FIELDS:
       for text in np.atleast_1d(record[field]):
-        yield _str(text)
+        yield pp_ops.to_str(text)
 
 
 @registry.DATASETS.register("synthetic_video")
@@ -63,16 +59,6 @@ def synthetic_video(data_dir: Optional[str] = None, variant: str = "default",
                        annotation_keys=ANNOTATION_KEYS, answer_vocab=V.ANSWERS)
 
 
-def _plain(value):
-  """Record text (bytes, or object arrays of bytes) as str; other arrays as they are."""
-  if isinstance(value, (bytes, str)):
-    return _str(value)
-  value = np.asarray(value)
-  if value.dtype == object:
-    return np.array([_str(v) for v in value.ravel()], dtype=object).reshape(value.shape)
-  return value
-
-
 @registry.PP_OPS.register("decode_video")
 def decode_video(handle: DatasetHandle):
   """`video` uint8 [T, H, W, 3], `captions`, `label` and the annotation keys, text as str."""
@@ -82,7 +68,7 @@ def decode_video(handle: DatasetHandle):
     video = np.asarray(get_path(record, handle.image_key))
     if video.ndim != 4 or video.shape[-1] != 3 or video.dtype != np.uint8:
       raise CorruptRecord(f"video has shape {video.shape} dtype {video.dtype}")
-    return pp_ops.record_fields(handle, record, {"video": video}, annotation=_plain)
+    return pp_ops.record_fields(handle, record, {"video": video}, annotation=pp_ops.plain_text)
   return fn
 
 

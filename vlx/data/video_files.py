@@ -65,7 +65,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from vlx import registry
-from vlx.data import image_ops, sources
+from vlx.data import image_ops, pp_ops, sources
 from vlx.data.pp_ops import CorruptRecord
 from vlx.data.tokenizer import Tokenizer
 
@@ -327,23 +327,17 @@ def decode_video_file(handle, num_frames: int, size: int, sampling: str = "unifo
   def fn(record, rng):
     source = None
     try:
-      captions = [c for c in (_str(c) for c in np.atleast_1d(
-          sources.get_path(record, handle.captions_key))) if c.strip()]
-      if not captions:
-        raise CorruptRecord("record has no captions")
+      # The record's own fields first (cheap, and a record without captions is skipped
+      # before its video is decoded), then the frames.
+      out = pp_ops.record_fields(handle, record, {}, annotation=pp_ops.plain_text)
       value = sources.get_path(record, handle.image_key)
       if value is None:
         raise CorruptRecord(str(record.get("video_error") or "record has no video"))
       source = open_frames(value, seek_after)
       video, mask = sample_views(source, int(num_frames), int(size), sampling, train, rng,
                                  int(clips), int(crops))
-      out = {"video": video if views > 1 else video[0],
-             "frame_mask": mask if views > 1 else mask[0], "captions": captions}
-      if handle.label_key and handle.label_key in record:
-        out["label"] = np.int32(record[handle.label_key])
-      for key in handle.annotation_keys:
-        if key in record:
-          out[key] = _plain(record[key])
+      out.update(video=video if views > 1 else video[0],
+                 frame_mask=mask if views > 1 else mask[0])
       return out
     except CorruptRecord as e:
       raise CorruptRecord(f"{_where(record, handle)}: {e}") from None
@@ -355,23 +349,10 @@ def decode_video_file(handle, num_frames: int, size: int, sampling: str = "unifo
   return fn
 
 
-def _str(x) -> str:
-  return x.decode("utf-8") if isinstance(x, bytes) else str(x)
-
-
-def _plain(value):
-  """Record text (bytes, or arrays of bytes: TFDS's) as str, as `decode_video` gives it."""
-  if isinstance(value, bytes):
-    return _str(value)
-  if isinstance(value, np.ndarray) and value.dtype == object:
-    return np.array([_str(v) for v in value.ravel()], dtype=object).reshape(value.shape)
-  return value
-
-
 def _where(record, handle) -> str:
   for key in ("video_path", "video_id", "name"):
     if isinstance(record, dict) and key in record:
-      return _str(record[key])
+      return pp_ops.to_str(record[key])
   return f"video record ({handle.image_key})"
 
 

@@ -150,9 +150,8 @@ class VideoTower(nn.Module):
   posemb: str = "learn"      # spatial: learn | sincos2d (temporal: learned); or space-time:
                              # learn_spacetime | sincos1d_spacetime (no temporal one)
   # The learned temporal embedding's start: normal (std 0.02, ViT's) or sincos (a 1-D
-  # sinusoid of unit amplitude). Why: beside unit-scale tokens a 0.02 embedding leaves the
-  # tower nearly blind to order, and Adam needs hundreds of steps of lr-sized moves to grow it,
-  # which a short CPU run does not have.
+  # sinusoid of unit amplitude, so time positions are as distinct as the tokens from the
+  # first step; configs/vivit.py's tiny recipe uses it, docs/video.md has its runs).
   time_posemb_init: str = "normal"
   encoder_norm: bool = True  # a LayerNorm after the last block (encoder/ln_final)
   pool_norm: bool = False    # gap only: a LayerNorm (pool_norm) on the pooled vector

@@ -159,8 +159,6 @@ class CoCa(nn.Module):
   def _pooled(self, tokens, mask=None):
     if self.contrastive_head is None:
       return tokens.mean(axis=1) if mask is None else masked_mean(tokens, mask)
-    if mask is None:
-      return self.contrastive_head(tokens)
     return self.contrastive_head(tokens, mask)
 
   def encode_image(self, image, frame_mask=None):
