@@ -12,6 +12,13 @@ from vlx.evals.common import EvalContext, SplitReader, embed
 DEFAULT_TEMPLATES = ("a {}", "a large {}", "a picture of a large {}", "there is a large {}")
 
 
+def accuracies(scores: np.ndarray, labels: np.ndarray, prefix: str = "") -> dict:
+  """Top-1 and top-5 accuracy of `scores [N, C]` against `labels [N]`."""
+  top5 = np.argsort(-scores, axis=-1)[:, :5]
+  return {f"{prefix}top1": float(np.mean(scores.argmax(-1) == labels)),
+          f"{prefix}top5": float(np.mean((top5 == labels[:, None]).any(-1)))}
+
+
 def class_embeddings(ctx: EvalContext, params, class_names, templates, max_len):
   texts = [t.format(c) for c in class_names for t in templates]
   tokens = ctx.handle.tokenizer.encode(texts, max_len)
@@ -49,9 +56,7 @@ class ZeroShot:
     img, labels = embed_with_labels(self.reader, params)
     scores = img @ cls.T
     pred = scores.argmax(-1)
-    top5 = np.argsort(-scores, axis=-1)[:, :5]
-    out = {"top1": float(np.mean(pred == labels)),
-           "top5": float(np.mean((top5 == labels[:, None]).any(-1)))}
+    out = accuracies(scores, labels)
     for attr, word in self.attributes.items():
       words = np.array([n.split()[int(word)] for n in names])
       out[f"{attr}_acc"] = float(np.mean(words[pred] == words[labels]))

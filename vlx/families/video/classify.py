@@ -22,19 +22,13 @@ import numpy as np
 
 from vlx import registry
 from vlx.evals.common import EvalContext, SplitReader, run_batched
-from vlx.evals.zeroshot import DEFAULT_TEMPLATES, class_embeddings
+from vlx.evals.zeroshot import DEFAULT_TEMPLATES, accuracies, class_embeddings
 
 
 def view_scores(view_emb: np.ndarray, class_emb: np.ndarray) -> np.ndarray:
   """`view_emb [N, V, D]` (unit rows), `class_emb [C, D]` -> scores [N, C] of the views'
   mean embedding: the mean of the views' cosine scores."""
   return view_emb.mean(axis=1) @ class_emb.T
-
-
-def accuracies(scores: np.ndarray, labels: np.ndarray, prefix: str = "") -> dict:
-  top5 = np.argsort(-scores, axis=-1)[:, :5]
-  return {f"{prefix}top1": float(np.mean(scores.argmax(-1) == labels)),
-          f"{prefix}top5": float(np.mean((top5 == labels[:, None]).any(-1)))}
 
 
 @registry.EVALUATORS.register("video_zeroshot")
