@@ -57,13 +57,7 @@ def get_config(arg: str = "tiny"):
 
   if tiny:  # the CPU recipe
     c.evals = vivit.video_evals()
-    c.batch_size = 64
-    c.total_steps = 600
-    c.log_every = 50
-    c.eval_every = 600
-    c.checkpoint_every = 600
-    c.eval_batch_size = 128
-    c.optimizer.update(dict(lr=1e-3, warmup_steps=50, weight_decay=0.05))
+    base.cpu_schedule(c, batch_size=64, total_steps=600)
   else:  # accelerators: configs/vivit.py's b16x2 run
     c.evals = ml_collections.ConfigDict(dict(retrieval=dict(type="video_retrieval", limit=None)))
     for key in ("batch_size", "total_steps"):

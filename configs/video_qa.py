@@ -75,13 +75,7 @@ def get_config(arg: str = "tiny"):
   if size == "tiny":  # the CPU recipe
     c.data = synthetic_video()
     c.model.text.update(dict(width=64, depth=1))
-    c.batch_size = 32
-    c.total_steps = 1200
-    c.log_every = 50
-    c.eval_every = 1200
-    c.checkpoint_every = 1200
-    c.eval_batch_size = 128
-    c.optimizer.update(dict(lr=1e-3, warmup_steps=50, weight_decay=0.05))
+    base.cpu_schedule(c, batch_size=32, total_steps=1200)
   else:  # accelerators
     c.data = synthetic_video(variant="default_64px", image_size=64)
     c.model.text.update(dict(width=768, num_heads=12, scan=True, remat="dots"))

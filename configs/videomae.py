@@ -52,12 +52,7 @@ def get_config(arg: str = "tiny"):
   c.objectives = ml_collections.ConfigDict({"mae_pixels": 1.0})
   c.evals = ml_collections.ConfigDict()
   c.data = synthetic_video()
-  c.batch_size = 64
-  c.total_steps = 600
-  c.log_every = 50
-  c.eval_every = 600
-  c.checkpoint_every = 600
-  c.optimizer.update(dict(lr=1e-3, b2=0.95, warmup_steps=50, weight_decay=0.05))
+  base.cpu_schedule(c, batch_size=64, total_steps=600, b2=0.95)
 
   if variant.smoke:
     c.data.source.variant = "small"

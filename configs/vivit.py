@@ -76,13 +76,7 @@ def get_config(arg: str = "tiny"):
 
   if size == "tiny":  # the CPU recipe
     c.data = synthetic_video()
-    c.batch_size = 64
-    c.total_steps = 3000
-    c.log_every = 50
-    c.eval_every = 1500
-    c.checkpoint_every = 1500
-    c.eval_batch_size = 128
-    c.optimizer.update(dict(lr=1e-3, warmup_steps=50, weight_decay=0.05))
+    base.cpu_schedule(c, batch_size=64, total_steps=3000, evals=2)
   else:  # accelerators
     c.data = ml_collections.ConfigDict(dict(
         name="msrvtt", source=dict(root="", vocab_size=32_000),

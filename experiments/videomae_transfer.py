@@ -7,6 +7,10 @@ with the same total number of steps (issue 19): one table, and the reconstructio
   3. `configs/vivit.py:tiny` from scratch for pretrain + finetune steps.
 
     python experiments/videomae_transfer.py [--pretrain 600] [--finetune 600] [--out DIR]
+        [--scratch DIR]
+
+`--scratch DIR` takes arm 3 from a finished `configs/vivit.py:tiny` run of pretrain + finetune
+steps (the README's own run, say) instead of training it again; its config is checked.
 
 Prints the final evaluation of 2 and 3 (temporal twins, the frame-shuffle probe, text->video
 R@1 on the static and the temporal split) and writes DIR/mae_loss.png (needs matplotlib).
@@ -45,6 +49,18 @@ def run(config: str, workdir: str, steps: int, *flags: str) -> float:
   return time.time() - t
 
 
+def check_scratch(workdir: str, steps: int) -> None:
+  """An existing from-scratch run must be the video-text recipe with `steps` steps that
+  evaluated at its end."""
+  with open(os.path.join(workdir, "config.json")) as f:
+    config = json.load(f)
+  if config["model"]["name"] != "video_text" or config["total_steps"] != steps:
+    raise SystemExit(f"--scratch {workdir}: a {config['model']['name']} run of "
+                     f"{config['total_steps']} steps, not video_text with {steps}")
+  if final_eval(workdir).get("step") != steps:
+    raise SystemExit(f"--scratch {workdir}: no evaluation at step {steps}")
+
+
 def final_eval(workdir: str) -> dict:
   evals = [r for r in rows_of(workdir) if any(k in r for _, k in COLUMNS)]
   return evals[-1] if evals else {}
@@ -70,13 +86,19 @@ def main():
   p.add_argument("--pretrain", type=int, default=600)
   p.add_argument("--finetune", type=int, default=600)
   p.add_argument("--out", default="workdirs/videomae_transfer")
+  p.add_argument("--scratch", default=None,
+                 help="a finished vivit.py:tiny run of pretrain + finetune steps to reuse")
   args = p.parse_args()
   out = os.path.abspath(args.out)
   mae, ft, scratch = (os.path.join(out, n) for n in ("videomae", "finetuned", "scratch"))
+  if args.scratch:  # checked before any training
+    scratch = os.path.abspath(args.scratch)
+    check_scratch(scratch, args.pretrain + args.finetune)
   wall = {"videomae": run("configs/videomae.py:tiny", mae, args.pretrain)}
   wall["finetuned"] = run("configs/vivit.py:tiny", ft, args.finetune,
                           f"--config.init_from={mae}", "--config.init_map=video_tower=video")
-  wall["scratch"] = run("configs/vivit.py:tiny", scratch, args.pretrain + args.finetune)
+  wall["scratch"] = (None if args.scratch else
+                     run("configs/vivit.py:tiny", scratch, args.pretrain + args.finetune))
 
   losses = [r["train/mae_pixels/loss"] for r in rows_of(mae) if "train/mae_pixels/loss" in r]
   print(f"\nVideoMAE reconstruction loss {losses[0]:.4f} -> {losses[-1]:.4f} over "
@@ -87,7 +109,8 @@ def main():
       ("VideoMAE -> video-text", ft, f"{args.pretrain} + {args.finetune}"),
       ("video-text from scratch", scratch, f"{args.pretrain + args.finetune}")):
     metrics = final_eval(workdir)
-    cells = [name, steps, f"{wall[os.path.basename(workdir)]:.0f}"] + [
+    seconds = wall["finetuned" if workdir == ft else "scratch"]
+    cells = [name, steps, "-" if seconds is None else f"{seconds:.0f}"] + [
         f"{metrics[key]:.3f}" if key in metrics else "-" for _, key in COLUMNS]
     print("| " + " | ".join(cells) + " |")
   try:

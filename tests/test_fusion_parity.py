@@ -18,7 +18,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="parity tests need torch: pip install -e '.[torch]'")
 transformers = pytest.importorskip("transformers", reason="parity tests need transformers")
 
-from vlx.convert import hf_fusion, mapping  # noqa: E402
+from vlx.convert import hf, hf_fusion, mapping  # noqa: E402
 
 ATOL = 5e-6
 B, L, R, FEAT = 2, 7, 5, 24
@@ -76,7 +76,7 @@ def _check_dir_import(pretraining, tmp_path, imported):
     np.testing.assert_array_equal(a[k], b[k], err_msg=k)
   base = getattr(pretraining, pretraining.base_model_prefix).state_dict()
   exported = hf_fusion.export_state(from_dir)
-  assert exported.keys() == {k for k in base if not hf_fusion.is_buffer(k)}
+  assert exported.keys() == {k for k in base if not hf.is_buffer(k)}
   for k, v in exported.items():
     np.testing.assert_array_equal(v, base[k].numpy(), err_msg=k)
 

@@ -254,11 +254,6 @@ def rules(stack: str, fusion: dict) -> List[M.Rule]:
   raise M.ConversionError(f"no Hugging Face mapping for stack {stack!r}")
 
 
-def is_buffer(key: str) -> bool:
-  """Non-parameter tensors some checkpoints carry (position id ranges)."""
-  return key.endswith("position_ids")
-
-
 def base_state(state: Mapping[str, Any], family: str) -> Dict[str, Any]:
   """The base model's tensors: a task/pre-training class's state dict loses its prefix
   (`lxmert.`, `visual_bert.`) and its heads (everything outside that prefix)."""
@@ -285,8 +280,8 @@ def abstract_params(stack: str, fusion: dict, facts: dict) -> M.Flat:
 def import_state(cfg: Mapping[str, Any], state: Mapping[str, Any]) -> FusionImport:
   """HF config dict + state dict (name -> array; torch tensors are converted) -> vlx."""
   stack, fusion, facts = model_config(cfg)
-  state = {k: _numpy(v) for k, v in base_state(state, facts["family"]).items()}
-  flat = M.import_params(state, rules(stack, fusion), ignore=is_buffer)
+  state = {k: M.to_numpy(v) for k, v in base_state(state, facts["family"]).items()}
+  flat = M.import_params(state, rules(stack, fusion), ignore=hf.is_buffer)
   M.check_against(flat, abstract_params(stack, fusion, facts))
   return FusionImport(stack=stack, fusion=fusion, params=M.unflatten(flat), facts=facts)
 
@@ -301,13 +296,6 @@ def export_state(imported: FusionImport) -> Dict[str, np.ndarray]:
   flat = {k: np.asarray(v, np.float32) for k, v in M.flatten(imported.params).items()}
   M.check_against(flat, abstract_params(imported.stack, imported.fusion, imported.facts))
   return M.export_params(flat, rules(imported.stack, imported.fusion))
-
-
-def _numpy(v) -> np.ndarray:
-  if hasattr(v, "detach"):  # a torch tensor
-    v = v.detach().cpu()
-    return v.float().numpy() if v.is_floating_point() else v.numpy()
-  return np.asarray(v)
 
 
 

@@ -242,8 +242,8 @@ def rules(tower: dict, heads: dict, facts: dict) -> List[M.Rule]:
     r += M.layer_norm("layernorm", f"{v}/encoder/ln_final")
   if family == "vivit":
     # HF gives the [CLS] token a position; vlx folds that position into the token.
-    r.append(_class_token(f"{e}.cls_token", f"{e}.position_embeddings", f"{v}/cls",
-                          f"{v}/spacetime_pos_embedding"))
+    r.append(M.class_token(f"{e}.cls_token", f"{e}.position_embeddings", f"{v}/cls",
+                           f"{v}/spacetime_pos_embedding", batched=True))
   if tower.get("pool_norm"):
     r += M.layer_norm("fc_norm", f"{v}/pool_norm")
   if heads.get("pooler"):
@@ -251,20 +251,6 @@ def rules(tower: dict, heads: dict, facts: dict) -> List[M.Rule]:
   if heads.get("num_labels"):
     r += M.linear("classifier", "classifier")
   return r
-
-
-def _class_token(cls_src: str, pos_src: str, cls_dst: str, pos_dst: str) -> M.Rule:
-  """HF ViViT's [CLS] token [1, 1, D] and its table [1, 1 + N, D], whose row 0 is the
-  token's position <-> vlx's token [1, 1, D] holding that position and the tokens' table
-  [1, N, D]. Export writes a zero row 0: the same function."""
-  return M.Rule([cls_src, pos_src], [cls_dst, pos_dst],
-                lambda a: [a[0] + a[1][:, :1], a[1][:, 1:]],
-                lambda a: [a[0], np.concatenate([np.zeros_like(a[0]), a[1]], axis=1)])
-
-
-def is_buffer(key: str) -> bool:
-  """Non-parameter tensors some checkpoints carry (position id ranges)."""
-  return key.endswith("position_ids")
 
 
 def base_state(state: Mapping[str, Any], family: str) -> Dict[str, Any]:
@@ -307,10 +293,10 @@ def _check_shapes(state: Mapping[str, np.ndarray], rule_list: List[M.Rule],
 def import_state(cfg: Mapping[str, Any], state: Mapping[str, Any]) -> VideoImport:
   """HF config dict + state dict (name -> array; torch tensors are converted) -> vlx."""
   tower, heads, facts = model_config(cfg, tuple(state))
-  state = {k: _numpy(v) for k, v in base_state(state, facts["family"]).items()}
+  state = {k: M.to_numpy(v) for k, v in base_state(state, facts["family"]).items()}
   rule_list, abstract = rules(tower, heads, facts), abstract_params(tower, heads, facts)
   _check_shapes(state, rule_list, abstract)
-  flat = M.import_params(state, rule_list, ignore=is_buffer)
+  flat = M.import_params(state, rule_list, ignore=hf.is_buffer)
   M.check_against(flat, abstract)
   return VideoImport(tower=tower, heads=heads, params=M.unflatten(flat), facts=facts)
 
@@ -325,13 +311,6 @@ def is_video_dir(path: str) -> bool:
   if not os.path.isdir(path) or not os.path.isfile(os.path.join(path, "config.json")):
     return False
   return hf.read_config(path).get("model_type") in FAMILIES
-
-
-def _numpy(v) -> np.ndarray:
-  if hasattr(v, "detach"):  # a torch tensor
-    v = v.detach().cpu()
-    return v.float().numpy() if v.is_floating_point() else v.numpy()
-  return np.asarray(v)
 
 
 __all__ = ["VideoImport", "HFVideo", "model_config", "rules", "import_state", "import_dir",

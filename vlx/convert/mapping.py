@@ -105,14 +105,29 @@ def patch_conv(src: str, dst: str, patch: int, channels: int = 3,
   return rules
 
 
-def class_token(cls_src: str, pos_src: str, cls_dst: str, pos_dst: str) -> Rule:
-  """A class embedding [D] with its own position (row 0 of the table [1+N, D], as in CLIP)
-  <-> vlx's class token [1, 1, D] holding that position already and patch positions
-  [1, N, D]. Export writes a zero row 0: the same function."""
-  return Rule([cls_src, pos_src], [cls_dst, pos_dst],
-              lambda a: [(a[0] + a[1][0]).reshape(1, 1, -1), a[1][1:][None]],
-              lambda a: [a[0].reshape(-1), np.concatenate(
-                  [np.zeros((1, a[1].shape[-1]), a[1].dtype), a[1][0]])])
+def class_token(cls_src: str, pos_src: str, cls_dst: str, pos_dst: str,
+                batched: bool = False) -> Rule:
+  """A class embedding with its own position (row 0 of the position table, as in CLIP and
+  HF ViViT) <-> vlx's class token [1, 1, D] holding that position already and patch
+  positions [1, N, D]. The source is [D] and [1 + N, D] (CLIP), or with `batched` [1, 1, D]
+  and [1, 1 + N, D] (ViViT). Export writes a zero row 0: the same function."""
+  def to_vlx(a):
+    token, table = a[0].reshape(-1), a[1].reshape(-1, a[1].shape[-1])
+    return [(token + table[0]).reshape(1, 1, -1), table[1:][None]]
+
+  def to_source(a):
+    table = np.concatenate([np.zeros((1, a[1].shape[-1]), a[1].dtype), a[1][0]])
+    return [a[0], table[None]] if batched else [a[0].reshape(-1), table]
+  return Rule([cls_src, pos_src], [cls_dst, pos_dst], to_vlx, to_source)
+
+
+def to_numpy(v) -> np.ndarray:
+  """A checkpoint tensor (torch, in float32 where it is floating point, or array-like) as
+  numpy."""
+  if hasattr(v, "detach"):  # a torch tensor
+    v = v.detach().cpu()
+    return v.float().numpy() if v.is_floating_point() else v.numpy()
+  return np.asarray(v)
 
 
 def import_params(state: Mapping[str, np.ndarray], rules: Iterable[Rule],

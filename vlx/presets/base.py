@@ -47,6 +47,17 @@ def smoke_schedule(c: ml_collections.ConfigDict, total_steps: int = 4) -> None:
   c.optimizer.warmup_steps = 1
 
 
+def cpu_schedule(c: ml_collections.ConfigDict, *, batch_size: int, total_steps: int,
+                 evals: int = 1, lr: float = 1e-3, **optimizer) -> None:
+  """The tiny CPU recipes' schedule: AdamW at `lr` (50 warmup steps, weight decay 0.05
+  unless `optimizer` says otherwise), logged every 50 steps, evaluated and checkpointed
+  `evals` times evenly (the last at the end)."""
+  every = total_steps // evals
+  c.update(dict(batch_size=batch_size, total_steps=total_steps, log_every=50,
+                eval_every=every, checkpoint_every=every, eval_batch_size=128))
+  c.optimizer.update(dict(dict(lr=lr, warmup_steps=50, weight_decay=0.05), **optimizer))
+
+
 def shrink_for_smoke(c: ml_collections.ConfigDict) -> None:
   """An accelerator variant in seconds on a CPU: the same data (dataset, pp ops, splits),
   image and patch size, pooling, dtype, scan/remat, mesh, objectives and evaluators, with

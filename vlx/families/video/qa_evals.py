@@ -66,6 +66,11 @@ def grounding_metrics(pred: np.ndarray, gt: np.ndarray,
 # ---- Evaluators ----------------------------------------------------------------------------
 
 
+def _video_keys(rows) -> list:
+  """The video and, where the records have one (padded real clips), its frame mask."""
+  return ["video"] + (["frame_mask"] if "frame_mask" in rows[0] else [])
+
+
 class _VideoEval:
   """A split streamed through `model.__call__` on the fields each evaluator builds."""
 
@@ -101,16 +106,25 @@ class VideoQAEval(_VideoEval):
     super().__init__(ctx, split, pp, limit, frame_shuffle, seed)
     max_len = int(ctx.data_config.max_len)
     qa_op = registry.PP_OPS.get("video_qa")
-    self.ask = [qa_op(ctx.handle, max_len, index=i) for i in range(3)]
+    # One op per question slot, made when a record first has that many (the dataset sets
+    # the count, not this evaluator).
+    self._asks = []
+    self._new_ask = lambda i: qa_op(ctx.handle, max_len, index=i)
     self.choice = registry.PP_OPS.get("video_choice")(ctx.handle, max_len)
+
+  def _ask_all(self, row) -> list:
+    """Every question of `row`, tokenized with its answer."""
+    while len(self._asks) < len(row["questions"]):
+      self._asks.append(self._new_ask(len(self._asks)))
+    return [op(dict(row), None) for op in self._asks[:len(row["questions"])]]
 
   def __call__(self, params) -> Dict[str, float]:
     def batch(rows):
-      asked = [[op(dict(r), None) for op in self.ask[:len(r["questions"])]] for r in rows]
+      asked = [self._ask_all(r) for r in rows]
       if len({len(a) for a in asked}) != 1:
         raise ValueError("video_qa: every video of a split must have as many questions")
       rows = [self.choice(dict(r), None) for r in rows]
-      inputs = {"video": pipeline.stack(rows, ["video"])["video"],
+      inputs = {**pipeline.stack(rows, _video_keys(rows)),
                 "question": np.stack([[q["question"] for q in a] for a in asked]),
                 "choices": np.stack([r["choices"] for r in rows])}
       out = self._run(params, inputs, [r["_index"] for r in rows])
@@ -150,8 +164,7 @@ class TemporalGrounding(_VideoEval):
   def __call__(self, params) -> Dict[str, float]:
     def batch(rows):
       rows = [self.span(dict(r), None) for r in rows]
-      inputs = pipeline.stack(rows, ["video", "query"] + (
-          ["frame_mask"] if "frame_mask" in rows[0] else []))
+      inputs = pipeline.stack(rows, _video_keys(rows) + ["query"])
       logits = self._run(params, inputs, [r["_index"] for r in rows])["span_logits"]
       pred = np.asarray(decode_spans(logits, inputs.get("frame_mask")))
       return (pred, np.stack([r["span"] for r in rows]), self._meta(rows),
