@@ -76,7 +76,11 @@ def get_config(arg: str = "tiny"):
 
   if size == "tiny":  # the CPU recipe
     c.data = synthetic_video()
-    base.cpu_schedule(c, batch_size=64, total_steps=3000, evals=2)
+    # The logit scale starts at 50 (CLIP's 1/0.07 = 14.3 learned the twins slower: each
+    # tower's gradient toward the twin difference scales with it) and lr is 5e-4 (2e-3 never
+    # left chance on the twins in 1500 steps, 1e-3 did slower: docs/video.md).
+    c.model.temperature_init = 50.0
+    base.cpu_schedule(c, batch_size=64, total_steps=3000, evals=2, lr=5e-4)
   else:  # accelerators
     c.data = ml_collections.ConfigDict(dict(
         name="msrvtt", source=dict(root="", vocab_size=32_000),
