@@ -71,10 +71,18 @@ def plot_mae(workdir: str, out: str) -> None:
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   rows = [r for r in rows_of(workdir) if "train/mae_pixels/loss" in r]
-  fig, ax = plt.subplots(figsize=(5, 3.2))
-  ax.plot([r["step"] for r in rows], [r["train/mae_pixels/loss"] for r in rows])
+  steps = [r["step"] for r in rows]
+  loss = [r["train/mae_pixels/loss"] for r in rows]
+  window = 10  # each logged value is one batch's loss: a running mean shows the trend
+  smooth = [sum(loss[max(0, i - window + 1):i + 1]) / len(loss[max(0, i - window + 1):i + 1])
+            for i in range(len(loss))]
+  fig, ax = plt.subplots(figsize=(5.5, 3.4))
+  ax.plot(steps, loss, lw=0.6, alpha=0.4, label="one batch")
+  ax.plot(steps, smooth, lw=1.8, label=f"mean of the last {window} logs")
+  ax.set_yscale("log")
   ax.set(xlabel="step", ylabel="masked-tubelet pixel MSE",
-         title="VideoMAE tiny: reconstruction loss (90% tube masking)")
+         title="VideoMAE tiny: reconstruction (90% tubes hidden)")
+  ax.legend()
   ax.grid(alpha=0.3)
   fig.tight_layout()
   fig.savefig(out, dpi=120)
@@ -94,7 +102,8 @@ def main():
   if args.scratch:  # checked before any training
     scratch = os.path.abspath(args.scratch)
     check_scratch(scratch, args.pretrain + args.finetune)
-  wall = {"videomae": run("configs/videomae.py:tiny", mae, args.pretrain)}
+  wall = {"videomae": run("configs/videomae.py:tiny", mae, args.pretrain,
+                          "--config.log_every=10")}
   wall["finetuned"] = run("configs/vivit.py:tiny", ft, args.finetune,
                           f"--config.init_from={mae}", "--config.init_map=video_tower=video")
   wall["scratch"] = (None if args.scratch else
