@@ -326,19 +326,21 @@ def test_msrvtt_trains_through_main_and_zero_shots_ucf101_with_two_views(
   ucf101 with 2 clips per video, the prompts in the run's tokenizer. (Retrieval on MSR-VTT's
   test split is left out: its evaluator is tests/test_video_family.py's, and each evaluator
   compiles its own programs, ~4 s of CPU.)"""
-  from vlx import main as vlx_main  # pylint: disable=g-import-not-at-top
+  from vlx import config_lib, main as vlx_main  # pylint: disable=g-import-not-at-top
   workdir = tmp_path / "run"
+  config = f"{REPO / 'configs' / 'vivit.py'}:tiny,smoke"
+  max_len = config_lib.load_config_file(config).data.max_len  # what its text tower takes
   source = {"root": str(msrvtt_root), "vocab_size": 64}
   zeroshot = {"type": "video_zeroshot", "split": "test",
               "pp": "decode_video_file(4, 16, 'uniform', 'test', 2)|video_value_range(-1,1)",
               "dataset": {"name": "ucf101", "source": {"data_dir": ucf101_data_dir}}}
   rc = vlx_main.main([
-      f"--config={REPO / 'configs' / 'vivit.py'}:tiny,smoke", f"--workdir={workdir}",
-      "--config.data.name=msrvtt", f"--config.data.source={source!r}",
+      f"--config={config}", f"--workdir={workdir}", "--config.data.name=msrvtt",
+      f"--config.data.source={source!r}",
       "--config.data.image_size=16", "--config.data.num_frames=4",
       "--config.data.keys=('video','text','frame_mask')", "--config.data.shuffle_block=1",
       "--config.data.pp_train=decode_video_file(4, 16, 'segment', 'train')|"
-      "video_value_range(-1,1)|sample_caption|tokenize(32)",
+      f"video_value_range(-1,1)|sample_caption|tokenize({max_len})",
       "--config.data.pp_eval=decode_video_file(4, 16)|video_value_range(-1,1)",
       "--config.model.video.num_frames=4", "--config.model.video.depth=1",
       "--config.model.text.depth=1", "--config.total_steps=2",
