@@ -72,15 +72,14 @@ def get_config(arg: str = "tiny"):
       video=dict(video_tower(size, kind), **(TINY_POSITIONS if (size, kind) == ("tiny", "vivit")
                                              else {})),
       text=image_text.text_tower("tiny" if size == "tiny" else "b16", causal=True, pool="eot")))
-  if size == "tiny":
-    # Two text layers over 24 positions (the longest synthetic caption is 21 tokens): a step
-    # about 13% cheaper than 3 layers over 32, which buys 3000 steps inside 15 minutes.
-    c.model.text.update(dict(depth=2, max_len=TINY_MAX_LEN))
   c.objectives = ml_collections.ConfigDict(dict(clip=dict(weight=1.0, max_scale=100.0)))
   c.evals = video_evals()
 
   if size == "tiny":  # the CPU recipe
     c.data = synthetic_video(max_len=TINY_MAX_LEN)
+    # Two text layers over 24 positions (the longest synthetic caption is 21 tokens): a step
+    # about 13% cheaper than 3 layers over 32, which buys 3000 steps inside 15 minutes.
+    c.model.text.update(dict(depth=2, max_len=TINY_MAX_LEN))
     # The logit scale starts at 50 (CLIP's 1/0.07 = 14.3 learned the twins slower: each
     # tower's gradient toward the twin difference scales with it) and lr is 5e-4 (2e-3 never
     # left chance on the twins in 1500 steps, 1e-3 did slower: docs/video.md).

@@ -114,11 +114,11 @@ def main():
         f"{args.pretrain} steps ({wall['videomae']:.0f} s)")
   header = ["run", "steps", "wall s"] + [name for name, _ in COLUMNS]
   print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
-  for name, workdir, steps in (
-      ("VideoMAE -> video-text", ft, f"{args.pretrain} + {args.finetune}"),
-      ("video-text from scratch", scratch, f"{args.pretrain + args.finetune}")):
+  for name, workdir, steps, seconds in (
+      ("VideoMAE -> video-text", ft, f"{args.pretrain} + {args.finetune}", wall["finetuned"]),
+      ("video-text from scratch", scratch, f"{args.pretrain + args.finetune}",
+       wall["scratch"])):
     metrics = final_eval(workdir)
-    seconds = wall["finetuned" if workdir == ft else "scratch"]
     cells = [name, steps, "-" if seconds is None else f"{seconds:.0f}"] + [
         f"{metrics[key]:.3f}" if key in metrics else "-" for _, key in COLUMNS]
     print("| " + " | ".join(cells) + " |")

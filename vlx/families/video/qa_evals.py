@@ -14,6 +14,7 @@ video asks about its time order).
 from __future__ import annotations
 
 import collections
+import functools
 from typing import Dict, Optional, Sequence
 
 import numpy as np
@@ -105,22 +106,14 @@ class VideoQAEval(_VideoEval):
                limit: Optional[int] = None, frame_shuffle: bool = False, seed: int = 0):
     super().__init__(ctx, split, pp, limit, frame_shuffle, seed)
     max_len = int(ctx.data_config.max_len)
-    qa_op = registry.PP_OPS.get("video_qa")
-    # One op per question slot, made when a record first has that many (the dataset sets
-    # the count, not this evaluator).
-    self._asks = []
-    self._new_ask = lambda i: qa_op(ctx.handle, max_len, index=i)
+    # `ask(index=i)`: question i of a record (the dataset sets how many, not this evaluator).
+    self.ask = functools.partial(registry.PP_OPS.get("video_qa"), ctx.handle, max_len)
     self.choice = registry.PP_OPS.get("video_choice")(ctx.handle, max_len)
-
-  def _ask_all(self, row) -> list:
-    """Every question of `row`, tokenized with its answer."""
-    while len(self._asks) < len(row["questions"]):
-      self._asks.append(self._new_ask(len(self._asks)))
-    return [op(dict(row), None) for op in self._asks[:len(row["questions"])]]
 
   def __call__(self, params) -> Dict[str, float]:
     def batch(rows):
-      asked = [self._ask_all(r) for r in rows]
+      asked = [[self.ask(index=i)(dict(r), None) for i in range(len(r["questions"]))]
+               for r in rows]
       if len({len(a) for a in asked}) != 1:
         raise ValueError("video_qa: every video of a split must have as many questions")
       rows = [self.choice(dict(r), None) for r in rows]
