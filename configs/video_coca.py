@@ -10,12 +10,11 @@ decoder, on configs/vivit.py's b16x2 data, MSR-VTT); append ',smoke' for a run o
 Override anything: --config.total_steps=...
 """
 
-import os
-
 import ml_collections
 
-from vlx.config_lib import load_config_module
 from vlx.presets import base, sizes
+from vlx.presets.video import (msrvtt_data, msrvtt_schedule, synthetic_video, video_evals,
+                               video_tower)
 from vlx.variant import parse_variant
 
 SIZES = ("tiny", "b16x2")
@@ -23,20 +22,13 @@ SIZES = ("tiny", "b16x2")
 MULTIMODAL_DEPTH = {"tiny": 2, "b16x2": 12}
 
 
-def _vivit():
-  """configs/vivit.py: the video tower's fields and each size's data block come from there."""
-  return load_config_module(os.path.join(os.path.dirname(__file__), "vivit.py"))
-
-
 def get_config(arg: str = "tiny"):
   variant = parse_variant(arg, sizes=SIZES)
   size = variant.size
   tiny = size == "tiny"
-  vivit = _vivit()
-  video = vivit.get_config(size)  # its data block and accelerator schedule
-  # The tiny captioner reads the synthetic videos at vivit's default text length (32), not
-  # the 24 of vivit's tiny contrastive recipe, so its measured CIDEr stays this config's.
-  data = vivit.synthetic_video() if tiny else video.data
+  # The tiny captioner reads the synthetic videos at the default text length (32), not the 24
+  # of vivit's tiny contrastive recipe, so its measured CIDEr stays this config's.
+  data = synthetic_video() if tiny else msrvtt_data()
   text_size = "tiny" if tiny else "b16"
   text = sizes.TEXT[text_size]
   c = base.base_config()
@@ -45,7 +37,7 @@ def get_config(arg: str = "tiny"):
       dtype="float32" if tiny else "bfloat16",
       caption_queries=32 if tiny else 256,
       contrastive_pool="gap" if tiny else "map",  # as configs/coca.py
-      image=vivit.video_tower(size, "vivit"),
+      image=video_tower(size, "vivit"),
       text=dict(vocab_size=data.source.vocab_size, max_len=data.max_len,
                 width=text["width"], num_heads=text["num_heads"], mlp_ratio=4.0,
                 unimodal_depth=text["depth"], multimodal_depth=MULTIMODAL_DEPTH[size], eos_id=2,
@@ -59,14 +51,11 @@ def get_config(arg: str = "tiny"):
                     length_penalty=0.6, max_len=c.data.max_len, gallery=16, limit=None)
 
   if tiny:  # the CPU recipe
-    c.evals = vivit.video_evals()
+    c.evals = video_evals()
     base.cpu_schedule(c, batch_size=64, total_steps=600)
   else:  # accelerators: configs/vivit.py's b16x2 run
     c.evals = ml_collections.ConfigDict(dict(retrieval=dict(type="video_retrieval", limit=None)))
-    for key in ("batch_size", "total_steps"):
-      c[key] = video[key]
-    c.optimizer = video.optimizer
-    c.mesh = video.mesh
+    msrvtt_schedule(c)
   c.evals.captioning = ml_collections.ConfigDict(captioning)
 
   if variant.smoke:  # one decoding method, no Java scorers

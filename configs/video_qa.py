@@ -23,12 +23,10 @@ QA 0.786, multiple choice 0.727 (frames shuffled: 0.689 / 0.550; temporal videos
 R@1@0.5 1.0, R@1@0.7 1.0, mIoU 1.0 (the whole video for every query: 0.828, 0.648, 0.775).
 """
 
-import os
-
 import ml_collections
 
-from vlx.config_lib import load_config_module
 from vlx.presets import base, image_text, sizes
+from vlx.presets.video import TINY_POSITIONS
 from vlx.variant import parse_variant
 
 SIZES = ("tiny", "b16x2")
@@ -38,12 +36,11 @@ KEYS = ("video", "question", "answer_scores", "choices", "choice_target", "query
 
 def video_tower(size: str) -> dict:
   """ViViT factorised (model 2): frame tokens out of a temporal encoder. The tiny one has
-  configs/vivit.py's tiny position embeddings (unit-amplitude sinusoids in space and time
+  the tiny ViViT's position embeddings (unit-amplitude sinusoids in space and time
   from the first step)."""
   if size == "tiny":
-    vivit = load_config_module(os.path.join(os.path.dirname(__file__), "vivit.py"))
     vit = dict(patch_size=8, width=64, depth=2, num_heads=4, tubelet=1, temporal_depth=2,
-               num_frames=8, **vivit.TINY_POSITIONS)
+               num_frames=8, **TINY_POSITIONS)
   else:
     vit = dict(sizes.VIT["b16"], tubelet=2, temporal_depth=4, num_frames=8)
   return dict(dict(kind="vivit", encoder="factorised", frame_pool="gap", mlp_ratio=4.0,

@@ -13,52 +13,12 @@ point it at the data with --config.data.source.root=DIR), padded frames masked);
 import ml_collections
 
 from vlx.presets import base, image_text, sizes
+from vlx.presets.video import (TINY_MAX_LEN, TINY_POSITIONS, msrvtt_data, msrvtt_schedule,
+                               synthetic_video, video_evals, video_tower)
 from vlx.variant import parse_variant
 
 SIZES = ("tiny", "b16x2")
 WORDS = ("frame_mean",)
-# The tiny ViViT's position signals have unit amplitude from the first step (a fixed 2-D
-# sinusoid in space, a learned table started as a 1-D sinusoid in time) rather than ViT's
-# 0.02-std learned tables; with them the twins rose above chance between 750 and 1500 steps
-# (docs/video.md has the runs).
-TINY_POSITIONS = dict(posemb="sincos2d", time_posemb_init="sincos")
-TINY_MAX_LEN = 24
-
-
-def video_tower(size: str, kind: str) -> dict:
-  """The video tower's fields: ViViT joint (model 1), or FrameMean with the same ViT's
-  per-frame fields (patch, width, depth, heads) for the time-blind control."""
-  if size == "tiny":
-    vit = dict(patch_size=8, width=128, depth=4, num_heads=4)
-  else:
-    vit = dict(sizes.VIT["b16"])
-  vit.update(mlp_ratio=4.0, pool="gap", posemb="learn", scan=False, remat="none")
-  if kind == "frame_mean":
-    return dict(kind="frame_mean", **vit, stem="patch")
-  return dict(kind="vivit", encoder="joint", tubelet=2, num_frames=8 if size == "tiny" else 16,
-              **vit)
-
-
-def synthetic_video(*, max_len: int = 32) -> ml_collections.ConfigDict:
-  """The embedded synthetic videos (generated on first use): 10k/1k videos, 8 x 32 px.
-  `shuffle_block=2` keeps each video and its twin (stored side by side) in one batch, so the
-  contrastive loss has the twin's caption as a hard negative: without it a batch of 64 out of
-  10k videos almost never holds both, and the recipe learned colour and shape but not time."""
-  return ml_collections.ConfigDict(dict(
-      name="synthetic_video", source=dict(data_dir="", variant="default", vocab_size=256),
-      train_split="train", test_split="test", keys=("video", "text"), image_size=32,
-      num_frames=8, max_len=max_len, shuffle_block=2,
-      pp_train=f"decode_video|video_value_range(-1,1)|sample_caption|tokenize({max_len})",
-      pp_eval="decode_video|video_value_range(-1,1)", num_threads=2, prefetch=4))
-
-
-def video_evals() -> ml_collections.ConfigDict:
-  """Retrieval (overall and per kind: `static/t2v_r1` is the control), the twins, and the
-  twins with frames shuffled (the probe: a model that reads time falls to about 0.5)."""
-  return ml_collections.ConfigDict(dict(
-      retrieval=dict(type="video_retrieval", limit=None),
-      twins=dict(type="twins", limit=None),
-      twins_shuffled=dict(type="twins", frame_shuffle=True, limit=None)))
 
 
 def get_config(arg: str = "tiny"):
@@ -87,24 +47,14 @@ def get_config(arg: str = "tiny"):
     base.cpu_schedule(c, batch_size=64, total_steps=3000, lr=5e-4)
     c.checkpoint_every = 1000
   else:  # accelerators
-    c.data = ml_collections.ConfigDict(dict(
-        name="msrvtt", source=dict(root="", vocab_size=32_000),
-        train_split="train_9k", test_split="test_1k", keys=("video", "text", "frame_mask"),
-        image_size=224,
-        num_frames=16, max_len=32,
-        pp_train=("decode_video_file(16, 224, 'segment', 'train')|video_value_range(-1,1)|"
-                  "sample_caption|tokenize(32)"),
-        pp_eval="decode_video_file(16, 224)|video_value_range(-1,1)", num_threads=8, prefetch=4))
+    c.data = msrvtt_data()
     c.evals = ml_collections.ConfigDict(dict(retrieval=dict(type="video_retrieval")))
     c.model.text.update(dict(vocab_size=32_000))
     c.model.dtype = "bfloat16"
     c.model.video.update(dict(scan=True, remat="dots"))
     c.model.text.update(dict(scan=True, remat="dots"))
     c.objectives.clip.chunked = True
-    c.batch_size = 512
-    c.total_steps = 30_000
-    c.optimizer.update(dict(lr=5e-4, warmup_steps=2_500, weight_decay=0.2))
-    c.mesh.update(dict(data=1, fsdp=-1))
+    msrvtt_schedule(c)
 
   if variant.smoke and size == "tiny":
     c.data.source.variant = "small"

@@ -109,6 +109,26 @@ def test_retrieval_in_chunks_equals_one_block_and_finds_each_pair():
   assert video_evals.retrieval_metrics(video, reversed_text)["t2v_r1"] < 0.5
 
 
+def test_matched_retrieval_credits_any_video_a_shared_caption_annotates():
+  # Videos 0 and 1 both carry "a red circle" (a one-shape still scene): no text tells them
+  # apart. Each caption embeds at video 0, so strict t2v misses video 1's copy; matched
+  # counts it (video 0 carries that caption too). Video 2's caption is its own.
+  video = np.eye(3)
+  text = np.stack([np.eye(3)[[0]], np.eye(3)[[0]], np.eye(3)[[2]]])   # [3, 1, 3]
+  captions = np.array([["a red circle"], ["a red circle"], ["a blue square"]], dtype=object)
+  got = video_evals.retrieval_metrics(video, text, ks=(1,), captions=captions)
+  assert got["t2v_r1"] == pytest.approx(2 / 3) and got["matched_t2v_r1"] == 1.0
+  assert got["shared_captions"] == pytest.approx(2 / 3)
+  # v2t: video 0 ties its own caption with video 1's identical one (strict: a half; matched:
+  # both are its captions, 1); video 1 ties all three captions at 0 (strict 1/3, matched: two
+  # of the three are its captions, 1/2).
+  assert got["v2t_r1"] == pytest.approx((1 / 2 + 1 / 3 + 1) / 3)
+  assert got["matched_v2t_r1"] == pytest.approx((1 + 1 / 2 + 1) / 3)
+  unique = np.array([["a"], ["b"], ["c"]], dtype=object)
+  plain = video_evals.retrieval_metrics(video, text, ks=(1,), captions=unique)
+  assert plain["matched_t2v_r1"] == plain["t2v_r1"] and plain["shared_captions"] == 0.0
+
+
 def test_variants_build_without_data_and_a_typo_is_one_line():
   config = config_lib.load_config_file(f"{CONFIG}:b16x2")
   assert build.dummy_batch(config)["video"].shape == (512, 16, 224, 224, 3)

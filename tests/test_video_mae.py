@@ -276,6 +276,21 @@ def test_init_map_starts_a_video_text_tower_from_the_mae_encoder(tmp_path):
   loaded = checkpoint.load_params(str(tmp_path), abstract, fresh, mapping)
   jax.tree.map(np.testing.assert_array_equal, loaded["video_tower"], mae_params["video"])
   np.testing.assert_array_equal(loaded["txt"]["w"], np.ones(2))
+  # A model that adds a module inside the mapped tower (an adapter) takes every param the
+  # checkpoint holds and keeps its own new leaves as initialised.
+  grown = dict(fresh, video_tower=dict(fresh["video_tower"], adapter={"w": jnp.full((3,), 5.)}))
+  shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), grown)
+  loaded = checkpoint.load_params(str(tmp_path), shapes, grown, mapping)
+  np.testing.assert_array_equal(loaded["video_tower"]["adapter"]["w"], np.full(3, 5.))
+  jax.tree.map(np.testing.assert_array_equal,
+               {k: v for k, v in loaded["video_tower"].items() if k != "adapter"},
+               mae_params["video"])
+  one = next(iter(mae_params["video"]))   # a held leaf of another shape is refused by name
+  bad = dict(fresh, video_tower={one: jax.tree.map(lambda x: jnp.zeros((*x.shape, 2)),
+                                                   mae_params["video"][one])})
+  shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), bad)
+  with pytest.raises(ValueError, match=f"video/{one}.* has shape"):
+    checkpoint.load_params(str(tmp_path), shapes, bad, mapping)
   with pytest.raises(ValueError, match=r"init_map names \['video'\]"):
     checkpoint.load_params(str(tmp_path), abstract, fresh, {"video": "video"})
   with pytest.raises(config_checks.ConfigError, match="expected dst=src"):

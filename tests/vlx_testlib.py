@@ -159,7 +159,11 @@ def no_evals() -> Sequence[str]:
 
 
 def one_train_step(config, model, state, mesh, tx, batch, accum_steps=1, full_state=False):
-  """The trainer's jitted step on `mesh` (state resharded there) -> (new params, metrics)."""
+  """The trainer's jitted step on `mesh` (state resharded there) -> (new params, metrics).
+  `batch` may be a list of batches of one shape: the step runs on each in turn, compiled
+  once (metrics of the last)."""
+  batches = batch if isinstance(batch, (list, tuple)) else [batch]
+  batch = batches[0]
   rules = mesh_lib.rules_from_config(config.sharding)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     abstract = jax.eval_shape(lambda r: model.init(
@@ -178,7 +182,9 @@ def one_train_step(config, model, state, mesh, tx, batch, accum_steps=1, full_st
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     jitted = jax.jit(step_fn, in_shardings=(shardings, batch_shardings),
                      out_shardings=(shardings, rep))
-    new_state, metrics = jitted(state, mesh_lib.global_batch(batch, mesh))
+    new_state = state
+    for one in batches:
+      new_state, metrics = jitted(new_state, mesh_lib.global_batch(one, mesh))
   assert int(new_state.nonfinite) == 0
   # Params really live sharded on the mesh (not silently replicated everywhere).
   if mesh.size > 1:

@@ -33,4 +33,5 @@ MODULES = (
     "vlx.families.video.model", "vlx.families.video.evals",
     "vlx.families.video.mae", "vlx.families.video.qa", "vlx.families.video.qa_evals",
     "vlx.data.video_files", "vlx.families.video.classify",
+    "vlx.families.video_transfer.model",
 )

@@ -77,6 +77,22 @@ def video_value_range(handle, lo: float = -1.0, hi: float = 1.0):
   return pp_ops.value_range(handle, lo, hi, key="video")
 
 
+@registry.PP_OPS.register("video_frame")
+def video_frame(handle, which: str = "random"):
+  """One frame of `video` as `image` (`random` for training, `central` to evaluate): still
+  frames of the videos train the image model that image->video transfer starts from."""
+  del handle
+  if which not in ("random", "central"):
+    raise ValueError(f"pp op video_frame: which={which!r}; known: random, central")
+
+  def fn(ex, rng):
+    video = ex.pop("video")
+    t = int(rng.integers(len(video))) if which == "random" else len(video) // 2
+    ex["image"] = video[t]
+    return ex
+  return fn
+
+
 def _tokens(handle, texts: Sequence[str], max_len: int) -> np.ndarray:
   return handle.tokenizer.encode([t.rstrip("?") for t in texts], max_len)
 

@@ -344,16 +344,21 @@ class Encoder(nn.Module):
   final_norm: bool = True
   ln_eps: float = 1e-6
   act: str = "gelu_tanh"
+  # Another block class with Block's params and call (an image block that hosts video
+  # adapters) and the extra attributes it takes for this call (the frame count).
+  block: Any = None
+  block_kw: Any = None
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x, mask=None, memory=None, memory_mask=None):
     check_norm(self.norm)
-    block = rematted(Block, self.remat, self.scan)
+    block = rematted(self.block or Block, self.remat, self.scan)
     kw = dict(num_heads=self.num_heads, mlp_dim=self.mlp_dim, is_causal=self.is_causal,
               cross_attention=self.cross_attention, decode=self.decode, norm=self.norm,
-              ln_eps=self.ln_eps, act=self.act, dtype=self.dtype, param_dtype=self.param_dtype)
+              ln_eps=self.ln_eps, act=self.act, dtype=self.dtype, param_dtype=self.param_dtype,
+              **dict(self.block_kw or {}))
     if self.scan and self.depth:
       x, _ = scanned(block, self.depth)(name="layers", **kw)(x, mask, memory, memory_mask)
     else:

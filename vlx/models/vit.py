@@ -89,11 +89,13 @@ class ViT(nn.Module):
   mlp_dim: Optional[int] = None  # overrides mlp_ratio (checkpoints give the exact size)
   ln_eps: float = 1e-6
   act: str = "gelu_tanh"
+  block: Any = None  # the encoder's block class (layers.Block; see layers.Encoder.block)
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, image):
+  def __call__(self, image, block_kw=None):
+    """`block_kw`: attributes of this call's blocks (a video's frame count), for `block`."""
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     if self.stem == "patch":
       stem = PatchStem(self.width, self.patch_size, use_bias=self.stem_bias, name="stem", **kw)
@@ -121,7 +123,8 @@ class ViT(nn.Module):
     x = layers.constrain(x, layers.ACT)
     mlp_dim = self.mlp_dim or int(self.width * self.mlp_ratio)
     x = layers.Encoder(self.depth, self.num_heads, mlp_dim, scan=self.scan, remat=self.remat,
-                       ln_eps=self.ln_eps, act=self.act, name="encoder", **kw)(x)
+                       ln_eps=self.ln_eps, act=self.act, block=self.block, block_kw=block_kw,
+                       name="encoder", **kw)(x)
     if self.pool == "cls":
       return x[:, 0], x[:, 1:]
     if self.pool == "gap":

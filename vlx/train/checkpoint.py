@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import jax
 import numpy as np
@@ -170,11 +170,87 @@ def load_params(path: str, abstract_params, fresh=None, mapping: Optional[Dict[s
       raise ValueError(f"init_map names {unknown}, which this model does not have; it has "
                        f"{sorted(abstract_params)}" if unknown else
                        "loading some params needs the rest's initialisation (fresh=)")
-    loaded = _restore(path, {src: abstract_params[dst] for dst, src in mapping.items()})
-    logging.info("init_from %s: %s loaded, %s freshly initialised", path, mapping,
-                 sorted(set(abstract_params) - set(mapping)))
-    return {**fresh, **{dst: loaded[src] for dst, src in mapping.items()}}
+    held = _held_shapes(path)
+    wanted, new_leaves = {}, []
+    for dst, src in mapping.items():
+      wanted[src], missing = _held_part(abstract_params[dst], held, src, dst)
+      new_leaves += missing
+    loaded = _restore(path, wanted)
+    logging.info("init_from %s: %s loaded, %s freshly initialised%s", path, mapping,
+                 sorted(set(abstract_params) - set(mapping)),
+                 f"; new leaves inside them, freshly initialised: {new_leaves}" if new_leaves
+                 else "")
+    return {**fresh, **{dst: _merged(fresh[dst], loaded[src]) for dst, src in mapping.items()}}
   return _restore(path, abstract_params)
+
+
+def _leaf_paths(tree) -> Dict[Tuple[str, ...], Any]:
+  flat = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: hasattr(x, "shape"))[0]
+  return {tuple(str(getattr(k, "key", k)) for k in p): v for p, v in flat}
+
+
+def _held_shapes(path: str) -> Optional[Dict[Tuple[str, ...], Tuple[int, ...]]]:
+  """{param path: shape} of the latest checkpoint under `path`, from its metadata (None where
+  the metadata cannot be read: then every leaf asked for must be there)."""
+  mngr = ocp.CheckpointManager(path)
+  step = mngr.latest_step()
+  mngr.close()
+  state = os.path.join(path, str(step), "state")
+  if step is None or not os.path.isdir(state):
+    return None
+  quiet = logging.getLogger("absl")  # orbax warns that a metadata file it does not need is absent
+  level = quiet.level
+  quiet.setLevel(logging.ERROR)
+  try:
+    meta = ocp.PyTreeCheckpointer().metadata(state)
+  except Exception:  # pylint: disable=broad-except
+    return None
+  finally:
+    quiet.setLevel(level)
+  tree = getattr(meta, "item_metadata", meta)
+  tree = getattr(tree, "tree", tree)
+  if not isinstance(tree, dict) or "params" not in tree:
+    return None
+  return {p: tuple(v.shape) for p, v in _leaf_paths(tree["params"]).items()}
+
+
+def _held_part(abstract, held, src: str, dst: str):
+  """The part of `abstract` (the model's subtree `dst`) that the checkpoint's subtree `src`
+  holds, and the paths of the leaves it does not (a module the new model adds inside a
+  loaded tower: an adapter in a pretrained image tower). A leaf held with another shape, or a
+  subtree of which nothing is held, is an error naming it."""
+  if held is None:
+    return abstract, []
+  if not isinstance(abstract, Mapping):  # a single array (`logit_scale`)
+    shape = held.get((src,))
+    if shape != tuple(abstract.shape):
+      raise ValueError(f"init_map {dst}={src}: the checkpoint's {src} is "
+                       f"{'absent' if shape is None else shape}, the model's {abstract.shape}")
+    return abstract, []
+  part, missing = {}, []
+  for p, leaf in _leaf_paths(abstract).items():
+    shape = held.get((src,) + p)
+    if shape is None:
+      missing.append("/".join((dst,) + p))
+      continue
+    if shape != tuple(leaf.shape):
+      raise ValueError(f"init_map {dst}={src}: {'/'.join((src,) + p)} has shape {shape} in "
+                       f"the checkpoint, the model's {'/'.join((dst,) + p)} {leaf.shape}")
+    node = part
+    for k in p[:-1]:
+      node = node.setdefault(k, {})
+    node[p[-1]] = leaf
+  if not part:
+    raise ValueError(f"init_map {dst}={src}: the checkpoint holds none of {dst}'s params "
+                     f"under {src}")
+  return part, missing
+
+
+def _merged(fresh, loaded):
+  """`fresh` with every leaf `loaded` holds replaced by the loaded one."""
+  if not isinstance(fresh, Mapping):
+    return loaded
+  return {k: _merged(v, loaded[k]) if k in loaded else v for k, v in fresh.items()}
 
 
 def _restore(path: str, abstract_params):

@@ -11,6 +11,7 @@ parameters into their range after every update, as open_clip clamps its logit sc
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Optional, Sequence, Tuple
 
@@ -81,6 +82,33 @@ def make_schedule(cfg, total_steps):
   raise ValueError(f"unknown schedule {cfg.schedule!r}; known: cosine, constant")
 
 
+def _groups(cfg):
+  return [(re.compile(r), float(m)) for r, m in cfg.get("param_groups", ())]
+
+
+def group_labels(cfg, params):
+  """Each param's group (`group{i}`: the first `param_groups` regex it fully matches, or
+  `default`)."""
+  groups = _groups(cfg)
+
+  def label(path, _):
+    name = param_path(path)
+    for i, (regex, _) in enumerate(groups):
+      if regex.fullmatch(name):
+        return f"group{i}"
+    return "default"
+  return jax.tree_util.tree_map_with_path(label, params)
+
+
+def num_trainable(cfg, params) -> int:
+  """Parameters the optimizer updates: all but those of groups frozen with lr_mult 0."""
+  frozen = {f"group{i}" for i, (_, mult) in enumerate(_groups(cfg)) if mult == 0}
+  sizes = jax.tree.map(lambda x: int(math.prod(x.shape)), params)
+  return sum(n for n, label in zip(jax.tree.leaves(sizes),
+                                   jax.tree.leaves(group_labels(cfg, params)))
+             if label not in frozen)
+
+
 def make_optimizer(cfg, params, total_steps=None, param_bounds: Sequence[Bound] = ()):
   """Returns (tx, schedule). `params` is any tree with the model's param structure;
   the schedule spans `total_steps` (the run's `config.total_steps`); `param_bounds` (the
@@ -97,15 +125,9 @@ def make_optimizer(cfg, params, total_steps=None, param_bounds: Sequence[Bound] 
     raise ValueError(f"unknown optimizer {cfg.name!r}; known: adamw")
   base = optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
                      weight_decay=cfg.weight_decay, mask=wd_mask)
-  groups = [(re.compile(r), float(m)) for r, m in cfg.get("param_groups", ())]
+  groups = _groups(cfg)
   if groups:
-    def label(path, _):
-      name = param_path(path)
-      for i, (regex, _) in enumerate(groups):
-        if regex.fullmatch(name):
-          return f"group{i}"
-      return "default"
-    labels = jax.tree_util.tree_map_with_path(label, params)
+    labels = group_labels(cfg, params)
     transforms = {"default": base}
     for i, (_, mult) in enumerate(groups):
       transforms[f"group{i}"] = optax.set_to_zero() if mult == 0 else optax.chain(

@@ -24,7 +24,7 @@ from vlx.parallel import mesh as mesh_lib
 from vlx.train import checkpoint as ckpt_lib
 from vlx.train import workdir as workdir_lib
 from vlx.train.metrics_writer import MetricsWriter
-from vlx.train.optimizer import make_optimizer
+from vlx.train.optimizer import make_optimizer, num_trainable
 from vlx.train.step import TrainState, make_train_step
 from vlx.train.task import DEFAULT_TASK, build_task, check_evaluators
 
@@ -207,7 +207,8 @@ def train(config, workdir: str, mode: str = "train") -> Dict[str, float]:
                                 config.total_steps, param_bounds=task.param_bounds)
   state, shardings = create_state(config, model, tx, mesh, rules, boxed_abstract, task)
   num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
-  logging.info("model %s: %.2fM parameters", config.model.name, num_params / 1e6)
+  logging.info("model %s: %.2fM parameters, %.2fM trainable", config.model.name,
+               num_params / 1e6, num_trainable(config.optimizer, state.params) / 1e6)
 
   if mode == "eval" and not os.path.isdir(ckpt_dir) and not config.init_from:
     raise ValueError(f"mode=eval: no checkpoint in {workdir} and no init_from")

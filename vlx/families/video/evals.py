@@ -52,29 +52,53 @@ def ranking_metrics(greater: np.ndarray, ties: np.ndarray, ks: Sequence[int] = K
   return out
 
 
+def annotated_by(captions: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+  """`captions [N, K]` strings -> (caption id per slot `[N * K]`, `annotates [U, N]` bool: the
+  unique caption u is one of video n's captions). Two videos can share a caption word for
+  word (a one-shape still scene: "a red circle"); no text tells them apart."""
+  ids = {}
+  flat = np.array([ids.setdefault(c, len(ids)) for c in captions.reshape(-1)], np.int64)
+  annotates = np.zeros((len(ids), captions.shape[0]), bool)
+  annotates[flat, np.repeat(np.arange(captions.shape[0]), captions.shape[1])] = True
+  return flat, annotates
+
+
 def retrieval_metrics(video: np.ndarray, text: np.ndarray, ks: Sequence[int] = KS,
-                      chunk: int = 1024) -> Dict[str, float]:
+                      chunk: int = 1024, captions: Optional[np.ndarray] = None
+                      ) -> Dict[str, float]:
   """`video [N, D]`, `text [N, K, D]` (K captions per video) -> t2v_* (each caption finds its
   video among N) and v2t_* (each video's best-ranked own caption among N * K), with the
-  similarity matrix computed `chunk` query rows at a time."""
+  similarity matrix computed `chunk` query rows at a time.
+
+  With the caption strings `captions [N, K]`, also matched_t2v_* and matched_v2t_*: a hit is
+  any video the query caption annotates word for word (any caption annotating the video).
+  The plain metrics (as MSR-VTT and COCO score) count only the caption's own video, so a
+  caption several videos carry caps them below 1 for a perfect model; `shared_captions` is
+  the fraction of caption slots whose text annotates more than one video."""
   n, k, d = text.shape
-  captions = text.reshape(n * k, d)
+  flat = text.reshape(n * k, d)
   owner = np.repeat(np.arange(n), k)
-  counts = {"t2v": ([], []), "v2t": ([], [])}
-  for start in range(0, n * k, chunk):
-    rows = slice(start, start + chunk)
-    positive = owner[rows, None] == np.arange(n)[None, :]
-    for acc, part in zip(counts["t2v"], rank_counts(captions[rows] @ video.T, positive)):
-      acc.append(part)
-  for start in range(0, n, chunk):
-    rows = np.arange(start, min(start + chunk, n))
-    positive = rows[:, None] == owner[None, :]
-    for acc, part in zip(counts["v2t"], rank_counts(video[rows] @ captions.T, positive)):
-      acc.append(part)
+  positives = {"": lambda q: owner[q, None] == np.arange(n)[None, :]}
   out = {}
-  for direction, (greater, ties) in counts.items():
-    out.update(ranking_metrics(np.concatenate(greater), np.concatenate(ties), ks,
-                               prefix=f"{direction}_"))
+  if captions is not None:
+    ids, annotates = annotated_by(np.asarray(captions, dtype=object))
+    positives["matched_"] = lambda q: annotates[ids[q]]
+    out["shared_captions"] = float((annotates.sum(axis=1)[ids] > 1).mean())
+  for prefix, positive in positives.items():
+    counts = {"t2v": ([], []), "v2t": ([], [])}
+    for start in range(0, n * k, chunk):
+      rows = np.arange(start, min(start + chunk, n * k))
+      for acc, part in zip(counts["t2v"], rank_counts(flat[rows] @ video.T, positive(rows))):
+        acc.append(part)
+    video_positive = positive(np.arange(n * k)).T                  # [N, N * K]
+    for start in range(0, n, chunk):
+      rows = slice(start, start + chunk)
+      for acc, part in zip(counts["v2t"], rank_counts(video[rows] @ flat.T,
+                                                      video_positive[rows])):
+        acc.append(part)
+    for direction, (greater, ties) in counts.items():
+      out.update(ranking_metrics(np.concatenate(greater), np.concatenate(ties), ks,
+                                 prefix=f"{prefix}{direction}_"))
   return out
 
 
@@ -162,12 +186,12 @@ class VideoTextSplit:
       return self._embed_videos(params, rows), [r["captions"] for r in rows], meta
 
     parts = self.reader.map(batch)
-    tokens, _ = pipeline.caption_tokens(self.ctx.handle.tokenizer,
-                                        [c for p in parts for c in p[1]],
-                                        self.ctx.data_config.max_len)
+    tokens, captions = pipeline.caption_tokens(self.ctx.handle.tokenizer,
+                                               [c for p in parts for c in p[1]],
+                                               self.ctx.data_config.max_len)
     n, k, l = tokens.shape
     text = embed(self.ctx, params, "encode_text", tokens.reshape(n * k, l)).reshape(n, k, -1)
-    out = {"video": np.concatenate([p[0] for p in parts]), "text": text}
+    out = {"video": np.concatenate([p[0] for p in parts]), "text": text, "captions": captions}
     for key in ("kind", "concept", "twin", "_index"):
       out[key] = np.array([str(v) if key in ("kind", "concept") else int(v)
                            for p in parts for v in p[2][key]], dtype=object if key in (
@@ -180,9 +204,10 @@ class VideoTextSplit:
 
 @registry.EVALUATORS.register("video_retrieval")
 class VideoRetrieval:
-  """Text<->video R@1/5/10, median and mean rank over the test split, both directions; also
-  within each `kind` of video the records name (`static/...`, `temporal/...`: the gallery
-  holds that kind only)."""
+  """Text<->video R@1/5/10, median and mean rank over the test split, both directions, strict
+  (a caption's own video) and `matched_` (any video carrying that caption); also within each
+  `kind` of video the records name (`static/...`, `temporal/...`: the gallery holds that kind
+  only)."""
 
   def __init__(self, ctx: EvalContext, split: Optional[str] = None, limit: Optional[int] = None,
                frame_shuffle: bool = False, seed: int = 0, chunk: int = 1024):
@@ -191,13 +216,15 @@ class VideoRetrieval:
 
   def __call__(self, params):
     e = self.split(params)
-    out = {**retrieval_metrics(e["video"], e["text"], chunk=self.chunk),
+    out = {**retrieval_metrics(e["video"], e["text"], chunk=self.chunk,
+                               captions=e["captions"]),
            "num_videos": len(e["video"])}
     for kind in sorted({k for k in e["kind"] if k}):
       rows = e["kind"] == kind
       if rows.sum() > 1:
         for name, value in retrieval_metrics(e["video"][rows], e["text"][rows],
-                                             chunk=self.chunk).items():
+                                             chunk=self.chunk,
+                                             captions=e["captions"][rows]).items():
           out[f"{kind}/{name}"] = value
     if self.split.reader.skipped:
       out["skipped_records"] = self.split.reader.skipped

@@ -1,0 +1,122 @@
+"""Image->video transfer: an image-text model (CLIP) read frame by frame, time added on top of
+its frozen features or inside its adapted backbone, trained through the one step.
+
+Variants (one paradigm word, mean_pool if none; tiny is the default size, b16 for
+accelerators):
+  image            the image model the others start from: a CLIP trained on still frames of
+                   the synthetic videos (it knows colour and shape, nothing of time)
+  mean_pool        frozen: frame embeddings averaged (CLIP4Clip meanP; blind to order)
+  seq_transformer  frozen: a temporal transformer over frame embeddings (CLIP4Clip seqTransf)
+  st_adapter       adapted: ST-Adapter (a temporal depthwise conv in a bottleneck) per block
+  aim              adapted: AIM (the frozen attention reused over time, with adapters)
+  full_finetune    adapted: every image weight tuned, frames averaged (ViFi-CLIP)
+Start a paradigm from the image model with `image=DIR` (its workdir, or a converted CLIP
+directory); experiments/compare_video.py trains the image model once and every paradigm on
+the same data and step budget. Append ',smoke' for a run of seconds (random init allowed).
+"""
+
+import ml_collections
+
+from vlx.presets import base, image_text, sizes
+from vlx.presets.video import (TINY_MAX_LEN, msrvtt_data, synthetic_video, video_evals,
+                               vit_fields)
+from vlx.variant import parse_variant
+
+SIZES = ("tiny", "b16")
+FROZEN = ("mean_pool", "seq_transformer")
+ADAPTED = ("st_adapter", "aim", "full_finetune")
+WORDS = ("image",) + FROZEN + ADAPTED
+# The CLIP params a paradigm takes from the image model (its own temporal parts start fresh;
+# adapters inside `img` keep their init: vlx/train/checkpoint.py loads what the image holds).
+IMAGE_PARAMS = "img=img,img_proj=img_proj,txt=txt,txt_proj=txt_proj,logit_scale=logit_scale"
+ADAPTER_PARAMS = r"img/.*_adapter/.*"
+
+
+def image_fields(size: str) -> dict:
+  """The image ViT: tiny has a fixed 2-D sinusoid for positions (unit amplitude from the first
+  step, as the tiny ViViT), b16 is ViT-B/16."""
+  vit = vit_fields(size)
+  if size == "tiny":
+    vit.update(posemb="sincos2d")
+  return vit
+
+
+def paradigm_model(paradigm: str, size: str) -> dict:
+  """`adapter`, `temporal` and `frozen_image` of a paradigm."""
+  width = image_fields(size)["width"]
+  heads = 4 if size == "tiny" else 8
+  temporal = dict(kind="mean")
+  adapter = dict(kind="none")
+  if paradigm == "seq_transformer":
+    temporal = dict(kind="seq_transformer", depth=2 if size == "tiny" else 4, num_heads=heads,
+                    max_frames=16)
+  elif paradigm in ("st_adapter", "aim"):
+    adapter = dict(kind=paradigm, bottleneck=width // 4 if paradigm == "aim" else width // 2)
+  return dict(adapter=adapter, temporal=temporal, frozen_image=paradigm in FROZEN)
+
+
+def frozen_groups(paradigm: str) -> tuple:
+  """LiT-style parameter groups: the frozen paradigm locks the image tower and its projection;
+  ST-Adapter and AIM lock them but for their adapters; full fine-tuning locks nothing."""
+  if paradigm in FROZEN:
+    return (("img/.*", 0.0), ("img_proj/.*", 0.0))
+  if paradigm in ("st_adapter", "aim"):
+    return ((ADAPTER_PARAMS, 1.0), ("img/.*", 0.0), ("img_proj/.*", 0.0))
+  return ()
+
+
+def get_config(arg: str = "mean_pool"):
+  variant = parse_variant(arg, sizes=SIZES, words=WORDS, keys=("image",))
+  chosen = sorted(variant.words) or ["mean_pool"]
+  if len(chosen) != 1:
+    raise ValueError(f"video_transfer variant {arg!r} names {len(chosen)} paradigms: "
+                     f"name one of {', '.join(WORDS)}")
+  paradigm, size = chosen[0], variant.size
+  tiny = size == "tiny"
+  c = base.base_config()
+  text = image_text.text_tower("tiny" if tiny else "b16", causal=True, pool="eot")
+  if tiny:
+    text.update(depth=2, max_len=TINY_MAX_LEN)
+  c.model = ml_collections.ConfigDict(dict(
+      name="two_tower" if paradigm == "image" else "video_transfer",
+      embed_dim=sizes.EMBED_DIM["tiny" if tiny else "b16"], temperature_init=50.0,
+      bias_init=None, dtype="float32", image=image_fields(size), text=text))
+  c.objectives = ml_collections.ConfigDict(dict(clip=dict(weight=1.0, max_scale=100.0)))
+  c.data = synthetic_video(max_len=TINY_MAX_LEN if tiny else 32)
+  c.evals = video_evals()
+  if paradigm == "image":
+    # Still frames: a random one of each training video, the central one to evaluate.
+    c.data.update(dict(
+        keys=("image", "text"), shuffle_block=1,
+        pp_train=(f"decode_video|video_frame('random')|value_range(-1,1)|sample_caption|"
+                  f"tokenize({c.data.max_len})"),
+        pp_eval="decode_video|video_frame('central')|value_range(-1,1)"))
+    c.evals = ml_collections.ConfigDict(dict(retrieval=dict(type="retrieval")))
+  else:
+    c.model.update(paradigm_model(paradigm, size))
+    c.optimizer.param_groups = frozen_groups(paradigm)
+    if "image" in variant.values:
+      c.init_from = variant.values["image"]
+      c.init_map = IMAGE_PARAMS
+
+  if tiny:
+    base.cpu_schedule(c, batch_size=64, total_steps=1500 if paradigm == "image" else 1000,
+                      lr=5e-4)
+  else:  # accelerators: MSR-VTT, 8 frames of 224 px, from an imported CLIP (image=DIR)
+    c.data = msrvtt_data(frames=8)
+    c.evals = ml_collections.ConfigDict(dict(retrieval=dict(type="video_retrieval")))
+    c.model.text.update(dict(vocab_size=32_000))
+    c.model.dtype = "bfloat16"
+    c.model.image.update(dict(scan=False, remat="dots"))
+    c.batch_size, c.total_steps = 256, 10_000
+    c.optimizer.update(dict(lr=1e-4 if paradigm == "full_finetune" else 5e-4,
+                            warmup_steps=500, weight_decay=0.05))
+    c.mesh.update(dict(data=1, fsdp=-1))
+
+  if variant.smoke:
+    c.data.source.variant = "small"
+    base.smoke_schedule(c, total_steps=4)
+    c.eval_batch_size = 32
+    if not tiny:
+      base.shrink_for_smoke(c)
+  return c

@@ -1,0 +1,144 @@
+"""Image->video transfer, every paradigm on the same data and step budget (issue 20): one
+table and one plot.
+
+  1. `configs/video_transfer.py:image` trains the image model (a CLIP on still frames of the
+     synthetic videos; skipped when OUT/image holds a finished run, or given with --image);
+  2. each paradigm (`configs/video_transfer.py:<paradigm>,image=OUT/image`) trains --steps
+     steps from it;
+  3. one table: trainable parameters, training clips/s, the temporal twins, the twins with
+     frames shuffled, static-split text->video R@1 (strict and caption-matched), and a plot.
+
+    python experiments/compare_video.py [--out DIR] [--steps 1000] [--paradigms a,b,...]
+        [--image DIR] [--data_dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+CONFIG = "configs/video_transfer.py"
+PARADIGMS = ("mean_pool", "seq_transformer", "st_adapter", "aim", "full_finetune")
+KIND = {"mean_pool": "frozen", "seq_transformer": "frozen", "st_adapter": "adapted",
+        "aim": "adapted", "full_finetune": "adapted"}
+COLUMNS = (("twins", "twins/accuracy"), ("twins, frames shuffled", "twins_shuffled/accuracy"),
+           ("static t2v R@1 (matched)", "retrieval/static/matched_t2v_r1"),
+           ("static t2v R@1 (strict)", "retrieval/static/t2v_r1"),
+           ("temporal t2v R@1 (matched)", "retrieval/temporal/matched_t2v_r1"))
+
+
+def rows_of(workdir: str):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def run(spec: str, workdir: str, flags) -> float:
+  """One `python -m vlx.main` run (its output to workdir/log.txt); returns its wall time."""
+  os.makedirs(workdir, exist_ok=True)
+  cmd = [sys.executable, "-m", "vlx.main", f"--config={CONFIG}:{spec}", f"--workdir={workdir}",
+         *flags]
+  print("$", " ".join(cmd[1:]), flush=True)
+  t = time.time()
+  with open(os.path.join(workdir, "log.txt"), "a") as log:
+    subprocess.run(cmd, check=True, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+  return time.time() - t
+
+
+def final_eval(workdir: str) -> dict:
+  evals = [r for r in rows_of(workdir) if any(k in r for _, k in COLUMNS)]
+  return evals[-1] if evals else {}
+
+
+def clips_per_s(workdir: str) -> float:
+  """Median training throughput over the logged steps (the first log holds the compile)."""
+  speeds = [r["train/examples_per_s"] for r in rows_of(workdir) if "train/examples_per_s" in r]
+  return statistics.median(speeds[1:] or speeds) if speeds else float("nan")
+
+
+def trainable(paradigm: str) -> tuple:
+  """(trainable, total) parameters of the paradigm's tiny config (the optimizer's groups)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  from vlx import build, config_lib  # pylint: disable=g-import-not-at-top
+  from vlx.train.optimizer import num_trainable  # pylint: disable=g-import-not-at-top
+  config = config_lib.load_config_file(f"{CONFIG}:{paradigm}")
+  model = build.build_model(config)
+  batch = {k: v[:1] for k, v in build.dummy_batch(config).items()}
+  params = jax.eval_shape(lambda r: nn.meta.unbox(model.init(r, batch, train=False)["params"]),
+                          jax.random.key(0))
+  total = sum(x.size for x in jax.tree.leaves(params))
+  return num_trainable(config.optimizer, params), total
+
+
+def plot(results, out: str) -> None:
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  names = [r["paradigm"] for r in results]
+  shown = COLUMNS[:3]
+  x = np.arange(len(names))
+  fig, ax = plt.subplots(figsize=(7.5, 3.6))
+  for i, (label, key) in enumerate(shown):
+    ax.bar(x + (i - 1) * 0.27, [r["metrics"].get(key, np.nan) for r in results], 0.27,
+           label=label)
+  ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+  ax.set_xticks(x, [f"{n}\n({KIND[n]})" for n in names])
+  ax.set(ylim=(0, 1), ylabel="score", title="Image->video transfer, same data and steps")
+  ax.legend(fontsize=8, loc="lower right")
+  ax.grid(axis="y", alpha=0.3)
+  fig.tight_layout()
+  fig.savefig(out, dpi=120)
+  print(f"wrote {out}")
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  p.add_argument("--out", default="workdirs/compare_video")
+  p.add_argument("--steps", type=int, default=None, help="steps per paradigm (config's)")
+  p.add_argument("--paradigms", default=",".join(PARADIGMS))
+  p.add_argument("--image", default=None, help="a finished image-model run to start from")
+  p.add_argument("--data_dir", default=None, help="where the synthetic videos are (made)")
+  args = p.parse_args()
+  out = os.path.abspath(args.out)
+  data = [f"--config.data.source.data_dir={args.data_dir}"] if args.data_dir else []
+  image = os.path.abspath(args.image) if args.image else os.path.join(out, "image")
+  if not args.image:
+    print(f"image model: {run('image', image, data):.0f} s", flush=True)
+  results = []
+  for paradigm in args.paradigms.split(","):
+    if paradigm not in PARADIGMS:
+      raise SystemExit(f"unknown paradigm {paradigm!r}; known: {', '.join(PARADIGMS)}")
+    steps = [f"--config.total_steps={args.steps}", f"--config.eval_every={args.steps}",
+             f"--config.checkpoint_every={args.steps}"] if args.steps else []
+    workdir = os.path.join(out, paradigm)
+    seconds = run(f"{paradigm},image={image}", workdir, data + steps)
+    results.append(dict(paradigm=paradigm, seconds=seconds, metrics=final_eval(workdir),
+                        clips=clips_per_s(workdir), params=trainable(paradigm)))
+  header = ["paradigm", "kind", "trainable params", "clips/s", "wall s"] + [
+      n for n, _ in COLUMNS] + ["video QA", "grounding mIoU"]
+  print("\n| " + " | ".join(header) + " |\n|" + "---|" * len(header))
+  for r in results:
+    cells = [r["paradigm"], KIND[r["paradigm"]],
+             f"{r['params'][0] / 1e3:.0f}k of {r['params'][1] / 1e3:.0f}k", f"{r['clips']:.0f}",
+             f"{r['seconds']:.0f}"] + [
+                 f"{r['metrics'][k]:.3f}" if k in r["metrics"] else "-" for _, k in COLUMNS] + [
+                     "not built", "not built"]
+    print("| " + " | ".join(cells) + " |")
+  with open(os.path.join(out, "results.json"), "w") as f:
+    json.dump(results, f, indent=1)
+  try:
+    plot(results, os.path.join(out, "compare_video.png"))
+  except ImportError:
+    print("matplotlib missing: no plot (pip install -e '.[plot]')")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,182 @@
+"""Image->video transfer (vlx/families/video_transfer, configs/video_transfer.py): every
+paradigm starts as the image model on a static video, mean pooling cannot read frame order
+while the temporal ones can, padded frames never reach real ones, the frozen paradigm leaves
+the image tower bit for bit, the sharded step equals one device, and an image model's
+checkpoint starts a paradigm through vlx.main (its adapters keep their init)."""
+
+import flax.linen as nn
+import jax
+import numpy as np
+import optax
+import pytest
+
+from vlx import build, config_lib
+from vlx_testlib import (REPO, assert_trees_close, mesh_of, one_train_step,  # noqa: F401
+                         read_metrics, shapes_data_dir, video_data_dir)
+
+CONFIG = str(REPO / "configs" / "video_transfer.py")
+PARADIGMS = ("mean_pool", "seq_transformer", "st_adapter", "aim", "full_finetune")
+ORDER_BLIND = ("mean_pool", "full_finetune")
+
+
+def small_config(paradigm: str, *overrides):
+  config = config_lib.load_config_file(f"{CONFIG}:{paradigm},smoke")
+  config_lib.apply_overrides(config, [
+      ("model.image.depth", "2"), ("model.image.width", "32"), ("model.image.num_heads", "2"),
+      ("model.text.depth", "1"), ("model.text.width", "32"), ("model.text.num_heads", "2"),
+      ("model.embed_dim", "16"), ("data.max_len", "8"), ("model.text.max_len", "8"),
+      ("model.text.vocab_size", "64"), ("model.temperature_init", str(1 / 0.07)),
+      *overrides])
+  return config
+
+
+def batch_of(config, b=4, seed=0, padded=True):
+  rng = np.random.default_rng(seed)
+  t, s = config.data.num_frames, config.data.image_size
+  text = rng.integers(3, 64, (b, 8)).astype(np.int32)
+  text[:, 5] = 2  # EOS, then padding
+  text[:, 6:] = 0
+  batch = {"video": rng.uniform(-1, 1, (b, t, s, s, 3)).astype(np.float32), "text": text}
+  if padded:
+    batch["frame_mask"] = np.arange(t)[None] < rng.integers(t // 2, t + 1, b)[:, None]
+  return batch
+
+
+def built(paradigm):
+  """(config, model, params as initialised, unboxed)."""
+  config = small_config(paradigm)
+  model = build.build_model(config)
+  batch = {k: v[:1] for k, v in batch_of(config).items()}
+  params = nn.meta.unbox(model.init(jax.random.key(0), batch, train=False)["params"])
+  return config, model, params
+
+
+def perturbed(params, std):
+  """Every leaf moved by noise of std `std`: the zero-initialised adapter outputs then do
+  something, as after training."""
+  leaves, tree = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.key(1), len(leaves))
+  return jax.tree.unflatten(tree, [x + std * jax.random.normal(k, x.shape, x.dtype)
+                                   for x, k in zip(leaves, keys)])
+
+
+@pytest.mark.parametrize("paradigm", PARADIGMS)
+def test_starts_as_the_image_model_reads_order_if_temporal_and_ignores_padding(paradigm):
+  """At init, on a static video (8 frames, and 5: the frame count is a call-time property),
+  every paradigm embeds as the image model does (to 1e-6). With trained-looking (perturbed)
+  weights: mean pooling and full fine-tuning embed a clip and its frames shuffled bit for bit
+  alike, the temporal paradigms do not; padded frames, whatever they hold, change no
+  paradigm's embedding of the real frames."""
+  config, model, params = built(paradigm)
+  frame = np.random.default_rng(1).uniform(-1, 1, (3, 32, 32, 3)).astype(np.float32)
+  video = np.repeat(frame[:, None], config.data.num_frames, axis=1)
+  encode = jax.jit(lambda p, v, m: model.apply({"params": p}, v, m, method="encode_video"))
+  want = jax.jit(lambda f: model.apply({"params": params}, f, method="encode_image"))(frame)
+  np.testing.assert_allclose(encode(params, video, None), want, atol=1e-6)
+  np.testing.assert_allclose(encode(params, video[:, :5], None), want, atol=1e-6)
+
+  params = perturbed(params, 0.05)
+  enc = lambda v, m=None: np.asarray(encode(params, v, m))  # noqa: E731
+  video = batch_of(config, padded=False)["video"]
+  perm = np.array([3, 0, 6, 1, 7, 2, 5, 4])
+  moved = float(np.abs(enc(video) - enc(video[:, perm])).max())
+  if paradigm in ORDER_BLIND:
+    assert moved == 0.0
+  else:
+    assert moved > 1e-3, moved
+  mask = np.arange(8)[None] < np.array([5, 8, 6, 3])[:, None]
+  zeros = np.where(mask[:, :, None, None, None], video, 0)
+  noise = np.where(mask[:, :, None, None, None], video, np.random.default_rng(2).uniform(
+      -1, 1, video.shape).astype(np.float32))
+  np.testing.assert_allclose(enc(zeros, mask), enc(noise, mask), atol=1e-6)
+
+
+@pytest.mark.parametrize("paradigm", ["seq_transformer"])  # st_adapter: the vlx.main test
+def test_locked_image_weights_stay_bit_for_bit_and_the_rest_trains(paradigm):
+  """Three AdamW steps (weight decay on) with the config's parameter groups: the frozen
+  paradigm's image tower and projection, and the adapted paradigm's image weights but its
+  adapters, do not move by one bit; the text tower, temporal module and adapters do (their
+  zero-initialised output projections move first, the weights behind them next)."""
+  from vlx.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+  from vlx.train import optimizer, trainer  # pylint: disable=g-import-not-at-top
+  config = small_config(paradigm)
+  model = build.build_model(config)
+  tx, _ = optimizer.make_optimizer(config.optimizer, _abstract(config, model),
+                                   total_steps=10)
+  state, _ = trainer.create_state(config, model, tx, mesh_of(1, 1, 1, 1),
+                                  mesh_lib.rules_from_config(config.sharding))
+  state = jax.device_get(state)
+  before = state.params
+  state, _ = one_train_step(config, model, state, mesh_of(1, 1, 1, 1), tx,
+                            [batch_of(config, seed=seed) for seed in range(3)],  # lr(0) = 0
+                            full_state=True)
+  flat_before = _flat(before)
+  for path, after in _flat(state.params).items():
+    same = np.array_equal(after, flat_before[path])
+    locked = path.startswith(("img/", "img_proj/")) and "_adapter/" not in path
+    if path.endswith("key/bias") and not locked:
+      continue  # a key bias shifts every logit of a query alike: softmax gives it no gradient
+    assert same == locked, (path, same)
+
+
+def _abstract(config, model):
+  batch = {k: v[:1] for k, v in build.dummy_batch(config).items()}
+  return jax.eval_shape(lambda r: nn.meta.unbox(model.init(r, batch, train=False)["params"]),
+                        jax.random.key(0))
+
+
+def _flat(params):
+  from vlx.train.optimizer import param_path  # pylint: disable=g-import-not-at-top
+  return {param_path(p): np.asarray(x) for p, x in jax.tree_util.tree_flatten_with_path(
+      jax.device_get(params))[0]}
+
+
+@pytest.mark.parametrize("paradigm", ["aim"])  # adapters, frame mask, temporal attention
+def test_sharded_transfer_step_equals_the_single_device_step(paradigm):
+  """One step (padded frames masked) on 1 device and on the 2x2x2 mesh: the same loss,
+  gradients and params (sgd(1): params - grads)."""
+  from vlx.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+  from vlx.train import trainer  # pylint: disable=g-import-not-at-top
+  config, model, params = built(paradigm)
+  config.batch_size = 8
+  tx = optax.sgd(1.0)
+  state, _ = trainer.create_state(config, model, tx, mesh_of(1, 1, 1, 1),
+                                  mesh_lib.rules_from_config(config.sharding))
+  # Adapter outputs start at zero; move every weight so the adapters' gradients are real.
+  state = jax.device_get(state)
+  state = state.replace(params=perturbed(params, 0.02))
+  batch = batch_of(config, b=8)
+  p1, m1 = one_train_step(config, model, state, mesh_of(1, 1, 1, 1), tx, batch)
+  p8, m8 = one_train_step(config, model, state, mesh_of(2, 2, 2, 8), tx, batch)
+  np.testing.assert_allclose(m8["train/loss"], m1["train/loss"], rtol=1e-5)
+  np.testing.assert_allclose(m8["train/grad_norm"], m1["train/grad_norm"], rtol=1e-4)
+  assert_trees_close(p1, p8, atol=2e-5, rtol=1e-4, what="after step")
+
+
+def test_image_model_starts_an_adapted_paradigm_through_main(video_data_dir, tmp_path):
+  """As the README runs it: `image,smoke` trains a CLIP on still frames; `st_adapter,smoke,
+  image=DIR` starts from it. Its image tower and projection are the image model's bit for
+  bit after training (locked), the adapters are new, the text side trained on, and the video
+  evaluators report."""
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  from vlx import main as vlx_main  # pylint: disable=g-import-not-at-top
+  small = [f"--config.data.source.data_dir={video_data_dir}", "--config.model.image.depth=1",
+           "--config.model.text.depth=1"]
+  image, video = tmp_path / "image", tmp_path / "st_adapter"
+  assert vlx_main.main([f"--config={CONFIG}:image,smoke", f"--workdir={image}", *small]) in (
+      0, None)
+  assert vlx_main.main([f"--config={CONFIG}:st_adapter,smoke,image={image}",
+                        f"--workdir={video}", *small]) in (0, None)
+  final = {k: v for r in read_metrics(video) if r["step"] == 4 for k, v in r.items()}
+  for name in ("twins/accuracy", "twins_shuffled/accuracy", "retrieval/static/t2v_r1",
+               "retrieval/static/matched_t2v_r1"):
+    assert name in final, sorted(final)
+  restore = lambda d: _flat(ocp.PyTreeCheckpointer().restore(  # noqa: E731
+      str(d / "checkpoints" / "4" / "state"))["params"])
+  before, after = restore(image), restore(video)
+  adapters = [k for k in after if "/st_adapter/" in k]
+  assert adapters and not any(k in before for k in adapters)
+  for path, value in after.items():
+    if path.startswith(("img/", "img_proj/")) and path not in adapters:
+      np.testing.assert_array_equal(value, before[path], err_msg=path)
+  assert not np.array_equal(after["txt_proj/kernel"], before["txt_proj/kernel"])

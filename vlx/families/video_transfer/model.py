@@ -1,0 +1,79 @@
+"""The transfer model: a CLIP (image tower `img`, `img_proj`, text tower `txt`, `txt_proj`,
+`logit_scale`, the names of vlx's two-tower model, so a CLIP checkpoint loads by name) read
+frame by frame, and a temporal module (`temporal`) on its frame embeddings.
+
+The frames fold into the batch (`[B * T, H, W, 3]`), so the image tower runs unchanged and the
+batch stays sharded on `data`. Its outputs are the two-tower keys (`img_emb` holds the video),
+so the shared contrastive objectives and the video evaluators work as they are. Frozen vs
+tuned is the optimizer's regex parameter groups (LiT); `frozen_image` also stops gradients at
+the frame embeddings, which spares the frozen paradigm the image tower's backward pass.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+
+from vlx import registry
+from vlx.families.video_transfer.adapters import AdaptedBlock
+from vlx.families.video_transfer.temporal import build_temporal
+from vlx.models.joint import JointSpace
+from vlx.models.layers import DTYPES, l2_normalize
+from vlx.models.video import order_free_mean
+from vlx.models.vit import ViT
+
+
+@registry.MODELS.register("video_transfer")
+class VideoTransfer(JointSpace):
+  """`image`: the image ViT's fields; `adapter`: {kind: none | st_adapter | aim, bottleneck};
+  `temporal`: {kind: mean | seq_transformer, its fields}; `text`: the text tower's."""
+  image: Any = None
+  image_projection: str = "linear"
+  adapter: Any = None
+  temporal: Any = None
+  frozen_image: bool = False
+
+  def setup(self):
+    self.setup_joint_space()
+    adapter = dict(self.adapter or {})
+    self._adapter_kind = adapter.pop("kind", "none")
+    self._adapter_fields = adapter
+    self.img_tower = ViT(**dict(self.image), dtype=DTYPES[self.dtype],
+                         block=None if self._adapter_kind == "none" else AdaptedBlock,
+                         name="img")
+    self.img_proj = self.projection(self.image_projection, "img_proj")
+    self.temporal_module = build_temporal(**dict(self.temporal or {}), dtype=DTYPES[self.dtype],
+                                          name="temporal")
+
+  def encode_image(self, image):
+    """The image model alone (a still frame), as the two-tower model embeds it."""
+    pooled, _ = self.img_tower(image)
+    return self.embed(pooled, self.img_proj)
+
+  def frame_features(self, video, frame_mask=None):
+    """`video [B, T, H, W, 3]` -> projected, unnormalised frame embeddings `[B, T, E]`."""
+    b, t = video.shape[:2]
+    block_kw = None
+    if self._adapter_kind != "none":
+      block_kw = dict(adapter=self._adapter_kind, frames=t, frame_mask=frame_mask,
+                      **self._adapter_fields)
+    pooled, _ = self.img_tower(video.reshape((b * t,) + video.shape[2:]), block_kw)
+    if pooled is None:
+      raise ValueError("model.image.pool='none' gives no pooled embedding to project")
+    feats = pooled if self.img_proj is None else self.img_proj(pooled)
+    if self.frozen_image:
+      feats = jax.lax.stop_gradient(feats)
+    return feats.reshape(b, t, -1)
+
+  def encode_video(self, video, frame_mask=None):
+    """Frame embeddings through the temporal module, each L2-normalised, averaged over the
+    real frames in an order-free way (CLIP4Clip), normalised again."""
+    mask = None if frame_mask is None else frame_mask.astype(bool)
+    feats = self.temporal_module(self.frame_features(video, mask), mask)
+    return l2_normalize(order_free_mean(l2_normalize(feats), mask))
+
+  def __call__(self, batch, train: bool = True):
+    del train
+    return self.joint_outputs(self.encode_video(batch["video"], batch.get("frame_mask")),
+                              self.encode_text(batch["text"]))
