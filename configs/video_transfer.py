@@ -29,7 +29,9 @@ WORDS = ("image",) + FROZEN + ADAPTED
 # The CLIP params a paradigm takes from the image model (its own temporal parts start fresh;
 # adapters inside `img` keep their init: vlx/train/checkpoint.py loads what the image holds).
 IMAGE_PARAMS = "img=img,img_proj=img_proj,txt=txt,txt_proj=txt_proj,logit_scale=logit_scale"
-ADAPTER_PARAMS = r"img/.*_adapter/.*"
+# Inside `img`, what the adapted paradigms add and train (the image model has none of it): the
+# adapters and AIM's temporal position tables.
+ADAPTER_PARAMS = r"img/.*(_adapter/.*|/time_pos_embedding)"
 
 
 def image_fields(size: str) -> dict:
@@ -98,6 +100,7 @@ def get_config(arg: str = "mean_pool"):
     if "image" in variant.values:
       c.init_from = variant.values["image"]
       c.init_map = IMAGE_PARAMS
+      c.init_fresh = ADAPTER_PARAMS
 
   if tiny:
     base.cpu_schedule(c, batch_size=64, total_steps=1500 if paradigm == "image" else 1000,

@@ -277,10 +277,14 @@ def test_init_map_starts_a_video_text_tower_from_the_mae_encoder(tmp_path):
   jax.tree.map(np.testing.assert_array_equal, loaded["video_tower"], mae_params["video"])
   np.testing.assert_array_equal(loaded["txt"]["w"], np.ones(2))
   # A model that adds a module inside the mapped tower (an adapter) takes every param the
-  # checkpoint holds and keeps its own new leaves as initialised.
+  # checkpoint holds and keeps its own new leaves as initialised, if config.init_fresh names
+  # them; an undeclared missing leaf (another layout) is an error.
   grown = dict(fresh, video_tower=dict(fresh["video_tower"], adapter={"w": jnp.full((3,), 5.)}))
   shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), grown)
-  loaded = checkpoint.load_params(str(tmp_path), shapes, grown, mapping)
+  with pytest.raises(ValueError, match=r"lacks 1 param.*video_tower/adapter/w.*init_fresh"):
+    checkpoint.load_params(str(tmp_path), shapes, grown, mapping)  # not declared fresh
+  loaded = checkpoint.load_params(str(tmp_path), shapes, grown, mapping,
+                                  fresh_regex=r"video_tower/adapter/.*")
   np.testing.assert_array_equal(loaded["video_tower"]["adapter"]["w"], np.full(3, 5.))
   jax.tree.map(np.testing.assert_array_equal,
                {k: v for k, v in loaded["video_tower"].items() if k != "adapter"},

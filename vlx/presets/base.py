@@ -23,6 +23,10 @@ def base_config() -> ml_collections.ConfigDict:
   # source model's subtree `src` (e.g. "video_tower=video": a VideoMAE encoder into a
   # video-text model); the rest is freshly initialised. "": every param, same names.
   c.init_map = ""
+  # A regex (fullmatch on "dst/..." param paths) of params inside init_map's subtrees that the
+  # checkpoint may lack and that then keep their initialisation (adapters added to a loaded
+  # tower); any other missing param is an error. "": none may be missing.
+  c.init_fresh = ""
   # Modules to import before building (a family of your own, outside vlx: its registrations).
   c.imports = ()
   # What the train step asks of the model (vlx/train/task.py): "model" = its forward scored

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import jax
@@ -140,7 +141,8 @@ class Checkpointer:
     self.manager.close()
 
 
-def load_params(path: str, abstract_params, fresh=None, mapping: Optional[Dict[str, str]] = None):
+def load_params(path: str, abstract_params, fresh=None, mapping: Optional[Dict[str, str]] = None,
+                fresh_regex: str = ""):
   """Weights only, sharded as asked: from a checkpoint manager's directory (latest step), or a
   workdir / converted directory (`python -m vlx.convert`) that holds one as `checkpoints/`.
 
@@ -173,8 +175,18 @@ def load_params(path: str, abstract_params, fresh=None, mapping: Optional[Dict[s
     held = _held_shapes(path)
     wanted, new_leaves = {}, []
     for dst, src in mapping.items():
+      if src in wanted:
+        raise ValueError(f"init_map takes {src} twice; each source subtree goes to one place")
       wanted[src], missing = _held_part(abstract_params[dst], held, src, dst)
       new_leaves += missing
+    allowed = re.compile(fresh_regex) if fresh_regex else None
+    unexpected = [p for p in new_leaves if not (allowed and allowed.fullmatch(p))]
+    if unexpected:
+      raise ValueError(
+          f"init_from={path}: the checkpoint lacks {len(unexpected)} param(s) the model has "
+          f"under init_map, e.g. {unexpected[:3]} (another layout: scan vs unrolled, depth?); "
+          f"params meant to start fresh there are named by config.init_fresh "
+          f"(now {fresh_regex!r})")
     loaded = _restore(path, wanted)
     logging.info("init_from %s: %s loaded, %s freshly initialised%s", path, mapping,
                  sorted(set(abstract_params) - set(mapping)),

@@ -245,7 +245,8 @@ def train(config, workdir: str, mode: str = "train") -> Dict[str, float]:
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state.params)
     params = ckpt_lib.load_params(
         config.init_from, abstract, fresh=state.params,
-        mapping=config_checks.parse_init_map(config.get("init_map", "")) or None)
+        mapping=config_checks.parse_init_map(config.get("init_map", "")) or None,
+        fresh_regex=config.get("init_fresh", ""))
     # The task's state derived from the params (a copy of them) starts from the loaded
     # weights too, not from the random init.
     state = state.replace(params=params, extras=jax.jit(

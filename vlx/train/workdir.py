@@ -19,8 +19,8 @@ from typing import Dict, List, Tuple
 # A prefix matches the key itself and every key below it ("evals" matches "evals.x.type").
 MAY_CHANGE_ON_RESUME = (
     "total_steps", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
-    "eval_batch_size", "evals", "resume_step", "init_from", "init_map", "accum_steps",
-    "mesh", "sharding", "distributed",
+    "eval_batch_size", "evals", "resume_step", "init_from", "init_map", "init_fresh",
+    "accum_steps", "mesh", "sharding", "distributed",
     "optimizer.lr", "optimizer.warmup_steps", "optimizer.end_lr_frac", "optimizer.schedule",
     "optimizer.weight_decay", "optimizer.b1", "optimizer.b2", "optimizer.eps", "imports",
     "data.num_threads", "data.prefetch", "data.source.data_dir", "data.test_split",
