@@ -35,8 +35,10 @@ COLUMNS = (("twins", "twins/accuracy"), ("twins, frames shuffled", "twins_shuffl
 
 
 def rows_of(workdir: str):
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  """The run's metrics.jsonl rows, read as the trainer reads them (a cut-off last line
+  dropped, any other bad line an error)."""
+  from vlx.train.metrics_writer import read_metrics  # pylint: disable=g-import-not-at-top
+  return read_metrics(workdir)
 
 
 def run(spec: str, workdir: str, flags) -> float:

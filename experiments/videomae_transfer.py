@@ -32,8 +32,10 @@ COLUMNS = (("twins", "twins/accuracy"), ("twins, shuffled", "twins_shuffled/accu
 
 
 def rows_of(workdir: str):
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  """The run's metrics.jsonl rows, read as the trainer reads them (a cut-off last line
+  dropped, any other bad line an error)."""
+  from vlx.train.metrics_writer import read_metrics  # pylint: disable=g-import-not-at-top
+  return read_metrics(workdir)
 
 
 def run(config: str, workdir: str, steps: int, *flags: str) -> float:
