@@ -10,6 +10,8 @@ accelerators):
   st_adapter       adapted: ST-Adapter (a temporal depthwise conv in a bottleneck) per block
   aim              adapted: AIM (the frozen attention reused over time, with adapters)
   full_finetune    adapted: every image weight tuned, frames averaged (ViFi-CLIP)
+  xclip            adapted: X-CLIP (cross-frame message tokens in every block, a multi-frame
+                   integration transformer, video-specific text prompts; all weights tuned)
 Start a paradigm from the image model with `image=DIR` (its workdir, or a converted CLIP
 directory); experiments/compare_video.py trains the image model once and every paradigm on
 the same data and step budget. Append ',smoke' for a run of seconds (random init allowed).
@@ -24,14 +26,14 @@ from vlx.variant import parse_variant
 
 SIZES = ("tiny", "b16")
 FROZEN = ("mean_pool", "seq_transformer")
-ADAPTED = ("st_adapter", "aim", "full_finetune")
+ADAPTED = ("st_adapter", "aim", "full_finetune", "xclip")
 WORDS = ("image",) + FROZEN + ADAPTED
 # The CLIP params a paradigm takes from the image model (its own temporal parts start fresh;
 # adapters inside `img` keep their init: vlx/train/checkpoint.py loads what the image holds).
 IMAGE_PARAMS = "img=img,img_proj=img_proj,txt=txt,txt_proj=txt_proj,logit_scale=logit_scale"
 # Inside `img`, what the adapted paradigms add and train (the image model has none of it): the
-# adapters and AIM's temporal position tables.
-ADAPTER_PARAMS = r"img/.*(_adapter/.*|/time_pos_embedding)"
+# adapters, AIM's temporal position tables and X-CLIP's message tokens.
+ADAPTER_PARAMS = r"img/.*(_adapter/.*|/time_pos_embedding|/message_.*)"
 
 
 def image_fields(size: str) -> dict:
@@ -54,6 +56,14 @@ def paradigm_model(paradigm: str, size: str) -> dict:
                     max_frames=16)
   elif paradigm in ("st_adapter", "aim"):
     adapter = dict(kind=paradigm, bottleneck=width // 4 if paradigm == "aim" else width // 2)
+  elif paradigm == "xclip":  # the paper's: a 1-layer MIT, 2 prompt layers (alpha 0: identity)
+    pool = image_fields(size)["pool"]
+    adapter = dict(kind="xclip", message_from="cls" if pool == "cls" else "mean")
+    temporal = dict(kind="mit", depth=1, num_heads=heads, max_frames=16, act="gelu_tanh",
+                    ln_eps=1e-6)
+    return dict(adapter=adapter, temporal=temporal, frozen_image=False,
+                prompt=dict(depth=2, num_heads=heads, alpha_init=0.0, act="gelu_tanh",
+                            ln_eps=1e-6, visual_ln_eps=1e-6))
   return dict(adapter=adapter, temporal=temporal, frozen_image=paradigm in FROZEN)
 
 
@@ -80,7 +90,7 @@ def get_config(arg: str = "mean_pool"):
   if tiny:
     text.update(depth=2, max_len=TINY_MAX_LEN)
   c.model = ml_collections.ConfigDict(dict(
-      name="two_tower" if paradigm == "image" else "video_transfer",
+      name={"image": "two_tower", "xclip": "xclip"}.get(paradigm, "video_transfer"),
       embed_dim=sizes.EMBED_DIM["tiny" if tiny else "b16"], temperature_init=50.0,
       bias_init=None, dtype="float32", image=image_fields(size), text=text))
   c.objectives = ml_collections.ConfigDict(dict(clip=dict(weight=1.0, max_scale=100.0)))

@@ -17,11 +17,11 @@ from vlx_testlib import (REPO, assert_trees_close, mesh_of, one_train_step,  # n
                          read_metrics, shapes_data_dir, video_data_dir)
 
 CONFIG = str(REPO / "configs" / "video_transfer.py")
-PARADIGMS = ("mean_pool", "seq_transformer", "st_adapter", "aim", "full_finetune")
+PARADIGMS = ("mean_pool", "seq_transformer", "st_adapter", "aim", "full_finetune", "xclip")
 ORDER_BLIND = ("mean_pool", "full_finetune")
 # What the adapted paradigms add inside the image tower and train (adapters, AIM's temporal
 # position tables), written out here rather than read from the config it checks.
-ADAPTED = re.compile(r"img/.*(_adapter/.*|/time_pos_embedding)")
+ADAPTED = re.compile(r"img/.*(_adapter/.*|/time_pos_embedding|/message_.*)")
 
 
 def small_config(paradigm: str, *overrides):
@@ -185,3 +185,45 @@ def test_image_model_starts_an_adapted_paradigm_through_main(video_data_dir, tmp
     if path.startswith(("img/", "img_proj/")) and path not in adapters:
       np.testing.assert_array_equal(value, before[path], err_msg=path)
   assert not np.array_equal(after["txt_proj/kernel"], before["txt_proj/kernel"])
+
+
+def test_xclip_evaluators_score_every_text_as_each_video_prompts_it():
+  """X-CLIP's text depends on the video: the video evaluators score (video, caption) pairs
+  through `video_text_similarity`, `chunk` texts at a time (the last chunk padded), on any
+  subset of videos and captions; the result equals one direct call on all pairs. Twin
+  accuracy from such a score table equals the one from embeddings whose dot products it
+  holds (the [video, video's captions, slot] layout the evaluator builds)."""
+  from types import SimpleNamespace  # pylint: disable=g-import-not-at-top
+  from vlx.evals.common import EvalContext  # pylint: disable=g-import-not-at-top
+  from vlx.families.video import evals  # pylint: disable=g-import-not-at-top
+  config, model, params = built("xclip")
+  params = perturbed(params, 0.05)  # alpha leaves 0: the prompts move the texts
+  rng = np.random.default_rng(0)
+  n, k = 10, 30                     # 300 captions: two chunks of 256, the second padded
+  video = rng.uniform(-1, 1, (n, 8, 32, 32, 3)).astype(np.float32)
+  tokens = rng.integers(3, 64, (n * k, 8)).astype(np.int32)
+  apply = lambda method, *a: model.apply({"params": params}, *a, method=method)  # noqa: E731
+  emb, context = jax.jit(lambda v: apply("video_features", v))(video)
+  text = np.asarray(jax.jit(lambda t: apply("text_features", t))(tokens)).reshape(n, k, -1)
+  e = {"video": np.asarray(emb), "context": np.asarray(context), "text": text}
+  split = evals.VideoTextSplit.__new__(evals.VideoTextSplit)
+  split.ctx = EvalContext(model=model, mesh=mesh_of(2, 2, 2, 8), handle=None,
+                          data_config=None, batch_size=4)
+  split.reader = SimpleNamespace(batch_size=4)
+  videos, texts_of = np.array([3, 7, 1]), np.array([2, 9, 5])
+  got = split.scores(params, e, videos, texts_of)
+  want = np.asarray(jax.jit(lambda v, c, t: apply("video_text_similarity", v, c, t))(
+      e["video"][videos], e["context"][videos], text[texts_of].reshape(-1, text.shape[-1])))
+  np.testing.assert_allclose(got, want.reshape(3, 3, k), atol=1e-5)
+  unprompted = np.einsum("vd,tkd->vtk", e["video"], text / np.linalg.norm(
+      text, axis=-1, keepdims=True))
+  assert np.abs(split.scores(params, e, np.arange(n), np.arange(n)) - unprompted).max() > 1e-3
+
+  vid = rng.normal(size=(6, 4))
+  txt = rng.normal(size=(6, 3, 4))
+  pairs = [(0, 3), (1, 4), (2, 5)]
+  from_scores = evals.twin_accuracy(None, None, pairs, scores=np.einsum("vd,tkd->vtk", vid, txt))
+  from_embeddings = evals.twin_accuracy(vid, txt, pairs)
+  assert from_embeddings["v2t"] != from_embeddings["t2v"]  # the directions are told apart
+  for name in ("accuracy", "v2t", "t2v"):
+    np.testing.assert_allclose(from_scores[name], from_embeddings[name], err_msg=name)

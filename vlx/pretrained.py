@@ -6,7 +6,8 @@
 
 `load` converts PyTorch-ecosystem checkpoints on the fly (`vlx.convert`), reads converted
 directories (`python -m vlx.convert`) and trained vlx workdirs alike. A Hugging Face ViViT or
-VideoMAE directory loads as a `PretrainedVideo` (`encode_video`, `classify`).
+VideoMAE directory loads as a `PretrainedVideo` (`encode_video`, `classify`), an X-CLIP one
+as a `PretrainedXClip` (`encode_video`, `encode_text`, `tokenize`, `video_text_logits`).
 """
 
 from __future__ import annotations
@@ -155,6 +156,66 @@ class PretrainedVideo:
     return self._outputs(video)["logits"]
 
 
+class PretrainedXClip:
+  """An imported X-CLIP (HF `XCLIPModel`; vlx/convert/hf_xclip.py). Videos are float
+  `[B, T, H, W, 3]`, already preprocessed as the checkpoint expects (HF's `pixel_values`
+  `[B, T, 3, H, W]` moved channels-last). Its text embedding depends on the video it is
+  compared with (video-specific prompts), so scores come from `video_text_logits`."""
+
+  def __init__(self, imported):
+    import jax  # pylint: disable=g-import-not-at-top
+    import ml_collections  # pylint: disable=g-import-not-at-top
+    from vlx import build  # pylint: disable=g-import-not-at-top
+    from vlx.data.tokenizer import load_tokenizer  # pylint: disable=g-import-not-at-top
+    self.imported, self.family = imported, "xclip"
+    self.params = jax.tree.map(np.asarray, imported.params)
+    self.model = model = build.build_model(ml_collections.ConfigDict({"model": imported.model}))
+    self.tokenizer = (load_tokenizer(imported.tokenizer) if imported.tokenizer
+                      else MissingTokenizer("this X-CLIP directory"))
+    self.max_len = imported.facts["max_len"]
+    s = imported.facts["image_size"]
+    self.frame_shape = (s, s, 3)
+    apply = lambda method: jax.jit(  # noqa: E731
+        lambda p, *a: model.apply({"params": p}, *a, method=method))
+    self._video = apply("video_features")
+    self._text = apply("text_features")
+    self._similarity = apply("video_text_similarity")
+
+  def _pixels(self, video) -> np.ndarray:
+    x = np.asarray(video, np.float32)
+    if x.ndim != 5 or x.shape[2:] != self.frame_shape:
+      raise ValueError(f"videos must be float [B, T, {', '.join(map(str, self.frame_shape))}] "
+                       f"(preprocessed, channels last), got shape {np.shape(video)}")
+    return x
+
+  def tokenize(self, texts: Sequence[str]) -> np.ndarray:
+    """Strings -> int32 [B, max_len] with the checkpoint's CLIP tokenizer."""
+    return self.tokenizer.encode([texts] if isinstance(texts, str) else list(texts),
+                                 self.max_len)
+
+  def encode_video(self, video) -> np.ndarray:
+    """`[B, E]`: the integration transformer's mean over frames, L2-normalised (HF's
+    `get_video_features`, normalised)."""
+    return np.asarray(self._video(self.params, self._pixels(video))[0])
+
+  def encode_text(self, token_ids) -> np.ndarray:
+    """`[B, E]`: projected text embeddings before any video's prompt (HF's
+    `get_text_features`; not normalised)."""
+    return np.asarray(self._text(self.params, np.asarray(token_ids, np.int32)))
+
+  @property
+  def logit_scale(self) -> float:
+    return float(np.exp(np.asarray(self.params["logit_scale"])))
+
+  def video_text_logits(self, video, token_ids) -> np.ndarray:
+    """`[B_video, B_text]`: each text prompted by each video, scaled cosines (HF's
+    `logits_per_video`)."""
+    video_emb, context = self._video(self.params, self._pixels(video))
+    texts = self._text(self.params, np.asarray(token_ids, np.int32))
+    return self.logit_scale * np.asarray(self._similarity(self.params, video_emb, context,
+                                                          texts))
+
+
 def _image_list(images) -> list:
   """One image or many -> a list of PIL images or uint8 [H, W, 3] arrays (gray and RGBA made
   RGB), or one line saying what was expected."""
@@ -255,7 +316,7 @@ def _load_workdir(workdir: str) -> Pretrained:
 def load(path: str, model_config: Optional[str] = None):
   """HF `CLIPModel`/`SiglipModel` dir, open_clip dir or weights file (+ `model_config`),
   a directory written by `python -m vlx.convert`, or a vlx training workdir; a HF ViViT /
-  VideoMAE directory gives a `PretrainedVideo`."""
+  VideoMAE directory gives a `PretrainedVideo`, a HF `XCLIPModel` one a `PretrainedXClip`."""
   from vlx import convert  # pylint: disable=g-import-not-at-top
   kind = convert.detect(path)
   if kind == "vlx":
@@ -263,10 +324,13 @@ def load(path: str, model_config: Optional[str] = None):
       return _load_converted(path)
     return _load_workdir(path)
   imported = convert.import_checkpoint(path, model_config)
+  from vlx.convert import hf_xclip  # pylint: disable=g-import-not-at-top
+  if isinstance(imported, hf_xclip.XClipImport):
+    return PretrainedXClip(imported)
   if not isinstance(imported, convert.Imported):
     return PretrainedVideo(imported)
   return _from_imported(imported, path)
 
 
-__all__: List[str] = ["Pretrained", "PretrainedVideo", "MissingTokenizer", "load",
-                      "DEFAULT_TEMPLATES"]
+__all__: List[str] = ["Pretrained", "PretrainedVideo", "PretrainedXClip", "MissingTokenizer",
+                      "load", "DEFAULT_TEMPLATES"]

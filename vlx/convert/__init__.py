@@ -106,12 +106,15 @@ def import_open_clip(path: str, model_config: Optional[str] = None) -> Imported:
 
 def import_checkpoint(path: str, model_config: Optional[str] = None):
   """An `Imported` dual encoder, or for a HF ViViT / VideoMAE directory a
-  `hf_video.VideoImport` (a video tower, vlx/convert/hf_video.py)."""
+  `hf_video.VideoImport` (a video tower, vlx/convert/hf_video.py), for a HF X-CLIP directory
+  a `hf_xclip.XClipImport` (vlx/convert/hf_xclip.py)."""
   kind = detect(path)
   if kind == "hf":
-    from vlx.convert import hf_video  # pylint: disable=g-import-not-at-top
+    from vlx.convert import hf_video, hf_xclip  # pylint: disable=g-import-not-at-top
     if hf_video.is_video_dir(path):
       return hf_video.import_dir(path)
+    if hf_xclip.is_xclip_dir(path):
+      return hf_xclip.import_dir(path)
     return import_hf(path)
   if kind == "open_clip":
     return import_open_clip(path, model_config)
@@ -146,8 +149,8 @@ def _relocate_tokenizer(spec: Optional[Dict[str, Any]], out_dir: str) -> Optiona
 def save(imported: Imported, out_dir: str) -> str:
   """Writes `vlx_pretrained.json`, the tokenizer files and an orbax checkpoint (step 0)."""
   if not isinstance(imported, Imported):
-    raise ConversionError(f"a {type(imported).__name__} (a video tower) is not written as a vlx "
-                          "directory yet; use the Hugging Face directory itself "
+    raise ConversionError(f"a {type(imported).__name__} (a video tower or an X-CLIP) is not "
+                          "written as a vlx directory yet; use the Hugging Face directory itself "
                           "(vlx.pretrained.load(HF_DIR))")
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   out_dir = os.path.abspath(out_dir)

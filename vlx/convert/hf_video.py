@@ -198,23 +198,12 @@ def _tubelet_conv(src: str, dst: str, tubelet: int, patch: int) -> List[M.Rule]:
           M.copy(f"{src}.bias", f"{dst}/bias")]
 
 
-def _heads_in_no_bias(src: str, dst: str, num_heads: int) -> M.Rule:
-  """A bias-free torch Linear into heads <-> vlx kernel [D, H, hd] and a zero bias [H, hd]
-  (vlx's attention projections always have one)."""
-  def fwd(a):
-    w = a[0]
-    return [w.T.reshape(w.shape[1], num_heads, -1), np.zeros((num_heads, w.shape[0] // num_heads),
-                                                             np.float32)]
-  return M.Rule([f"{src}.weight"], [f"{dst}/kernel", f"{dst}/bias"], fwd,
-                lambda a: [a[0].reshape(a[0].shape[0], -1).T])
-
-
 def _attention(src: str, dst: str, heads: int, family: str, bias: bool) -> List[M.Rule]:
   rules = []
   for name in ("query", "key", "value"):
     s, d = f"{src}.{name}", f"{dst}/{name}"
     if not bias or (family == "videomae" and name == "key"):
-      rules.append(_heads_in_no_bias(s, d, heads))
+      rules.append(M.heads_in_no_bias(s, d, heads))
     elif family == "videomae":  # VideoMAE's q_bias / v_bias parameters
       rules += M.heads_in(s, d, heads)[:1]
       rules.append(M.Rule([f"{src}.{name[0]}_bias"], [f"{d}/bias"],

@@ -77,6 +77,17 @@ def heads_out(src: str, dst: str, num_heads: int) -> List[Rule]:
           copy(f"{src}.bias", f"{dst}/bias")]
 
 
+def heads_in_no_bias(src: str, dst: str, num_heads: int) -> Rule:
+  """A bias-free torch Linear into heads <-> vlx kernel [D, H, hd] and a zero bias [H, hd]
+  (vlx's attention projections always have one)."""
+  def fwd(a):
+    w = a[0]
+    return [w.T.reshape(w.shape[1], num_heads, -1), np.zeros((num_heads, w.shape[0] // num_heads),
+                                                             np.float32)]
+  return Rule([f"{src}.weight"], [f"{dst}/kernel", f"{dst}/bias"], fwd,
+              lambda a: [a[0].reshape(a[0].shape[0], -1).T])
+
+
 def packed_qkv(src: str, dst: str, num_heads: int) -> List[Rule]:
   """nn.MultiheadAttention's in_proj_weight [3D, D] / in_proj_bias [3D] <-> query/key/value."""
   def fwd_w(a):

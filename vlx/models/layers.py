@@ -136,6 +136,7 @@ class Attention(nn.Module):
   """
   num_heads: int
   decode: bool = False
+  out_init: Initializer = nn.initializers.xavier_uniform()
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -157,7 +158,8 @@ class Attention(nn.Module):
     out = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=is_causal)
     out = constrain(out, heads)
     out = DenseGeneral((width,), ("heads", "kv"), ("embed",), num_in=2,
-                       dtype=self.dtype, param_dtype=self.param_dtype, name="out")(out)
+                       dtype=self.dtype, param_dtype=self.param_dtype,
+                       kernel_init=self.out_init, name="out")(out)
     return constrain(out, ACT)
 
   def _cached(self, k, v):
@@ -199,6 +201,7 @@ def activation(name: str):
 class Mlp(nn.Module):
   mlp_dim: int
   act: str = "gelu_tanh"
+  out_init: Initializer = nn.initializers.xavier_uniform()
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -207,8 +210,8 @@ class Mlp(nn.Module):
     width = x.shape[-1]
     h = dense(self.mlp_dim, "embed", "mlp", self.dtype, self.param_dtype, name="fc1")(x)
     h = constrain(activation(self.act)(h), ("act_batch", "act_len", "act_mlp"))
-    return constrain(
-        dense(width, "mlp", "embed", self.dtype, self.param_dtype, name="fc2")(h), ACT)
+    return constrain(dense(width, "mlp", "embed", self.dtype, self.param_dtype,
+                           kernel_init=self.out_init, name="fc2")(h), ACT)
 
 
 class PostNormAttention(nn.Module):
@@ -262,7 +265,9 @@ class Block(nn.Module):
   params `self_attn/{attn,ln}`, `cross_attn/{attn,ln}`, `ffn/{mlp,ln}`, BERT's grouping, so
   checkpoints map one tensor to one tensor. The (carry, out) signature lets nn.scan stack it.
   `cross_attention` adds a sublayer attending to `memory` (keys masked by `memory_mask`);
-  `decode` turns on the self-attention KV cache.
+  `decode` turns on the self-attention KV cache. `zero_residual` starts every residual branch's
+  output projection at zero, so a new pre-norm stack starts as the identity (a module added on
+  top of a trained model changes nothing until it learns to).
   """
   num_heads: int
   mlp_dim: int
@@ -272,6 +277,7 @@ class Block(nn.Module):
   norm: str = "pre"
   ln_eps: float = 1e-6
   act: str = "gelu_tanh"
+  zero_residual: bool = False
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -279,6 +285,10 @@ class Block(nn.Module):
   def __call__(self, x, mask=None, memory=None, memory_mask=None):
     check_norm(self.norm)
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    if self.zero_residual and self.norm != "pre":
+      raise ValueError("zero_residual starts a pre-norm stack as the identity; a post-norm "
+                       "block normalises its residual sum whatever the branch gives")
+    out = dict(out_init=nn.initializers.zeros) if self.zero_residual else {}
     if self.norm == "post":
       kw["ln_eps"] = self.ln_eps
       x = PostNormAttention(self.num_heads, decode=self.decode, name="self_attn", **kw)(
@@ -287,13 +297,13 @@ class Block(nn.Module):
         x = PostNormAttention(self.num_heads, name="cross_attn", **kw)(x, memory, memory_mask)
       return PostNormMlp(self.mlp_dim, act=self.act, name="ffn", **kw)(x), None
     y = layer_norm(name="ln_attn", eps=self.ln_eps, **kw)(x)
-    x = x + Attention(self.num_heads, decode=self.decode, name="attn", **kw)(
+    x = x + Attention(self.num_heads, decode=self.decode, name="attn", **out, **kw)(
         y, y, mask, self.is_causal)
     if self.cross_attention:
       y = layer_norm(name="ln_cross", eps=self.ln_eps, **kw)(x)
-      x = x + Attention(self.num_heads, name="cross_attn", **kw)(y, memory, memory_mask)
+      x = x + Attention(self.num_heads, name="cross_attn", **out, **kw)(y, memory, memory_mask)
     y = layer_norm(name="ln_mlp", eps=self.ln_eps, **kw)(x)
-    x = x + Mlp(self.mlp_dim, act=self.act, name="mlp", **kw)(y)
+    x = x + Mlp(self.mlp_dim, act=self.act, name="mlp", **out, **kw)(y)
     return constrain(x, ACT), None
 
 
@@ -342,6 +352,9 @@ class Encoder(nn.Module):
   # False: a pre-norm stack without `ln_final`, for towers whose norm comes after pooling
   # (VideoMAE's mean pooling + `fc_norm`).
   final_norm: bool = True
+  # True: return (after ln_final, before it); X-CLIP's prompts read the last block's states
+  # before the final norm, which CLIP applies to the pooled token only.
+  keep_prenorm: bool = False
   ln_eps: float = 1e-6
   act: str = "gelu_tanh"
   # Another block class with Block's params and call (an image block that hosts video
@@ -365,8 +378,9 @@ class Encoder(nn.Module):
       for i in range(self.depth):
         x, _ = block(name=f"layer_{i}", **kw)(x, mask, memory, memory_mask)
     if self.norm == "post" or not self.final_norm:
-      return x
-    return layer_norm(self.dtype, self.param_dtype, name="ln_final", eps=self.ln_eps)(x)
+      return (x, x) if self.keep_prenorm else x
+    y = layer_norm(self.dtype, self.param_dtype, name="ln_final", eps=self.ln_eps)(x)
+    return (y, x) if self.keep_prenorm else y
 
 
 class MapHead(nn.Module):

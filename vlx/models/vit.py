@@ -90,6 +90,9 @@ class ViT(nn.Module):
   ln_eps: float = 1e-6
   act: str = "gelu_tanh"
   block: Any = None  # the encoder's block class (layers.Block; see layers.Encoder.block)
+  # True: the returned tokens are the last block's states before `ln_final` (the pooled
+  # embedding is normalised as always); what X-CLIP's video prompts read.
+  prenorm_tokens: bool = False
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
@@ -124,7 +127,14 @@ class ViT(nn.Module):
     mlp_dim = self.mlp_dim or int(self.width * self.mlp_ratio)
     x = layers.Encoder(self.depth, self.num_heads, mlp_dim, scan=self.scan, remat=self.remat,
                        ln_eps=self.ln_eps, act=self.act, block=self.block, block_kw=block_kw,
-                       name="encoder", **kw)(x)
+                       keep_prenorm=self.prenorm_tokens, name="encoder", **kw)(x)
+    if self.prenorm_tokens:
+      x, raw = x
+      if self.pool == "cls":
+        return x[:, 0], raw[:, 1:]
+      if self.pool == "gap":
+        return x.mean(axis=1), raw
+      raise ValueError(f"prenorm_tokens takes pool cls or gap, not {self.pool!r}")
     if self.pool == "cls":
       return x[:, 0], x[:, 1:]
     if self.pool == "gap":

@@ -17,19 +17,25 @@ import numpy as np
 from vlx import registry
 from vlx.objectives import ring
 from vlx.objectives.combine import declare_bounds
-from vlx.objectives.dense_contrastive import sigmoid_dense, softmax_contrastive_dense
+from vlx.objectives.dense_contrastive import (sigmoid_dense, similarities,
+                                              softmax_contrastive_dense)
 
 
 def _logits(outputs):
   scale = jnp.exp(outputs["logit_scale"])
-  img = outputs["img_emb"].astype(jnp.float32)
-  txt = outputs["txt_emb"].astype(jnp.float32)
-  return scale * img @ txt.T, scale
+  return scale * similarities(outputs["img_emb"], outputs["txt_emb"]), scale
 
 
 def scale_bound(max_scale: float):
   """The optimizer bound that keeps exp(logit_scale) <= max_scale (see `param_bounds`)."""
   return (("logit_scale", None, float(np.log(max_scale))),)
+
+
+def _check_ring_form(txt):
+  if txt.ndim != 2:
+    raise ValueError("the ring (chunked) contrastive loss takes text embeddings [B, D]; a "
+                     "model whose texts depend on the video (X-CLIP: [B_v, B_t, D]) needs "
+                     "chunked=False")
 
 
 def _in_batch_metrics(logits):
@@ -45,6 +51,7 @@ def softmax_contrastive(outputs, label_smoothing=0.0, chunked=False, soft_target
   `scale_bound`) -> (loss, metrics). `chunked` runs the ring form (vlx/objectives/ring.py)."""
   img, txt, log_scale = outputs["img_emb"], outputs["txt_emb"], outputs["logit_scale"]
   if chunked:
+    _check_ring_form(txt)
     if soft_targets is not None:
       raise ValueError("the ring (chunked) contrastive loss takes one-hot or smoothed "
                        "targets only; distillation targets need chunked=False")
@@ -88,6 +95,7 @@ def siglip_objective(chunked: bool = False):
     del batch
     log_scale, bias = outputs["logit_scale"], outputs["logit_bias"]
     if chunked:
+      _check_ring_form(outputs["txt_emb"])
       loss = ring.sigmoid_ring(outputs["img_emb"], outputs["txt_emb"], log_scale, bias)
       return loss, {"temperature": 1.0 / jnp.exp(log_scale), "bias": bias}
     logits, scale = _logits(outputs)

@@ -64,8 +64,8 @@ def annotated_by(captions: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
 
 
 def retrieval_metrics(video: np.ndarray, text: np.ndarray, ks: Sequence[int] = KS,
-                      chunk: int = 1024, captions: Optional[np.ndarray] = None
-                      ) -> Dict[str, float]:
+                      chunk: int = 1024, captions: Optional[np.ndarray] = None,
+                      scores: Optional[np.ndarray] = None) -> Dict[str, float]:
   """`video [N, D]`, `text [N, K, D]` (K captions per video) -> t2v_* (each caption finds its
   video among N) and v2t_* (each video's best-ranked own caption among N * K), with the
   similarity matrix computed `chunk` query rows at a time.
@@ -74,9 +74,17 @@ def retrieval_metrics(video: np.ndarray, text: np.ndarray, ks: Sequence[int] = K
   any video the query caption annotates word for word (any caption annotating the video).
   The plain metrics (as MSR-VTT and COCO score) count only the caption's own video, so a
   caption several videos carry caps them below 1 for a perfect model; `shared_captions` is
-  the fraction of caption slots whose text annotates more than one video."""
+  the fraction of caption slots whose text annotates more than one video.
+
+  `scores [N, N * K]` gives the similarities when a text's embedding depends on the video it
+  meets (X-CLIP's prompts; `text` then only gives the shape); by default they are the dot
+  products of `video` and `text`, computed here."""
   n, k, d = text.shape
   flat = text.reshape(n * k, d)
+  t2v_scores = (lambda q: scores[:, q].T) if scores is not None else (  # noqa: E731
+      lambda q: flat[q] @ video.T)
+  v2t_scores = (lambda q: scores[q]) if scores is not None else (  # noqa: E731
+      lambda q: video[q] @ flat.T)
   owner = np.repeat(np.arange(n), k)
   positives = {"": lambda q: owner[q, None] == np.arange(n)[None, :]}
   out = {}
@@ -88,12 +96,12 @@ def retrieval_metrics(video: np.ndarray, text: np.ndarray, ks: Sequence[int] = K
     counts = {"t2v": ([], []), "v2t": ([], [])}
     for start in range(0, n * k, chunk):
       rows = np.arange(start, min(start + chunk, n * k))
-      for acc, part in zip(counts["t2v"], rank_counts(flat[rows] @ video.T, positive(rows))):
+      for acc, part in zip(counts["t2v"], rank_counts(t2v_scores(rows), positive(rows))):
         acc.append(part)
     video_positive = positive(np.arange(n * k)).T                  # [N, N * K]
     for start in range(0, n, chunk):
       rows = slice(start, start + chunk)
-      for acc, part in zip(counts["v2t"], rank_counts(video[rows] @ flat.T,
+      for acc, part in zip(counts["v2t"], rank_counts(v2t_scores(rows),
                                                       video_positive[rows])):
         acc.append(part)
     for direction, (greater, ties) in counts.items():
@@ -123,16 +131,21 @@ def twin_pairs(index: Sequence[int], twin: Sequence[int]) -> List[Tuple[int, int
 
 
 def twin_accuracy(video: np.ndarray, text: np.ndarray, pairs: Sequence[Tuple[int, int]],
-                  concepts: Optional[Sequence[str]] = None) -> Dict[str, float]:
+                  concepts: Optional[Sequence[str]] = None,
+                  scores: Optional[np.ndarray] = None) -> Dict[str, float]:
   """Pairwise accuracy on twins (a, b), over each caption slot k: v2t, a video scores its own
   caption above its twin's; t2v, a caption scores its own video above the twin; `accuracy`
-  is their mean, also per concept of the first video of a pair (`<concept>/accuracy`)."""
+  is their mean, also per concept of the first video of a pair (`<concept>/accuracy`).
+  `scores [N, N, K]` (video i, caption k of video j) replaces the dot products of `video`
+  and `text` where a text's embedding depends on the video (X-CLIP)."""
   if not pairs:
     return {"num_pairs": 0}
   a, b = (np.array(x) for x in zip(*pairs))
-  va, vb, ta, tb = video[a], video[b], text[a], text[b]        # [P, D], [P, K, D]
-  s = lambda v, t: np.einsum("pd,pkd->pk", v, t)  # noqa: E731
-  saa, sab, sba, sbb = s(va, ta), s(va, tb), s(vb, ta), s(vb, tb)
+  if scores is not None:
+    s = lambda v, t: scores[v, t]  # noqa: E731
+  else:
+    s = lambda v, t: np.einsum("pd,pkd->pk", video[v], text[t])  # noqa: E731
+  saa, sab, sba, sbb = s(a, a), s(a, b), s(b, a), s(b, b)
   v2t = (_win(saa, sab) + _win(sbb, sba)).mean(axis=1) / 2    # [P]
   t2v = (_win(saa, sba) + _win(sbb, sab)).mean(axis=1) / 2
   both = (v2t + t2v) / 2
@@ -166,6 +179,9 @@ class VideoTextSplit:
                frame_shuffle: bool, seed: int):
     self.ctx, self.frame_shuffle, self.seed = ctx, bool(frame_shuffle), int(seed)
     self.reader = SplitReader(ctx, split or ctx.data_config.test_split, limit=limit)
+    # A model whose text embedding depends on the video (X-CLIP's prompts) scores pairs with
+    # `video_text_similarity`; the others by dot products of independent embeddings.
+    self.conditioned = hasattr(ctx.model, "video_text_similarity")
 
   def _embed_videos(self, params, rows):
     model, index = self.ctx.model, [r["_index"] for r in rows]
@@ -174,9 +190,11 @@ class VideoTextSplit:
     if self.frame_shuffle:
       x = {k: shuffle_frames(v, index, self.seed) for k, v in x.items()}
 
+    method = "video_features" if self.conditioned else "encode_video"
+
     def fn(p, b):
-      return model.apply({"params": p}, b["video"], b.get("frame_mask"), method="encode_video")
-    return run_batched(self.ctx, ("encode_video", tuple(keys)), fn, params, x,
+      return model.apply({"params": p}, b["video"], b.get("frame_mask"), method=method)
+    return run_batched(self.ctx, (method, tuple(keys)), fn, params, x,
                        batch_size=self.reader.batch_size)
 
   def __call__(self, params) -> Dict[str, np.ndarray]:
@@ -190,13 +208,42 @@ class VideoTextSplit:
                                                [c for p in parts for c in p[1]],
                                                self.ctx.data_config.max_len)
     n, k, l = tokens.shape
-    text = embed(self.ctx, params, "encode_text", tokens.reshape(n * k, l)).reshape(n, k, -1)
-    out = {"video": np.concatenate([p[0] for p in parts]), "text": text, "captions": captions}
+    text = embed(self.ctx, params, "text_features" if self.conditioned else "encode_text",
+                 tokens.reshape(n * k, l)).reshape(n, k, -1)
+    out = {"text": text, "captions": captions}
+    if self.conditioned:
+      out["video"] = np.concatenate([p[0][0] for p in parts])
+      out["context"] = np.concatenate([p[0][1] for p in parts])
+    else:
+      out["video"] = np.concatenate([p[0] for p in parts])
     for key in ("kind", "concept", "twin", "_index"):
       out[key] = np.array([str(v) if key in ("kind", "concept") else int(v)
                            for p in parts for v in p[2][key]], dtype=object if key in (
                                "kind", "concept") else np.int64)
     return out
+
+
+  def scores(self, params, e, videos: np.ndarray, texts_of: np.ndarray) -> np.ndarray:
+    """`[len(videos), len(texts_of), K]`: video i with caption k of video j, for a model
+    whose texts depend on the video (`video_text_similarity`), `chunk` texts at a time."""
+    model, text = self.ctx.model, e["text"][texts_of]
+    k, chunk = text.shape[1], 256
+    flat = text.reshape(-1, text.shape[-1])
+
+    def fn(p, b):
+      weights, t = p
+      return model.apply({"params": weights}, b["video"], b["context"], t,
+                         method="video_text_similarity")
+    columns = []
+    for start in range(0, len(flat), chunk):
+      t = flat[start:start + chunk]
+      pad = chunk - len(t)
+      t = np.concatenate([t, np.zeros((pad,) + t.shape[1:], t.dtype)]) if pad else t
+      s = run_batched(self.ctx, ("video_text_similarity", chunk), fn, (params, t),
+                      {"video": e["video"][videos], "context": e["context"][videos]},
+                      batch_size=self.reader.batch_size)
+      columns.append(s[:, :chunk - pad])
+    return np.concatenate(columns, axis=1).reshape(len(videos), len(texts_of), k)
 
 
 # ---- Evaluators ----------------------------------------------------------------------------
@@ -216,15 +263,24 @@ class VideoRetrieval:
 
   def __call__(self, params):
     e = self.split(params)
+    n = len(e["video"])
+    scores = None
+    if self.split.conditioned:
+      everyone = np.arange(n)
+      scores = self.split.scores(params, e, everyone, everyone).reshape(n, -1)
     out = {**retrieval_metrics(e["video"], e["text"], chunk=self.chunk,
-                               captions=e["captions"]),
-           "num_videos": len(e["video"])}
+                               captions=e["captions"], scores=scores),
+           "num_videos": n}
+    per_video = e["text"].shape[1]
     for kind in sorted({k for k in e["kind"] if k}):
       rows = e["kind"] == kind
       if rows.sum() > 1:
+        sub = None
+        if scores is not None:
+          sub = scores.reshape(n, n, per_video)[np.ix_(rows, rows)].reshape(int(rows.sum()), -1)
         for name, value in retrieval_metrics(e["video"][rows], e["text"][rows],
-                                             chunk=self.chunk,
-                                             captions=e["captions"][rows]).items():
+                                             chunk=self.chunk, captions=e["captions"][rows],
+                                             scores=sub).items():
           out[f"{kind}/{name}"] = value
     if self.split.reader.skipped:
       out["skipped_records"] = self.split.reader.skipped
@@ -244,7 +300,16 @@ class Twins:
   def __call__(self, params):
     e = self.split(params)
     pairs = twin_pairs(e["_index"], e["twin"])
-    out = twin_accuracy(e["video"], e["text"], pairs, e["concept"])
+    if self.split.conditioned and pairs:
+      # Score only the videos in pairs, each with its own and its twin's captions.
+      members = np.unique(np.array(pairs).reshape(-1))
+      where = {int(v): i for i, v in enumerate(members)}
+      scores = self.split.scores(params, e, members, members)
+      concepts = e["concept"][members]
+      out = twin_accuracy(None, None, [(where[a], where[b]) for a, b in pairs], concepts,
+                          scores=scores)
+    else:
+      out = twin_accuracy(e["video"], e["text"], pairs, e["concept"])
     if self.split.reader.skipped:
       out["skipped_records"] = self.split.reader.skipped
     return out

@@ -14,6 +14,13 @@ attribute, so one set of weights serves any number of frames.
   position table (zero at init) tells the frames apart, without which attention over time
   is blind to their order (as the frame average is).
 
+- `xclip` (Ni et al. 2022, X-CLIP's cross-frame communication): each frame's class token
+  (or its tokens' mean, for a ViT pooled by average) becomes a message (`message_fc`), the messages of a clip attend to each other
+  (`message_attn`), and every frame's tokens attend to their frame's message beside
+  themselves; the message is dropped after the attention. The message's share of each
+  softmax is scaled by `message_gate` (X-CLIP's own attention at 1, what an imported X-CLIP
+  holds; 0 at init here, where the block is then the image block exactly).
+
 Padded frames (`frame_mask` False) are zeroed before the temporal convolution and hidden from
 the temporal attention, so they never reach a real frame's features.
 """
@@ -23,12 +30,13 @@ from __future__ import annotations
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from vlx.models import layers
 from vlx.models.video import interpolate_time
 
-ADAPTERS = ("none", "st_adapter", "aim")
+ADAPTERS = ("none", "st_adapter", "aim", "xclip")
 
 
 class Bottleneck(nn.Module):
@@ -79,6 +87,37 @@ class STAdapter(nn.Module):
                         name="up", **kw)(h)
 
 
+class MessageAttention(nn.Module):
+  """Self-attention of a frame's tokens `x [B*T, N, C]` with the frame's message `msg
+  [B*T, 1, C]` added to the keys, under layers.Attention's param names (CLIP's attention
+  loads). The joint softmax over [tokens; message] is computed as the token-only attention
+  `o` plus the message's softmax share `p` pulling it toward the message's value: `o + gate *
+  p * (v_msg - o)`, equal to the joint attention at gate 1 and to the image model's at 0."""
+  num_heads: int
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, msg, gate):
+    width, n = x.shape[-1], x.shape[1]
+    head_dim = width // self.num_heads
+    proj = lambda name: layers.DenseGeneral(  # noqa: E731
+        (self.num_heads, head_dim), ("embed",), ("heads", "kv"), dtype=self.dtype,
+        param_dtype=self.param_dtype, name=name)
+    seq = jnp.concatenate([x, msg.astype(x.dtype)], axis=1)
+    q, k, v = proj("query")(x), proj("key")(seq), proj("value")(seq)
+    tokens_only = jax.nn.dot_product_attention(q, k[:, :n], v[:, :n])   # the image model's
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q.astype(jnp.float32),
+                        k.astype(jnp.float32)) * head_dim ** -0.5
+    share = jax.nn.sigmoid(logits[..., n] - jax.nn.logsumexp(logits[..., :n], axis=-1))
+    share = (gate * share).transpose(0, 2, 1)[..., None]                # [B*T, N, H, 1]
+    o = tokens_only.astype(jnp.float32)
+    o = o + share * (v[:, n:].astype(jnp.float32) - o)
+    return layers.DenseGeneral((width,), ("heads", "kv"), ("embed",), num_in=2,
+                               dtype=self.dtype, param_dtype=self.param_dtype, name="out")(
+                                   o.astype(self.dtype))
+
+
 class AdaptedBlock(layers.Block):
   """A pre-norm image Block hosting `adapter` (none | st_adapter | aim) of `bottleneck`
   width, for clips of `frames` frames folded into the batch (`frame_mask [B, T]`)."""
@@ -87,6 +126,8 @@ class AdaptedBlock(layers.Block):
   frames: int = 1
   frame_mask: Any = None
   max_frames: int = 16  # AIM's temporal position table (interpolated to longer clips)
+  message_gate_init: float = 0.0  # X-CLIP's message share at init (see MessageAttention)
+  message_from: str = "cls"  # the frame summary a message starts from: cls (row 0) | mean
 
   @nn.compact
   def __call__(self, x, mask=None, memory=None, memory_mask=None):
@@ -100,6 +141,17 @@ class AdaptedBlock(layers.Block):
       x = x + STAdapter(frames=self.frames, frame_mask=self.frame_mask, name="st_adapter",
                         **adapter)(x)
     ln_attn = layers.layer_norm(name="ln_attn", eps=self.ln_eps, **kw)
+    if self.adapter == "xclip":
+      if mask is not None:
+        raise ValueError("X-CLIP's message attention takes unmasked frame tokens (image ViTs)")
+      gate = self.param("message_gate", layers.boxed(
+          nn.initializers.constant(self.message_gate_init), ()), (), self.param_dtype)
+      h = MessageAttention(self.num_heads, name="attn", **kw)(
+          ln_attn(x), ln_attn(self._messages(x)), gate)
+      x = x + h
+      y = layers.layer_norm(name="ln_mlp", eps=self.ln_eps, **kw)(x)
+      return layers.constrain(x + layers.Mlp(self.mlp_dim, act=self.act, name="mlp", **kw)(y),
+                              layers.ACT), None
     attn = layers.Attention(self.num_heads, name="attn", **kw)
     if self.adapter == "aim":
       x = x + Bottleneck(name="t_adapter", **adapter)(self._attend_over_time(attn, ln_attn(x)))
@@ -113,6 +165,23 @@ class AdaptedBlock(layers.Block):
     if self.adapter == "aim":
       h = h + Bottleneck(name="mlp_adapter", **adapter)(y)
     return layers.constrain(x + h, layers.ACT), None
+
+  def _messages(self, x):
+    """Each frame's message `[B*T, 1, C]`: its class token (row 0) projected, then the clip's
+    messages attending to each other (padded frames hidden)."""
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    width = x.shape[-1]
+    if self.message_from not in ("cls", "mean"):
+      raise ValueError(f"message_from={self.message_from!r}; known: cls, mean")
+    summary = x[:, 0] if self.message_from == "cls" else x.mean(axis=1)
+    msg = by_clip(layers.dense(width, "embed", "mlp", name="message_fc", **kw)(summary),
+                  self.frames)                                          # [B, T, C]
+    keys = None
+    if self.frame_mask is not None:
+      keys = self.frame_mask.astype(bool)[:, None, None, :]
+    y = layers.layer_norm(name="message_ln", eps=self.ln_eps, **kw)(msg)
+    msg = msg + layers.Attention(self.num_heads, name="message_attn", **kw)(y, y, keys)
+    return msg.reshape(-1, 1, width)
 
   def _attend_over_time(self, attn, y):
     """Each token attends to the same token in the clip's other (real) frames, told apart by

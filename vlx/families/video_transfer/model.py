@@ -39,32 +39,39 @@ class VideoTransfer(JointSpace):
     adapter = dict(self.adapter or {})
     self._adapter_kind = adapter.pop("kind", "none")
     self._adapter_fields = adapter
-    self.img_tower = ViT(**dict(self.image), dtype=DTYPES[self.dtype],
+    self.img_tower = ViT(**dict(self.image), **self.image_tower_fields(),
+                         dtype=DTYPES[self.dtype],
                          block=None if self._adapter_kind == "none" else AdaptedBlock,
                          name="img")
     self.img_proj = self.projection(self.image_projection, "img_proj")
     self.temporal_module = build_temporal(**dict(self.temporal or {}), dtype=DTYPES[self.dtype],
                                           name="temporal")
 
+  def image_tower_fields(self) -> dict:
+    """ViT fields a subclass needs beyond the config's (X-CLIP: pre-norm tokens)."""
+    return {}
+
   def encode_image(self, image):
     """The image model alone (a still frame), as the two-tower model embeds it."""
     pooled, _ = self.img_tower(image)
     return self.embed(pooled, self.img_proj)
 
-  def frame_features(self, video, frame_mask=None):
-    """`video [B, T, H, W, 3]` -> projected, unnormalised frame embeddings `[B, T, E]`."""
+  def frame_features(self, video, frame_mask=None, with_tokens: bool = False):
+    """`video [B, T, H, W, 3]` -> projected, unnormalised frame embeddings `[B, T, E]` (and,
+    `with_tokens`, the tower's patch tokens `[B * T, N, width]`)."""
     b, t = video.shape[:2]
     block_kw = None
     if self._adapter_kind != "none":
       block_kw = dict(adapter=self._adapter_kind, frames=t, frame_mask=frame_mask,
                       **self._adapter_fields)
-    pooled, _ = self.img_tower(video.reshape((b * t,) + video.shape[2:]), block_kw)
+    pooled, tokens = self.img_tower(video.reshape((b * t,) + video.shape[2:]), block_kw)
     if pooled is None:
       raise ValueError("model.image.pool='none' gives no pooled embedding to project")
     feats = pooled if self.img_proj is None else self.img_proj(pooled)
     if self.frozen_image:
       feats = jax.lax.stop_gradient(feats)
-    return feats.reshape(b, t, -1)
+    feats = feats.reshape(b, t, -1)
+    return (feats, tokens) if with_tokens else feats
 
   def encode_video(self, video, frame_mask=None):
     """Frame embeddings through the temporal module, each L2-normalised, averaged over the

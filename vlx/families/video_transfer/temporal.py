@@ -6,12 +6,14 @@ model then averages over the real frames: `mean` adds nothing (CLIP4Clip's meanP
 frame order by construction: the control); `seq_transformer` is CLIP4Clip's seqTransf, a
 temporal transformer whose position table and output projection start at zero, so it starts
 as the identity and the frame count stays a call-time property (the table is interpolated
-to a clip longer than `max_frames`).
+to a clip longer than `max_frames`); `mit` is X-CLIP's multi-frame integration transformer,
+`x + Encoder(x + time_pos)` (its residual branches and table start at zero: `2x` at init, the
+same direction once normalised).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -40,11 +42,8 @@ class SeqTransformer(nn.Module):
   @nn.compact
   def __call__(self, x, frame_mask=None):
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    b, t, e = x.shape
-    pos = self.param("time_pos_embedding",
-                     layers.boxed(nn.initializers.zeros, (None, "pos", "embed")),
-                     (1, self.max_frames, e), self.param_dtype)
-    pos = pos[:, :t] if t <= self.max_frames else interpolate_time(pos, t)
+    e = x.shape[-1]
+    pos = _time_table(self, x, self.max_frames)
     keys = None if frame_mask is None else frame_mask.astype(bool)[:, None, None, :]
     h = layers.Encoder(self.depth, self.num_heads, int(e * self.mlp_ratio), name="encoder",
                        **kw)(x + pos.astype(x.dtype), keys)
@@ -52,7 +51,41 @@ class SeqTransformer(nn.Module):
                             name="out", **kw)(h)
 
 
-TEMPORAL = {"mean": MeanPool, "seq_transformer": SeqTransformer}
+class MultiframeIntegration(nn.Module):
+  """X-CLIP's MIT: a pre-norm stack without a final norm over the frame embeddings plus a
+  temporal position table, added to its input. The model averages its output over frames."""
+  depth: int = 1
+  num_heads: int = 8
+  mlp_dim: Optional[int] = None
+  max_frames: int = 16
+  act: str = "quick_gelu"
+  ln_eps: float = 1e-5
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, frame_mask=None):
+    e = x.shape[-1]
+    pos = _time_table(self, x, self.max_frames)
+    keys = None if frame_mask is None else frame_mask.astype(bool)[:, None, None, :]
+    h = layers.Encoder(self.depth, self.num_heads, self.mlp_dim or 4 * e, final_norm=False,
+                       act=self.act, ln_eps=self.ln_eps, block_kw=dict(zero_residual=True),
+                       dtype=self.dtype, param_dtype=self.param_dtype, name="encoder")(
+                           x + pos.astype(x.dtype), keys)
+    return x + h
+
+
+def _time_table(module: nn.Module, x, max_frames: int):
+  """`time_pos_embedding [1, max_frames, E]` (zero at init) for `x [B, T, E]`'s T frames,
+  interpolated when T exceeds the table."""
+  t, e = x.shape[1], x.shape[2]
+  pos = module.param("time_pos_embedding",
+                     layers.boxed(nn.initializers.zeros, (None, "pos", "embed")),
+                     (1, max_frames, e), module.param_dtype)
+  return pos[:, :t] if t <= max_frames else interpolate_time(pos, t)
+
+
+TEMPORAL = {"mean": MeanPool, "seq_transformer": SeqTransformer, "mit": MultiframeIntegration}
 
 
 def build_temporal(kind: str = "mean", **fields) -> nn.Module:

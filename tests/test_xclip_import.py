@@ -1,0 +1,79 @@
+"""Hugging Face `XCLIPModel` in vlx (vlx/convert/hf_xclip.py, the `xclip` model): a small
+random X-CLIP built here with torch (every parameter perturbed, so no mis-mapped tensor hides
+behind an initializer's zeros or ones; the legacy argmax text pooling and the current EOS one
+both), saved with `save_pretrained` and loaded with `vlx.pretrained.load`: its
+`video_text_logits` match HF's `logits_per_video`, its video and text embeddings HF's
+`get_video_features` / `get_text_features`, all within 1e-4 (issue 20)."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="parity tests need torch: pip install -e '.[torch]'")
+transformers = pytest.importorskip("transformers", reason="parity tests need transformers")
+
+from vlx import pretrained  # noqa: E402
+from vlx.convert import hf_xclip, mapping  # noqa: E402
+
+ATOL = 1e-4
+B, T, SIZE, L = 2, 4, 16, 7
+TEXT = dict(vocab_size=50, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+            num_attention_heads=4, max_position_embeddings=L)
+VISION = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+              image_size=SIZE, patch_size=8, num_frames=T, mit_hidden_size=24,
+              mit_intermediate_size=40, mit_num_hidden_layers=2, mit_num_attention_heads=2)
+TOP = dict(projection_dim=24, prompt_layers=2, prompt_num_attention_heads=4, prompt_alpha=0.1)
+CASES = {"eos_pooling": dict(eos_token_id=49), "argmax_pooling": dict(eos_token_id=2)}
+
+
+@pytest.fixture(scope="module", params=list(CASES))
+def saved(request, tmp_path_factory):
+  """(directory, HF outputs as numpy, videos channels last, token ids)."""
+  cfg = transformers.XCLIPConfig(text_config=dict(TEXT, **CASES[request.param]),
+                                 vision_config=VISION, **TOP)
+  model = transformers.XCLIPModel(cfg)
+  g = torch.Generator().manual_seed(0)
+  with torch.no_grad():
+    for p in model.parameters():
+      p.add_(torch.randn(p.shape, generator=g) * 0.2)
+  model.eval()
+  directory = tmp_path_factory.mktemp(request.param)
+  model.save_pretrained(directory)
+  video = torch.randn(B, T, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
+  rng = np.random.default_rng(2)
+  ids = rng.integers(3, 48, (3, L))
+  ids[:, 5] = 49  # the end-of-text token (the largest id: argmax pooling finds it too)
+  ids[:, 6:] = 1
+  ids = torch.as_tensor(ids)
+  with torch.no_grad():
+    out = model(input_ids=ids, pixel_values=video)
+    ref = {"logits_per_video": out.logits_per_video.numpy(),
+           "video": model.get_video_features(pixel_values=video).pooler_output.numpy(),
+           "text": model.get_text_features(input_ids=ids).pooler_output.numpy()}
+  return str(directory), ref, video.numpy().transpose(0, 1, 3, 4, 2), ids.numpy()
+
+
+def test_video_text_logits_match_hugging_face(saved):
+  directory, ref, video, ids = saved
+  model = pretrained.load(directory)
+  assert isinstance(model, pretrained.PretrainedXClip)
+  logits = model.video_text_logits(video, ids)
+  assert logits.shape == ref["logits_per_video"].shape == (B, 3)
+  diff = float(np.abs(logits - ref["logits_per_video"]).max())
+  print(f"logits_per_video: max abs diff {diff:.2e} "
+        f"(values up to {np.abs(ref['logits_per_video']).max():.2f})")
+  assert diff < ATOL
+  want = ref["video"] / np.linalg.norm(ref["video"], axis=-1, keepdims=True)
+  np.testing.assert_allclose(model.encode_video(video), want, atol=ATOL)
+  np.testing.assert_allclose(model.encode_text(ids), ref["text"], atol=ATOL)
+
+
+def test_a_checkpoint_that_does_not_fit_names_the_tensor(saved):
+  directory, _, _, _ = saved
+  from vlx.convert import hf  # pylint: disable=g-import-not-at-top
+  state = hf.read_state(directory)
+  state.pop("prompts_generator.alpha")
+  with pytest.raises(mapping.ConversionError, match="prompts_generator.alpha"):
+    hf_xclip.import_state(hf.read_config(directory), state)
+  state = dict(hf.read_state(directory), extra_tensor=np.zeros(3))
+  with pytest.raises(mapping.ConversionError, match="extra_tensor"):
+    hf_xclip.import_state(hf.read_config(directory), state)
