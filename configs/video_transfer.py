@@ -13,9 +13,13 @@ accelerators):
   xclip            adapted: X-CLIP (cross-frame message tokens in every block, a multi-frame
                    integration transformer, video-specific text prompts; all weights tuned)
 Start a paradigm from the image model with `image=DIR` (its workdir, or a converted CLIP
-directory); experiments/compare_video.py trains the image model once and every paradigm on
-the same data and step budget. Append ',smoke' for a run of seconds (random init allowed).
+directory); without it a tiny paradigm trains `:image` first, once, in
+<workdir's parent>/init_runs/ (reused by every later paradigm run beside it).
+experiments/compare_video.py trains every paradigm on the same data and step budget. Append
+',smoke' for a run of seconds (its image model: `:image,smoke`).
 """
+
+import os
 
 import ml_collections
 
@@ -52,10 +56,14 @@ def paradigm_model(paradigm: str, size: str) -> dict:
   temporal = dict(kind="mean")
   adapter = dict(kind="none")
   if paradigm == "seq_transformer":
+    # A sinusoidal time table: with a zero one the frames start indistinguishable and the
+    # module learns order late, if at all (0.506 twins after 1000 steps: docs/video_transfer.md).
     temporal = dict(kind="seq_transformer", depth=2 if size == "tiny" else 4, num_heads=heads,
-                    max_frames=16)
-  elif paradigm in ("st_adapter", "aim"):
-    adapter = dict(kind=paradigm, bottleneck=width // 4 if paradigm == "aim" else width // 2)
+                    max_frames=16, time_init="sincos")
+  elif paradigm == "st_adapter":
+    adapter = dict(kind=paradigm, bottleneck=width // 2)
+  elif paradigm == "aim":
+    adapter = dict(kind=paradigm, bottleneck=width // 4, time_init="sincos")
   elif paradigm == "xclip":  # the paper's: a 1-layer MIT, 2 prompt layers (alpha 0: identity)
     pool = image_fields(size)["pool"]
     adapter = dict(kind="xclip", message_from="cls" if pool == "cls" else "mean")
@@ -107,8 +115,15 @@ def get_config(arg: str = "mean_pool"):
   else:
     c.model.update(paradigm_model(paradigm, size))
     c.optimizer.param_groups = frozen_groups(paradigm)
-    if "image" in variant.values:
-      c.init_from = variant.values["image"]
+    if "image" in variant.values or tiny:
+      # image=DIR names the image model; without it the tiny paradigms train `:image` first
+      # (vlx/train/init_run.py: once, beside the workdir, reused by every later paradigm run).
+      c.init_from = variant.values.get("image", "")
+      if not c.init_from:
+        c.init_from_run = f"{os.path.abspath(__file__)}:image" + (",smoke" if variant.smoke
+                                                                  else "")
+      c.init_from_run_inherits = ("data.source", "model.image", "model.text",
+                                  "model.embed_dim")
       c.init_map = IMAGE_PARAMS
       c.init_fresh = ADAPTER_PARAMS
 

@@ -7,6 +7,8 @@ table and one plot.
      steps from it;
   3. one table: trainable parameters, training clips/s, the temporal twins, the twins with
      frames shuffled, static-split text->video R@1 (strict and caption-matched), and a plot.
+     Rows of paradigms not rerun are kept from OUT/results.json when they started from the
+     same image model.
 
     python experiments/compare_video.py [--out DIR] [--steps 1000] [--paradigms a,b,...]
         [--image DIR] [--data_dir DIR]
@@ -25,9 +27,20 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 CONFIG = "configs/video_transfer.py"
-PARADIGMS = ("mean_pool", "seq_transformer", "st_adapter", "aim", "full_finetune")
-KIND = {"mean_pool": "frozen", "seq_transformer": "frozen", "st_adapter": "adapted",
-        "aim": "adapted", "full_finetune": "adapted"}
+
+
+def _paradigms() -> dict:
+  """paradigm -> frozen | adapted, as configs/video_transfer.py lists them."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.spec_from_file_location("video_transfer_config",
+                                                os.path.join(ROOT, CONFIG))
+  config = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(config)
+  return {**{p: "frozen" for p in config.FROZEN}, **{p: "adapted" for p in config.ADAPTED}}
+
+
+KIND = _paradigms()
+PARADIGMS = tuple(KIND)
 COLUMNS = (("twins", "twins/accuracy"), ("twins, frames shuffled", "twins_shuffled/accuracy"),
            ("static t2v R@1 (matched)", "retrieval/static/matched_t2v_r1"),
            ("static t2v R@1 (strict)", "retrieval/static/t2v_r1"),
@@ -114,7 +127,14 @@ def main():
   image = os.path.abspath(args.image) if args.image else os.path.join(out, "image")
   if not args.image:
     print(f"image model: {run('image', image, data):.0f} s", flush=True)
+  # Rows of paradigms not run this time are kept from an earlier run from the same image model
+  # (one table for runs made in turns); a rerun paradigm replaces its row.
   results = []
+  previous = os.path.join(out, "results.json")
+  if os.path.exists(previous):
+    with open(previous) as f:
+      results = [r for r in json.load(f) if r.get("image") == image and r["paradigm"] not in
+                 args.paradigms.split(",")]
   for paradigm in args.paradigms.split(","):
     if paradigm not in PARADIGMS:
       raise SystemExit(f"unknown paradigm {paradigm!r}; known: {', '.join(PARADIGMS)}")
@@ -123,7 +143,8 @@ def main():
     workdir = os.path.join(out, paradigm)
     seconds = run(f"{paradigm},image={image}", workdir, data + steps)
     results.append(dict(paradigm=paradigm, seconds=seconds, metrics=final_eval(workdir),
-                        clips=clips_per_s(workdir), params=trainable(paradigm)))
+                        clips=clips_per_s(workdir), params=trainable(paradigm), image=image))
+  results.sort(key=lambda r: PARADIGMS.index(r["paradigm"]))
   header = ["paradigm", "kind", "trainable params", "clips/s", "wall s"] + [
       n for n, _ in COLUMNS] + ["video QA", "grounding mIoU"]
   print("\n| " + " | ".join(header) + " |\n|" + "---|" * len(header))

@@ -4,6 +4,7 @@ while the temporal ones can, padded frames never reach real ones, the frozen par
 the image tower bit for bit, the sharded step equals one device, and an image model's
 checkpoint starts a paradigm through vlx.main (its adapters keep their init)."""
 
+import json
 import re
 
 import flax.linen as nn
@@ -159,19 +160,20 @@ def test_sharded_transfer_step_equals_the_single_device_step(paradigm):
 
 
 def test_image_model_starts_an_adapted_paradigm_through_main(video_data_dir, tmp_path):
-  """As the README runs it: `image,smoke` trains a CLIP on still frames; `st_adapter,smoke,
-  image=DIR` starts from it. Its image tower and projection are the image model's bit for
-  bit after training (locked), the adapters are new, the text side trained on, and the video
-  evaluators report."""
+  """As the docs run it, with no image model named: `st_adapter,smoke` trains `image,smoke`
+  first (beside the workdir, in init_runs/, with the paradigm's tower overrides), then starts
+  from it. Its image tower and projection are the image model's bit for bit after training
+  (locked), the adapters are new, the text side trained on, and the video evaluators report.
+  A second paradigm run beside it reuses that image model without training it again."""
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   from vlx import main as vlx_main  # pylint: disable=g-import-not-at-top
   small = [f"--config.data.source.data_dir={video_data_dir}", "--config.model.image.depth=1",
            "--config.model.text.depth=1"]
-  image, video = tmp_path / "image", tmp_path / "st_adapter"
-  assert vlx_main.main([f"--config={CONFIG}:image,smoke", f"--workdir={image}", *small]) in (
-      0, None)
-  assert vlx_main.main([f"--config={CONFIG}:st_adapter,smoke,image={image}",
-                        f"--workdir={video}", *small]) in (0, None)
+  video = tmp_path / "st_adapter"
+  assert vlx_main.main([f"--config={CONFIG}:st_adapter,smoke", f"--workdir={video}",
+                        *small]) in (0, None)
+  (image,) = (tmp_path / "init_runs").iterdir()
+  assert image.name.startswith("video_transfer_py_image_smoke-"), image.name
   final = {k: v for r in read_metrics(video) if r["step"] == 4 for k, v in r.items()}
   for name in ("twins/accuracy", "twins_shuffled/accuracy", "retrieval/static/t2v_r1",
                "retrieval/static/matched_t2v_r1"):
@@ -185,6 +187,14 @@ def test_image_model_starts_an_adapted_paradigm_through_main(video_data_dir, tmp
     if path.startswith(("img/", "img_proj/")) and path not in adapters:
       np.testing.assert_array_equal(value, before[path], err_msg=path)
   assert not np.array_equal(after["txt_proj/kernel"], before["txt_proj/kernel"])
+
+  metrics = (image / "metrics.jsonl").read_bytes()
+  again = tmp_path / "mean_pool"
+  assert vlx_main.main([f"--config={CONFIG}:mean_pool,smoke", f"--workdir={again}",
+                        "--config.total_steps=1", *small]) in (0, None)
+  assert (image / "metrics.jsonl").read_bytes() == metrics
+  with open(again / "config.json") as f:
+    assert json.load(f)["init_from"] == str(image)
 
 
 def test_xclip_evaluators_score_every_text_as_each_video_prompts_it():

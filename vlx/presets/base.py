@@ -27,6 +27,13 @@ def base_config() -> ml_collections.ConfigDict:
   # checkpoint may lack and that then keep their initialisation (adapters added to a loaded
   # tower); any other missing param is an error. "": none may be missing.
   c.init_fresh = ""
+  # A config spec ("configs/x.py:variant") whose finished run starts this one when init_from
+  # is empty: vlx.main trains it first (vlx/train/init_run.py) in a directory beside the
+  # workdir named by its config, so later runs reuse it (an image model for video transfer).
+  c.init_from_run = ""
+  # Dotted config keys that run takes from this one (what must match for init_map to load:
+  # the dataset source, the towers both have).
+  c.init_from_run_inherits = ("data.source",)
   # Modules to import before building (a family of your own, outside vlx: its registrations).
   c.imports = ()
   # What the train step asks of the model (vlx/train/task.py): "model" = its forward scored

@@ -11,8 +11,9 @@ attribute, so one set of weights serves any number of frames.
 - `aim` (Yang et al. 2023, AIM): the block's own (frozen) attention run again over time, each
   token attending to itself in the other frames, through a T-adapter; an S-adapter after the
   spatial attention and an adapter beside the MLP. No new attention weights; a temporal
-  position table (zero at init) tells the frames apart, without which attention over time
-  is blind to their order (as the frame average is).
+  position table tells the frames apart, without which attention over time is blind to
+  their order (as the frame average is); it may start as a sinusoid (`time_init`), since
+  the T-adapter that reads it starts at zero.
 
 - `xclip` (Ni et al. 2022, X-CLIP's cross-frame communication): each frame's class token
   (or its tokens' mean, for a ViT pooled by average) becomes a message (`message_fc`), the messages of a clip attend to each other
@@ -33,8 +34,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vlx.families.video_transfer.temporal import time_table
 from vlx.models import layers
-from vlx.models.video import interpolate_time
 
 ADAPTERS = ("none", "st_adapter", "aim", "xclip")
 
@@ -126,6 +127,7 @@ class AdaptedBlock(layers.Block):
   frames: int = 1
   frame_mask: Any = None
   max_frames: int = 16  # AIM's temporal position table (interpolated to longer clips)
+  time_init: str = "zeros"  # how that table starts (temporal.TIME_INITS; its reader is zero)
   message_gate_init: float = 0.0  # X-CLIP's message share at init (see MessageAttention)
   message_from: str = "cls"  # the frame summary a message starts from: cls (row 0) | mean
 
@@ -187,10 +189,7 @@ class AdaptedBlock(layers.Block):
     """Each token attends to the same token in the clip's other (real) frames, told apart by
     a temporal position table (zero at init; attention alone is blind to frame order)."""
     b, t, n, c = by_clip(y, self.frames).shape
-    pos = self.param("time_pos_embedding",
-                     layers.boxed(nn.initializers.zeros, (None, "pos", "embed")),
-                     (1, self.max_frames, c), self.param_dtype)
-    pos = pos[:, :t] if t <= self.max_frames else interpolate_time(pos, t)
+    pos = time_table(self, by_clip(y, self.frames)[:, :, 0], self.max_frames, self.time_init)
     seq = by_clip(y, self.frames) + pos[:, :, None].astype(y.dtype)
     seq = seq.transpose(0, 2, 1, 3).reshape(b * n, t, c)
     keys = None

@@ -4,9 +4,10 @@ Each module maps frame embeddings `[B, T, E]` (the image model's projected featu
 frame, `frame_mask [B, T]` for padded clips) to frame embeddings of the same shape, which the
 model then averages over the real frames: `mean` adds nothing (CLIP4Clip's meanP, blind to
 frame order by construction: the control); `seq_transformer` is CLIP4Clip's seqTransf, a
-temporal transformer whose position table and output projection start at zero, so it starts
-as the identity and the frame count stays a call-time property (the table is interpolated
-to a clip longer than `max_frames`); `mit` is X-CLIP's multi-frame integration transformer,
+temporal transformer whose output projection starts at zero, so it starts as the identity
+(its position table may then start as a sinusoid: order is readable from the first step) and
+the frame count stays a call-time property (the table is interpolated to a clip longer than
+`max_frames`); `mit` is X-CLIP's multi-frame integration transformer,
 `x + Encoder(x + time_pos)` (its residual branches and table start at zero: `2x` at init, the
 same direction once normalised).
 """
@@ -19,7 +20,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from vlx.models import layers
-from vlx.models.video import interpolate_time
+from vlx.models.video import interpolate_time, sincos_1d
 
 
 class MeanPool(nn.Module):
@@ -31,11 +32,12 @@ class MeanPool(nn.Module):
 
 
 class SeqTransformer(nn.Module):
-  """`x + out(Encoder(x + time_pos))`, `time_pos` and `out` zero at init."""
+  """`x + out(Encoder(x + time_pos))`, `out` zero at init (`time_pos` as `time_init` says)."""
   depth: int = 2
   num_heads: int = 4
   mlp_ratio: float = 4.0
   max_frames: int = 16
+  time_init: str = "zeros"
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
@@ -43,7 +45,7 @@ class SeqTransformer(nn.Module):
   def __call__(self, x, frame_mask=None):
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     e = x.shape[-1]
-    pos = _time_table(self, x, self.max_frames)
+    pos = time_table(self, x, self.max_frames, self.time_init)
     keys = None if frame_mask is None else frame_mask.astype(bool)[:, None, None, :]
     h = layers.Encoder(self.depth, self.num_heads, int(e * self.mlp_ratio), name="encoder",
                        **kw)(x + pos.astype(x.dtype), keys)
@@ -66,7 +68,7 @@ class MultiframeIntegration(nn.Module):
   @nn.compact
   def __call__(self, x, frame_mask=None):
     e = x.shape[-1]
-    pos = _time_table(self, x, self.max_frames)
+    pos = time_table(self, x, self.max_frames)
     keys = None if frame_mask is None else frame_mask.astype(bool)[:, None, None, :]
     h = layers.Encoder(self.depth, self.num_heads, self.mlp_dim or 4 * e, final_norm=False,
                        act=self.act, ln_eps=self.ln_eps, block_kw=dict(zero_residual=True),
@@ -75,12 +77,26 @@ class MultiframeIntegration(nn.Module):
     return x + h
 
 
-def _time_table(module: nn.Module, x, max_frames: int):
-  """`time_pos_embedding [1, max_frames, E]` (zero at init) for `x [B, T, E]`'s T frames,
+def sincos_init(key, shape, dtype):
+  """A fixed 1-D sinusoid (VideoMAE's table) as the start of a learned time table."""
+  del key
+  return jnp.asarray(sincos_1d(shape[1], shape[2]), dtype)
+
+
+# How a time table starts: zeros (no order until it learns one; a table added to the residual
+# stream must start so) or a sinusoid (frames told apart from the first step; only where what
+# reads the table starts at zero, so the model still starts as the image model).
+TIME_INITS = {"zeros": nn.initializers.zeros, "sincos": sincos_init}
+
+
+def time_table(module: nn.Module, x, max_frames: int, init: str = "zeros"):
+  """`time_pos_embedding [1, max_frames, E]` of `module` for `x [B, T, E]`'s T frames,
   interpolated when T exceeds the table."""
+  if init not in TIME_INITS:
+    raise ValueError(f"unknown time table init {init!r}; known: {', '.join(TIME_INITS)}")
   t, e = x.shape[1], x.shape[2]
   pos = module.param("time_pos_embedding",
-                     layers.boxed(nn.initializers.zeros, (None, "pos", "embed")),
+                     layers.boxed(TIME_INITS[init], (None, "pos", "embed")),
                      (1, max_frames, e), module.param_dtype)
   return pos[:, :t] if t <= max_frames else interpolate_time(pos, t)
 
