@@ -12,8 +12,9 @@ accelerators):
   full_finetune    adapted: every image weight tuned, frames averaged (ViFi-CLIP)
   xclip            adapted: X-CLIP (cross-frame message tokens in every block, a multi-frame
                    integration transformer, video-specific text prompts; all weights tuned)
-Start a paradigm from the image model with `image=DIR` (its workdir, or a converted CLIP
-directory); without it a tiny paradigm trains `:image` first, once, in
+Start a paradigm from the image model with `image=DIR` (a vlx CLIP workdir of this config's
+towers) or from a converted OpenAI / open_clip / HF CLIP with `clip=DIR` (its towers,
+tokenizer and preprocessing; `python -m vlx.convert --src=... --out=DIR`); without either a tiny paradigm trains `:image` first, once, in
 <workdir's parent>/init_runs/ (reused by every later paradigm run beside it).
 experiments/compare_video.py trains every paradigm on the same data and step budget. Append
 ',smoke' for a run of seconds (its image model: `:image,smoke`).
@@ -86,7 +87,7 @@ def frozen_groups(paradigm: str) -> tuple:
 
 
 def get_config(arg: str = "mean_pool"):
-  variant = parse_variant(arg, sizes=SIZES, words=WORDS, keys=("image",))
+  variant = parse_variant(arg, sizes=SIZES, words=WORDS, keys=("image", "clip"))
   chosen = sorted(variant.words) or ["mean_pool"]
   if len(chosen) != 1:
     raise ValueError(f"video_transfer variant {arg!r} names {len(chosen)} paradigms: "
@@ -115,7 +116,9 @@ def get_config(arg: str = "mean_pool"):
   else:
     c.model.update(paradigm_model(paradigm, size))
     c.optimizer.param_groups = frozen_groups(paradigm)
-    if "image" in variant.values or tiny:
+    if "clip" in variant.values:
+      pass  # from_imported_clip below, once the size's data and schedule are set
+    elif "image" in variant.values or tiny:
       # image=DIR names the image model; without it the tiny paradigms train `:image` first
       # (vlx/train/init_run.py: once, beside the workdir, reused by every later paradigm run).
       c.init_from = variant.values.get("image", "")
@@ -147,4 +150,44 @@ def get_config(arg: str = "mean_pool"):
     c.eval_batch_size = 32
     if not tiny:
       base.shrink_for_smoke(c)
+  if "clip" in variant.values:
+    if paradigm == "image":
+      raise ValueError("clip=DIR is an image model already: name a paradigm to start from it")
+    from_imported_clip(c, variant.values["clip"])
   return c
+
+
+def from_imported_clip(c, path: str) -> None:
+  """`clip=DIR`: the towers, temperature, tokenizer and frame preprocessing of a converted
+  CLIP or SigLIP (`python -m vlx.convert --src=... --out=DIR`; OpenAI, open_clip, HF), which
+  the paradigm starts from (its new parts fresh)."""
+  from vlx import convert  # pylint: disable=g-import-not-at-top
+  path = os.path.abspath(os.path.expanduser(path))
+  if not os.path.exists(os.path.join(path, convert.PRETRAINED_JSON)):
+    raise ValueError(f"clip={path}: no {convert.PRETRAINED_JSON}; convert the checkpoint first "
+                     "with python -m vlx.convert --src=... --out=DIR")
+  meta = convert.read_meta(path)
+  if meta["model"].get("name") != "two_tower" or not meta.get("tokenizer"):
+    raise ValueError(f"clip={path}: expected a converted CLIP / SigLIP with its tokenizer")
+  imported = meta["model"]
+  remat = {tower: c.model[tower].get("remat", "none") for tower in ("image", "text")}
+  for key in ("image", "text", "embed_dim", "temperature_init", "bias_init",
+              "image_projection", "text_projection"):
+    if key in imported:
+      c.model[key] = imported[key]
+  for tower, policy in remat.items():  # the size's memory policy, not the checkpoint's
+    c.model[tower].remat = policy
+  if imported.get("bias_init") is not None:
+    c.objectives = ml_collections.ConfigDict(dict(siglip=dict(weight=1.0)))
+  pp = meta["preprocess"]
+  frames = (f"preprocess_video({pp['resize']},{pp['resize_mode']!r},{pp['crop']!r},"
+            f"{tuple(pp['mean'])!r},{tuple(pp['std'])!r},{pp['resample']!r},"
+            f"{pp.get('crop_rounding', 'floor')!r})")
+  c.data.update(dict(image_size=meta["image_size"], max_len=meta["max_len"],
+                     tokenizer=meta["tokenizer"], pretrained_preprocess=pp))
+  for key in ("pp_train", "pp_eval"):
+    ops = [op for op in c.data[key].split("|") if not op.startswith("video_value_range")]
+    ops.insert(1, frames)
+    c.data[key] = "|".join(op if not op.startswith("tokenize(") else
+                           f"tokenize({meta['max_len']})" for op in ops)
+  c.init_from, c.init_map, c.init_fresh = path, IMAGE_PARAMS, ADAPTER_PARAMS

@@ -17,7 +17,7 @@ from vlx import convert, pretrained  # noqa: E402
 from vlx.convert import mapping  # noqa: E402
 from vlx.data import clip_bpe  # noqa: E402
 from vlx.data.tokenizer import SiglipTokenizer  # noqa: E402
-from vlx_testlib import run_main, shapes_data_dir, train_losses  # noqa: E402,F401
+from vlx_testlib import run_main, shapes_data_dir, train_losses, video_data_dir  # noqa: E402,F401
 
 ATOL = 1e-4
 
@@ -455,3 +455,32 @@ def test_hf_dir_without_tokenizer_encodes_and_refuses_only_strings(hf_clip_dir, 
     with pytest.raises(FileNotFoundError, match="tokenizer files") as e:
       call()
     assert len(str(e.value).splitlines()) == 1
+
+
+def test_video_transfer_starts_from_an_imported_clip(hf_clip_dir, video_data_dir, tmp_path):
+  """configs/video_transfer.py:st_adapter,clip=DIR: an imported HF CLIP read frame by frame
+  (its towers, tokenizer and preprocessing) trains on 8 devices; its image tower stays bit
+  for bit as imported (locked) while the adapters and the text side train."""
+  from vlx.convert.__main__ import main
+  directory, _, _ = hf_clip_dir
+  imported = tmp_path / "imported"
+  main([f"--src={directory}", f"--out={imported}"])
+  workdir = tmp_path / "w"
+  run_main("video_transfer", workdir, video_data_dir, "--config.evals={}",
+           variant=f"st_adapter,clip={imported},smoke", num_devices=8)
+  losses = train_losses(workdir)
+  assert sorted(losses) == [2, 4] and all(np.isfinite(list(losses.values())))
+  with open(workdir / "config.json") as f:
+    config = json.load(f)
+  assert config["data"]["tokenizer"]["type"] == "clip_bpe"
+  assert "preprocess_video(32," in config["data"]["pp_train"]
+  before = mapping.flatten(pretrained.load(str(imported)).params)
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  after = mapping.flatten(ocp.PyTreeCheckpointer().restore(
+      str(workdir / "checkpoints" / "4" / "state"))["params"])
+  adapters = [k for k in after if "_adapter/" in k]
+  assert adapters
+  for k, v in before.items():
+    if k.startswith(("img/", "img_proj/")):
+      np.testing.assert_array_equal(np.asarray(after[k]), v, err_msg=k)
+  assert not np.array_equal(np.asarray(after["txt_proj/kernel"]), before["txt_proj/kernel"])

@@ -77,6 +77,24 @@ def video_value_range(handle, lo: float = -1.0, hi: float = 1.0):
   return pp_ops.value_range(handle, lo, hi, key="video")
 
 
+@registry.PP_OPS.register("preprocess_video")
+def preprocess_video(handle, resize: int, resize_mode: str = "shortest", crop=None,
+                     mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), resample: str = "bicubic",
+                     crop_rounding: str = "floor"):
+  """Every frame of `video` resized, cropped and normalised exactly as an imported image
+  checkpoint expects (`preprocess_image`, frame by frame): a CLIP read frame by frame."""
+  del handle
+  from vlx.data import image_ops  # pylint: disable=g-import-not-at-top
+
+  def fn(ex, rng):
+    del rng
+    ex["video"] = np.stack([image_ops.preprocess(f, resize, resize_mode, crop, mean, std,
+                                                 resample, crop_rounding)
+                            for f in ex["video"]])
+    return ex
+  return fn
+
+
 @registry.PP_OPS.register("video_frame")
 def video_frame(handle, which: str = "random"):
   """One frame of `video` as `image` (`random` for training, `central` to evaluate): still
