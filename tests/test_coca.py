@@ -13,10 +13,18 @@ from vlx_testlib import (PYTHON, REPO, read_metrics, run_main, shapes_data_dir, 
                          subprocess_env)
 
 
+# One layer of each kind (the smoke config has 4 image, 3 unimodal and 2 multimodal text
+# layers): the same modules, losses, evaluators and decoders (each stack is one Block unrolled
+# in a loop) for a fraction of the train step's and the decoders' compile time.
+SHALLOW = {"model.image.depth": 1, "model.text.unimodal_depth": 1,
+           "model.text.multimodal_depth": 1}
+
+
 def test_coca_smoke_run_then_predict(shapes_data_dir, tmp_path):
   workdir = tmp_path / "w"
   # A model vocabulary below the tokenizer's (256): the run widens it before writing config.json.
-  run_main("coca", workdir, shapes_data_dir, "--config.model.text.vocab_size=200")
+  run_main("coca", workdir, shapes_data_dir, "--config.model.text.vocab_size=200",
+           *(f"--config.{k}={v}" for k, v in SHALLOW.items()))
   merged = {k: v for r in read_metrics(workdir) for k, v in r.items()}
   for key in ("train/clip/loss", "train/captioning/loss", "train/captioning/token_acc",
               "captioning/cider", "captioning/bleu4", "captioning/rouge_l",
@@ -73,6 +81,7 @@ def _config_json_is_the_config_that_ran(workdir, data_dir):
   with ran.unlocked():
     ran.data.source.data_dir = data_dir
     ran.model.text.vocab_size = 200
+  config_lib.apply_overrides(ran, [(k, str(v)) for k, v in SHALLOW.items()])
   build.fit_vocab(ran, sources.load_dataset(ran.data))
   saved = json.loads((workdir / "config.json").read_text())
   assert saved == workdir_lib.config_as_json(ran)

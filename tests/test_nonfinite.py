@@ -13,8 +13,8 @@ from vlx import build
 from vlx.train import trainer
 from vlx.train.step import make_train_step
 from vlx.train.task import build_task
-from vlx_testlib import (REPO, checkpoint_steps, no_evals, read_metrics, run_main,  # noqa: F401
-                         shapes_data_dir, train_losses)
+from vlx_testlib import (REPO, SHALLOW_CLIP, checkpoint_steps, no_evals, read_metrics,  # noqa: F401
+                         run_main, shapes_data_dir, train_losses)
 
 
 def test_exploding_lr_names_a_checkpoint_that_trains_on_at_a_sane_lr(shapes_data_dir, tmp_path):
@@ -23,7 +23,8 @@ def test_exploding_lr_names_a_checkpoint_that_trains_on_at_a_sane_lr(shapes_data
   # lr=1e30: update 1 has lr 0 (warmup), update 2 leaves finite weights near 5e29 (so
   # checkpoint 2 looks clean), and the loss of update 3, computed from them, is Inf.
   args = (f"--config.total_steps={total}", "--config.log_every=1",
-          "--config.checkpoint_every=1", "--config.keep_checkpoints=1", *no_evals())
+          "--config.checkpoint_every=1", "--config.keep_checkpoints=1", *no_evals(),
+          *SHALLOW_CLIP)
   proc = run_main("clip", workdir, shapes_data_dir, "--config.optimizer.lr=1e30", *args,
                   check=False)
   assert proc.returncode == 3, (proc.returncode, proc.stderr[-3000:])

@@ -11,13 +11,13 @@ import jax
 import numpy as np
 import pytest
 
-from vlx_testlib import (REPO, checkpoint_steps, main_cmd, no_evals, read_metrics,  # noqa: F401
-                         run_main, shapes_data_dir, sigkill_after_checkpoint,
+from vlx_testlib import (REPO, SHALLOW_CLIP, checkpoint_steps, main_cmd, no_evals,  # noqa: F401
+                         read_metrics, run_main, shapes_data_dir, sigkill_after_checkpoint,
                          subprocess_env, train_losses)
 
 TOTAL, EVERY, KILL_AFTER = 40, 10, 20
 ARGS = (f"--config.total_steps={TOTAL}", f"--config.checkpoint_every={EVERY}",
-        "--config.log_every=1", *no_evals())
+        "--config.log_every=1", *no_evals(), *SHALLOW_CLIP)
 
 
 def _restore_state(workdir, step):
@@ -87,7 +87,7 @@ def test_init_from_loads_weights_only(uninterrupted, shapes_data_dir, tmp_path):
   # lr=0: whatever the run starts from is what its checkpoint holds.
   run_main("clip", workdir, shapes_data_dir, f"--config.init_from={uninterrupted}/checkpoints",
            "--config.total_steps=2", "--config.checkpoint_every=2", "--config.log_every=1",
-           "--config.optimizer.lr=0.0", *no_evals())
+           "--config.optimizer.lr=0.0", *no_evals(), *SHALLOW_CLIP)
   rows = read_metrics(workdir)
   assert rows[0]["step"] == 0 and "model/num_params" in rows[0], "must start at step 0"
   got = train_losses(workdir)

@@ -16,7 +16,7 @@ from vlx import config_lib
 from vlx.parallel import mesh as mesh_lib
 from vlx import build
 from vlx.train import trainer
-from vlx_testlib import (REPO, assert_trees_close, mesh_of, no_evals,  # noqa: F401
+from vlx_testlib import (REPO, SHALLOW_CLIP, assert_trees_close, mesh_of, no_evals,  # noqa: F401
                          one_train_step, run_main, shapes_data_dir, train_losses)
 
 MESH_222 = ("--config.mesh.data=2", "--config.mesh.fsdp=2", "--config.mesh.tensor=2")
@@ -24,7 +24,7 @@ MESH_222 = ("--config.mesh.data=2", "--config.mesh.fsdp=2", "--config.mesh.tenso
 
 def test_sharded_run_logs_same_losses_as_single_device(shapes_data_dir, tmp_path):
   common = ("--config.total_steps=20", "--config.log_every=1", "--config.batch_size=16",
-            "--config.checkpoint_every=1000", *no_evals())
+            "--config.checkpoint_every=1000", *no_evals(), *SHALLOW_CLIP)
   one, eight = tmp_path / "d1", tmp_path / "d8"
   run_main("clip", one, shapes_data_dir, *common, num_devices=1)
   run_main("clip", eight, shapes_data_dir, *common, *MESH_222, num_devices=8)

@@ -155,6 +155,14 @@ def no_evals() -> Sequence[str]:
   return ("--config.evals={}",)
 
 
+# One layer per tower (configs/clip.py:smoke has 4 image and 3 text layers): the same code
+# paths (a tower's layers are one Block, unrolled in a loop: vlx/models/layers.py) for under
+# half the train step's compile time, which is most of a short run's cost on a CPU. For
+# tests whose subject is the loop, the workdir or the mesh, not the depth; the README's
+# smoke runs (test_main_smoke.py) keep the config as written.
+SHALLOW_CLIP = ("--config.model.image.depth=1", "--config.model.text.depth=1")
+
+
 # ---- In-process train steps on a chosen mesh (sharding-equivalence tests) ------------------
 
 
