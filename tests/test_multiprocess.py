@@ -56,7 +56,8 @@ def _mp_cmd(data_dir, workdir):
 
 def _env(**extra):
   env = dict(os.environ)
-  env.pop("XLA_FLAGS", None)
+  # The suite's compile settings (tests/conftest.py), no device count: the launcher sets it.
+  env["XLA_FLAGS"] = os.environ.get("VLX_TEST_XLA_FLAGS", "--xla_backend_optimization_level=0")
   env.pop("JAX_NUM_CPU_DEVICES", None)
   env.update(JAX_PLATFORMS="cpu", PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2", **extra)
   return env

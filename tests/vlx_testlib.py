@@ -80,7 +80,9 @@ def shapes_handle(shapes_data_dir):
 
 def subprocess_env(num_devices: int = 1, **extra) -> Dict[str, str]:
   env = dict(os.environ)
-  env.pop("XLA_FLAGS", None)
+  # Not the test process's flags (a device count there would override num_devices): the
+  # suite's compile settings only (tests/conftest.py).
+  env["XLA_FLAGS"] = os.environ.get("VLX_TEST_XLA_FLAGS", "--xla_backend_optimization_level=0")
   env.update(JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES=str(num_devices),
              TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
   env.update({k: str(v) for k, v in extra.items()})
