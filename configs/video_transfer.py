@@ -67,7 +67,8 @@ def paradigm_model(paradigm: str, size: str) -> dict:
     adapter = dict(kind=paradigm, bottleneck=width // 4, time_init="sincos")
   elif paradigm == "xclip":  # the paper's: a 1-layer MIT, 2 prompt layers (alpha 0: identity)
     pool = image_fields(size)["pool"]
-    adapter = dict(kind="xclip", message_from="cls" if pool == "cls" else "mean")
+    adapter = dict(kind="xclip", message_from="cls" if pool == "cls" else "mean",
+                   time_init="sincos")
     temporal = dict(kind="mit", depth=1, num_heads=heads, max_frames=16, act="gelu_tanh",
                     ln_eps=1e-6)
     return dict(adapter=adapter, temporal=temporal, frozen_image=False,

@@ -5,7 +5,8 @@
 
 X-CLIP is a CLIP with three additions, each mapped to its vlx piece:
   vision_model.encoder.layers.{i}.message_{fc,ln,attn}  -> img/encoder/layer_{i}/message_*
-        (cross-frame message tokens; vlx's `message_gate` is set to 1, X-CLIP's attention)
+        (cross-frame message tokens; vlx's `message_gate` is set to 1, X-CLIP's attention,
+        and its message time table to zeros, X-CLIP having none)
   mit.position_embedding, mit.encoder.layers.{i}          -> temporal/time_pos_embedding,
         temporal/encoder/layer_{i} (the multi-frame integration transformer)
   prompts_visual_layernorm, prompts_visual_projection     -> prompts_visual_ln,
@@ -72,7 +73,8 @@ def model_config(cfg: Mapping[str, Any]):
   act = lambda name, where: hf._act(name, where)  # noqa: E731  pylint: disable=protected-access
   model.update(
       name="xclip", frozen_image=False,
-      adapter=dict(kind="xclip", message_from="cls", message_gate_init=1.0),
+      adapter=dict(kind="xclip", message_from="cls", message_gate_init=1.0,
+                   max_frames=int(vision["num_frames"])),
       temporal=dict(kind="mit", depth=vision["mit_num_hidden_layers"],
                     num_heads=vision["mit_num_attention_heads"],
                     mlp_dim=vision["mit_intermediate_size"], max_frames=vision["num_frames"],
@@ -92,6 +94,11 @@ def _gate(dst: str) -> M.Rule:
   return M.Rule([], [dst], lambda a: [np.ones((), np.float32)], lambda a: [])
 
 
+def _no_time_table(dst: str, frames: int, width: int) -> M.Rule:
+  """vlx's message time table, which X-CLIP lacks: zeros."""
+  return M.Rule([], [dst], lambda a: [np.zeros((1, frames, width), np.float32)], lambda a: [])
+
+
 def rules(model: dict, facts: dict) -> List[M.Rule]:
   """HF state-dict keys <-> flat vlx paths."""
   clip = hf.rules(model, dict(facts, family="clip"))
@@ -107,6 +114,7 @@ def rules(model: dict, facts: dict) -> List[M.Rule]:
       r += M.heads_in(f"{s}.message_attn.{proj}", f"{d}/message_attn/{name}", img["num_heads"])
     r += M.heads_out(f"{s}.message_attn.out_proj", f"{d}/message_attn/out", img["num_heads"])
     r.append(_gate(f"{d}/message_gate"))
+    r.append(_no_time_table(f"{d}/time_pos_embedding", facts["num_frames"], img["width"]))
   r.append(M.copy("mit.position_embedding", "temporal/time_pos_embedding"))
   r += hf._encoder_rules("mit.encoder", "temporal/encoder", mit["depth"], mit["num_heads"])  # pylint: disable=protected-access
   r += M.layer_norm("prompts_visual_layernorm", "prompts_visual_ln")

@@ -169,8 +169,9 @@ class AdaptedBlock(layers.Block):
     return layers.constrain(x + h, layers.ACT), None
 
   def _messages(self, x):
-    """Each frame's message `[B*T, 1, C]`: its class token (row 0) projected, then the clip's
-    messages attending to each other (padded frames hidden)."""
+    """Each frame's message `[B*T, 1, C]`: its class token (row 0) projected, its time
+    position added, then the clip's messages attending to each other (padded frames
+    hidden)."""
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     width = x.shape[-1]
     if self.message_from not in ("cls", "mean"):
@@ -178,6 +179,9 @@ class AdaptedBlock(layers.Block):
     summary = x[:, 0] if self.message_from == "cls" else x.mean(axis=1)
     msg = by_clip(layers.dense(width, "embed", "mlp", name="message_fc", **kw)(summary),
                   self.frames)                                          # [B, T, C]
+    # vlx's addition: a time table on the messages (zeros in an imported X-CLIP, which has
+    # none), so they can tell frames apart from the first step; the gate starts at 0.
+    msg = msg + time_table(self, msg, self.max_frames, self.time_init).astype(msg.dtype)
     keys = None
     if self.frame_mask is not None:
       keys = self.frame_mask.astype(bool)[:, None, None, :]
