@@ -14,13 +14,16 @@ accelerators):
                    integration transformer, video-specific text prompts; all weights tuned)
 Start a paradigm from the image model with `image=DIR` (a vlx CLIP workdir of this config's
 towers) or from a converted OpenAI / open_clip / HF CLIP with `clip=DIR` (its towers,
-tokenizer and preprocessing; `python -m vlx.convert --src=... --out=DIR`); without either a tiny paradigm trains `:image` first, once, in
-<workdir's parent>/init_runs/ (reused by every later paradigm run beside it).
+tokenizer and preprocessing; `python -m vlx.convert --src=... --out=DIR`); without either,
+a tiny paradigm trains `:image` first, once, in <workdir's parent>/init_runs/ (reused by
+every later paradigm run beside it; not when resuming or evaluating).
 experiments/compare_video.py trains every paradigm on the same data and step budget. Append
 ',smoke' for a run of seconds (its image model: `:image,smoke`).
 """
 
 import os
+
+from typing import Optional
 
 import ml_collections
 
@@ -50,9 +53,11 @@ def image_fields(size: str) -> dict:
   return vit
 
 
-def paradigm_model(paradigm: str, size: str) -> dict:
-  """`adapter`, `temporal` and `frozen_image` of a paradigm."""
-  width = image_fields(size)["width"]
+def paradigm_model(paradigm: str, size: str, image: Optional[dict] = None) -> dict:
+  """`adapter`, `temporal` and `frozen_image` of a paradigm on the `image` ViT's fields (the
+  size's, or an imported CLIP's)."""
+  image = image or image_fields(size)
+  width = image["width"]
   heads = 4 if size == "tiny" else 8
   temporal = dict(kind="mean")
   adapter = dict(kind="none")
@@ -66,8 +71,7 @@ def paradigm_model(paradigm: str, size: str) -> dict:
   elif paradigm == "aim":
     adapter = dict(kind=paradigm, bottleneck=width // 4, time_init="sincos")
   elif paradigm == "xclip":  # the paper's: a 1-layer MIT, 2 prompt layers (alpha 0: identity)
-    pool = image_fields(size)["pool"]
-    adapter = dict(kind="xclip", message_from="cls" if pool == "cls" else "mean",
+    adapter = dict(kind="xclip", message_from="cls" if image.get("pool") == "cls" else "mean",
                    time_init="sincos")
     temporal = dict(kind="mit", depth=1, num_heads=heads, max_frames=16, act="gelu_tanh",
                     ln_eps=1e-6)
@@ -141,7 +145,7 @@ def get_config(arg: str = "mean_pool"):
     c.model.dtype = "bfloat16"
     c.model.image.update(dict(scan=False, remat="dots"))
     c.batch_size, c.total_steps = 256, 10_000
-    c.optimizer.update(dict(lr=1e-4 if paradigm == "full_finetune" else 5e-4,
+    c.optimizer.update(dict(lr=1e-4 if paradigm in ("full_finetune", "xclip") else 5e-4,
                             warmup_steps=500, weight_decay=0.05))
     c.mesh.update(dict(data=1, fsdp=-1))
 
@@ -152,13 +156,14 @@ def get_config(arg: str = "mean_pool"):
     if not tiny:
       base.shrink_for_smoke(c)
   if "clip" in variant.values:
-    if paradigm == "image":
-      raise ValueError("clip=DIR is an image model already: name a paradigm to start from it")
-    from_imported_clip(c, variant.values["clip"])
+    if paradigm == "image" or "image" in variant.values:
+      raise ValueError("clip=DIR is the image model: name a paradigm (and no image=DIR) to "
+                       "start from it")
+    from_imported_clip(c, variant.values["clip"], paradigm, size)
   return c
 
 
-def from_imported_clip(c, path: str) -> None:
+def from_imported_clip(c, path: str, paradigm: str, size: str) -> None:
   """`clip=DIR`: the towers, temperature, tokenizer and frame preprocessing of a converted
   CLIP or SigLIP (`python -m vlx.convert --src=... --out=DIR`; OpenAI, open_clip, HF), which
   the paradigm starts from (its new parts fresh)."""
@@ -178,6 +183,11 @@ def from_imported_clip(c, path: str) -> None:
       c.model[key] = imported[key]
   for tower, policy in remat.items():  # the size's memory policy, not the checkpoint's
     c.model[tower].remat = policy
+  # The paradigm's adapters and X-CLIP's message source follow the imported ViT.
+  c.model.update(paradigm_model(paradigm, size, dict(imported["image"])))
+  if c.data.name == "msrvtt":  # decode at the checkpoint's frame size
+    decoded = msrvtt_data(frames=c.data.num_frames, image_size=meta["image_size"])
+    c.data.update(dict(pp_train=decoded.pp_train, pp_eval=decoded.pp_eval))
   if imported.get("bias_init") is not None:
     c.objectives = ml_collections.ConfigDict(dict(siglip=dict(weight=1.0)))
   pp = meta["preprocess"]

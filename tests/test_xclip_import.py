@@ -1,7 +1,8 @@
 """Hugging Face `XCLIPModel` in vlx (vlx/convert/hf_xclip.py, the `xclip` model): a small
 random X-CLIP built here with torch (every parameter perturbed, so no mis-mapped tensor hides
-behind an initializer's zeros or ones; the legacy argmax text pooling and the current EOS one
-both), saved with `save_pretrained` and loaded with `vlx.pretrained.load`: its
+behind an initializer's zeros or ones; text pooled where HF pools it, at the largest token
+id, whatever the config's eos_token_id), saved with `save_pretrained` and loaded with
+`vlx.pretrained.load`: its
 `video_text_logits` match HF's `logits_per_video`, its video and text embeddings HF's
 `get_video_features` / `get_text_features`, all within 1e-4 (issue 20)."""
 
@@ -22,7 +23,10 @@ VISION = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_att
               image_size=SIZE, patch_size=8, num_frames=T, mit_hidden_size=24,
               mit_intermediate_size=40, mit_num_hidden_layers=2, mit_num_attention_heads=2)
 TOP = dict(projection_dim=24, prompt_layers=2, prompt_num_attention_heads=4, prompt_alpha=0.1)
-CASES = {"eos_pooling": dict(eos_token_id=49), "argmax_pooling": dict(eos_token_id=2)}
+# HF's X-CLIP pools text at the largest token id whatever eos_token_id says (it forces the
+# legacy behaviour); the token ids below put a larger id before the end-of-text token, so a
+# converter that pooled at the configured EOS would fail.
+CASES = {"eos_token_id_49": dict(eos_token_id=49), "eos_token_id_2": dict(eos_token_id=2)}
 
 
 @pytest.fixture(scope="module", params=list(CASES))
@@ -40,8 +44,9 @@ def saved(request, tmp_path_factory):
   model.save_pretrained(directory)
   video = torch.randn(B, T, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
   rng = np.random.default_rng(2)
-  ids = rng.integers(3, 48, (3, L))
-  ids[:, 5] = 49  # the end-of-text token (the largest id: argmax pooling finds it too)
+  ids = rng.integers(3, 40, (3, L))
+  ids[:, 2] = 48  # the largest id, where HF pools
+  ids[:, 5] = 45  # the "end of text" of a config whose eos_token_id would say otherwise
   ids[:, 6:] = 1
   ids = torch.as_tensor(ids)
   with torch.no_grad():

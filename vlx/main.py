@@ -111,7 +111,7 @@ def main(argv=None) -> int:
       print(f"vlx: config error: {e}", file=sys.stderr)
       return 2
     from vlx.train import init_run  # pylint: disable=g-import-not-at-top
-    init_run.ensure(config, flags["workdir"])
+    init_run.ensure(config, flags["workdir"], flags.get("mode", "train"))
     final = trainer.train(config, flags["workdir"], mode=flags.get("mode", "train"))
   except trainer.NonFiniteLossError as e:
     print(f"vlx: stopped: {e}", file=sys.stderr)

@@ -59,9 +59,11 @@ def is_xclip_dir(path: str) -> bool:
 
 def model_config(cfg: Mapping[str, Any]):
   """HF config dict -> (vlx `xclip` model config, facts)."""
-  text = hf._with_defaults(cfg.get("text_config"), XCLIP_TEXT, "text_config")  # pylint: disable=protected-access
-  vision = hf._with_defaults(cfg.get("vision_config"), XCLIP_VISION, "vision_config")  # pylint: disable=protected-access
-  top = hf._with_defaults({k: cfg[k] for k in XCLIP_TOP if k in cfg}, XCLIP_TOP, "config")  # pylint: disable=protected-access
+  # pylint: disable=protected-access
+  text = hf._with_defaults(cfg.get("text_config"), XCLIP_TEXT, "text_config")
+  vision = hf._with_defaults(cfg.get("vision_config"), XCLIP_VISION, "vision_config")
+  top = hf._with_defaults({k: cfg[k] for k in XCLIP_TOP if k in cfg}, XCLIP_TOP, "config")
+  # pylint: enable=protected-access
   if vision["mit_hidden_size"] != top["projection_dim"]:
     raise M.ConversionError(f"vision_config.mit_hidden_size={vision['mit_hidden_size']} != "
                             f"projection_dim={top['projection_dim']}: X-CLIP's integration "
@@ -70,6 +72,9 @@ def model_config(cfg: Mapping[str, Any]):
               projection_dim=top["projection_dim"],
               logit_scale_init_value=top["logit_scale_init_value"])
   model, facts = hf.model_config(clip)
+  # HF's XCLIPTextTransformer pools at the largest token id whatever the config's
+  # eos_token_id says (it forces the legacy eos_token_id = 2).
+  model["text"]["pool"] = "argmax"
   act = lambda name, where: hf._act(name, where)  # noqa: E731  pylint: disable=protected-access
   model.update(
       name="xclip", frozen_image=False,
@@ -116,7 +121,8 @@ def rules(model: dict, facts: dict) -> List[M.Rule]:
     r.append(_gate(f"{d}/message_gate"))
     r.append(_no_time_table(f"{d}/time_pos_embedding", facts["num_frames"], img["width"]))
   r.append(M.copy("mit.position_embedding", "temporal/time_pos_embedding"))
-  r += hf._encoder_rules("mit.encoder", "temporal/encoder", mit["depth"], mit["num_heads"])  # pylint: disable=protected-access
+  r += hf._encoder_rules(  # pylint: disable=protected-access
+      "mit.encoder", "temporal/encoder", mit["depth"], mit["num_heads"])
   r += M.layer_norm("prompts_visual_layernorm", "prompts_visual_ln")
   r.append(M.matrix("prompts_visual_projection", "prompts_visual_proj"))
   g = "prompts_generator"

@@ -20,11 +20,14 @@ import re
 INIT_RUNS_DIR = "init_runs"
 
 
+_MISSING = object()
+
+
 def _get(config, dotted: str):
   node = config
   for part in dotted.split("."):
-    if part not in node:
-      return None
+    if not hasattr(node, "keys") or part not in node:
+      return _MISSING
     node = node[part]
   return node
 
@@ -32,35 +35,42 @@ def _get(config, dotted: str):
 def init_run_config(config):
   """The config of the run that `config.init_from_run` names, with the keys
   `config.init_from_run_inherits` lists taken from `config` (where both have them)."""
-  from vlx import config_lib  # pylint: disable=g-import-not-at-top
+  from vlx import config_checks, config_lib  # pylint: disable=g-import-not-at-top
   first = config_lib.load_config_file(config.init_from_run)
   for dotted in config.get("init_from_run_inherits", ()):
     value, parent, _, leaf = _get(config, dotted), *dotted.rpartition(".")
     target = _get(first, parent) if parent else first
-    if value is None or target is None or leaf not in target:
-      continue
+    if value is _MISSING or target is _MISSING or leaf not in target:
+      raise config_lib.ConfigError(
+          f"init_from_run_inherits names {dotted!r}, which this config or "
+          f"{config.init_from_run} lacks")
     target[leaf] = value.copy_and_resolve_references() if hasattr(
         value, "copy_and_resolve_references") else value
+  config_checks.check(first)
   return first
 
 
-def init_run_dir(config, workdir: str) -> str:
-  """Where the run `config.init_from_run` names lives: beside `workdir`, named by its config."""
-  first = init_run_config(config)
+def init_run_dir(config, first, workdir: str) -> str:
+  """Where `first`, the run `config.init_from_run` names, lives: beside `workdir`, named by
+  its config."""
   digest = hashlib.sha256(first.to_json(sort_keys=True).encode()).hexdigest()[:12]
   slug = re.sub(r"[^A-Za-z0-9]+", "_", os.path.basename(config.init_from_run)).strip("_")
   return os.path.join(os.path.dirname(os.path.abspath(workdir)), INIT_RUNS_DIR,
                       f"{slug}-{digest}")
 
 
-def ensure(config, workdir: str) -> None:
-  """With `init_from_run` set and `init_from` empty: train that run (a finished one is left as
-  it is: the trainer resumes or returns) and point `init_from` at it."""
+def ensure(config, workdir: str, mode: str = "train") -> None:
+  """With `init_from_run` set and `init_from` empty: point `init_from` at that run, and train
+  it unless it is finished (the trainer resumes or returns). Not trained when evaluating or
+  resuming: a run that holds a checkpoint starts from it, not from `init_from`."""
   if not config.get("init_from_run") or config.init_from:
     return
+  first = init_run_config(config)
+  config.init_from = where = init_run_dir(config, first, workdir)
+  checkpoints = os.path.join(workdir, "checkpoints")
+  if mode != "train" or (os.path.isdir(checkpoints) and os.listdir(checkpoints)):
+    return
   from vlx.train import trainer  # pylint: disable=g-import-not-at-top
-  first, where = init_run_config(config), init_run_dir(config, workdir)
   logging.info("init_from_run: %s starts this run; training it in %s (later runs reuse it)",
                config.init_from_run, where)
   trainer.train(first, where)
-  config.init_from = where

@@ -16,8 +16,9 @@ attribute, so one set of weights serves any number of frames.
   the T-adapter that reads it starts at zero.
 
 - `xclip` (Ni et al. 2022, X-CLIP's cross-frame communication): each frame's class token
-  (or its tokens' mean, for a ViT pooled by average) becomes a message (`message_fc`), the messages of a clip attend to each other
-  (`message_attn`), and every frame's tokens attend to their frame's message beside
+  (or its tokens' mean, for a ViT pooled by average) becomes a message (`message_fc`), the
+  messages of a clip attend to each other (`message_attn`), and every frame's tokens attend
+  to their frame's message beside
   themselves; the message is dropped after the attention. The message's share of each
   softmax is scaled by `message_gate` (X-CLIP's own attention at 1, what an imported X-CLIP
   holds; 0 at init here, where the block is then the image block exactly).
@@ -91,9 +92,8 @@ class STAdapter(nn.Module):
 class MessageAttention(nn.Module):
   """Self-attention of a frame's tokens `x [B*T, N, C]` with the frame's message `msg
   [B*T, 1, C]` added to the keys, under layers.Attention's param names (CLIP's attention
-  loads). The joint softmax over [tokens; message] is computed as the token-only attention
-  `o` plus the message's softmax share `p` pulling it toward the message's value: `o + gate *
-  p * (v_msg - o)`, equal to the joint attention at gate 1 and to the image model's at 0."""
+  loads). `o + gate * (joint - o)`: the token-only attention `o` moved toward the attention
+  over [tokens; message] `joint`, X-CLIP's at gate 1 and the image model's at 0."""
   num_heads: int
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
@@ -101,26 +101,25 @@ class MessageAttention(nn.Module):
   @nn.compact
   def __call__(self, x, msg, gate):
     width, n = x.shape[-1], x.shape[1]
-    head_dim = width // self.num_heads
     proj = lambda name: layers.DenseGeneral(  # noqa: E731
-        (self.num_heads, head_dim), ("embed",), ("heads", "kv"), dtype=self.dtype,
-        param_dtype=self.param_dtype, name=name)
+        (self.num_heads, width // self.num_heads), ("embed",), ("heads", "kv"),
+        dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+    heads = ("act_batch", "act_len", "act_heads", "act_kv")
     seq = jnp.concatenate([x, msg.astype(x.dtype)], axis=1)
-    q, k, v = proj("query")(x), proj("key")(seq), proj("value")(seq)
+    q = layers.constrain(proj("query")(x), heads)
+    k = layers.constrain(proj("key")(seq), heads)
+    v = layers.constrain(proj("value")(seq), heads)
     tokens_only = jax.nn.dot_product_attention(q, k[:, :n], v[:, :n])   # the image model's
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q.astype(jnp.float32),
-                        k.astype(jnp.float32)) * head_dim ** -0.5
-    share = jax.nn.sigmoid(logits[..., n] - jax.nn.logsumexp(logits[..., :n], axis=-1))
-    share = (gate * share).transpose(0, 2, 1)[..., None]                # [B*T, N, H, 1]
-    o = tokens_only.astype(jnp.float32)
-    o = o + share * (v[:, n:].astype(jnp.float32) - o)
-    return layers.DenseGeneral((width,), ("heads", "kv"), ("embed",), num_in=2,
-                               dtype=self.dtype, param_dtype=self.param_dtype, name="out")(
-                                   o.astype(self.dtype))
+    joint = jax.nn.dot_product_attention(q, k, v)                        # X-CLIP's
+    out = tokens_only + gate.astype(tokens_only.dtype) * (joint - tokens_only)
+    out = layers.DenseGeneral((width,), ("heads", "kv"), ("embed",), num_in=2, dtype=self.dtype,
+                              param_dtype=self.param_dtype, name="out")(
+                                  layers.constrain(out, heads))
+    return layers.constrain(out, layers.ACT)
 
 
 class AdaptedBlock(layers.Block):
-  """A pre-norm image Block hosting `adapter` (none | st_adapter | aim) of `bottleneck`
+  """A pre-norm image Block hosting `adapter` (none | st_adapter | aim | xclip) of `bottleneck`
   width, for clips of `frames` frames folded into the batch (`frame_mask [B, T]`)."""
   adapter: str = "none"
   bottleneck: int = 32
@@ -169,9 +168,9 @@ class AdaptedBlock(layers.Block):
     return layers.constrain(x + h, layers.ACT), None
 
   def _messages(self, x):
-    """Each frame's message `[B*T, 1, C]`: its class token (row 0) projected, its time
-    position added, then the clip's messages attending to each other (padded frames
-    hidden)."""
+    """Each frame's message `[B*T, 1, C]`: its class token (row 0; or its tokens' mean, by
+    `message_from`) projected, its time position added, then the clip's messages attending
+    to each other (padded frames hidden)."""
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     width = x.shape[-1]
     if self.message_from not in ("cls", "mean"):

@@ -26,8 +26,9 @@ from vlx.models.vit import ViT
 
 @registry.MODELS.register("video_transfer")
 class VideoTransfer(JointSpace):
-  """`image`: the image ViT's fields; `adapter`: {kind: none | st_adapter | aim, bottleneck};
-  `temporal`: {kind: mean | seq_transformer, its fields}; `text`: the text tower's."""
+  """`image`: the image ViT's fields; `adapter`: {kind: none | st_adapter | aim | xclip, its
+  fields}; `temporal`: {kind: mean | seq_transformer | mit, its fields}; `text`: the text
+  tower's."""
   image: Any = None
   image_projection: str = "linear"
   adapter: Any = None

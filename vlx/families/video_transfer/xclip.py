@@ -128,5 +128,6 @@ def _masked_mean(x, mask):
   """Mean over axis 1 (frames) of the real frames."""
   if mask is None:
     return x.mean(axis=1)
-  m = mask.reshape(mask.shape + (1,) * (x.ndim - 2)).astype(x.dtype)
-  return (x * m).sum(axis=1) / jnp.maximum(m.sum(axis=1), 1)
+  m = mask.reshape(mask.shape + (1,) * (x.ndim - 2))
+  total = jnp.where(m, x, 0).sum(axis=1)  # a padded frame's NaN never reaches a real one
+  return total / jnp.maximum(m.sum(axis=1), 1).astype(x.dtype)
