@@ -28,6 +28,7 @@ from typing import Optional
 import ml_collections
 
 from vlx.presets import base, image_text, sizes
+from vlx.presets.finetune import preprocess_op, read_converted
 from vlx.presets.video import (TINY_MAX_LEN, msrvtt_data, synthetic_video, video_evals,
                                vit_fields)
 from vlx.variant import parse_variant
@@ -167,14 +168,11 @@ def from_imported_clip(c, path: str, paradigm: str, size: str) -> None:
   """`clip=DIR`: the towers, temperature, tokenizer and frame preprocessing of a converted
   CLIP or SigLIP (`python -m vlx.convert --src=... --out=DIR`; OpenAI, open_clip, HF), which
   the paradigm starts from (its new parts fresh)."""
-  from vlx import convert  # pylint: disable=g-import-not-at-top
   path = os.path.abspath(os.path.expanduser(path))
-  if not os.path.exists(os.path.join(path, convert.PRETRAINED_JSON)):
-    raise ValueError(f"clip={path}: no {convert.PRETRAINED_JSON}; convert the checkpoint first "
-                     "with python -m vlx.convert --src=... --out=DIR")
-  meta = convert.read_meta(path)
-  if meta["model"].get("name") != "two_tower" or not meta.get("tokenizer"):
-    raise ValueError(f"clip={path}: expected a converted CLIP / SigLIP with its tokenizer")
+  meta = read_converted(path, f"clip={path}")
+  if meta["model"].get("name") != "two_tower":
+    raise ValueError(f"clip={path}: expected a converted CLIP / SigLIP, not a "
+                     f"{meta['model'].get('name')!r} model")
   imported = meta["model"]
   remat = {tower: c.model[tower].get("remat", "none") for tower in ("image", "text")}
   for key in ("image", "text", "embed_dim", "temperature_init", "bias_init",
@@ -191,9 +189,7 @@ def from_imported_clip(c, path: str, paradigm: str, size: str) -> None:
   if imported.get("bias_init") is not None:
     c.objectives = ml_collections.ConfigDict(dict(siglip=dict(weight=1.0)))
   pp = meta["preprocess"]
-  frames = (f"preprocess_video({pp['resize']},{pp['resize_mode']!r},{pp['crop']!r},"
-            f"{tuple(pp['mean'])!r},{tuple(pp['std'])!r},{pp['resample']!r},"
-            f"{pp.get('crop_rounding', 'floor')!r})")
+  frames = preprocess_op(pp, "preprocess_video")
   c.data.update(dict(image_size=meta["image_size"], max_len=meta["max_len"],
                      tokenizer=meta["tokenizer"], pretrained_preprocess=pp))
   for key in ("pp_train", "pp_eval"):

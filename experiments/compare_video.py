@@ -31,11 +31,8 @@ CONFIG = "configs/video_transfer.py"
 
 def _paradigms() -> dict:
   """paradigm -> frozen | adapted, as configs/video_transfer.py lists them."""
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  spec = importlib.util.spec_from_file_location("video_transfer_config",
-                                                os.path.join(ROOT, CONFIG))
-  config = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(config)
+  from vlx import config_lib  # pylint: disable=g-import-not-at-top
+  config = config_lib.load_config_module(os.path.join(ROOT, CONFIG))
   return {**{p: "frozen" for p in config.FROZEN}, **{p: "adapted" for p in config.ADAPTED}}
 
 

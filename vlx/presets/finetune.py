@@ -11,6 +11,28 @@ from vlx.variant import parse_variant
 FINETUNE_KEYS = ("ft", "lit")  # full fine-tune / locked image tower (LiT)
 
 
+def read_converted(path: str, where: str) -> dict:
+  """The metadata of a converted checkpoint directory (`python -m vlx.convert --out=DIR`) that
+  ships its tokenizer, or one line naming `where` (the variant key that gave the path)."""
+  import os  # pylint: disable=g-import-not-at-top
+  from vlx import convert  # pylint: disable=g-import-not-at-top
+  if not os.path.exists(os.path.join(path, convert.PRETRAINED_JSON)):
+    raise ValueError(f"{where}: no {convert.PRETRAINED_JSON}; convert the checkpoint first "
+                     "with python -m vlx.convert --src=... --out=DIR")
+  meta = convert.read_meta(path)
+  if not meta.get("tokenizer"):
+    raise ValueError(f"{where}: the imported checkpoint has no tokenizer files")
+  return meta
+
+
+def preprocess_op(pp: dict, op: str = "preprocess_image") -> str:
+  """The pp op that prepares pixels as a converted checkpoint expects (`preprocess_image`, or
+  `preprocess_video` frame by frame), from its metadata's `preprocess`."""
+  return (f"{op}({pp['resize']},{pp['resize_mode']!r},{pp['crop']!r},"
+          f"{tuple(pp['mean'])!r},{tuple(pp['std'])!r},{pp['resample']!r},"
+          f"{pp.get('crop_rounding', 'floor')!r})")
+
+
 def finetune_config(arg: str) -> ml_collections.ConfigDict:
   """Fine-tune an imported checkpoint (`python -m vlx.convert --out=DIR`) on the embedded data.
 
@@ -20,7 +42,6 @@ def finetune_config(arg: str) -> ml_collections.ConfigDict:
   Point `data` elsewhere with the usual overrides (e.g. `--config.data.name=tfds`).
   """
   import os  # pylint: disable=g-import-not-at-top
-  from vlx import convert  # pylint: disable=g-import-not-at-top
   variant = parse_variant(arg, sizes=sizes.SIZES, keys=FINETUNE_KEYS)
   smoke = variant.smoke
   if len(variant.values) != 1 or variant.size_given:
@@ -28,16 +49,9 @@ def finetune_config(arg: str) -> ml_collections.ConfigDict:
                      "(+ ',smoke'); the size comes from DIR")
   (mode, path), = variant.values.items()
   path = os.path.abspath(os.path.expanduser(path))
-  if not os.path.exists(os.path.join(path, convert.PRETRAINED_JSON)):
-    raise ValueError(f"{path}: no {convert.PRETRAINED_JSON}; convert the checkpoint first "
-                            "with python -m vlx.convert --src=... --out=DIR")
-  meta = convert.read_meta(path)
-  if not meta.get("tokenizer"):
-    raise ValueError(f"{path}: the imported checkpoint has no tokenizer files")
+  meta = read_converted(path, path)
   pp = meta["preprocess"]
-  image_op = (f"preprocess_image({pp['resize']},{pp['resize_mode']!r},{pp['crop']!r},"
-              f"{tuple(pp['mean'])!r},{tuple(pp['std'])!r},{pp['resample']!r},"
-              f"{pp.get('crop_rounding', 'floor')!r})")
+  image_op = preprocess_op(pp)
   size, max_len = meta["image_size"], meta["max_len"]
   c = base.base_config()
   c.init_from = path

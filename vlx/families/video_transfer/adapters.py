@@ -191,9 +191,10 @@ class AdaptedBlock(layers.Block):
   def _attend_over_time(self, attn, y):
     """Each token attends to the same token in the clip's other (real) frames, told apart by
     a temporal position table (zero at init; attention alone is blind to frame order)."""
-    b, t, n, c = by_clip(y, self.frames).shape
-    pos = time_table(self, by_clip(y, self.frames)[:, :, 0], self.max_frames, self.time_init)
-    seq = by_clip(y, self.frames) + pos[:, :, None].astype(y.dtype)
+    clips = by_clip(y, self.frames)
+    b, t, n, c = clips.shape
+    pos = time_table(self, clips[:, :, 0], self.max_frames, self.time_init)
+    seq = clips + pos[:, :, None].astype(y.dtype)
     seq = seq.transpose(0, 2, 1, 3).reshape(b * n, t, c)
     keys = None
     if self.frame_mask is not None:
