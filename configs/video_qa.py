@@ -26,12 +26,10 @@ R@1@0.5 1.0, R@1@0.7 1.0, mIoU 1.0 (the whole video for every query: 0.828, 0.64
 import ml_collections
 
 from vlx.presets import base, image_text, sizes
-from vlx.presets.video import TINY_POSITIONS
+from vlx.presets.video import QA_MAX_LEN, TINY_POSITIONS, qa_data, qa_evals, qa_objectives
 from vlx.variant import parse_variant
 
 SIZES = ("tiny", "b16x2")
-MAX_LEN = 16
-KEYS = ("video", "question", "answer_scores", "choices", "choice_target", "query", "span_mask")
 
 
 def video_tower(size: str) -> dict:
@@ -47,40 +45,24 @@ def video_tower(size: str) -> dict:
                    pool="gap", posemb="learn", scan=False, remat="none"), **vit)
 
 
-def synthetic_video(*, variant: str = "default", image_size: int = 32):
-  """The embedded synthetic videos with every task's fields (video_qa, video_choice,
-  video_span pp ops); evaluation reads the records' own fields."""
-  tasks = f"video_qa_all({MAX_LEN})|video_choice({MAX_LEN})|video_span({MAX_LEN})"
-  return ml_collections.ConfigDict(dict(
-      name="synthetic_video", source=dict(data_dir="", variant=variant, vocab_size=256),
-      train_split="train", test_split="test", keys=KEYS, image_size=image_size,
-      num_frames=8, max_len=MAX_LEN,
-      pp_train=f"decode_video|video_value_range(-1,1)|{tasks}",
-      pp_eval="decode_video|video_value_range(-1,1)", num_threads=2, prefetch=4))
-
-
 def get_config(arg: str = "tiny"):
   variant = parse_variant(arg, sizes=SIZES)
   size = variant.size
   c = base.base_config()
   text_size = "tiny" if size == "tiny" else "b16"
-  text = image_text.text_tower(text_size, causal=False, pool="mean", max_len=MAX_LEN)
+  text = image_text.text_tower(text_size, causal=False, pool="mean", max_len=QA_MAX_LEN)
   c.model = ml_collections.ConfigDict(dict(
       name="video_qa", video=video_tower(size), text=text, fusion_depth=2,
       fusion_heads=4 if size == "tiny" else 12, dtype="float32"))
-  c.objectives = ml_collections.ConfigDict(dict(
-      vqa=1.0, video_choice=1.0, video_span=dict(weight=1.0, span_weight=1.0)))
-  c.evals = ml_collections.ConfigDict(dict(
-      qa=dict(type="video_qa", limit=None),
-      qa_shuffled=dict(type="video_qa", frame_shuffle=True, limit=None),
-      grounding=dict(type="temporal_grounding", limit=None)))
+  c.objectives = qa_objectives()
+  c.evals = qa_evals()
 
   if size == "tiny":  # the CPU recipe
-    c.data = synthetic_video()
+    c.data = qa_data()
     c.model.text.update(dict(width=64, depth=1))
     base.cpu_schedule(c, batch_size=32, total_steps=2400)
   else:  # accelerators
-    c.data = synthetic_video(variant="default_64px", image_size=64)
+    c.data = qa_data(variant="default_64px", image_size=64)
     c.model.text.update(dict(width=768, num_heads=12, scan=True, remat="dots"))
     c.model.video.update(dict(scan=True, remat="dots"))
     c.model.dtype = "bfloat16"

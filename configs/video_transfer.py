@@ -7,11 +7,18 @@ accelerators):
                    the synthetic videos (it knows colour and shape, nothing of time)
   mean_pool        frozen: frame embeddings averaged (CLIP4Clip meanP; blind to order)
   seq_transformer  frozen: a temporal transformer over frame embeddings (CLIP4Clip seqTransf)
+  evl              frozen: an EVL-style decoder whose queries read every frame's patch tokens
+                   (where and when), added to the frame embeddings
   st_adapter       adapted: ST-Adapter (a temporal depthwise conv in a bottleneck) per block
   aim              adapted: AIM (the frozen attention reused over time, with adapters)
   full_finetune    adapted: every image weight tuned, frames averaged (ViFi-CLIP)
   xclip            adapted: X-CLIP (cross-frame message tokens in every block, a multi-frame
                    integration transformer, video-specific text prompts; all weights tuned)
+Add `qa` to a paradigm (`:seq_transformer,qa`) to fine-tune its video side (image tower,
+adapters, temporal module: one token per frame) with the image model's text tower for video
+QA and temporal grounding instead: configs/video_qa.py's fusion, heads, data and evaluators
+(tiny only: the synthetic videos' questions; X-CLIP's text prompts stay out, they score
+video-text pairs).
 Start a paradigm from the image model with `image=DIR` (a vlx CLIP workdir of this config's
 towers) or from a converted OpenAI / open_clip / HF CLIP with `clip=DIR` (its towers,
 tokenizer and preprocessing; `python -m vlx.convert --src=... --out=DIR`); without either,
@@ -29,14 +36,15 @@ import ml_collections
 
 from vlx.presets import base, image_text, sizes
 from vlx.presets.finetune import preprocess_op, read_converted
-from vlx.presets.video import (TINY_MAX_LEN, msrvtt_data, synthetic_video, video_evals,
-                               vit_fields)
+from vlx.presets.video import (TINY_MAX_LEN, msrvtt_data, qa_data, qa_evals, qa_objectives,
+                               synthetic_video, video_evals, vit_fields)
 from vlx.variant import parse_variant
 
 SIZES = ("tiny", "b16")
-FROZEN = ("mean_pool", "seq_transformer")
+FROZEN = ("mean_pool", "seq_transformer", "evl")
 ADAPTED = ("st_adapter", "aim", "full_finetune", "xclip")
 WORDS = ("image",) + FROZEN + ADAPTED
+TASK_WORDS = ("qa",)
 # The CLIP params a paradigm takes from the image model (its own temporal parts start fresh;
 # adapters inside `img` keep their init: vlx/train/checkpoint.py loads what the image holds).
 IMAGE_PARAMS = "img=img,img_proj=img_proj,txt=txt,txt_proj=txt_proj,logit_scale=logit_scale"
@@ -67,6 +75,9 @@ def paradigm_model(paradigm: str, size: str, image: Optional[dict] = None) -> di
     # module learns order late, if at all (0.506 twins after 1000 steps: docs/video_transfer.md).
     temporal = dict(kind="seq_transformer", depth=2 if size == "tiny" else 4, num_heads=heads,
                     max_frames=16, time_init="sincos")
+  elif paradigm == "evl":
+    temporal = dict(kind="evl", depth=2 if size == "tiny" else 4, num_heads=heads,
+                    max_frames=16, time_init="sincos")
   elif paradigm == "st_adapter":
     adapter = dict(kind=paradigm, bottleneck=width // 2)
   elif paradigm == "aim":
@@ -82,19 +93,22 @@ def paradigm_model(paradigm: str, size: str, image: Optional[dict] = None) -> di
   return dict(adapter=adapter, temporal=temporal, frozen_image=paradigm in FROZEN)
 
 
-def frozen_groups(paradigm: str) -> tuple:
+def frozen_groups(paradigm: str, scope: str = "") -> tuple:
   """LiT-style parameter groups: the frozen paradigm locks the image tower and its projection;
-  ST-Adapter and AIM lock them but for their adapters; full fine-tuning locks nothing."""
+  ST-Adapter and AIM lock them but for their adapters; full fine-tuning locks nothing.
+  `scope`: where the image tower sits (`video_tower/` in the QA model)."""
   if paradigm in FROZEN:
-    return (("img/.*", 0.0), ("img_proj/.*", 0.0))
-  if paradigm in ("st_adapter", "aim"):
-    return ((ADAPTER_PARAMS, 1.0), ("img/.*", 0.0), ("img_proj/.*", 0.0))
-  return ()
+    groups = (("img/.*", 0.0), ("img_proj/.*", 0.0))
+  elif paradigm in ("st_adapter", "aim"):
+    groups = ((ADAPTER_PARAMS, 1.0), ("img/.*", 0.0), ("img_proj/.*", 0.0))
+  else:
+    groups = ()
+  return tuple((scope + regex, mult) for regex, mult in groups)
 
 
 def get_config(arg: str = "mean_pool"):
-  variant = parse_variant(arg, sizes=SIZES, words=WORDS, keys=("image", "clip"))
-  chosen = sorted(variant.words) or ["mean_pool"]
+  variant = parse_variant(arg, sizes=SIZES, words=WORDS + TASK_WORDS, keys=("image", "clip"))
+  chosen = sorted(set(variant.words) - set(TASK_WORDS)) or ["mean_pool"]
   if len(chosen) != 1:
     raise ValueError(f"video_transfer variant {arg!r} names {len(chosen)} paradigms: "
                      f"name one of {', '.join(WORDS)}")
@@ -150,18 +164,54 @@ def get_config(arg: str = "mean_pool"):
                             warmup_steps=500, weight_decay=0.05))
     c.mesh.update(dict(data=1, fsdp=-1))
 
+  if "qa" in variant.words:
+    if paradigm == "image" or not tiny or "clip" in variant.values:
+      raise ValueError(f"video_transfer variant {arg!r}: qa fine-tunes a paradigm (not the "
+                       "image model) of the tiny size from image=DIR or the tiny image model "
+                       "(no real video QA reader is registered; clip=DIR is not wired to it)")
+    as_qa_task(c, paradigm)
+
   if variant.smoke:
     c.data.source.variant = "small"
     base.smoke_schedule(c, total_steps=4)
     c.eval_batch_size = 32
     if not tiny:
       base.shrink_for_smoke(c)
+    if "qa" in variant.words:
+      for name in c.evals:
+        c.evals[name].limit = 32
   if "clip" in variant.values:
     if paradigm == "image" or "image" in variant.values:
       raise ValueError("clip=DIR is the image model: name a paradigm (and no image=DIR) to "
                        "start from it")
     from_imported_clip(c, variant.values["clip"], paradigm, size)
   return c
+
+
+def as_qa_task(c, paradigm: str) -> None:
+  """`qa`: the paradigm's video side as the video tower of configs/video_qa.py's model
+  (`transfer`: vlx/families/video_transfer/tower.py), the image model's text tower as its
+  text tower, fusion at the text width; the QA data, objectives and evaluators. The image
+  tower, projection and text tower start from the image model; the paradigm's locks hold
+  under the tower's scope."""
+  m = c.model
+  tower = dict(kind="transfer", image=m.image.to_dict(), embed_dim=m.embed_dim,
+               width=m.text.width, image_projection=m.get("image_projection", "linear"),
+               adapter=m.adapter.to_dict(), temporal=m.temporal.to_dict(),
+               frozen_image=m.frozen_image)
+  c.model = ml_collections.ConfigDict(dict(
+      name="video_qa", video=tower, text=m.text.to_dict(), fusion_depth=2,
+      fusion_heads=m.text.num_heads, dtype=m.dtype))
+  # The texts take the image model's text positions (its table loads as it is).
+  c.data = qa_data(max_len=m.text.max_len)
+  c.objectives, c.evals = qa_objectives(), qa_evals()
+  c.optimizer.param_groups = frozen_groups(paradigm, scope="video_tower/")
+  c.init_map = "video_tower/img=img,video_tower/img_proj=img_proj,txt=txt"
+  c.init_fresh = "video_tower/" + ADAPTER_PARAMS
+  if c.get("init_from_run"):
+    c.init_from_run_inherits = ("data.source", "model.image=model.video.image", "model.text",
+                                "model.embed_dim=model.video.embed_dim")
+  base.cpu_schedule(c, batch_size=32, total_steps=1000, lr=5e-4)
 
 
 def from_imported_clip(c, path: str, paradigm: str, size: str) -> None:

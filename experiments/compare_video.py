@@ -4,14 +4,18 @@ table and one plot.
   1. `configs/video_transfer.py:image` trains the image model (a CLIP on still frames of the
      synthetic videos; skipped when OUT/image holds a finished run, or given with --image);
   2. each paradigm (`configs/video_transfer.py:<paradigm>,image=OUT/image`) trains --steps
-     steps from it;
-  3. one table: trainable parameters, training clips/s, the temporal twins, the twins with
-     frames shuffled, static-split text->video R@1 (strict and caption-matched), and a plot.
-     Rows of paradigms not rerun are kept from OUT/results.json when they started from the
-     same image model.
+     steps from it (0: not run; the row keeps its earlier figures);
+  3. each paradigm's video side fine-tuned for video QA and temporal grounding
+     (`<paradigm>,qa,image=OUT/image`: configs/video_qa.py's fusion and heads on it) for
+     --qa_steps steps (0: not run);
+  4. one table: trainable parameters, training clips/s, the temporal twins, the twins with
+     frames shuffled, static-split text->video R@1 (strict and caption-matched), video QA
+     accuracy (all questions; the temporal videos' questions, and with frames shuffled) and
+     grounding mIoU, and a plot. Rows and stages not rerun are kept from OUT/results.json
+     when they started from the same image model.
 
-    python experiments/compare_video.py [--out DIR] [--steps 1000] [--paradigms a,b,...]
-        [--image DIR] [--data_dir DIR]
+    python experiments/compare_video.py [--out DIR] [--steps 1000] [--qa_steps 1000]
+        [--paradigms a,b,...] [--image DIR] [--data_dir DIR]
 """
 
 from __future__ import annotations
@@ -42,6 +46,9 @@ COLUMNS = (("twins", "twins/accuracy"), ("twins, frames shuffled", "twins_shuffl
            ("static t2v R@1 (matched)", "retrieval/static/matched_t2v_r1"),
            ("static t2v R@1 (strict)", "retrieval/static/t2v_r1"),
            ("temporal t2v R@1 (matched)", "retrieval/temporal/matched_t2v_r1"))
+QA_COLUMNS = (("video QA", "qa/open/accuracy"), ("QA temporal", "qa/open/temporal/accuracy"),
+              ("QA temporal, frames shuffled", "qa_shuffled/open/temporal/accuracy"),
+              ("grounding mIoU", "grounding/miou"))
 
 
 def rows_of(workdir: str):
@@ -63,8 +70,8 @@ def run(spec: str, workdir: str, flags) -> float:
   return time.time() - t
 
 
-def final_eval(workdir: str) -> dict:
-  evals = [r for r in rows_of(workdir) if any(k in r for _, k in COLUMNS)]
+def final_eval(workdir: str, columns=COLUMNS) -> dict:
+  evals = [r for r in rows_of(workdir) if any(k in r for _, k in columns)]
   return evals[-1] if evals else {}
 
 
@@ -95,26 +102,35 @@ def plot(results, out: str) -> None:
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   names = [r["paradigm"] for r in results]
-  shown = COLUMNS[:3]
+  shown = COLUMNS[:3] + (QA_COLUMNS[1], QA_COLUMNS[3])
   x = np.arange(len(names))
-  fig, ax = plt.subplots(figsize=(7.5, 3.6))
+  width = 0.8 / len(shown)
+  fig, ax = plt.subplots(figsize=(9, 3.8))
   for i, (label, key) in enumerate(shown):
-    ax.bar(x + (i - 1) * 0.27, [r["metrics"].get(key, np.nan) for r in results], 0.27,
-           label=label)
+    ax.bar(x + (i - (len(shown) - 1) / 2) * width,
+           [r["metrics"].get(key, np.nan) for r in results], width, label=label)
   ax.axhline(0.5, color="grey", lw=0.8, ls="--")
   ax.set_xticks(x, [f"{n}\n({KIND[n]})" for n in names])
   ax.set(ylim=(0, 1), ylabel="score", title="Image->video transfer, same data and steps")
-  ax.legend(fontsize=8, loc="lower right")
+  ax.legend(fontsize=7, loc="lower right", ncol=2)
   ax.grid(axis="y", alpha=0.3)
   fig.tight_layout()
   fig.savefig(out, dpi=120)
   print(f"wrote {out}")
 
 
+def steps_flags(steps) -> list:
+  """Flags for a run of `steps` steps evaluated and checkpointed once (None: the config's)."""
+  return [f"--config.total_steps={steps}", f"--config.eval_every={steps}",
+          f"--config.checkpoint_every={steps}"] if steps else []
+
+
 def main():
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("--out", default="workdirs/compare_video")
   p.add_argument("--steps", type=int, default=None, help="steps per paradigm (config's)")
+  p.add_argument("--qa_steps", type=int, default=None,
+                 help="QA / grounding steps per paradigm (config's; 0: none)")
   p.add_argument("--paradigms", default=",".join(PARADIGMS))
   p.add_argument("--image", default=None, help="a finished image-model run to start from")
   p.add_argument("--data_dir", default=None, help="where the synthetic videos are (made)")
@@ -126,31 +142,43 @@ def main():
     print(f"image model: {run('image', image, data):.0f} s", flush=True)
   # Rows of paradigms not run this time are kept from an earlier run from the same image model
   # (one table for runs made in turns); a rerun paradigm replaces its row.
-  results = []
+  # Rows of an earlier run from the same image model are kept (one table for runs made in
+  # turns); a stage run now (retrieval unless --steps 0, QA unless --qa_steps 0) replaces its
+  # part of the paradigm's row.
+  rows = {}
   previous = os.path.join(out, "results.json")
   if os.path.exists(previous):
     with open(previous) as f:
-      results = [r for r in json.load(f) if r.get("image") == image and r["paradigm"] not in
-                 args.paradigms.split(",")]
+      rows = {r["paradigm"]: r for r in json.load(f) if r.get("image") == image}
   for paradigm in args.paradigms.split(","):
     if paradigm not in PARADIGMS:
       raise SystemExit(f"unknown paradigm {paradigm!r}; known: {', '.join(PARADIGMS)}")
-    steps = [f"--config.total_steps={args.steps}", f"--config.eval_every={args.steps}",
-             f"--config.checkpoint_every={args.steps}"] if args.steps else []
-    workdir = os.path.join(out, paradigm)
-    seconds = run(f"{paradigm},image={image}", workdir, data + steps)
-    results.append(dict(paradigm=paradigm, seconds=seconds, metrics=final_eval(workdir),
-                        clips=clips_per_s(workdir), params=trainable(paradigm), image=image))
+    row = rows.setdefault(paradigm, dict(paradigm=paradigm, image=image, metrics={}))
+    if args.steps != 0:
+      workdir = os.path.join(out, paradigm)
+      row["seconds"] = run(f"{paradigm},image={image}", workdir, data + steps_flags(args.steps))
+      row["metrics"] = {k: v for k, v in row["metrics"].items()
+                        if k in dict(QA_COLUMNS).values()}
+      row["metrics"].update(final_eval(workdir))
+      row.update(clips=clips_per_s(workdir), params=trainable(paradigm))
+    if args.qa_steps != 0:
+      qa = os.path.join(out, f"{paradigm}_qa")
+      row["qa_seconds"] = run(f"{paradigm},qa,image={image}", qa,
+                              data + steps_flags(args.qa_steps))
+      row["metrics"].update(final_eval(qa, QA_COLUMNS))
+  results = list(rows.values())
   results.sort(key=lambda r: PARADIGMS.index(r["paradigm"]))
   header = ["paradigm", "kind", "trainable params", "clips/s", "wall s"] + [
-      n for n, _ in COLUMNS] + ["video QA", "grounding mIoU"]
+      n for n, _ in COLUMNS + QA_COLUMNS] + ["QA wall s"]
   print("\n| " + " | ".join(header) + " |\n|" + "---|" * len(header))
   for r in results:
+    trained = r.get("params", (float("nan"),) * 2)
     cells = [r["paradigm"], KIND[r["paradigm"]],
-             f"{r['params'][0] / 1e3:.0f}k of {r['params'][1] / 1e3:.0f}k", f"{r['clips']:.0f}",
-             f"{r['seconds']:.0f}"] + [
-                 f"{r['metrics'][k]:.3f}" if k in r["metrics"] else "-" for _, k in COLUMNS] + [
-                     "not built", "not built"]
+             f"{trained[0] / 1e3:.0f}k of {trained[1] / 1e3:.0f}k",
+             f"{r.get('clips', float('nan')):.0f}", f"{r.get('seconds', float('nan')):.0f}"] + [
+                 f"{r['metrics'][k]:.3f}" if k in r["metrics"] else "-"
+                 for _, k in COLUMNS + QA_COLUMNS] + [
+                     f"{r['qa_seconds']:.0f}" if "qa_seconds" in r else "-"]
     print("| " + " | ".join(cells) + " |")
   with open(os.path.join(out, "results.json"), "w") as f:
     json.dump(results, f, indent=1)

@@ -383,7 +383,7 @@ EXPERIMENT_OPTIONS = {
     "bench_memory.py": ("--batch", "--loss_batch", "--embed", "--meshes"),
     "bench_train_step.py": ("--shape", "--batch", "--steps", "--dtype", "--mesh_fsdp"),
     "compare_fusion.py": ("--steps", "--root", "--families", "--blind"),
-    "compare_video.py": ("--out", "--steps", "--paradigms", "--image", "--data_dir"),
+    "compare_video.py": ("--out", "--steps", "--qa_steps", "--paradigms", "--image", "--data_dir"),
     "launch_local.py": ("--num_processes", "--devices_per_process", "--port", "--timeout_s"),
     "parity_report.py": ("--help",),
     "plot_metrics.py": ("workdirs", "--out", "--keys"),

@@ -297,5 +297,15 @@ def test_init_map_starts_a_video_text_tower_from_the_mae_encoder(tmp_path):
     checkpoint.load_params(str(tmp_path), shapes, bad, mapping)
   with pytest.raises(ValueError, match=r"init_map names \['video'\]"):
     checkpoint.load_params(str(tmp_path), abstract, fresh, {"video": "video"})
+  # A dst path puts the subtree deeper (an image model's tower inside a QA model's video
+  # tower); the siblings at every level keep their init.
+  nested = {"qa": {"tower": fresh["video_tower"], "head": {"w": jnp.ones((2,))}},
+            "txt": fresh["txt"]}
+  shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), nested)
+  loaded = checkpoint.load_params(str(tmp_path), shapes, nested, {"qa/tower": "video"})
+  jax.tree.map(np.testing.assert_array_equal, loaded["qa"]["tower"], mae_params["video"])
+  np.testing.assert_array_equal(loaded["qa"]["head"]["w"], np.ones(2))
+  with pytest.raises(ValueError, match=r"init_map names \['qa/video'\]"):
+    checkpoint.load_params(str(tmp_path), shapes, nested, {"qa/video": "video"})
   with pytest.raises(config_checks.ConfigError, match="expected dst=src"):
     config_checks.parse_init_map("video_tower")

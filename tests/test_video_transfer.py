@@ -18,21 +18,25 @@ from vlx_testlib import (REPO, assert_trees_close, mesh_of, one_train_step,  # n
                          read_metrics, shapes_data_dir, video_data_dir)
 
 CONFIG = str(REPO / "configs" / "video_transfer.py")
-PARADIGMS = ("mean_pool", "seq_transformer", "st_adapter", "aim", "full_finetune", "xclip")
+PARADIGMS = ("mean_pool", "seq_transformer", "evl", "st_adapter", "aim", "full_finetune",
+             "xclip")
 ORDER_BLIND = ("mean_pool", "full_finetune")
 # What the adapted paradigms add inside the image tower and train (adapters, AIM's temporal
 # position tables), written out here rather than read from the config it checks.
 ADAPTED = re.compile(r"img/.*(_adapter/.*|/time_pos_embedding|/message_.*)")
 
 
-def small_config(paradigm: str, *overrides):
+def small_config(paradigm: str, *overrides, base: bool = True):
+  """The paradigm's smoke config with small towers (`base`: the transfer model's keys; the
+  `qa` model's tower keys come in `overrides`)."""
   config = config_lib.load_config_file(f"{CONFIG}:{paradigm},smoke")
+  image = [("model.image.depth", "2"), ("model.image.width", "32"),
+           ("model.image.num_heads", "2"), ("model.embed_dim", "16"),
+           ("model.temperature_init", str(1 / 0.07))] if base else []
   config_lib.apply_overrides(config, [
-      ("model.image.depth", "2"), ("model.image.width", "32"), ("model.image.num_heads", "2"),
-      ("model.text.depth", "1"), ("model.text.width", "32"), ("model.text.num_heads", "2"),
-      ("model.embed_dim", "16"), ("data.max_len", "8"), ("model.text.max_len", "8"),
-      ("model.text.vocab_size", "64"), ("model.temperature_init", str(1 / 0.07)),
-      *overrides])
+      *image, ("model.text.depth", "1"), ("model.text.width", "32"),
+      ("model.text.num_heads", "2"), ("data.max_len", "8"), ("model.text.max_len", "8"),
+      ("model.text.vocab_size", "64"), *overrides])
   return config
 
 
@@ -97,7 +101,7 @@ def test_starts_as_the_image_model_reads_order_if_temporal_and_ignores_padding(p
   np.testing.assert_allclose(enc(zeros, mask), enc(noise, mask), atol=1e-6)
 
 
-@pytest.mark.parametrize("paradigm", ["seq_transformer", "aim"])  # st_adapter: vlx.main test
+@pytest.mark.parametrize("paradigm", ["evl", "aim"])  # st_adapter: vlx.main test
 def test_locked_image_weights_stay_bit_for_bit_and_the_rest_trains(paradigm):
   """Three AdamW steps (weight decay on) with the config's parameter groups: the frozen
   paradigm's image tower and projection, and the adapted paradigm's image weights but its
@@ -188,13 +192,60 @@ def test_image_model_starts_an_adapted_paradigm_through_main(video_data_dir, tmp
       np.testing.assert_array_equal(value, before[path], err_msg=path)
   assert not np.array_equal(after["txt_proj/kernel"], before["txt_proj/kernel"])
 
+  # The same paradigm fine-tuned for video QA and grounding (`qa`: its video side as the QA
+  # model's video tower, whose image tower settings map onto the image run's) reuses that
+  # image model: its tower starts from it and stays locked but for the adapters.
   metrics = (image / "metrics.jsonl").read_bytes()
-  again = tmp_path / "mean_pool"
-  assert vlx_main.main([f"--config={CONFIG}:mean_pool,smoke", f"--workdir={again}",
-                        "--config.total_steps=1", *small]) in (0, None)
+  qa = tmp_path / "st_adapter_qa"
+  assert vlx_main.main([f"--config={CONFIG}:st_adapter,qa,smoke", f"--workdir={qa}",
+                        "--config.total_steps=2", small[0], "--config.model.video.image.depth=1",
+                        "--config.model.text.depth=1"]) in (0, None)
   assert (image / "metrics.jsonl").read_bytes() == metrics
-  with open(again / "config.json") as f:
+  with open(qa / "config.json") as f:
     assert json.load(f)["init_from"] == str(image)
+  final = {k: v for r in read_metrics(qa) if r["step"] == 2 for k, v in r.items()}
+  for name in ("qa/open/accuracy", "qa/mc/accuracy", "qa_shuffled/open/accuracy",
+               "grounding/miou", "grounding/r1_iou50"):
+    assert name in final, sorted(final)
+  tuned = _flat(ocp.PyTreeCheckpointer().restore(str(qa / "checkpoints" / "2" / "state"))[
+      "params"])
+  scope = "video_tower/"
+  inside = [k[len(scope):] for k in tuned if k.startswith(scope + "img")]
+  assert any(ADAPTED.fullmatch(k) for k in inside)
+  for path in inside:
+    if not ADAPTED.fullmatch(path):
+      np.testing.assert_array_equal(tuned[scope + path], before[path], err_msg=path)
+  assert not np.array_equal(tuned["txt/token_embedding"], before["txt/token_embedding"])
+
+
+@pytest.mark.parametrize("paradigm", ["mean_pool", "seq_transformer"])
+def test_qa_model_reads_frame_order_only_through_a_temporal_paradigm(paradigm):
+  """`qa`: the paradigm's video side gives fusion one token per frame. With trained-looking
+  weights, mean pooling's answers do not change when the frames are shuffled (fusion sees a
+  set of frame tokens) and its per-frame span logits move with the frames; the temporal
+  transformer's answers change."""
+  config = small_config(f"{paradigm},qa", ("model.video.image.depth", "2"),
+                        ("model.video.image.width", "32"), ("model.video.image.num_heads", "2"),
+                        ("model.video.embed_dim", "16"), ("model.video.width", "32"),
+                        ("model.fusion_heads", "2"), ("model.fusion_depth", "1"),
+                        base=False)
+  model = build.build_model(config)
+  rng = np.random.default_rng(0)
+  text = lambda *shape: rng.integers(3, 64, shape).astype(np.int32)  # noqa: E731
+  batch = {"video": rng.uniform(-1, 1, (2, 8, 32, 32, 3)).astype(np.float32),
+           "question": text(2, 3, 8), "choices": text(2, 4, 8), "query": text(2, 8)}
+  params = model.init(jax.random.key(0), batch, train=False)["params"]
+  params = perturbed(nn.meta.unbox(params), 0.05)
+  run = jax.jit(lambda b: model.apply({"params": params}, b, train=False))
+  perm = np.array([3, 0, 6, 1, 7, 2, 5, 4])
+  out, moved = run(batch), run(dict(batch, video=batch["video"][:, perm]))
+  answers = float(np.abs(out["vqa_logits"] - moved["vqa_logits"]).max())
+  if paradigm == "mean_pool":
+    assert answers < 1e-4, answers
+    np.testing.assert_allclose(moved["choice_logits"], out["choice_logits"], atol=1e-4)
+    np.testing.assert_allclose(moved["span_logits"], out["span_logits"][:, perm], atol=1e-4)
+  else:
+    assert answers > 1e-2, answers
 
 
 def test_xclip_evaluators_score_every_text_as_each_video_prompts_it():

@@ -34,5 +34,6 @@ MODULES = (
     "vlx.families.video.mae", "vlx.families.video.qa", "vlx.families.video.qa_evals",
     "vlx.data.video_files", "vlx.families.video.classify",
     "vlx.families.video_transfer.model",
+    "vlx.families.video_transfer.tower",
     "vlx.families.video_transfer.xclip",
 )

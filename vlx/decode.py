@@ -18,7 +18,9 @@ from typing import Any, Callable, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from vlx import decode_constraints
 from vlx.token_ids import PAD_ID
 
 NEG_INF = -1e9  # finite: keeps arithmetic on masked candidates NaN-free
@@ -73,32 +75,59 @@ def _write(seq, tok, t):
                                              axis=seq.ndim - 1)
 
 
+def _constrained(logits, constraint, cstate, steps_left):
+  """Logits with every token the automaton refuses (grammar or room) at NEG_INF."""
+  if constraint is None:
+    return logits
+  ok = decode_constraints.allowed(constraint, cstate.reshape(-1), steps_left)
+  return jnp.where(ok.reshape(logits.shape), logits, NEG_INF)
+
+
+def _check_room(constraint, start: int, max_len: int):
+  if constraint is not None and int(np.asarray(constraint[2])[start]) > max_len:
+    raise ValueError(f"decoding max_len {max_len} is too short for the constrained output "
+                     f"(it needs at least {int(np.asarray(constraint[2])[start])} tokens)")
+
+
 def greedy_or_sample(step: StepFn, state, n: int, cfg: DecodeConfig, bos: int, eos: int,
-                     rng: Optional[jax.Array] = None):
+                     rng: Optional[jax.Array] = None, constraint=None):
+  """`constraint`: a decode_constraints.TokenAutomaton the output must follow (None: free)."""
   sample = cfg.method == "sample"
   if sample and rng is None:
     raise ValueError("sampling needs an rng")
   seq = jnp.full((n, cfg.max_len + 1), PAD_ID, jnp.int32).at[:, 0].set(bos)
+  tables, start = _tables(constraint)
+  _check_room(tables, start, cfg.max_len)
 
   def body(carry):
-    t, seq, state, done = carry
+    t, seq, state, done, cstate = carry
     logits, state = step(state, seq, t)
-    logits = _no_padding(logits)
+    logits = _constrained(_no_padding(logits), tables, cstate, cfg.max_len - t)
     if sample:
       filtered = filter_logits(logits, cfg.temperature, cfg.top_k, cfg.top_p)
       tok = jax.random.categorical(jax.random.fold_in(rng, t), filtered, axis=-1)
     else:
       tok = jnp.argmax(logits, axis=-1)
     tok = jnp.where(done, PAD_ID, tok)
-    return t + 1, _write(seq, tok, t), state, done | (tok == eos)
+    if tables is not None:
+      cstate = jnp.where(done, cstate, decode_constraints.advance(tables, cstate, tok))
+    return t + 1, _write(seq, tok, t), state, done | (tok == eos), cstate
 
   def cond(carry):
-    t, _, _, done = carry
+    t, _, _, done, _ = carry
     return (t < cfg.max_len) & ~jnp.all(done)
 
-  _, seq, _, _ = jax.lax.while_loop(
-      cond, body, (jnp.zeros((), jnp.int32), seq, state, jnp.zeros((n,), bool)))
+  _, seq, _, _, _ = jax.lax.while_loop(
+      cond, body, (jnp.zeros((), jnp.int32), seq, state, jnp.zeros((n,), bool),
+                   jnp.full((n,), start, jnp.int32)))
   return seq[:, 1:]
+
+
+def _tables(constraint):
+  """(device tables or None, start state)."""
+  if constraint is None:
+    return None, 0
+  return constraint.tables(), int(constraint.start)
 
 
 def _penalty(length, alpha: float):
@@ -106,20 +135,25 @@ def _penalty(length, alpha: float):
 
 
 def beam_search(step: StepFn, reorder: Callable[[Any, jax.Array], Any], state, n: int,
-                cfg: DecodeConfig, bos: int, eos: int):
+                cfg: DecodeConfig, bos: int, eos: int, constraint=None):
   """Beam search where finished hypotheses stay in the beam and compete by length-
-  normalized score; a beam of 1 is exactly greedy decoding."""
+  normalized score; a beam of 1 is exactly greedy decoding. `constraint` as for
+  greedy_or_sample (each hypothesis follows it; refused tokens renormalised away)."""
   k, max_len = cfg.beam_size, cfg.max_len
+  tables, start = _tables(constraint)
+  _check_room(tables, start, max_len)
+  cstate = jnp.full((n, k), start, jnp.int32)
   seq = jnp.full((n, k, max_len + 1), PAD_ID, jnp.int32).at[..., 0].set(bos)
   logp = jnp.tile(jnp.array([0.0] + [NEG_INF] * (k - 1), jnp.float32), (n, 1))
   length = jnp.zeros((n, k), jnp.int32)
   finished = jnp.zeros((n, k), bool)
 
   def body(carry):
-    t, seq, logp, length, finished, state = carry
+    t, seq, logp, length, finished, state, cstate = carry
     logits, state = step(state, seq.reshape(n * k, max_len + 1), t)
     vocab = logits.shape[-1]
-    token_logp = jax.nn.log_softmax(_no_padding(logits), -1).reshape(n, k, vocab)
+    logits = _constrained(_no_padding(logits), tables, cstate, max_len - t)
+    token_logp = jax.nn.log_softmax(logits, -1).reshape(n, k, vocab)
     # A finished hypothesis has one continuation: padding, at no cost.
     stay = jnp.full((vocab,), NEG_INF, jnp.float32).at[PAD_ID].set(0.0)
     cand = logp[..., None] + jnp.where(finished[..., None], stay, token_logp)
@@ -132,17 +166,20 @@ def beam_search(step: StepFn, reorder: Callable[[Any, jax.Array], Any], state, n
     tok = jnp.where(parent_done, PAD_ID, tok)
     new_seq = jnp.take_along_axis(seq, parent[..., None], axis=1)
     state = reorder(state, (jnp.arange(n)[:, None] * k + parent).reshape(-1))
+    if tables is not None:
+      moved = decode_constraints.advance(tables, gather(cstate).reshape(-1), tok.reshape(-1))
+      cstate = jnp.where(parent_done, gather(cstate), moved.reshape(n, k))
     return (t + 1, _write(new_seq, tok, t),
             jnp.take_along_axis(cand.reshape(n, k * vocab), idx, axis=1),
             jnp.where(parent_done, gather(length), t + 1),
-            parent_done | (tok == eos), state)
+            parent_done | (tok == eos), state, cstate)
 
   def cond(carry):
-    t, _, _, _, finished, _ = carry
+    t, _, _, _, finished, _, _ = carry
     return (t < max_len) & ~jnp.all(finished)
 
-  _, seq, logp, length, _, _ = jax.lax.while_loop(
-      cond, body, (jnp.zeros((), jnp.int32), seq, logp, length, finished, state))
+  _, seq, logp, length, _, _, _ = jax.lax.while_loop(
+      cond, body, (jnp.zeros((), jnp.int32), seq, logp, length, finished, state, cstate))
   best = jnp.argmax(logp / _penalty(length, cfg.length_penalty), axis=1)
   return jnp.take_along_axis(seq, best[:, None, None], axis=1)[:, 0, 1:]
 
@@ -158,9 +195,10 @@ def reorder_cache(cache, flat_index):
   return jax.tree_util.tree_map_with_path(take, cache)
 
 
-def make_generate_fn(model, cfg: DecodeConfig, bos: int, eos: int):
+def make_generate_fn(model, cfg: DecodeConfig, bos: int, eos: int, constraint=None):
   """-> pure `fn(params, images, rng, frame_mask=None) -> tokens [B, max_len]`, ready for
-  `jax.jit`; `images` may be videos, with their `frame_mask` for padded clips."""
+  `jax.jit`; `images` may be videos, with their `frame_mask` for padded clips. `constraint`:
+  a decode_constraints.TokenAutomaton every output follows."""
   cached_model = model.clone(decode=True)
 
   def generate(params, images, rng=None, frame_mask=None):
@@ -193,9 +231,9 @@ def make_generate_fn(model, cfg: DecodeConfig, bos: int, eos: int):
       reorder = lambda s, _: s  # noqa: E731
 
     if beams > 1:
-      return beam_search(step, reorder, state, n // beams, cfg, bos, eos)
+      return beam_search(step, reorder, state, n // beams, cfg, bos, eos, constraint)
     if cfg.method == "beam":  # a beam of one
-      return beam_search(step, reorder, state, n, cfg, bos, eos)
-    return greedy_or_sample(step, state, n, cfg, bos, eos, rng)
+      return beam_search(step, reorder, state, n, cfg, bos, eos, constraint)
+    return greedy_or_sample(step, state, n, cfg, bos, eos, rng, constraint)
 
   return generate

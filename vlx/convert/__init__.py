@@ -64,16 +64,21 @@ def detect(path: str) -> str:
 
 
 def abstract_params(model_cfg: Dict[str, Any], image_size: int, max_len: int) -> Dict[str, Any]:
-  """Flat '/'-path -> ShapeDtypeStruct of the vlx model's parameters (no compute)."""
-  import jax  # pylint: disable=g-import-not-at-top
+  """Flat '/'-path -> ShapeDtypeStruct of the vlx two-tower model's parameters (no compute)."""
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  return abstract_params_for(model_cfg, {"image": jnp.zeros((1, image_size, image_size, 3)),
+                                         "text": jnp.zeros((1, max_len), jnp.int32)})
+
+
+def abstract_params_for(model_cfg: Dict[str, Any], batch) -> Dict[str, Any]:
+  """Flat '/'-path -> ShapeDtypeStruct of the params of the registered model `model_cfg`
+  names, initialised (in shape only) on `batch`."""
+  import jax  # pylint: disable=g-import-not-at-top
   import ml_collections  # pylint: disable=g-import-not-at-top
   from vlx.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
   from vlx import build  # pylint: disable=g-import-not-at-top
   model = build.build_model(ml_collections.ConfigDict({"model": model_cfg}))
-  batch = {"image": jnp.zeros((1, image_size, image_size, 3)),
-           "text": jnp.zeros((1, max_len), jnp.int32)}
-  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), batch))
+  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), batch, train=False))
   return mapping.flatten(mesh_lib.unbox(variables["params"]))
 
 

@@ -143,17 +143,11 @@ def rules(model: dict, facts: dict) -> List[M.Rule]:
 
 def abstract_params(model: dict, facts: dict) -> M.Flat:
   """Flat '/'-path -> ShapeDtypeStruct of the vlx model's params (no compute)."""
-  import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  from vlx import build  # pylint: disable=g-import-not-at-top
-  from vlx.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
-  built = build.build_model(ml_collections.ConfigDict({"model": model}))
+  from vlx.convert import abstract_params_for  # pylint: disable=g-import-not-at-top
   s = facts["image_size"]
-  batch = {"video": jnp.zeros((1, facts["num_frames"], s, s, 3)),
-           "text": jnp.zeros((1, facts["max_len"]), jnp.int32)}
-  variables = jax.eval_shape(lambda: built.init(jax.random.key(0), batch, train=False))
-  return M.flatten(mesh_lib.unbox(variables["params"]))
+  return abstract_params_for(model, {"video": jnp.zeros((1, facts["num_frames"], s, s, 3)),
+                                     "text": jnp.zeros((1, facts["max_len"]), jnp.int32)})
 
 
 def import_state(cfg: Mapping[str, Any], state: Mapping[str, Any],

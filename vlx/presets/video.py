@@ -48,6 +48,41 @@ def synthetic_video(*, max_len: int = 32) -> ml_collections.ConfigDict:
       pp_eval="decode_video|video_value_range(-1,1)", num_threads=2, prefetch=4))
 
 
+# Video QA / grounding (configs/video_qa.py, video_transfer.py's `qa`): question length and
+# the fields every training video brings (its questions, a multiple choice, a grounding query).
+QA_MAX_LEN = 16
+QA_KEYS = ("video", "question", "answer_scores", "choices", "choice_target", "query",
+           "span_mask")
+
+
+def qa_data(*, variant: str = "default", image_size: int = 32,
+            max_len: int = QA_MAX_LEN) -> ml_collections.ConfigDict:
+  """The embedded synthetic videos with every task's fields (video_qa, video_choice,
+  video_span pp ops; texts of `max_len` tokens); evaluation reads the records' own fields."""
+  tasks = f"video_qa_all({max_len})|video_choice({max_len})|video_span({max_len})"
+  return ml_collections.ConfigDict(dict(
+      name="synthetic_video", source=dict(data_dir="", variant=variant, vocab_size=256),
+      train_split="train", test_split="test", keys=QA_KEYS, image_size=image_size,
+      num_frames=8, max_len=max_len,
+      pp_train=f"decode_video|video_value_range(-1,1)|{tasks}",
+      pp_eval="decode_video|video_value_range(-1,1)", num_threads=2, prefetch=4))
+
+
+def qa_objectives() -> ml_collections.ConfigDict:
+  """Open-ended answers, multiple choice and per-frame grounding, trained at once."""
+  return ml_collections.ConfigDict(dict(
+      vqa=1.0, video_choice=1.0, video_span=dict(weight=1.0, span_weight=1.0)))
+
+
+def qa_evals() -> ml_collections.ConfigDict:
+  """QA accuracy (and with frames shuffled: the probe of whether answers read time) and
+  temporal grounding."""
+  return ml_collections.ConfigDict(dict(
+      qa=dict(type="video_qa", limit=None),
+      qa_shuffled=dict(type="video_qa", frame_shuffle=True, limit=None),
+      grounding=dict(type="temporal_grounding", limit=None)))
+
+
 def video_evals() -> ml_collections.ConfigDict:
   """Retrieval (overall and per kind: `static/t2v_r1` is the control), the twins, and the
   twins with frames shuffled (the probe: a model that reads time falls to about 0.5)."""

@@ -148,7 +148,8 @@ def load_params(path: str, abstract_params, fresh=None, mapping: Optional[Dict[s
 
   Only some top-level subtrees, the others from `fresh` (the model's initialisation):
   `mapping` {dst: src} (config.init_map) takes each dst from the checkpoint's src, shaped and
-  sharded like dst (a VideoMAE `video` encoder starting a video-text `video_tower`); without
+  sharded like dst (a VideoMAE `video` encoder starting a video-text `video_tower`; dst may be
+  a path, `video_tower/img`: an image model's tower inside a video model's); without
   one, a converted directory whose vlx_pretrained.json lists `param_subtrees` (an import of a
   pretrained encoder's stack and pooler only) gives those, under their own names."""
   path = os.path.abspath(path)
@@ -167,7 +168,7 @@ def load_params(path: str, abstract_params, fresh=None, mapping: Optional[Dict[s
                                                       "initialisation (fresh=)"))
     mapping = {k: k for k in held}
   if mapping is not None:
-    unknown = sorted(set(mapping) - set(abstract_params))
+    unknown = sorted(d for d in mapping if _at(abstract_params, d) is None)
     if unknown or fresh is None:
       raise ValueError(f"init_map names {unknown}, which this model does not have; it has "
                        f"{sorted(abstract_params)}" if unknown else
@@ -177,7 +178,7 @@ def load_params(path: str, abstract_params, fresh=None, mapping: Optional[Dict[s
     for dst, src in mapping.items():
       if src in wanted:
         raise ValueError(f"init_map takes {src} twice; each source subtree goes to one place")
-      wanted[src], missing = _held_part(abstract_params[dst], held, src, dst)
+      wanted[src], missing = _held_part(_at(abstract_params, dst), held, src, dst)
       new_leaves += missing
     allowed = re.compile(fresh_regex) if fresh_regex else None
     unexpected = [p for p in new_leaves if not (allowed and allowed.fullmatch(p))]
@@ -189,11 +190,29 @@ def load_params(path: str, abstract_params, fresh=None, mapping: Optional[Dict[s
           f"(now {fresh_regex!r})")
     loaded = _restore(path, wanted)
     logging.info("init_from %s: %s loaded, %s freshly initialised%s", path, mapping,
-                 sorted(set(abstract_params) - set(mapping)),
+                 sorted(set(abstract_params) - {d.split("/")[0] for d in mapping}),
                  f"; new leaves inside them, freshly initialised: {new_leaves}" if new_leaves
                  else "")
-    return {**fresh, **{dst: _merged(fresh[dst], loaded[src]) for dst, src in mapping.items()}}
+    params = dict(fresh)
+    for dst, src in mapping.items():
+      params = _replaced_at(params, dst, _merged(_at(fresh, dst), loaded[src]))
+    return params
   return _restore(path, abstract_params)
+
+
+def _at(tree, dst: str):
+  """The subtree at `dst` ('a' or 'a/b': a tower inside another model's module), or None."""
+  for key in dst.split("/"):
+    if not isinstance(tree, Mapping) or key not in tree:
+      return None
+    tree = tree[key]
+  return tree
+
+
+def _replaced_at(tree, dst: str, value):
+  """`tree` with the subtree at `dst` replaced by `value` (copies along the path only)."""
+  key, _, rest = dst.partition("/")
+  return {**tree, key: _replaced_at(tree[key], rest, value) if rest else value}
 
 
 def _leaf_paths(tree) -> Dict[Tuple[str, ...], Any]:

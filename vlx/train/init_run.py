@@ -34,15 +34,18 @@ def _get(config, dotted: str):
 
 def init_run_config(config):
   """The config of the run that `config.init_from_run` names, with the keys
-  `config.init_from_run_inherits` lists taken from `config` (where both have them)."""
+  `config.init_from_run_inherits` lists taken from `config` (where both have them). An entry
+  `key=other.key` sets the run's `key` from this config's `other.key` (a model that holds
+  the run's tower deeper in its tree)."""
   from vlx import config_checks, config_lib  # pylint: disable=g-import-not-at-top
   first = config_lib.load_config_file(config.init_from_run)
-  for dotted in config.get("init_from_run_inherits", ()):
-    value, parent, _, leaf = _get(config, dotted), *dotted.rpartition(".")
+  for entry in config.get("init_from_run_inherits", ()):
+    dotted, _, source = entry.partition("=")  # `key`, or `its key=this config's key`
+    value, parent, _, leaf = _get(config, source or dotted), *dotted.rpartition(".")
     target = _get(first, parent) if parent else first
     if value is _MISSING or target is _MISSING or leaf not in target:
       raise config_lib.ConfigError(
-          f"init_from_run_inherits names {dotted!r}, which this config or "
+          f"init_from_run_inherits names {entry!r}, which this config or "
           f"{config.init_from_run} lacks")
     target[leaf] = value.copy_and_resolve_references() if hasattr(
         value, "copy_and_resolve_references") else value
@@ -70,7 +73,20 @@ def ensure(config, workdir: str, mode: str = "train") -> None:
   checkpoints = os.path.join(workdir, "checkpoints")
   if mode != "train" or (os.path.isdir(checkpoints) and os.listdir(checkpoints)):
     return
+  if _finished(first, where):
+    logging.info("init_from_run: %s starts this run from %s (finished: reused)",
+                 config.init_from_run, where)
+    return
   from vlx.train import trainer  # pylint: disable=g-import-not-at-top
   logging.info("init_from_run: %s starts this run; training it in %s (later runs reuse it)",
                config.init_from_run, where)
   trainer.train(first, where)
+
+
+def _finished(first, where: str) -> bool:
+  """Whether `where` holds a checkpoint at `first.total_steps` or later (then nothing needs
+  building or restoring: the trainer would only say the run is complete)."""
+  checkpoints = os.path.join(where, "checkpoints")
+  steps = [int(d) for d in os.listdir(checkpoints) if d.isdigit()] if os.path.isdir(
+      checkpoints) else []
+  return bool(steps) and max(steps) >= first.total_steps

@@ -127,9 +127,9 @@ class VideoQA(nn.Module):
     dtype = DTYPES[self.dtype]
     fields = dict(self.video)
     self.kind = fields.pop("kind")
-    # frame_mean's tokens are per frame; the tubelet towers' per `tubelet` frames.
-    self.tubelet = 1 if self.kind == "frame_mean" else int(fields.get("tubelet", 2))
     self.video_tower = build_video_tower(self.kind, **fields, dtype=dtype)
+    # Frames per token: a tubelet tower's `tubelet`; frame_mean's and the transfer tower's 1.
+    self.tubelet = int(getattr(self.video_tower, "tubelet", 1))
     self.txt_tower = TextTransformer(**dict(self.text), dtype=dtype, name="txt")
     width = int(self.text["width"])
     if int(fields["width"]) != width:

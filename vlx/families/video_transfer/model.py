@@ -13,21 +13,18 @@ from __future__ import annotations
 
 from typing import Any
 
-import jax
-
 from vlx import registry
-from vlx.families.video_transfer.adapters import AdaptedBlock
 from vlx.families.video_transfer.temporal import build_temporal
+from vlx.families.video_transfer.tower import fold_frames, image_tower, through_time
 from vlx.models.joint import JointSpace
 from vlx.models.layers import DTYPES, l2_normalize
 from vlx.models.video import order_free_mean
-from vlx.models.vit import ViT
 
 
 @registry.MODELS.register("video_transfer")
 class VideoTransfer(JointSpace):
   """`image`: the image ViT's fields; `adapter`: {kind: none | st_adapter | aim | xclip, its
-  fields}; `temporal`: {kind: mean | seq_transformer | mit, its fields}; `text`: the text
+  fields}; `temporal`: {kind: mean | seq_transformer | mit | evl, its fields}; `text`: the text
   tower's."""
   image: Any = None
   image_projection: str = "linear"
@@ -40,10 +37,8 @@ class VideoTransfer(JointSpace):
     adapter = dict(self.adapter or {})
     self._adapter_kind = adapter.pop("kind", "none")
     self._adapter_fields = adapter
-    self.img_tower = ViT(**dict(self.image), **self.image_tower_fields(),
-                         dtype=DTYPES[self.dtype],
-                         block=None if self._adapter_kind == "none" else AdaptedBlock,
-                         name="img")
+    self.img_tower = image_tower(self.image, self._adapter_kind, DTYPES[self.dtype],
+                                 **self.image_tower_fields())
     self.img_proj = self.projection(self.image_projection, "img_proj")
     self.temporal_module = build_temporal(**dict(self.temporal or {}), dtype=DTYPES[self.dtype],
                                           name="temporal")
@@ -60,25 +55,16 @@ class VideoTransfer(JointSpace):
   def frame_features(self, video, frame_mask=None, with_tokens: bool = False):
     """`video [B, T, H, W, 3]` -> projected, unnormalised frame embeddings `[B, T, E]` (and,
     `with_tokens`, the tower's patch tokens `[B * T, N, width]`)."""
-    b, t = video.shape[:2]
-    block_kw = None
-    if self._adapter_kind != "none":
-      block_kw = dict(adapter=self._adapter_kind, frames=t, frame_mask=frame_mask,
-                      **self._adapter_fields)
-    pooled, tokens = self.img_tower(video.reshape((b * t,) + video.shape[2:]), block_kw)
-    if pooled is None:
-      raise ValueError("model.image.pool='none' gives no pooled embedding to project")
-    feats = pooled if self.img_proj is None else self.img_proj(pooled)
-    if self.frozen_image:
-      feats = jax.lax.stop_gradient(feats)
-    feats = feats.reshape(b, t, -1)
+    feats, tokens = fold_frames(self.img_tower, self.img_proj, video, frame_mask,
+                                (self._adapter_kind, self._adapter_fields), self.frozen_image)
     return (feats, tokens) if with_tokens else feats
 
   def encode_video(self, video, frame_mask=None):
     """Frame embeddings through the temporal module, each L2-normalised, averaged over the
     real frames in an order-free way (CLIP4Clip), normalised again."""
     mask = None if frame_mask is None else frame_mask.astype(bool)
-    feats = self.temporal_module(self.frame_features(video, mask), mask)
+    feats, tokens = self.frame_features(video, mask, with_tokens=True)
+    feats = through_time(self.temporal_module, feats, mask, tokens)
     return l2_normalize(order_free_mean(l2_normalize(feats), mask))
 
   def __call__(self, batch, train: bool = True):

@@ -9,7 +9,9 @@ temporal transformer whose output projection starts at zero, so it starts as the
 the frame count stays a call-time property (the table is interpolated to a clip longer than
 `max_frames`); `mit` is X-CLIP's multi-frame integration transformer,
 `x + Encoder(x + time_pos)` (its residual branches and table start at zero: `2x` at init, the
-same direction once normalised).
+same direction once normalised); `evl` is an EVL-style decoder whose queries read the image
+tower's patch tokens of every frame (`reads_tokens`: called with them as `tokens`), its output
+added to every frame through a projection that starts at zero.
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ from typing import Any, Optional
 
 import flax.linen as nn
 import jax.numpy as jnp
+import numpy as np
 
 from vlx.models import layers
 from vlx.models.video import interpolate_time, sincos_1d
+from vlx.models.vit import sincos_2d
 
 
 class MeanPool(nn.Module):
@@ -77,6 +81,52 @@ class MultiframeIntegration(nn.Module):
     return x + h
 
 
+class EvlDecoder(nn.Module):
+  """EVL-style (Lin et al. 2022, "Frozen CLIP models are efficient video learners"): learned
+  queries cross-attend to the frozen image tower's patch tokens of every frame through a small
+  pre-norm decoder, and the queries' output, mapped into the joint space by a projection that
+  starts at zero, is added to every frame embedding (the image model's at init). A time table
+  (a sinusoid at the start) and a fixed 2-D sinusoid in space are added to the tokens, so the
+  decoder reads where and when each one is: what a pooled frame embedding loses (the image
+  model was never asked where a shape is) and a temporal module over frame embeddings cannot
+  get back. EVL's decoder layers read several layers of the frozen tower; this one reads its
+  last layer's tokens."""
+  depth: int = 2
+  num_heads: int = 4
+  num_queries: int = 4  # several: one query's self-attention would be a constant
+  mlp_ratio: float = 4.0
+  max_frames: int = 16
+  time_init: str = "sincos"
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+  reads_tokens = True  # called with the image tower's tokens `[B, T, N, width]`
+
+  @nn.compact
+  def __call__(self, x, frame_mask=None, tokens=None):
+    if tokens is None:
+      raise ValueError("the EVL decoder reads the image tower's patch tokens")
+    b, t, n, w = tokens.shape
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    side = int(round(n ** 0.5))
+    space = sincos_2d(side, side, w)[0] if side * side == n else np.zeros((n, w), np.float32)
+    time = time_table(self, tokens[:, :, 0], self.max_frames, self.time_init)      # [1, T, w]
+    memory = (tokens + time[:, :, None].astype(tokens.dtype)
+              + jnp.asarray(space, tokens.dtype)).reshape(b, t * n, w)
+    memory_mask = None
+    if frame_mask is not None:
+      memory_mask = jnp.repeat(frame_mask.astype(bool), n, axis=1)[:, None, None, :]
+    queries = self.param("queries", layers.boxed(nn.initializers.normal(0.02),
+                                                 (None, None, "embed")),
+                         (1, self.num_queries, w), self.param_dtype)
+    h = layers.Encoder(self.depth, self.num_heads, int(w * self.mlp_ratio),
+                       cross_attention=True, name="decoder", **kw)(
+                           jnp.broadcast_to(queries.astype(self.dtype), (b,) + queries.shape[1:]),
+                           None, memory, memory_mask)
+    delta = layers.dense(x.shape[-1], "embed", "joint", kernel_init=nn.initializers.zeros,
+                         name="out", **kw)(h.mean(axis=1))
+    return x + delta[:, None].astype(x.dtype)
+
+
 def sincos_init(key, shape, dtype):
   """A fixed 1-D sinusoid (VideoMAE's table) as the start of a learned time table."""
   del key
@@ -101,7 +151,8 @@ def time_table(module: nn.Module, x, max_frames: int, init: str = "zeros"):
   return pos[:, :t] if t <= max_frames else interpolate_time(pos, t)
 
 
-TEMPORAL = {"mean": MeanPool, "seq_transformer": SeqTransformer, "mit": MultiframeIntegration}
+TEMPORAL = {"mean": MeanPool, "seq_transformer": SeqTransformer, "mit": MultiframeIntegration,
+            "evl": EvlDecoder}
 
 
 def build_temporal(kind: str = "mean", **fields) -> nn.Module:

@@ -1,0 +1,159 @@
+"""Constrained decoding: a token automaton that the jitted decoding loops step with the
+tokens they emit, masking every token that would break the output's grammar, so that a
+grounding or detection output always parses (vlx/data/loc_tokens.py), even from a randomly
+initialised model.
+
+The automaton is two small tables: `token_class [V]` (location tokens share one class, EOS
+one, the separator one, each token that occurs in a class name its own, everything else the
+"other" class) and `transitions [S, C]` (the next state, -1: not allowed). `finish [S]`, the
+fewest tokens from a state to the end (EOS included), lets the loop refuse a token after
+which the output could no longer end inside `max_len`: the budget runs out on a complete
+output, never halfway through a box. Dense per-token tables would be `S x V` (a 257k Gemma
+vocabulary times every state); classes keep them `S x C` plus one `[V]` row.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional, Sequence
+
+import jax.numpy as jnp
+import numpy as np
+
+OTHER, LOC, EOS_CLASS, SEP = 0, 1, 2, 3
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenAutomaton:
+  token_class: np.ndarray   # [V] int32
+  transitions: np.ndarray   # [S, C] int32, -1 = not allowed
+  start: int = 0
+
+  @property
+  def finish(self) -> np.ndarray:
+    """[S]: the fewest tokens from each state to an emitted EOS (large if none)."""
+    eos_states = self.transitions[:, EOS_CLASS] >= 0
+    big = np.iinfo(np.int32).max // 2
+    dist = np.where(eos_states, 1, big).astype(np.int64)
+    for _ in range(len(dist)):  # Bellman-Ford over at most S rounds
+      nxt = np.where(self.transitions >= 0, dist[np.maximum(self.transitions, 0)] + 1, big)
+      new = np.minimum(dist, nxt.min(axis=1))
+      if np.array_equal(new, dist):
+        break
+      dist = new
+    return dist.astype(np.int32)
+
+  def tables(self):
+    """(token_class, transitions, finish) as device arrays, for the decoding loops."""
+    return (jnp.asarray(self.token_class), jnp.asarray(self.transitions),
+            jnp.asarray(self.finish))
+
+
+def allowed(tables, states, steps_left):
+  """Bool `[N, V]`: the tokens each sequence in `states [N]` may emit with `steps_left`
+  tokens of room (this one included). EOS needs no room after it; any other token must leave
+  a way to EOS in what remains."""
+  token_class, transitions, finish = tables
+  nxt = transitions[states][:, token_class]                                   # [N, V]
+  is_eos = (token_class == EOS_CLASS)[None]
+  room = jnp.where(is_eos, 0, finish[jnp.maximum(nxt, 0)])
+  return (nxt >= 0) & (room <= steps_left - 1)
+
+
+def advance(tables, states, tokens):
+  """The states after emitting `tokens [N]` (a disallowed token gives -1)."""
+  token_class, transitions, _ = tables
+  return transitions[states, token_class[tokens]]
+
+
+class _Builder:
+  """States and class transitions, with one class per distinct name token."""
+
+  def __init__(self, vocab_size: int, loc_start: int, num_bins: int, eos: int,
+               sep: Optional[int]):
+    self.token_class = np.full((vocab_size,), OTHER, np.int32)
+    self.token_class[loc_start:loc_start + num_bins] = LOC
+    self.token_class[eos] = EOS_CLASS
+    if sep is not None:
+      self.token_class[sep] = SEP
+    self.num_classes = 4
+    self.edges = []  # (state, class, next)
+    self.num_states = 0
+
+  def state(self) -> int:
+    self.num_states += 1
+    return self.num_states - 1
+
+  def name_class(self, token: int) -> int:
+    if self.token_class[token] in (LOC, EOS_CLASS, SEP):
+      raise ValueError(f"class names may not hold location, EOS or separator tokens ({token})")
+    if self.token_class[token] == OTHER:
+      self.token_class[token] = self.num_classes
+      self.num_classes += 1
+    return int(self.token_class[token])
+
+  def build(self, start: int = 0) -> TokenAutomaton:
+    table = np.full((self.num_states, self.num_classes), -1, np.int32)
+    for s, c, n in self.edges:
+      table[s, c] = n
+    return TokenAutomaton(self.token_class, table, start)
+
+
+def _boxes(b: _Builder, first: int) -> int:
+  """Four location tokens from `first`; returns the state after the fourth."""
+  s = first
+  for _ in range(4):
+    n = b.state()
+    b.edges.append((s, LOC, n))
+    s = n
+  return s
+
+
+def grounding(vocab_size: int, loc_start: int, num_bins: int, eos: int) -> TokenAutomaton:
+  """Exactly one box: 4 location tokens, then EOS."""
+  b = _Builder(vocab_size, loc_start, num_bins, eos, None)
+  start = b.state()
+  box = _boxes(b, start)
+  b.edges.append((box, EOS_CLASS, b.state()))
+  return b.build(start)
+
+
+def detection(vocab_size: int, loc_start: int, num_bins: int, eos: int,
+              names: Sequence[Sequence[int]], sep: Optional[int] = None) -> TokenAutomaton:
+  """Any number of objects, each 4 location tokens then one of `names` (token ids; a trie,
+  so names may share a prefix), separated by `sep` if given, then EOS (at once: no object)."""
+  b = _Builder(vocab_size, loc_start, num_bins, eos, sep)
+  start = b.state()
+  done = b.state()
+  b.edges.append((start, EOS_CLASS, done))
+  after_box = _boxes(b, start)
+  trie = {}  # (state, class) -> next state
+  ends = set()
+  for name in names:
+    if not len(name):
+      raise ValueError("an empty class name")
+    s = after_box
+    for token in name:
+      key = (s, b.name_class(int(token)))
+      if key not in trie:
+        trie[key] = b.state()
+        b.edges.append((key[0], key[1], trie[key]))
+      s = trie[key]
+    ends.add(s)
+  for s in ends:  # a complete name: the next object, or the end
+    b.edges.append((s, EOS_CLASS, done))
+    if sep is None:
+      b.edges.append((s, LOC, _first_loc_next(b, start)))
+    else:
+      b.edges.append((s, SEP, start))
+  if sep is not None:  # after a separator another object must come, not EOS
+    again = b.state()
+    for s, c, n in list(b.edges):
+      if s == start and c == LOC:
+        b.edges.append((again, LOC, n))
+    b.edges = [(s, c, again if (c == SEP) else n) for s, c, n in b.edges]
+  return b.build(start)
+
+
+def _first_loc_next(b: _Builder, start: int) -> int:
+  return next(n for s, c, n in b.edges if s == start and c == LOC)
