@@ -49,6 +49,7 @@ COLUMNS = (("twins", "twins/accuracy"), ("twins, frames shuffled", "twins_shuffl
 QA_COLUMNS = (("video QA", "qa/open/accuracy"), ("QA temporal", "qa/open/temporal/accuracy"),
               ("QA temporal, frames shuffled", "qa_shuffled/open/temporal/accuracy"),
               ("grounding mIoU", "grounding/miou"))
+QA_PREFIXES = ("qa/", "qa_shuffled/", "grounding/")
 
 
 def rows_of(workdir: str):
@@ -66,8 +67,17 @@ def run(spec: str, workdir: str, flags) -> float:
   print("$", " ".join(cmd[1:]), flush=True)
   t = time.time()
   with open(os.path.join(workdir, "log.txt"), "a") as log:
+    log.write(f"\n$ {' '.join(cmd[1:])}\n")
+    log.flush()
     subprocess.run(cmd, check=True, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
   return time.time() - t
+
+
+def trained(workdir: str) -> bool:
+  """Whether the last run in `workdir` trained (a finished workdir is only reported again,
+  and its wall time then is not a training time: the row keeps the earlier one)."""
+  with open(os.path.join(workdir, "log.txt")) as f:
+    return "is complete (checkpoint" not in f.read().split("\n$ ")[-1]
 
 
 def final_eval(workdir: str, columns=COLUMNS) -> dict:
@@ -140,8 +150,6 @@ def main():
   image = os.path.abspath(args.image) if args.image else os.path.join(out, "image")
   if not args.image:
     print(f"image model: {run('image', image, data):.0f} s", flush=True)
-  # Rows of paradigms not run this time are kept from an earlier run from the same image model
-  # (one table for runs made in turns); a rerun paradigm replaces its row.
   # Rows of an earlier run from the same image model are kept (one table for runs made in
   # turns); a stage run now (retrieval unless --steps 0, QA unless --qa_steps 0) replaces its
   # part of the paradigm's row.
@@ -156,16 +164,19 @@ def main():
     row = rows.setdefault(paradigm, dict(paradigm=paradigm, image=image, metrics={}))
     if args.steps != 0:
       workdir = os.path.join(out, paradigm)
-      row["seconds"] = run(f"{paradigm},image={image}", workdir, data + steps_flags(args.steps))
-      row["metrics"] = {k: v for k, v in row["metrics"].items()
-                        if k in dict(QA_COLUMNS).values()}
+      seconds = run(f"{paradigm},image={image}", workdir, data + steps_flags(args.steps))
+      row["seconds"] = seconds if trained(workdir) else row.get("seconds", float("nan"))
+      row["metrics"] = {k: v for k, v in row["metrics"].items() if k.startswith(QA_PREFIXES)}
       row["metrics"].update(final_eval(workdir))
       row.update(clips=clips_per_s(workdir), params=trainable(paradigm))
     if args.qa_steps != 0:
       qa = os.path.join(out, f"{paradigm}_qa")
-      row["qa_seconds"] = run(f"{paradigm},qa,image={image}", qa,
-                              data + steps_flags(args.qa_steps))
-      row["metrics"].update(final_eval(qa, QA_COLUMNS))
+      seconds = run(f"{paradigm},qa,image={image}", qa, data + steps_flags(args.qa_steps))
+      row["qa_seconds"] = seconds if trained(qa) else row.get("qa_seconds", float("nan"))
+      row["metrics"] = {k: v for k, v in row["metrics"].items()
+                        if not k.startswith(QA_PREFIXES)}
+      row["metrics"].update({k: v for k, v in final_eval(qa, QA_COLUMNS).items()
+                             if k.startswith(QA_PREFIXES)})
   results = list(rows.values())
   results.sort(key=lambda r: PARADIGMS.index(r["paradigm"]))
   header = ["paradigm", "kind", "trainable params", "clips/s", "wall s"] + [

@@ -101,12 +101,12 @@ def test_constrained_decoding_always_parses_and_never_leaves_the_grammar(method)
   for name, (automaton, max_len, parses) in tasks.items():
     cfg = decode.DecodeConfig(method=method, max_len=max_len, beam_size=3)
     n = 64
-    if method == "beam":
-      out = decode.beam_search(_random_step(vocab, 0), lambda s, _: s, (), n, cfg, 1, eos,
-                               automaton)
+    if method == "beam":  # under jit, as vlx.predict and the evaluators run the loops
+      out = jax.jit(lambda: decode.beam_search(_random_step(vocab, 0), lambda s, _: s, (), n,
+                                               cfg, 1, eos, automaton))()
     else:
-      out = decode.greedy_or_sample(_random_step(vocab, 0), (), n, cfg, 1, eos,
-                                    jax.random.key(3), automaton)
+      out = jax.jit(lambda: decode.greedy_or_sample(_random_step(vocab, 0), (), n, cfg, 1, eos,
+                                                    jax.random.key(3), automaton))()
     out = np.asarray(out)
     assert all(parses(row) for row in out), (name, out[:3])
     tables = automaton.tables()

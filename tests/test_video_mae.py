@@ -307,5 +307,7 @@ def test_init_map_starts_a_video_text_tower_from_the_mae_encoder(tmp_path):
   np.testing.assert_array_equal(loaded["qa"]["head"]["w"], np.ones(2))
   with pytest.raises(ValueError, match=r"init_map names \['qa/video'\]"):
     checkpoint.load_params(str(tmp_path), shapes, nested, {"qa/video": "video"})
+  with pytest.raises(ValueError, match="init_map puts qa/tower inside qa"):
+    checkpoint.load_params(str(tmp_path), shapes, nested, {"qa": "txt", "qa/tower": "video"})
   with pytest.raises(config_checks.ConfigError, match="expected dst=src"):
     config_checks.parse_init_map("video_tower")

@@ -218,6 +218,49 @@ def test_image_model_starts_an_adapted_paradigm_through_main(video_data_dir, tmp
   assert not np.array_equal(tuned["txt/token_embedding"], before["txt/token_embedding"])
 
 
+def _qa_batch():
+  """Two 8-frame videos with 3 questions, 4 choices and a grounding query each."""
+  rng = np.random.default_rng(0)
+  text = lambda *shape: rng.integers(3, 64, shape).astype(np.int32)  # noqa: E731
+  return {"video": rng.uniform(-1, 1, (2, 8, 32, 32, 3)).astype(np.float32),
+          "question": text(2, 3, 8), "choices": text(2, 4, 8), "query": text(2, 8)}
+
+
+def test_frozen_paradigms_send_no_gradient_into_the_image_tower():
+  """Without the optimizer's lr-0 groups: the frozen paradigms' video embedding has exactly
+  zero gradient on every image weight (seqTransf reads the frame embeddings, EVL also the
+  patch tokens), while the adapted paradigm's does not."""
+  for paradigm, frozen in (("seq_transformer", True), ("evl", True), ("st_adapter", False)):
+    config, model, params = built(paradigm)
+    params = perturbed(params, 0.02)
+    video = batch_of(config, padded=False)["video"]
+    grads = _flat(jax.grad(lambda p: model.apply(  # noqa: B023
+        {"params": p}, video, method="encode_video").sum())(params))
+    image = {k: v for k, v in grads.items() if k.startswith(("img/", "img_proj/"))
+             and not ADAPTED.fullmatch(k)}
+    assert image and all(not np.any(v) for v in image.values()) == frozen, paradigm
+    assert any(np.any(v) for k, v in grads.items() if k.startswith("temporal/") or
+               ADAPTED.fullmatch(k)), paradigm
+
+
+@pytest.mark.parametrize("paradigm", ["evl", "aim", "xclip"])
+def test_every_paradigm_builds_as_a_qa_tower(paradigm):
+  """`qa` on the paradigms the order test does not build: the transfer tower takes each
+  one's adapters and temporal module (X-CLIP's without its text prompts)."""
+  config = small_config(f"{paradigm},qa", ("model.video.image.depth", "1"),
+                        ("model.video.image.width", "32"), ("model.video.image.num_heads", "2"),
+                        ("model.video.embed_dim", "16"), ("model.video.width", "32"),
+                        ("model.fusion_heads", "2"), ("model.fusion_depth", "1"), base=False)
+  model = build.build_model(config)
+  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), _qa_batch(),
+                                             train=False)["params"])
+  assert {"video_tower", "txt", "fusion", "answer_head", "span_head"} <= set(shapes)
+  tower = set(shapes["video_tower"])
+  assert tower >= {"img", "img_proj", "to_width"}, tower
+  assert ("temporal" in tower) == (paradigm != "aim"), tower
+  assert "prompts" not in str(jax.tree_util.tree_structure(shapes))
+
+
 @pytest.mark.parametrize("paradigm", ["mean_pool", "seq_transformer"])
 def test_qa_model_reads_frame_order_only_through_a_temporal_paradigm(paradigm):
   """`qa`: the paradigm's video side gives fusion one token per frame. With trained-looking
@@ -230,10 +273,7 @@ def test_qa_model_reads_frame_order_only_through_a_temporal_paradigm(paradigm):
                         ("model.fusion_heads", "2"), ("model.fusion_depth", "1"),
                         base=False)
   model = build.build_model(config)
-  rng = np.random.default_rng(0)
-  text = lambda *shape: rng.integers(3, 64, shape).astype(np.int32)  # noqa: E731
-  batch = {"video": rng.uniform(-1, 1, (2, 8, 32, 32, 3)).astype(np.float32),
-           "question": text(2, 3, 8), "choices": text(2, 4, 8), "query": text(2, 8)}
+  batch = _qa_batch()
   params = model.init(jax.random.key(0), batch, train=False)["params"]
   params = perturbed(nn.meta.unbox(params), 0.05)
   run = jax.jit(lambda b: model.apply({"params": params}, b, train=False))

@@ -11,6 +11,7 @@ MODULES = (
     # shared: losses, evaluators, datasets and preprocessing ops, curricula, the default task
     "vlx.objectives.contrastive",
     "vlx.objectives.captioning",
+    "vlx.objectives.prefix_lm",
     "vlx.evals.zeroshot",
     "vlx.evals.retrieval",
     "vlx.evals.linear_probe",

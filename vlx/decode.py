@@ -18,7 +18,6 @@ from typing import Any, Callable, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from vlx import decode_constraints
 from vlx.token_ids import PAD_ID
@@ -75,18 +74,20 @@ def _write(seq, tok, t):
                                              axis=seq.ndim - 1)
 
 
-def _constrained(logits, constraint, cstate, steps_left):
+def _constrained(logits, tables, cstate, steps_left):
   """Logits with every token the automaton refuses (grammar or room) at NEG_INF."""
-  if constraint is None:
+  if tables is None:
     return logits
-  ok = decode_constraints.allowed(constraint, cstate.reshape(-1), steps_left)
+  ok = decode_constraints.allowed(tables, cstate.reshape(-1), steps_left)
   return jnp.where(ok.reshape(logits.shape), logits, NEG_INF)
 
 
-def _check_room(constraint, start: int, max_len: int):
-  if constraint is not None and int(np.asarray(constraint[2])[start]) > max_len:
-    raise ValueError(f"decoding max_len {max_len} is too short for the constrained output "
-                     f"(it needs at least {int(np.asarray(constraint[2])[start])} tokens)")
+def _tables(constraint, max_len: int):
+  """(device tables or None, start state), after checking that an output fits."""
+  if constraint is None:
+    return None, 0
+  constraint.check_room(max_len)
+  return constraint.tables(), int(constraint.start)
 
 
 def greedy_or_sample(step: StepFn, state, n: int, cfg: DecodeConfig, bos: int, eos: int,
@@ -96,8 +97,7 @@ def greedy_or_sample(step: StepFn, state, n: int, cfg: DecodeConfig, bos: int, e
   if sample and rng is None:
     raise ValueError("sampling needs an rng")
   seq = jnp.full((n, cfg.max_len + 1), PAD_ID, jnp.int32).at[:, 0].set(bos)
-  tables, start = _tables(constraint)
-  _check_room(tables, start, cfg.max_len)
+  tables, start = _tables(constraint, cfg.max_len)
 
   def body(carry):
     t, seq, state, done, cstate = carry
@@ -123,13 +123,6 @@ def greedy_or_sample(step: StepFn, state, n: int, cfg: DecodeConfig, bos: int, e
   return seq[:, 1:]
 
 
-def _tables(constraint):
-  """(device tables or None, start state)."""
-  if constraint is None:
-    return None, 0
-  return constraint.tables(), int(constraint.start)
-
-
 def _penalty(length, alpha: float):
   return ((5.0 + length.astype(jnp.float32)) / 6.0) ** alpha
 
@@ -140,8 +133,7 @@ def beam_search(step: StepFn, reorder: Callable[[Any, jax.Array], Any], state, n
   normalized score; a beam of 1 is exactly greedy decoding. `constraint` as for
   greedy_or_sample (each hypothesis follows it; refused tokens renormalised away)."""
   k, max_len = cfg.beam_size, cfg.max_len
-  tables, start = _tables(constraint)
-  _check_room(tables, start, max_len)
+  tables, start = _tables(constraint, max_len)
   cstate = jnp.full((n, k), start, jnp.int32)
   seq = jnp.full((n, k, max_len + 1), PAD_ID, jnp.int32).at[..., 0].set(bos)
   logp = jnp.tile(jnp.array([0.0] + [NEG_INF] * (k - 1), jnp.float32), (n, 1))

@@ -15,16 +15,27 @@ vocabulary times every state); classes keep them `S x C` plus one `[V]` row.
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 OTHER, LOC, EOS_CLASS, SEP = 0, 1, 2, 3
 
 
-@dataclasses.dataclass(frozen=True)
+class Tables(NamedTuple):
+  """The automaton as device arrays, what the decoding loops index."""
+  token_class: jax.Array   # [V]
+  transitions: jax.Array   # [S, C]
+  finish: jax.Array        # [S]
+  sink: int                # the state a refused token leads to (no way out)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
 class TokenAutomaton:
+  """`transitions`' last row is the sink: no edges, where a refused token (a dead beam
+  hypothesis) leads instead of wrapping around to another state."""
   token_class: np.ndarray   # [V] int32
   transitions: np.ndarray   # [S, C] int32, -1 = not allowed
   start: int = 0
@@ -43,27 +54,35 @@ class TokenAutomaton:
       dist = new
     return dist.astype(np.int32)
 
-  def tables(self):
-    """(token_class, transitions, finish) as device arrays, for the decoding loops."""
-    return (jnp.asarray(self.token_class), jnp.asarray(self.transitions),
-            jnp.asarray(self.finish))
+  def tables(self) -> Tables:
+    """The device arrays the decoding loops index (staged as constants under jit)."""
+    return Tables(jnp.asarray(self.token_class), jnp.asarray(self.transitions),
+                  jnp.asarray(self.finish), len(self.transitions) - 1)
+
+  def check_room(self, max_len: int) -> None:
+    """One clear error when no output of this grammar fits in `max_len` tokens."""
+    need = int(self.finish[self.start])
+    if need > max_len:
+      raise ValueError(f"decoding max_len {max_len} is too short for the constrained output "
+                       f"(it needs at least {need} tokens)")
 
 
-def allowed(tables, states, steps_left):
+def allowed(tables: Tables, states, steps_left):
   """Bool `[N, V]`: the tokens each sequence in `states [N]` may emit with `steps_left`
   tokens of room (this one included). EOS needs no room after it; any other token must leave
-  a way to EOS in what remains."""
-  token_class, transitions, finish = tables
-  nxt = transitions[states][:, token_class]                                   # [N, V]
-  is_eos = (token_class == EOS_CLASS)[None]
-  room = jnp.where(is_eos, 0, finish[jnp.maximum(nxt, 0)])
-  return (nxt >= 0) & (room <= steps_left - 1)
+  a way to EOS in what remains. Decided per class (`[N, C]`), then spread over the vocabulary
+  by one gather."""
+  nxt = tables.transitions[states]                                             # [N, C]
+  classes = jnp.arange(nxt.shape[-1])
+  room = jnp.where(classes == EOS_CLASS, 0, tables.finish[jnp.maximum(nxt, 0)])
+  ok = (nxt >= 0) & (room <= steps_left - 1)
+  return ok[:, tables.token_class]
 
 
-def advance(tables, states, tokens):
-  """The states after emitting `tokens [N]` (a disallowed token gives -1)."""
-  token_class, transitions, _ = tables
-  return transitions[states, token_class[tokens]]
+def advance(tables: Tables, states, tokens):
+  """The states after emitting `tokens [N]` (a refused token leads to the sink)."""
+  nxt = tables.transitions[states, tables.token_class[tokens]]
+  return jnp.where(nxt < 0, tables.sink, nxt)
 
 
 class _Builder:
@@ -93,6 +112,7 @@ class _Builder:
     return int(self.token_class[token])
 
   def build(self, start: int = 0) -> TokenAutomaton:
+    self.state()  # the sink: the last row, no edges
     table = np.full((self.num_states, self.num_classes), -1, np.int32)
     for s, c, n in self.edges:
       table[s, c] = n

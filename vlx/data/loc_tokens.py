@@ -6,8 +6,8 @@ image's height and width. A coordinate v goes to bin `min(floor(v * num_bins), n
 and comes back as the bin's centre `(bin + 0.5) / num_bins`, so a round trip is within half a
 bin (1 / (2 * num_bins)). PaliGemma's tokenizer names them `<loc0000>` .. `<loc1023>`.
 
-The parsers take generated ids (EOS kept, padding after) and return None for malformed
-output: a location slot holding another token, a missing or extra coordinate, a class name
+The parsers take generated ids (EOS kept; whatever follows it, the decoder's padding, is
+ignored) and return None for malformed output: a location slot holding another token, a missing or extra coordinate, a class name
 the list does not know, no EOS. A box whose corners come in the other order is put in order
 (a constrained decoder guarantees the grammar, not the order of two coordinates).
 """
@@ -27,7 +27,10 @@ class LocTokens:
 
   def to_bins(self, box) -> np.ndarray:
     """`box [..., 4]` (y0, x0, y1, x1 in [0, 1]) -> bins `[..., 4]` int32."""
-    v = np.clip(np.asarray(box, np.float64), 0.0, 1.0)
+    v = np.asarray(box, np.float64)
+    if not np.isfinite(v).all():
+      raise ValueError(f"a box coordinate is not finite: {v.reshape(-1, 4)[:2].tolist()}")
+    v = np.clip(v, 0.0, 1.0)
     return np.minimum(np.floor(v * self.num_bins), self.num_bins - 1).astype(np.int32)
 
   def from_bins(self, bins) -> np.ndarray:

@@ -17,8 +17,9 @@ from vlx import registry
 
 def suffix_loss(logits, targets, loss_mask):
   """`logits [B, L, V]` (position i predicts `targets[:, i]`), `targets [B, L]`, `loss_mask
-  [B, L]` (1 on suffix tokens) -> (loss: per-example mean then batch mean, token accuracy
-  over scored tokens, number of examples with any scored token)."""
+  [B, L]` (1 on suffix tokens) -> (loss: each example's mean over its scored tokens, then
+  the mean over the examples that have any, token accuracy over scored tokens, number of
+  those examples)."""
   logits = logits.astype(jnp.float32)
   weights = jnp.asarray(loss_mask, jnp.float32)
   logp = jax.nn.log_softmax(logits, axis=-1)

@@ -168,6 +168,10 @@ def load_params(path: str, abstract_params, fresh=None, mapping: Optional[Dict[s
                                                       "initialisation (fresh=)"))
     mapping = {k: k for k in held}
   if mapping is not None:
+    nested = [(a, b) for a in mapping for b in mapping if b.startswith(a + "/")]
+    if nested:
+      raise ValueError(f"init_map puts {nested[0][1]} inside {nested[0][0]}, which it also "
+                       "maps: name one of them")
     unknown = sorted(d for d in mapping if _at(abstract_params, d) is None)
     if unknown or fresh is None:
       raise ValueError(f"init_map names {unknown}, which this model does not have; it has "
@@ -189,8 +193,8 @@ def load_params(path: str, abstract_params, fresh=None, mapping: Optional[Dict[s
           f"params meant to start fresh there are named by config.init_fresh "
           f"(now {fresh_regex!r})")
     loaded = _restore(path, wanted)
-    logging.info("init_from %s: %s loaded, %s freshly initialised%s", path, mapping,
-                 sorted(set(abstract_params) - {d.split("/")[0] for d in mapping}),
+    logging.info("init_from %s: %s loaded, the rest freshly initialised (%s at the top)%s",
+                 path, mapping, sorted(set(abstract_params) - set(mapping)),
                  f"; new leaves inside them, freshly initialised: {new_leaves}" if new_leaves
                  else "")
     params = dict(fresh)

@@ -113,7 +113,8 @@ def _masked_mean(x, mask):
 
 @registry.MODELS.register("video_qa")
 class VideoQA(nn.Module):
-  """`video`: the tower's `kind` (vivit | timesformer | frame_mean) and fields, `pool` any
+  """`video`: the tower's `kind` (vivit | timesformer | frame_mean, or one a family
+  registers: transfer, a transferred image model) and fields, `pool` any
   (its tokens are what fusion reads); `text`: the TextTransformer's fields, the same width
   as the video tower; `fusion_depth` self-attention layers over text + video tokens."""
   video: Any

@@ -20,7 +20,6 @@ from typing import Any, Optional
 
 import flax.linen as nn
 import jax.numpy as jnp
-import numpy as np
 
 from vlx.models import layers
 from vlx.models.video import interpolate_time, sincos_1d
@@ -108,7 +107,9 @@ class EvlDecoder(nn.Module):
     b, t, n, w = tokens.shape
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     side = int(round(n ** 0.5))
-    space = sincos_2d(side, side, w)[0] if side * side == n else np.zeros((n, w), np.float32)
+    if side * side != n:
+      raise ValueError(f"the EVL decoder takes a square patch grid; got {n} tokens per frame")
+    space = sincos_2d(side, side, w)[0]
     time = time_table(self, tokens[:, :, 0], self.max_frames, self.time_init)      # [1, T, w]
     memory = (tokens + time[:, :, None].astype(tokens.dtype)
               + jnp.asarray(space, tokens.dtype)).reshape(b, t * n, w)
