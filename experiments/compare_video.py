@@ -183,9 +183,9 @@ def main():
       n for n, _ in COLUMNS + QA_COLUMNS] + ["QA wall s"]
   print("\n| " + " | ".join(header) + " |\n|" + "---|" * len(header))
   for r in results:
-    trained = r.get("params", (float("nan"),) * 2)
+    counts = r.get("params", (float("nan"),) * 2)
     cells = [r["paradigm"], KIND[r["paradigm"]],
-             f"{trained[0] / 1e3:.0f}k of {trained[1] / 1e3:.0f}k",
+             f"{counts[0] / 1e3:.0f}k of {counts[1] / 1e3:.0f}k",
              f"{r.get('clips', float('nan')):.0f}", f"{r.get('seconds', float('nan')):.0f}"] + [
                  f"{r['metrics'][k]:.3f}" if k in r["metrics"] else "-"
                  for _, k in COLUMNS + QA_COLUMNS] + [
