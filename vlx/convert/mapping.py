@@ -55,26 +55,30 @@ def layer_norm(src: str, dst: str) -> List[Rule]:
   return [copy(f"{src}.weight", f"{dst}/scale"), copy(f"{src}.bias", f"{dst}/bias")]
 
 
-def heads_in(src: str, dst: str, num_heads: int) -> List[Rule]:
-  """torch Linear into heads ([H*hd, D]) <-> vlx kernel [D, H, hd] and bias [H, hd]."""
+def heads_in(src: str, dst: str, num_heads: int, bias: bool = True) -> List[Rule]:
+  """torch Linear into heads ([H*hd, D]) <-> vlx kernel [D, H, hd] (and bias [H, hd])."""
   def fwd_w(a):
     w = a[0]
     return [w.T.reshape(w.shape[1], num_heads, -1)]
   def fwd_b(a):
     return [a[0].reshape(num_heads, -1)]
-  return [Rule([f"{src}.weight"], [f"{dst}/kernel"], fwd_w,
-               lambda a: [a[0].reshape(a[0].shape[0], -1).T]),
-          Rule([f"{src}.bias"], [f"{dst}/bias"], fwd_b, lambda a: [a[0].reshape(-1)])]
+  rules = [Rule([f"{src}.weight"], [f"{dst}/kernel"], fwd_w,
+                lambda a: [a[0].reshape(a[0].shape[0], -1).T])]
+  if bias:
+    rules.append(Rule([f"{src}.bias"], [f"{dst}/bias"], fwd_b, lambda a: [a[0].reshape(-1)]))
+  return rules
 
 
-def heads_out(src: str, dst: str, num_heads: int) -> List[Rule]:
-  """torch Linear out of heads ([D, H*hd]) <-> vlx kernel [H, hd, D] and bias [D]."""
+def heads_out(src: str, dst: str, num_heads: int, bias: bool = True) -> List[Rule]:
+  """torch Linear out of heads ([D, H*hd]) <-> vlx kernel [H, hd, D] (and bias [D])."""
   def fwd_w(a):
     w = a[0]
     return [w.T.reshape(num_heads, -1, w.shape[0])]
-  return [Rule([f"{src}.weight"], [f"{dst}/kernel"], fwd_w,
-               lambda a: [a[0].reshape(-1, a[0].shape[-1]).T]),
-          copy(f"{src}.bias", f"{dst}/bias")]
+  rules = [Rule([f"{src}.weight"], [f"{dst}/kernel"], fwd_w,
+                lambda a: [a[0].reshape(-1, a[0].shape[-1]).T])]
+  if bias:
+    rules.append(copy(f"{src}.bias", f"{dst}/bias"))
+  return rules
 
 
 def heads_in_no_bias(src: str, dst: str, num_heads: int) -> Rule:
