@@ -119,10 +119,10 @@ class _Builder:
     return TokenAutomaton(self.token_class, table, start)
 
 
-def _boxes(b: _Builder, first: int) -> int:
-  """Four location tokens from `first`; returns the state after the fourth."""
+def _boxes(b: _Builder, first: int, count: int = 4) -> int:
+  """`count` location tokens from `first`; returns the state after the last."""
   s = first
-  for _ in range(4):
+  for _ in range(count):
     n = b.state()
     b.edges.append((s, LOC, n))
     s = n
@@ -143,10 +143,9 @@ def detection(vocab_size: int, loc_start: int, num_bins: int, eos: int,
   """Any number of objects, each 4 location tokens then one of `names` (token ids; a trie,
   so names may share a prefix), separated by `sep` if given, then EOS (at once: no object)."""
   b = _Builder(vocab_size, loc_start, num_bins, eos, sep)
-  start = b.state()
-  done = b.state()
-  b.edges.append((start, EOS_CLASS, done))
-  after_box = _boxes(b, start)
+  start, done, first = b.state(), b.state(), b.state()  # first: one coordinate in
+  b.edges += [(start, EOS_CLASS, done), (start, LOC, first)]
+  after_box = _boxes(b, first, 3)
   trie = {}  # (state, class) -> next state
   ends = set()
   for name in names:
@@ -160,20 +159,11 @@ def detection(vocab_size: int, loc_start: int, num_bins: int, eos: int,
         b.edges.append((key[0], key[1], trie[key]))
       s = trie[key]
     ends.add(s)
-  for s in ends:  # a complete name: the next object, or the end
+  # A complete name: EOS, or the next object (after a separator, which promises one: no EOS).
+  again = None if sep is None else b.state()
+  if again is not None:
+    b.edges.append((again, LOC, first))
+  for s in ends:
     b.edges.append((s, EOS_CLASS, done))
-    if sep is None:
-      b.edges.append((s, LOC, _first_loc_next(b, start)))
-    else:
-      b.edges.append((s, SEP, start))
-  if sep is not None:  # after a separator another object must come, not EOS
-    again = b.state()
-    for s, c, n in list(b.edges):
-      if s == start and c == LOC:
-        b.edges.append((again, LOC, n))
-    b.edges = [(s, c, again if (c == SEP) else n) for s, c, n in b.edges]
+    b.edges.append((s, LOC, first) if again is None else (s, SEP, again))
   return b.build(start)
-
-
-def _first_loc_next(b: _Builder, start: int) -> int:
-  return next(n for s, c, n in b.edges if s == start and c == LOC)
