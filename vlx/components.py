@@ -32,6 +32,7 @@ MODULES = (
     "vlx.families.fusion.evals",
     "vlx.families.fusion.task",
     "vlx.families.video.model", "vlx.families.video.evals",
+    "vlx.families.unified.model", "vlx.families.unified.tasks", "vlx.families.unified.evals",
     "vlx.families.video.mae", "vlx.families.video.qa", "vlx.families.video.qa_evals",
     "vlx.data.video_files", "vlx.families.video.classify",
     "vlx.families.video_transfer.model",

@@ -210,8 +210,8 @@ def task_text_fields(data_config) -> Tuple[str, ...]:
     for op in re.findall(r"(?:^|\|)\s*([A-Za-z_]\w*)", data_config.get(key) or ""):
       if op in registry.PP_OPS:
         field = getattr(registry.PP_OPS.get(op), "text_field", None)
-        if field:
-          fields.add(field)
+        if field:  # one field name, or a tuple of them
+          fields.update((field,) if isinstance(field, str) else field)
   return tuple(sorted(fields))
 
 

@@ -1,0 +1,161 @@
+"""Every task as a prompt and a target sequence (PaliGemma / Pix2Seq), on the synthetic scenes.
+
+The vocabulary is the dataset's sentencepiece ids, then `num_bins` location tokens
+(vlx/data/loc_tokens.py: y0, x0, y1, x1), then `sep` (the first token of every answer), then
+one prompt token per task. A task is this module's prompt and target, nothing else:
+
+  caption    [caption]                 -> a caption
+  vqa        [vqa] question words      -> the answer word
+  grounding  [grounding] expression    -> 4 location tokens of the referred object
+  detection  [detection]               -> every object, in random order (training), as
+                                          4 location tokens + its class name ("red circle")
+
+Text block (one fixed length per batch): the prompt left-padded to `prompt_len`, then the
+suffix `sep, target..., EOS` right-padded to `target_len + 1`. `mask_ar` is 0 on the prompt
+and 1 on the suffix (vlx/models/masks.py), `targets[i]` is the token after position i, and
+`loss_mask` is 1 exactly where a suffix position predicts a target token or the EOS.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from vlx import registry
+from vlx.data import scene_qa
+from vlx.data import shapes_render as R
+from vlx.data.loc_tokens import LocTokens
+from vlx.token_ids import EOS_ID, PAD_ID
+
+TASKS = ("caption", "vqa", "grounding", "detection")
+
+
+@dataclasses.dataclass(frozen=True)
+class Vocab:
+  """Where the location, separator and task-prompt ids sit after the text vocabulary."""
+  text_size: int           # the sentencepiece vocabulary (config data.source.vocab_size)
+  num_bins: int = 32
+
+  @property
+  def loc(self) -> LocTokens:
+    return LocTokens(self.text_size, self.num_bins)
+
+  @property
+  def sep(self) -> int:
+    return self.text_size + self.num_bins
+
+  def task_token(self, task: str) -> int:
+    return self.sep + 1 + TASKS.index(task)
+
+  @property
+  def size(self) -> int:
+    return self.sep + 1 + len(TASKS)
+
+
+def pieces(tokenizer, text: str) -> List[int]:
+  """The text's ids without EOS or padding."""
+  ids = [int(t) for t in tokenizer.encode([text], 256)[0]]
+  return ids[:ids.index(EOS_ID)] if EOS_ID in ids else ids
+
+
+def class_ids(tokenizer) -> List[List[int]]:
+  """Each detection class's name ('colour shape', class = colour * 4 + shape) as ids."""
+  return [pieces(tokenizer, name) for name in R.class_names()]
+
+
+def text_block(prompt: Sequence[int], target: Sequence[int], vocab: Vocab, prompt_len: int,
+               target_len: int) -> Dict[str, np.ndarray]:
+  """The fields the model and the `prefix_lm` objective read (module docstring). `target`
+  excludes EOS; both sides are cut to fit (the configs' lengths cover the synthetic text)."""
+  prompt = list(prompt)[-prompt_len:] if len(prompt) > prompt_len else list(prompt)
+  suffix = [vocab.sep] + list(target)[:target_len - 1] + [EOS_ID]
+  p, s = prompt_len, target_len + 1
+  text = np.full((p + s,), PAD_ID, np.int32)
+  text[p - len(prompt):p] = prompt
+  text[p:p + len(suffix)] = suffix
+  real = np.zeros((p + s,), bool)
+  real[p - len(prompt):p + len(suffix)] = True
+  targets = np.zeros((p + s,), np.int32)
+  targets[:-1] = text[1:]
+  loss_mask = np.zeros((p + s,), np.float32)
+  loss_mask[p:p + len(suffix) - 1] = 1.0
+  return dict(text_in=text, mask_ar=(np.arange(p + s) >= p).astype(np.int32),
+              input_mask=real, targets=targets, loss_mask=loss_mask)
+
+
+def prompt_fields(block: Dict[str, np.ndarray], prompt_len: int) -> Dict[str, np.ndarray]:
+  """What generation starts from: the prompt block and `sep` (the answer's first token)."""
+  n = prompt_len + 1
+  return dict(prompt=block["text_in"][:n], prompt_mask=block["input_mask"][:n],
+              prompt_ar=block["mask_ar"][:n])
+
+
+def prompt_and_target(task: str, record, tokenizer, vocab: Vocab, rng: np.random.Generator,
+                      caption: Optional[str] = None):
+  """(prompt ids, target ids, ground truth for the evaluators) of one task on one scene."""
+  objects = scene_qa.scene_objects(record)
+  head = [vocab.task_token(task)]
+  if task == "caption":
+    caps = record["captions"]
+    text = caption if caption is not None else caps[int(rng.integers(len(caps)))]
+    text = text.decode() if isinstance(text, bytes) else str(text)
+    return head, pieces(tokenizer, text), {}
+  if task == "vqa":
+    question, answer = scene_qa.ask(objects, scene_qa.question_type(rng), rng)
+    question = question.rstrip("?")
+    return (head + pieces(tokenizer, question), pieces(tokenizer, answer),
+            dict(question_string=question, answer_scores=scene_qa.answer_scores(answer)))
+  if task == "grounding":
+    expression, i = scene_qa.refer(objects, rng)
+    box = np.asarray(objects[i]["box"], np.float32)
+    return (head + pieces(tokenizer, expression), [int(t) for t in vocab.loc.encode(box)],
+            dict(expression_string=expression, target_box=box))
+  if task == "detection":
+    names = class_ids(tokenizer)
+    labels = [R.COLOUR_NAMES.index(o["colour"]) * len(R.SHAPES) + R.SHAPES.index(o["shape"])
+              for o in objects]
+    target = []
+    for j in rng.permutation(len(objects)):  # Pix2Seq: a random order every time
+      target += [int(t) for t in vocab.loc.encode(objects[j]["box"])] + names[labels[j]]
+    boxes = np.zeros((R.MAX_OBJECTS, 4), np.float32)
+    classes = np.full((R.MAX_OBJECTS,), -1, np.int32)
+    boxes[:len(objects)] = [o["box"] for o in objects]
+    classes[:len(objects)] = labels
+    return head, target, dict(gt_boxes=boxes, gt_classes=classes)
+  raise ValueError(f"unknown unified task {task!r}; known: {', '.join(TASKS)}")
+
+
+@registry.PP_OPS.register("unified_task")
+def unified_task_op(handle, prompt_len: int, target_len: int, num_bins: int = 32,
+                    text_size: int = 256, weights=(1.0, 1.0, 1.0, 1.0),
+                    task: Optional[str] = None):
+  """One task per example: drawn by `weights` (over TASKS) with the pipeline's rng, or always
+  `task` (evaluation). Writes the text block (`text_block`), `task_id`, the generation prompt
+  (`prompt_fields`) and the task's ground truth."""
+  vocab = Vocab(int(text_size), int(num_bins))
+  if task is not None and task not in TASKS:
+    raise ValueError(f"unified_task: unknown task {task!r}; known: {', '.join(TASKS)}")
+  weights = (1.0,) * len(TASKS) if weights is None else tuple(weights)
+  w = np.asarray(weights, np.float64)
+  if w.shape != (len(TASKS),) or (w < 0).any() or w.sum() <= 0:
+    raise ValueError(f"unified_task: weights must be {len(TASKS)} non-negative numbers (one per "
+                     f"task: {', '.join(TASKS)}), not all zero; got {weights}")
+  w = w / w.sum()
+  if handle.tokenizer.vocab_size > vocab.text_size:
+    raise ValueError(f"unified_task: the tokenizer has {handle.tokenizer.vocab_size} ids but "
+                     f"text_size is {vocab.text_size}: location tokens would overlap text")
+
+  def fn(ex, rng):
+    name = task or TASKS[int(rng.choice(len(TASKS), p=w))]
+    caption = ex["captions"][0] if task == "caption" else None
+    prompt, target, truth = prompt_and_target(name, ex, handle.tokenizer, vocab, rng, caption)
+    block = text_block(prompt, target, vocab, int(prompt_len), int(target_len))
+    ex.update(block, **prompt_fields(block, int(prompt_len)), **truth,
+              task_id=np.int32(TASKS.index(name)))
+    return ex
+  return fn
+
+
+unified_task_op.text_field = ("questions", "expressions")
