@@ -100,3 +100,17 @@ def test_every_parameter_has_logical_axis_names():
   for leaf in leaves:
     assert isinstance(leaf, nn.LogicallyPartitioned), leaf
     assert len(leaf.names) == leaf.value.ndim and any(n is not None for n in leaf.names)
+
+
+def test_decoder_fields_read_transformers_5_config_names():
+  """transformers 5 writes `hidden_act` and `rope_parameters`; an activation the decoder does
+  not have is refused, not replaced by the default."""
+  from vlx.convert import hf_gemma  # pylint: disable=g-import-not-at-top
+  from vlx.convert.mapping import ConversionError  # pylint: disable=g-import-not-at-top
+  base = dict(vocab_size=10, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+              intermediate_size=16)
+  assert hf_gemma.decoder_fields(dict(base, rope_parameters={"rope_theta": 5e3}))[
+      "rope_theta"] == 5e3
+  assert hf_gemma.decoder_fields(dict(base, hidden_act="gelu"))["depth"] == 1
+  with pytest.raises(ConversionError, match="relu"):
+    hf_gemma.decoder_fields(dict(base, hidden_act="relu"))

@@ -27,10 +27,14 @@ VOCAB = T.Vocab(text_size=40, num_bins=16)
 P, S = 6, 8
 
 
-def _model(depth=2):
+LAYOUTS = ["decoder_only", "encoder_decoder"]
+
+
+def _model(layout="decoder_only", depth=2):
   return PrefixLM(image=dict(patch_size=8, width=32, depth=1, num_heads=2, stem="patch"),
                   decoder=dict(vocab_size=VOCAB.size, width=32, depth=depth, num_heads=4,
-                               num_kv_heads=2, head_dim=8, mlp_dim=64))
+                               num_kv_heads=2, head_dim=8, mlp_dim=64),
+                  layout=layout, encoder_depth=1 if layout == "encoder_decoder" else 0)
 
 
 def _batch(n=4, seed=0):
@@ -62,14 +66,16 @@ def test_text_block_layout():
   np.testing.assert_array_equal(b["targets"][4:8], [7, 8, 9, EOS_ID])
 
 
-def test_prompt_padding_and_suffix_padding_change_nothing():
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_prompt_padding_and_suffix_padding_change_nothing(layout):
   """The same example with its prompt padded to another block length, and its suffix to
   another, gives the same loss: padding is neither attended to nor scored, and positions
   skip it."""
-  model = _model()
+  model = _model(layout)
   base = _batch(4)
   params = _params(model, base)
-  loss = lambda b: float(suffix_loss(model.apply({"params": params}, b)["logits"],  # noqa: E731
+  apply = jax.jit(model.apply)  # compiled per shape: faster than eager on the CPU
+  loss = lambda b: float(suffix_loss(apply({"params": params}, b)["logits"],  # noqa: E731
                                      b["targets"], b["loss_mask"])[0])
   rng = np.random.default_rng(3)
   prompts = [[VOCAB.task_token("vqa")] + list(rng.integers(3, 40, 3)) for _ in range(4)]
@@ -83,9 +89,10 @@ def test_prompt_padding_and_suffix_padding_change_nothing():
   np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
 
 
-@pytest.mark.parametrize("method", ["greedy", "beam"])
-def test_cached_generation_equals_uncached(method):
-  model = _model()
+@pytest.mark.parametrize("layout,method", [("decoder_only", "greedy"), ("decoder_only", "beam"),
+                                           ("encoder_decoder", "greedy")])
+def test_cached_generation_equals_uncached(layout, method):
+  model = _model(layout)
   batch = _batch(4)
   params = _params(model, batch)
   ids = {}
@@ -100,10 +107,11 @@ def test_cached_generation_equals_uncached(method):
   assert len({tuple(r) for r in ids[True]}) > 1  # not one constant output
 
 
-def test_answer_logp_equals_training_forward():
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_answer_logp_equals_training_forward(layout):
   """The evaluators' teacher-forced answer log-probs are the training forward's: the
   log-softmax of `logits` at each suffix position, at the target token."""
-  model = _model()
+  model = _model(layout)
   batch = _batch(4, seed=1)
   params = _params(model, batch)
   logits = model.apply({"params": params}, batch)["logits"]
@@ -132,18 +140,20 @@ def test_constrained_outputs_of_a_random_model_always_parse():
            "detection": lambda r: parse_detections(r, VOCAB.loc, EOS_ID, names)}
   prompt = (batch["text_in"][:, :P + 1], batch["input_mask"][:, :P + 1], batch["mask_ar"][:, :P + 1])
   for name, grammar in grammars.items():
+    cfg = decode_lib.DecodeConfig(method="greedy", max_len=11)
+    free = np.asarray(jax.jit(gen.make_generate_fn(model, cfg, EOS_ID))(
+        params, batch["image"], *prompt))
+    assert not all(parse[name](r) is not None for r in free), name
     for method in ("greedy", "sample"):
       cfg = decode_lib.DecodeConfig(method=method, max_len=11)
-      free = np.asarray(gen.make_generate_fn(model, cfg, EOS_ID)(
-          params, batch["image"], *prompt, jax.random.key(0)))
-      ids = np.asarray(gen.make_generate_fn(model, cfg, EOS_ID, grammar)(
+      ids = np.asarray(jax.jit(gen.make_generate_fn(model, cfg, EOS_ID, grammar))(
           params, batch["image"], *prompt, jax.random.key(0)))
       assert all(parse[name](r) is not None for r in ids), (name, method, ids)
-      assert not all(parse[name](r) is not None for r in free), (name, method)
 
 
 def test_box_ap_matches_pycocotools():
-  cocoeval = pytest.importorskip("pycocotools.cocoeval")
+  # pycocotools comes with pycocoevalcap (a dependency of vlx).
+  from pycocotools import cocoeval  # pylint: disable=g-import-not-at-top
   from pycocotools.coco import COCO  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(0)
   dets, gts, images, anns, results = [], [], [], [], []
@@ -181,16 +191,21 @@ def test_box_ap_matches_pycocotools():
 
 def test_unified_step_on_2x2x2_mesh_equals_one_device():
   config = config_lib.load_config_file(f"{REPO}/configs/unified.py:tiny,smoke")
-  config_lib.apply_overrides(config, [("model.image.depth", "1"), ("model.decoder.depth", "2"),
-                                      ("batch_size", "16")])
+  # Small: compile time, not arithmetic, is the cost on the CPU.
+  config_lib.apply_overrides(config, [
+      ("model.image.depth", "1"), ("model.image.width", "32"), ("model.image.num_heads", "2"),
+      ("model.decoder.depth", "2"), ("model.decoder.width", "32"),
+      ("model.decoder.head_dim", "8"), ("model.decoder.mlp_dim", "64"), ("batch_size", "16")])
   rng = np.random.default_rng(0)
   vocab = T.Vocab(256, 32)
   assert config.model.decoder.vocab_size == vocab.size
-  rows = [T.text_block([vocab.task_token(T.TASKS[i % 4])] + list(rng.integers(3, 256, i % 5)),
-                       list(rng.integers(3, vocab.size, 1 + i % 7)), vocab, 18, 28)
-          for i in range(16)]
+  # The config's training layout: every example packs one block of each task.
+  rows = [T.pack_blocks([T.text_block([vocab.task_token(t)] + list(rng.integers(3, 256, i % 5)),
+                                      list(rng.integers(3, vocab.size, 1 + (i + j) % 7)),
+                                      vocab, 6, 8, isolate=True)
+                         for j, t in enumerate(T.TASKS)]) for i in range(16)]
   batch = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
-  batch["image"] = rng.uniform(-1, 1, (16, 64, 64, 3)).astype(np.float32)
+  batch["image"] = rng.uniform(-1, 1, (16, 32, 32, 3)).astype(np.float32)
   tx = optax.sgd(1.0)
   model = build.build_model(config)
   rules = mesh_lib.rules_from_config(config.sharding)
@@ -203,3 +218,58 @@ def test_unified_step_on_2x2x2_mesh_equals_one_device():
   moved = max(float(jnp.abs(a - b).max()) for a, b in zip(jax.tree.leaves(state.params),
                                                           jax.tree.leaves(p1)))
   assert moved > 1e-3
+
+
+def test_soft_location_targets():
+  """Location targets spread over neighbouring bins, others stay one-hot; a vanishing sigma
+  is the hard loss, and a prediction one bin off costs less than one far off."""
+  from vlx.objectives.prefix_lm import soft_location_targets  # pylint: disable=g-import-not-at-top
+  v = VOCAB
+  targets = np.array([[5, v.loc.start + 3, v.loc.start, v.loc.start + v.num_bins - 1]])
+  soft = np.asarray(soft_location_targets(targets, v.size, v.loc.start, v.num_bins, 1.0))
+  np.testing.assert_allclose(soft.sum(-1), 1.0, rtol=1e-6)
+  assert soft[0, 0, 5] == 1.0
+  loc = soft[0, 1, v.loc.start:v.loc.start + v.num_bins]
+  assert loc.argmax() == 3 and loc[2] == loc[4] and 0 < loc[4] < loc[3]
+  assert soft[0, 1, :v.loc.start].sum() == 0 and soft[0, 1, v.loc.start + v.num_bins:].sum() == 0
+  rng = np.random.default_rng(0)
+  logits = rng.normal(size=(1, 4, v.size)).astype(np.float32)
+  mask = np.ones((1, 4), np.float32)
+  hard = suffix_loss(logits, targets, mask)[0]
+  sharp = suffix_loss(logits, targets, mask, soft_location_targets(
+      targets, v.size, v.loc.start, v.num_bins, 1e-3))[0]
+  np.testing.assert_allclose(float(sharp), float(hard), rtol=1e-5)
+  near, far = (np.full((1, 1, v.size), -10.0, np.float32) for _ in range(2))
+  near[0, 0, v.loc.start + 4] = far[0, 0, v.loc.start + 12] = 10.0
+  t, m = targets[:, 1:2], mask[:, :1]
+  s1 = soft_location_targets(t, v.size, v.loc.start, v.num_bins, 1.0)
+  assert float(suffix_loss(near, t, m, s1)[0]) < float(suffix_loss(far, t, m, s1)[0])
+
+
+def test_packed_blocks_equal_each_block_alone():
+  """Tasks packed onto one image (unified_pack's layout) are computed exactly as each isolated
+  block alone with the image: same logits where scored, and the per-segment loss is the mean
+  of the blocks' own losses."""
+  model = _model()
+  rng = np.random.default_rng(5)
+  image = rng.uniform(-1, 1, (1, 16, 16, 3)).astype(np.float32)
+  blocks = [T.text_block([VOCAB.task_token(t)] + list(rng.integers(3, 40, k)),
+                         list(rng.integers(3, 40, m)), VOCAB, p, s, isolate=True)
+            for t, k, m, p, s in (("vqa", 3, 2, 5, 3), ("grounding", 2, 4, 4, 6),
+                                  ("caption", 0, 6, 2, 8))]
+  packed = {k: v[None] for k, v in T.pack_blocks(blocks).items()}
+  params = _params(model, {"image": image, **{k: v[None] for k, v in blocks[0].items()}})
+  apply = jax.jit(model.apply)
+  logits = np.asarray(apply({"params": params}, {"image": image, **packed})["logits"])
+  start, losses = 0, []
+  for blk in blocks:
+    one = {"image": image, **{k: v[None] for k, v in blk.items()}}
+    alone = np.asarray(apply({"params": params}, one)["logits"])
+    n = len(blk["text_in"])
+    scored = blk["loss_mask"] > 0
+    np.testing.assert_allclose(logits[0, start:start + n][scored], alone[0][scored], atol=1e-4)
+    losses.append(float(suffix_loss(alone, one["targets"], one["loss_mask"])[0]))
+    start += n
+  packed_loss = suffix_loss(logits, packed["targets"], packed["loss_mask"],
+                            segment=packed["segment"])[0]
+  np.testing.assert_allclose(float(packed_loss), np.mean(losses), rtol=1e-4)

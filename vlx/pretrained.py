@@ -7,7 +7,8 @@
 `load` converts PyTorch-ecosystem checkpoints on the fly (`vlx.convert`), reads converted
 directories (`python -m vlx.convert`) and trained vlx workdirs alike. A Hugging Face ViViT or
 VideoMAE directory loads as a `PretrainedVideo` (`encode_video`, `classify`), an X-CLIP one
-as a `PretrainedXClip` (`encode_video`, `encode_text`, `tokenize`, `video_text_logits`).
+as a `PretrainedXClip` (`encode_video`, `encode_text`, `tokenize`, `video_text_logits`), a
+PaliGemma one as a `PretrainedPaliGemma` (`generate(images, prompts)`, `generate_ids`).
 """
 
 from __future__ import annotations
@@ -216,6 +217,78 @@ class PretrainedXClip:
                                                           texts))
 
 
+class PretrainedPaliGemma:
+  """An imported PaliGemma (HF `PaliGemmaForConditionalGeneration`;
+  vlx/convert/hf_paligemma.py): greedy answers to a text prompt about an image ("caption en",
+  "detect cat", ...), from vlx's prefix-LM generator (vlx/families/unified/generate.py).
+  `generate` builds the prompt as PaliGemma's processor does (the image tokens, then
+  `<bos> + prompt + "\\n"`, all of it the bidirectional prefix) with the directory's
+  `tokenizer.model`; `generate_ids` takes pixels and prompt ids already prepared."""
+
+  preprocess = Pretrained.preprocess   # the same image handling as the dual encoders'
+  _pixels = Pretrained._pixels
+
+  def __init__(self, imported):
+    import jax  # pylint: disable=g-import-not-at-top
+    import ml_collections  # pylint: disable=g-import-not-at-top
+    from vlx import build  # pylint: disable=g-import-not-at-top
+    from vlx.convert import hf_paligemma  # pylint: disable=g-import-not-at-top
+    self.imported, self.family = imported, "paligemma"
+    facts = imported.facts
+    self.params = jax.tree.map(np.asarray, imported.params)
+    self.model = build.build_model(ml_collections.ConfigDict({"model": imported.model}))
+    self.image_size, self.eos_id = facts["image_size"], facts["eos_id"]
+    self.preprocess_cfg = dict(imported.preprocess)
+    self.tokenizer = (
+        hf_paligemma.PromptTokenizer(imported.tokenizer["path"], facts["bos_id"],
+                                     facts["eos_id"], facts["loc_start"])
+        if imported.tokenizer else hf_paligemma.MissingPromptTokenizer("this PaliGemma directory"))
+    self._fns = {}
+
+  def _generator(self, max_len: int, use_cache: bool):
+    key = (int(max_len), bool(use_cache))
+    if key not in self._fns:
+      import jax  # pylint: disable=g-import-not-at-top
+      from vlx import decode  # pylint: disable=g-import-not-at-top
+      from vlx.families.unified import generate  # pylint: disable=g-import-not-at-top
+      cfg = decode.DecodeConfig(method="greedy", max_len=key[0], use_cache=key[1])
+      self._fns[key] = jax.jit(generate.make_generate_fn(self.model, cfg, self.eos_id))
+    return self._fns[key]
+
+  def generate_ids(self, pixels, prompt_ids, max_len: int = 32,
+                   use_cache: bool = True) -> np.ndarray:
+    """Pixels `[B, S, S, 3]` (float, preprocessed: HF's `pixel_values` channels-last; uint8
+    or PIL images are preprocessed here) and prompt ids (`<bos>`, the prompt, the newline; no
+    image tokens): an int array `[B, P]`, lists of any lengths (left-padded here), or one
+    prompt -> greedy ids `[B, max_len]`, EOS kept, 0 after it."""
+    x = self._pixels(pixels)
+    if isinstance(prompt_ids, np.ndarray):
+      rows = np.atleast_2d(prompt_ids).astype(np.int32).tolist()
+    elif len(prompt_ids) and isinstance(prompt_ids[0], (int, np.integer)):
+      rows = [list(prompt_ids)]   # one prompt
+    else:
+      rows = [list(r) for r in prompt_ids]
+    if len(rows) != len(x) or not all(rows):
+      raise ValueError(f"{len(x)} images need as many non-empty prompts, got {len(rows)}")
+    width = max(len(r) for r in rows)
+    prompt = np.zeros((len(rows), width), np.int32)
+    mask = np.zeros((len(rows), width), bool)
+    for i, r in enumerate(rows):
+      prompt[i, width - len(r):], mask[i, width - len(r):] = r, True
+    fn = self._generator(max_len, use_cache)
+    return np.asarray(fn(self.params, x, prompt, mask, np.zeros_like(prompt)))
+
+  def generate(self, images, prompts, max_len: int = 32) -> List[str]:
+    """Images (as `preprocess` takes them, or its float output) and one prompt, or one per
+    image -> the decoded answers (`<locNNNN>` tokens spelled out)."""
+    x = self._pixels(images)
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    if len(prompts) == 1:
+      prompts = prompts * len(x)
+    ids = [self.tokenizer.encode_prompt(p) for p in prompts]
+    return self.tokenizer.decode(self.generate_ids(x, ids, max_len))
+
+
 def _image_list(images) -> list:
   """One image or many -> a list of PIL images or uint8 [H, W, 3] arrays (gray and RGBA made
   RGB), or one line saying what was expected."""
@@ -316,15 +389,18 @@ def _load_workdir(workdir: str) -> Pretrained:
 def load(path: str, model_config: Optional[str] = None):
   """HF `CLIPModel`/`SiglipModel` dir, open_clip dir or weights file (+ `model_config`),
   a directory written by `python -m vlx.convert`, or a vlx training workdir; a HF ViViT /
-  VideoMAE directory gives a `PretrainedVideo`, a HF `XCLIPModel` one a `PretrainedXClip`."""
+  VideoMAE directory gives a `PretrainedVideo`, a HF `XCLIPModel` one a `PretrainedXClip`, a
+  `PaliGemmaForConditionalGeneration` one a `PretrainedPaliGemma`."""
   from vlx import convert  # pylint: disable=g-import-not-at-top
   kind = convert.detect(path)
   if kind == "vlx":
     if os.path.exists(os.path.join(path, convert.PRETRAINED_JSON)):
       return _load_converted(path)
     return _load_workdir(path)
+  from vlx.convert import hf_paligemma, hf_xclip  # pylint: disable=g-import-not-at-top
+  if kind == "hf" and hf_paligemma.is_paligemma_dir(path):
+    return PretrainedPaliGemma(hf_paligemma.import_dir(path))
   imported = convert.import_checkpoint(path, model_config)
-  from vlx.convert import hf_xclip  # pylint: disable=g-import-not-at-top
   if isinstance(imported, hf_xclip.XClipImport):
     return PretrainedXClip(imported)
   if not isinstance(imported, convert.Imported):
@@ -332,5 +408,5 @@ def load(path: str, model_config: Optional[str] = None):
   return _from_imported(imported, path)
 
 
-__all__: List[str] = ["Pretrained", "PretrainedVideo", "PretrainedXClip", "MissingTokenizer",
-                      "load", "DEFAULT_TEMPLATES"]
+__all__: List[str] = ["Pretrained", "PretrainedVideo", "PretrainedXClip", "PretrainedPaliGemma",
+                      "MissingTokenizer", "load", "DEFAULT_TEMPLATES"]

@@ -59,6 +59,13 @@ def _act(name: str, where: str) -> str:
   return HF_ACT_TO_VLX[name]
 
 
+def is_model_type_dir(path: str, model_type: str) -> bool:
+  """Whether `path` is a Hugging Face directory whose config.json names `model_type`."""
+  if not os.path.isdir(path) or not os.path.isfile(os.path.join(path, "config.json")):
+    return False
+  return read_config(path).get("model_type") == model_type
+
+
 def read_config(directory: str) -> dict:
   path = os.path.join(directory, "config.json")
   if not os.path.exists(path):

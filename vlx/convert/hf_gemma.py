@@ -30,8 +30,16 @@ GEMMA_DEFAULTS = dict(rope_theta=10_000.0, rms_norm_eps=1e-6,
 
 def decoder_fields(cfg: Mapping[str, Any]) -> Dict[str, Any]:
   """A HF Gemma config -> GemmaDecoder's fields (one clear error for what it cannot take)."""
-  cfg = dict(GEMMA_DEFAULTS, **{k: v for k, v in cfg.items() if v is not None})
-  act = cfg.get("hidden_activation") or cfg.get("hidden_act")
+  given = {k: v for k, v in cfg.items() if v is not None}
+  cfg = dict(GEMMA_DEFAULTS, **given)
+  # transformers 4 names the activation `hidden_activation`, 5 `hidden_act` (where Gemma's
+  # legacy "gelu" means tanh GELU); the default stands only when neither is given. 5 also moves
+  # rope_theta into `rope_parameters`.
+  act = given.get("hidden_activation") or given.get("hidden_act") or "gelu_pytorch_tanh"
+  act = "gelu_pytorch_tanh" if act == "gelu" else act
+  rope = (given.get("rope_parameters") or {}).get("rope_theta")
+  if rope is not None and "rope_theta" not in given:
+    cfg["rope_theta"] = rope
   if act not in ("gelu_pytorch_tanh", "gelu_tanh"):
     raise M.ConversionError(f"Gemma hidden_activation {act!r}: vlx's GemmaDecoder is GeGLU "
                             "with tanh-approximated GELU")

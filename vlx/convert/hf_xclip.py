@@ -52,9 +52,7 @@ class XClipImport:
 
 
 def is_xclip_dir(path: str) -> bool:
-  if not os.path.isdir(path) or not os.path.isfile(os.path.join(path, "config.json")):
-    return False
-  return hf.read_config(path).get("model_type") == "xclip"
+  return hf.is_model_type_dir(path, "xclip")
 
 
 def model_config(cfg: Mapping[str, Any]):

@@ -14,3 +14,13 @@ def vqa_accuracy(pred: np.ndarray, scores: np.ndarray) -> float:
   """Mean soft score of the predicted answers: the VQA v2 metric given `answer_scores`."""
   pred = np.asarray(pred)
   return float(np.mean(np.asarray(scores)[np.arange(len(pred)), pred]))
+
+
+def accuracy_by_type(pred: np.ndarray, scores: np.ndarray, types) -> dict:
+  """{'accuracy': overall, 'accuracy_<type>': per question type} (`types[i]`: question i's)."""
+  pred, scores = np.asarray(pred), np.asarray(scores)
+  out = {"accuracy": vqa_accuracy(pred, scores)}
+  for qtype in sorted(set(types)):
+    idx = [i for i, t in enumerate(types) if t == qtype]
+    out[f"accuracy_{qtype}"] = vqa_accuracy(pred[idx], scores[idx])
+  return out

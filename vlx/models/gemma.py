@@ -59,15 +59,20 @@ class GemmaAttention(nn.Module):
   param_dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, positions, mask):
+  def __call__(self, x, positions, mask, memory=None):
+    """Self-attention over `x` (rotary at `positions`; cached when decoding), or with
+    `memory` [B, M, width] cross-attention to it (no rotary, no cache: the memory is given
+    whole at every call)."""
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, use_bias=False)
     q = layers.DenseGeneral((self.num_heads, self.head_dim), ("embed",), ("heads", "kv"),
                             name="query", **kw)(x)
+    src = x if memory is None else memory
     k, v = (layers.DenseGeneral((self.num_kv_heads, self.head_dim), ("embed",), (None, "kv"),
-                                name=n, **kw)(x) for n in ("key", "value"))
-    q, k = rotary(q, positions, self.rope_theta), rotary(k, positions, self.rope_theta)
-    if self.decode:
-      k, v = self._cached(k, v)
+                                name=n, **kw)(src) for n in ("key", "value"))
+    if memory is None:
+      q, k = rotary(q, positions, self.rope_theta), rotary(k, positions, self.rope_theta)
+      if self.decode:
+        k, v = self._cached(k, v)
     group = self.num_heads // self.num_kv_heads
     k, v = jnp.repeat(k, group, axis=2), jnp.repeat(v, group, axis=2)
     heads = ("act_batch", "act_len", "act_heads", "act_kv")
@@ -99,6 +104,8 @@ class LayerShape(nn.Module):
   mlp_dim: int = 16_384
   rope_theta: float = 10_000.0
   eps: float = 1e-6
+  # Each layer also cross-attends to a memory (an encoder-decoder's decoder, OFA's layout).
+  cross_attention: bool = False
   decode: bool = False
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
@@ -109,14 +116,19 @@ class LayerShape(nn.Module):
 
 
 class GemmaBlock(LayerShape):
-  """RMSNorm -> attention -> residual; RMSNorm -> GeGLU MLP -> residual."""
+  """RMSNorm -> attention -> residual; [RMSNorm -> cross-attention -> residual;] RMSNorm ->
+  GeGLU MLP -> residual."""
 
   @nn.compact
-  def __call__(self, x, positions, mask):
+  def __call__(self, x, positions, mask, memory=None, memory_mask=None):
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    attn = dict(num_heads=self.num_heads, num_kv_heads=self.num_kv_heads,
+                head_dim=self.head_dim, rope_theta=self.rope_theta, **kw)
     h = RMSNorm(self.eps, self.param_dtype, name="ln_attn")(x)
-    x = x + GemmaAttention(self.num_heads, self.num_kv_heads, self.head_dim, self.rope_theta,
-                           self.decode, name="attn", **kw)(h, positions, mask)
+    x = x + GemmaAttention(decode=self.decode, name="attn", **attn)(h, positions, mask)
+    if self.cross_attention:
+      h = RMSNorm(self.eps, self.param_dtype, name="ln_cross")(x)
+      x = x + GemmaAttention(name="cross", **attn)(h, None, memory_mask, memory=memory)
     h = RMSNorm(self.eps, self.param_dtype, name="ln_mlp")(x)
     gate = layers.dense(self.mlp_dim, "embed", "mlp", name="gate", use_bias=False, **kw)(h)
     up = layers.dense(self.mlp_dim, "embed", "mlp", name="up", use_bias=False, **kw)(h)
@@ -127,7 +139,10 @@ class GemmaBlock(LayerShape):
 
 class GemmaDecoder(LayerShape):
   """`embed(tokens)` -> inputs; `__call__(inputs [B, L, width], positions [B, L], mask
-  [B, 1, L, keys])` -> final hidden states; `logits(hidden)` through the tied embedding."""
+  [B, 1, L, keys])` -> final hidden states; `logits(hidden)` through the tied embedding.
+  With `cross_attention`, `__call__` also takes `memory [B, M, width]` and `memory_mask
+  [B, 1, L, M]`. `vocab_size=0`: a stack without token embedding (an encoder over inputs
+  embedded elsewhere)."""
   vocab_size: int = 257_216
   width: int = 2048
   depth: int = 18
@@ -136,9 +151,10 @@ class GemmaDecoder(LayerShape):
     if self.num_heads % self.num_kv_heads:
       raise ValueError(f"num_heads {self.num_heads} is not a multiple of num_kv_heads "
                        f"{self.num_kv_heads}")
-    self.embedding = self.param("embedding", layers.boxed(nn.initializers.normal(0.02),
-                                                          ("vocab", "embed")),
-                                (self.vocab_size, self.width), self.param_dtype)
+    if self.vocab_size:
+      self.embedding = self.param("embedding", layers.boxed(nn.initializers.normal(0.02),
+                                                            ("vocab", "embed")),
+                                  (self.vocab_size, self.width), self.param_dtype)
     self.blocks = [GemmaBlock(**self.layer_fields(), name=f"layer_{i}")
                    for i in range(self.depth)]
     self.final_norm = RMSNorm(self.eps, self.param_dtype)
@@ -148,9 +164,11 @@ class GemmaDecoder(LayerShape):
     x = jnp.take(self.embedding, tokens, axis=0).astype(self.dtype)
     return x * jnp.asarray(self.width ** 0.5, self.dtype)
 
-  def __call__(self, x, positions, mask):
+  def __call__(self, x, positions, mask, memory=None, memory_mask=None):
+    if self.cross_attention and memory is None:
+      raise ValueError("a cross-attending decoder needs its memory")
     for block in self.blocks:
-      x = block(x, positions, mask)
+      x = block(x, positions, mask, memory, memory_mask)
     return self.final_norm(x)
 
   def logits(self, hidden):

@@ -8,7 +8,6 @@ about the same images; the host holds one batch of images at a time.
 
 from __future__ import annotations
 
-import collections
 from typing import Dict, Optional, Sequence
 
 import jax
@@ -17,7 +16,7 @@ import numpy as np
 from vlx import registry
 from vlx.data import pipeline, scene_qa
 from vlx.evals.common import EvalContext, SplitReader, run_batched
-from vlx.evals.vqa_metrics import vqa_accuracy
+from vlx.evals.vqa_metrics import accuracy_by_type
 
 _VISUAL_KEYS = ("image", "boxes", "box_mask", "tags")
 
@@ -74,13 +73,8 @@ class VQA(_FusionEval):
     logits, data = self._stream(params, "vqa_logits", self.input_keys)
     pred = logits.argmax(-1)
     scores = data["answer_scores"]
-    out = {"accuracy": vqa_accuracy(pred, scores), "num_questions": len(pred)}
-    by_type = collections.defaultdict(list)
-    for i, q in enumerate(data["question_string"]):
-      by_type[scene_qa.classify_question(str(q))].append(i)
-    for qtype, idx in sorted(by_type.items()):
-      out[f"accuracy_{qtype}"] = vqa_accuracy(pred[idx], scores[idx])
-    return out
+    types = [scene_qa.classify_question(str(q)) for q in data["question_string"]]
+    return {**accuracy_by_type(pred, scores, types), "num_questions": len(pred)}
 
 
 @registry.EVALUATORS.register("grounding")

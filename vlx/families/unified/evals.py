@@ -6,12 +6,12 @@ Pix2Seq does). Grounding and detection decode under their grammar (vlx/decode_co
 so every output parses; `parse_rate` reports it.
 
 Each reads the split through `unified_task(..., task=<its task>)` with a seeded rng, so every
-evaluation asks the same questions about the same images.
+evaluation asks the same questions about the same images; `isolate` must be what training
+used (True after `unified_pack`: the image tokens do not read the prompt).
 """
 
 from __future__ import annotations
 
-import collections
 from typing import Dict, Optional
 
 import jax
@@ -24,7 +24,7 @@ from vlx.data.loc_tokens import parse_box, parse_detections
 from vlx.evals.box_ap import box_ap, iou_matrix
 from vlx.evals.captioning import coco_caption_scores
 from vlx.evals.common import EvalContext, SplitReader, run_batched
-from vlx.evals.vqa_metrics import vqa_accuracy
+from vlx.evals.vqa_metrics import accuracy_by_type
 from vlx.families.unified import generate as gen
 from vlx.families.unified import tasks as T
 from vlx.token_ids import EOS_ID
@@ -39,11 +39,11 @@ class _Generative:
   def __init__(self, ctx: EvalContext, prompt_len: int, target_len: int, num_bins: int = 32,
                text_size: int = 256, split: Optional[str] = None, limit: Optional[int] = 512,
                max_len: Optional[int] = None, method: str = "greedy", beam_size: int = 4,
-               constrained: bool = True):
+               constrained: bool = True, isolate: bool = False):
     self.ctx = ctx
     self.vocab = T.Vocab(int(text_size), int(num_bins))
     pp = (f"decode|value_range(-1,1)|unified_task({int(prompt_len)}, {int(target_len)}, "
-          f"{int(num_bins)}, {int(text_size)}, None, '{self.task}')")
+          f"{int(num_bins)}, {int(text_size)}, None, '{self.task}', {bool(isolate)})")
     self.reader = SplitReader(ctx, split or ctx.data_config.test_split, pp=pp, limit=limit)
     self.cfg = decode_lib.DecodeConfig(method=method, max_len=int(max_len or target_len),
                                        beam_size=int(beam_size))
@@ -113,14 +113,9 @@ class VQA(_Generative):
     scores = np.concatenate([truth["answer_scores"], np.zeros((len(ids), 1), np.float32)], 1)
     unknown = scores.shape[1] - 1
     pred = np.array([scene_qa.ANSWER_INDEX.get(a, unknown) for a in answers])
-    out = {"accuracy": vqa_accuracy(pred, scores), "in_vocabulary": float(np.mean(pred != unknown)),
-           "num_questions": len(pred)}
-    by_type = collections.defaultdict(list)
-    for i, q in enumerate(truth["question_string"]):
-      by_type[scene_qa.classify_question(str(q))].append(i)
-    for qtype, idx in sorted(by_type.items()):
-      out[f"accuracy_{qtype}"] = vqa_accuracy(pred[idx], scores[idx])
-    return out
+    types = [scene_qa.classify_question(str(q)) for q in truth["question_string"]]
+    return {**accuracy_by_type(pred, scores, types), "num_questions": len(pred),
+            "in_vocabulary": float(np.mean(pred != unknown))}
 
 
 @registry.EVALUATORS.register("unified_grounding")

@@ -1,15 +1,24 @@
-"""The prefix-LM: image tokens, projected to the decoder's width, then the text, through one
-Gemma-style decoder (vlx/models/gemma.py) under vlx/models/masks.py's attention rule.
+"""The prefix-LM: image tokens, projected to the decoder's width, then the text, through
+Gemma-style stacks (vlx/models/gemma.py) under vlx/models/masks.py's attention rule.
 
-PaliGemma's layout: the image and the task prompt form the prefix (`mask_ar` 0, every prefix
-position sees every other), the answer the suffix (`mask_ar` 1, causal). Positions count real
-tokens only (`cumsum(input_mask) - 1`), so a prompt left-padded to a fixed block sits next to
-the image whatever its length, and the suffix starts at the same buffer index in every row:
-the generator prefills one fixed-length prefix for the whole batch.
+Two layouts, by `layout`:
 
-Methods the generator (generate.py) composes: `image_embeds(image)`, `embed_text(tokens)`,
-`run(x, positions, mask)` -> logits (with `decode=True` the decoder's KV cache is written at
-its index).
+  decoder_only     PaliGemma: one decoder over [image; prompt; answer]; the image and the
+                   prompt (`mask_ar` 0) see each other fully, the answer (`mask_ar` 1) is
+                   causal and sees everything before it.
+  encoder_decoder  OFA: an encoder (full attention, `encoder_depth` layers) over the prefix
+                   [image; prompt], a decoder over the answer, causal, cross-attending to the
+                   encoder's output at every layer.
+
+Both read one batch layout (vlx/families/unified/tasks.py's text block, `mask_ar` 0 = the
+prefix): the encoder-decoder sends block 0 (`cumsum(mask_ar) == 0`) to the encoder and the rest
+to the decoder, so a config switches layout without touching data, loss or evaluators.
+Positions count real tokens only (`positions_of`), so a prompt left-padded to a fixed block
+sits next to the image whatever its length.
+
+The generator (generate.py) calls `__call__` for its uncached reference and teacher-forced
+scores, and for the KV-cached loop `image_embeds`, `embed_text`, `run` (decoder-only) or
+`encode`, `decode_step` (encoder-decoder).
 """
 
 from __future__ import annotations
@@ -25,26 +34,45 @@ from vlx.models.gemma import GemmaDecoder
 from vlx.models.layers import DTYPES
 from vlx.models.vit import ViT
 
+LAYOUTS = ("decoder_only", "encoder_decoder")
+
 
 def positions_of(input_mask):
   """Rotary positions that skip padding: the i-th real token is at position i."""
   return jnp.maximum(jnp.cumsum(jnp.asarray(input_mask, jnp.int32), axis=-1) - 1, 0)
 
 
+def cross_mask(query_real, memory_real):
+  """[B, 1, Lq, M]: every real query reads every real memory position."""
+  return (jnp.asarray(query_real, bool)[:, None, :, None]
+          & jnp.asarray(memory_real, bool)[:, None, None, :])
+
+
 @registry.MODELS.register("prefix_lm")
 class PrefixLM(nn.Module):
   image: Any                 # ViT kwargs (its pooling is unused: every token enters)
   decoder: Any               # GemmaDecoder kwargs (vocab_size, width, depth, heads, ...)
+  layout: str = "decoder_only"
+  encoder_depth: int = 0     # encoder_decoder: the encoder's layers (same shape as the decoder's)
   decode: bool = False
   dtype: str = "float32"
 
   def setup(self):
+    if self.layout not in LAYOUTS:
+      raise ValueError(f"unknown prefix_lm layout {self.layout!r}; known: {', '.join(LAYOUTS)}")
     kw = dict(dtype=DTYPES[self.dtype], param_dtype=jnp.float32)
     self.img = ViT(**dict(self.image, pool="none"), name="img", **kw)
     dec = dict(self.decoder)
     self.projector = layers.dense(int(dec["width"]), "visual_in", "embed", name="projector",
                                   **kw)
-    self.llm = GemmaDecoder(**dec, decode=self.decode, name="llm", **kw)
+    self.is_seq2seq = self.layout == "encoder_decoder"
+    if self.is_seq2seq:
+      if self.encoder_depth < 1:
+        raise ValueError("layout encoder_decoder needs encoder_depth >= 1")
+      self.encoder = GemmaDecoder(**dict(dec, vocab_size=0, depth=self.encoder_depth),
+                                  name="encoder", **kw)
+    self.llm = GemmaDecoder(**dec, cross_attention=self.is_seq2seq, decode=self.decode,
+                            name="llm", **kw)
 
   def image_embeds(self, image):
     """[B, H, W, 3] -> the image's prefix tokens [B, N, decoder width]."""
@@ -54,21 +82,52 @@ class PrefixLM(nn.Module):
     return self.llm.embed(tokens)
 
   def run(self, x, positions, mask):
-    """Embedded inputs -> float32 logits [B, L, vocab] under `mask` [B, 1, L, keys]."""
+    """Decoder-only: embedded inputs -> float32 logits [B, L, vocab] under `mask`
+    [B, 1, L, keys]."""
     return self.llm.logits(self.llm(x, positions, mask))
+
+  def encode(self, x, real):
+    """Encoder-decoder: the prefix's embedded inputs [B, L, W] and real mask -> memory."""
+    return self.encoder(x, positions_of(real), masks.attention_mask(jnp.zeros_like(real, jnp.int32),
+                                                                    real))
+
+  def decode_step(self, x, positions, mask, memory, memory_real):
+    """Encoder-decoder: decoder inputs -> logits, cross-attending to `memory`."""
+    query_real = jnp.ones(x.shape[:2], bool)
+    return self.llm.logits(self.llm(x, positions, mask, memory,
+                                    cross_mask(query_real, memory_real)))
 
   def __call__(self, batch, train: bool = True):
     """`image`, and the text block `text_in` with its `mask_ar` and `input_mask` (tasks.py
     writes them) -> {'logits': [B, text length, vocab]}: position i predicts
-    `batch['targets'][:, i]`, what the `prefix_lm` objective scores."""
+    `batch['targets'][:, i]`, what the `prefix_lm` objective scores (the encoder-decoder's
+    prefix positions predict nothing and hold zeros)."""
     del train
-    img = self.image_embeds(batch["image"])
-    text = batch["text_in"]
+    # The generator's uncached loop passes the image's tokens, computed once.
+    img = batch["image_embeds"] if "image_embeds" in batch else self.image_embeds(batch["image"])
     b, n = img.shape[0], img.shape[1]
-    x = jnp.concatenate([img, self.embed_text(text)], axis=1)
+    x = jnp.concatenate([img, self.embed_text(batch["text_in"])], axis=1)
     mask_ar = jnp.concatenate([jnp.zeros((b, n), jnp.int32),
                                jnp.asarray(batch["mask_ar"], jnp.int32)], axis=1)
     real = jnp.concatenate([jnp.ones((b, n), bool), jnp.asarray(batch["input_mask"], bool)],
                            axis=1)
-    logits = self.run(x, positions_of(real), masks.attention_mask(mask_ar, real))
-    return {"logits": logits[:, n:]}
+    if "segment" in batch:  # packed tasks (tasks.pack_blocks): each block sees the image
+      if self.is_seq2seq:
+        raise ValueError("packed tasks (unified_pack) are for the decoder_only layout")
+      seg = jnp.concatenate([jnp.zeros((b, n), jnp.int32), batch["segment"]], axis=1)
+      mask = masks.attention_mask(mask_ar, real) & (
+          (seg[:, None, None, :] == 0) | (seg[:, None, None, :] == seg[:, None, :, None]))
+      positions = jnp.concatenate([jnp.broadcast_to(jnp.arange(n), (b, n)),
+                                   n + batch["text_positions"]], axis=1)
+      return {"logits": self.run(x, positions, mask)[:, n:]}
+    if not self.is_seq2seq:
+      logits = self.run(x, positions_of(real), masks.attention_mask(mask_ar, real))
+      return {"logits": logits[:, n:]}
+    prefix = jnp.cumsum(mask_ar, axis=1) == 0
+    memory = self.encode(x, real & prefix)
+    text = x[:, n:]
+    answer = (real & ~prefix)[:, n:]
+    hidden = self.llm(text, positions_of(answer), masks.attention_mask(mask_ar[:, n:], answer),
+                      memory, cross_mask(answer, real & prefix))
+    logits = self.llm.logits(hidden)
+    return {"logits": jnp.where(answer[..., None], logits, 0.0)}

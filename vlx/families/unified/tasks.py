@@ -66,9 +66,12 @@ def class_ids(tokenizer) -> List[List[int]]:
 
 
 def text_block(prompt: Sequence[int], target: Sequence[int], vocab: Vocab, prompt_len: int,
-               target_len: int) -> Dict[str, np.ndarray]:
+               target_len: int, isolate: bool = False) -> Dict[str, np.ndarray]:
   """The fields the model and the `prefix_lm` objective read (module docstring). `target`
-  excludes EOS; both sides are cut to fit (the configs' lengths cover the synthetic text)."""
+  excludes EOS; both sides are cut to fit (the configs' lengths cover the synthetic text).
+  `isolate`: the prompt starts its own block (`mask_ar` 1 on its first token), so the image
+  tokens do not read it: the image is then encoded the same for every task, what packing
+  several tasks onto one image (`unified_pack`) needs."""
   prompt = list(prompt)[-prompt_len:] if len(prompt) > prompt_len else list(prompt)
   suffix = [vocab.sep] + list(target)[:target_len - 1] + [EOS_ID]
   p, s = prompt_len, target_len + 1
@@ -81,8 +84,11 @@ def text_block(prompt: Sequence[int], target: Sequence[int], vocab: Vocab, promp
   targets[:-1] = text[1:]
   loss_mask = np.zeros((p + s,), np.float32)
   loss_mask[p:p + len(suffix) - 1] = 1.0
-  return dict(text_in=text, mask_ar=(np.arange(p + s) >= p).astype(np.int32),
-              input_mask=real, targets=targets, loss_mask=loss_mask)
+  mask_ar = (np.arange(p + s) >= p).astype(np.int32)
+  if isolate and prompt:
+    mask_ar[p - len(prompt)] = 1
+  return dict(text_in=text, mask_ar=mask_ar, input_mask=real, targets=targets,
+              loss_mask=loss_mask)
 
 
 def prompt_fields(block: Dict[str, np.ndarray], prompt_len: int) -> Dict[str, np.ndarray]:
@@ -127,14 +133,23 @@ def prompt_and_target(task: str, record, tokenizer, vocab: Vocab, rng: np.random
   raise ValueError(f"unknown unified task {task!r}; known: {', '.join(TASKS)}")
 
 
+def _vocab_for(handle, text_size: int, num_bins: int) -> Vocab:
+  vocab = Vocab(int(text_size), int(num_bins))
+  if handle.tokenizer.vocab_size > vocab.text_size:
+    raise ValueError(f"unified tasks: the tokenizer has {handle.tokenizer.vocab_size} ids but "
+                     f"text_size is {vocab.text_size}: location tokens would overlap text")
+  return vocab
+
+
 @registry.PP_OPS.register("unified_task")
 def unified_task_op(handle, prompt_len: int, target_len: int, num_bins: int = 32,
                     text_size: int = 256, weights=(1.0, 1.0, 1.0, 1.0),
-                    task: Optional[str] = None):
+                    task: Optional[str] = None, isolate: bool = False):
   """One task per example: drawn by `weights` (over TASKS) with the pipeline's rng, or always
   `task` (evaluation). Writes the text block (`text_block`), `task_id`, the generation prompt
-  (`prompt_fields`) and the task's ground truth."""
-  vocab = Vocab(int(text_size), int(num_bins))
+  (`prompt_fields`) and the task's ground truth. `isolate`: as text_block's (a model trained
+  on packed tasks is evaluated with it)."""
+  vocab = _vocab_for(handle, text_size, num_bins)
   if task is not None and task not in TASKS:
     raise ValueError(f"unified_task: unknown task {task!r}; known: {', '.join(TASKS)}")
   weights = (1.0,) * len(TASKS) if weights is None else tuple(weights)
@@ -143,15 +158,12 @@ def unified_task_op(handle, prompt_len: int, target_len: int, num_bins: int = 32
     raise ValueError(f"unified_task: weights must be {len(TASKS)} non-negative numbers (one per "
                      f"task: {', '.join(TASKS)}), not all zero; got {weights}")
   w = w / w.sum()
-  if handle.tokenizer.vocab_size > vocab.text_size:
-    raise ValueError(f"unified_task: the tokenizer has {handle.tokenizer.vocab_size} ids but "
-                     f"text_size is {vocab.text_size}: location tokens would overlap text")
 
   def fn(ex, rng):
     name = task or TASKS[int(rng.choice(len(TASKS), p=w))]
     caption = ex["captions"][0] if task == "caption" else None
     prompt, target, truth = prompt_and_target(name, ex, handle.tokenizer, vocab, rng, caption)
-    block = text_block(prompt, target, vocab, int(prompt_len), int(target_len))
+    block = text_block(prompt, target, vocab, int(prompt_len), int(target_len), isolate)
     ex.update(block, **prompt_fields(block, int(prompt_len)), **truth,
               task_id=np.int32(TASKS.index(name)))
     return ex
@@ -159,3 +171,40 @@ def unified_task_op(handle, prompt_len: int, target_len: int, num_bins: int = 32
 
 
 unified_task_op.text_field = ("questions", "expressions")
+
+
+def pack_blocks(blocks: Sequence[Dict[str, np.ndarray]]) -> Dict[str, np.ndarray]:
+  """Isolated text blocks side by side, one image: `segment` (1, 2, ... per block) keeps each
+  block's attention inside itself (and the image), and `text_positions` restart in every block,
+  so each block is computed exactly as if it were alone with the image."""
+  out = {k: np.concatenate([b[k] for b in blocks]) for k in blocks[0]}
+  out["segment"] = np.concatenate([np.full(len(b["text_in"]), i + 1, np.int32)
+                                   for i, b in enumerate(blocks)])
+  out["text_positions"] = np.concatenate([np.maximum(np.cumsum(b["input_mask"]) - 1, 0)
+                                          for b in blocks]).astype(np.int32)
+  return out
+
+
+@registry.PP_OPS.register("unified_pack")
+def unified_pack_op(handle, lengths, counts, num_bins: int = 32, text_size: int = 256):
+  """Several tasks on one image in one sequence (training): `counts[t]` blocks of task
+  TASKS[t], each with its own `(prompt_len, target_len)` = `lengths[t]`, isolated and packed
+  (pack_blocks). The image's tokens are computed once for all of them, and a one-word VQA
+  answer pads only to its own task's length."""
+  vocab = _vocab_for(handle, text_size, num_bins)
+  if len(lengths) != len(TASKS) or len(counts) != len(TASKS) or sum(counts) < 1:
+    raise ValueError(f"unified_pack: lengths and counts need one entry per task "
+                     f"({', '.join(TASKS)}) and at least one block")
+
+  def fn(ex, rng):
+    blocks = []
+    for name, (p_len, t_len), count in zip(TASKS, lengths, counts):
+      for _ in range(int(count)):
+        prompt, target, _ = prompt_and_target(name, ex, handle.tokenizer, vocab, rng)
+        blocks.append(text_block(prompt, target, vocab, int(p_len), int(t_len), True))
+    ex.update(pack_blocks(blocks))
+    return ex
+  return fn
+
+
+unified_pack_op.text_field = ("questions", "expressions")
