@@ -5,10 +5,10 @@ is vlx/families/unified/model.py (a ViT, a projector and the Gemma-style decoder
 vlx/models/gemma.py); the tasks are vlx/families/unified/tasks.py.
 
   python -m vlx.main --config=configs/unified.py:tiny --workdir=workdirs/unified_tiny
+  :tiny,ofa           OFA's encoder-decoder layout (a 2-layer encoder over [image; prompt], a
+                      2-layer decoder cross-attending to it: the same depth in all), one task
+                      per example (packing is for the decoder-only layout)
   :tiny,smoke         a few steps on the small variant, for tests
-  --config.model.layout=encoder_decoder --config.model.encoder_depth=2
-                      OFA's layout (an encoder over the prefix, a cross-attending decoder);
-                      with it, train one task per example (see `unified_task` below)
 
 Results: docs/unified.md.
 """
@@ -40,11 +40,11 @@ def unified_task(task: str, isolate: bool = True, weights=None) -> str:
 
 
 def get_config(arg: str = "tiny"):
-  variant = parse_variant(arg, sizes=("tiny",))
+  variant = parse_variant(arg, sizes=("tiny",), words=("ofa",))
   c = base.base_config()
   counts = tuple(PACK_COUNTS[t] for t in TASKS)
   # Another mix: other counts here; one task per example instead (what the encoder-decoder
-  # layout takes): pp_train = "decode|value_range(-1,1)|" + unified_task(None, True, weights).
+  # layout takes, `ofa` below): unified_task with per-task sampling weights.
   c.data = ml_collections.ConfigDict(dict(
       name="synthetic_shapes", source=dict(data_dir="", variant="default",
                                            vocab_size=TEXT_VOCAB),
@@ -74,6 +74,12 @@ def get_config(arg: str = "tiny"):
   # ~1.2 s a step of 32 packed images on the 2-core CPU: 850 steps and the evaluation fit in
   # 20 minutes with the dataset's generation (1000 steps took 22.5 min; docs/unified.md).
   base.cpu_schedule(c, batch_size=32, total_steps=850, evals=1, lr=1e-3)
+  if "ofa" in variant.words:
+    c.model.update(dict(layout="encoder_decoder", encoder_depth=2))
+    c.model.decoder.depth = 2
+    weights = (1.0, 3.0, 3.0, 3.0)   # caption, vqa, grounding, detection
+    c.data.pp_train = "decode|value_range(-1,1)|" + unified_task(None, True, weights)
+    c.data["keys"] = tuple(k for k in c.data["keys"] if k not in ("segment", "text_positions"))
   if variant.smoke:
     c.data.source.variant = "small"
     base.smoke_schedule(c)
