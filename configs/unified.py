@@ -78,7 +78,12 @@ def get_config(arg: str = "tiny"):
     c.model.update(dict(layout="encoder_decoder", encoder_depth=2))
     c.model.decoder.depth = 2
     weights = (1.0, 3.0, 3.0, 3.0)   # caption, vqa, grounding, detection
-    c.data.pp_train = "decode|value_range(-1,1)|" + unified_task(None, True, weights)
+    # The prompt joins the encoder's prefix (not isolated): the encoder reads [image; prompt],
+    # the decoder starts at `sep`, as the generator's encoder-decoder path splits them.
+    c.data.pp_train = "decode|value_range(-1,1)|" + unified_task(None, False, weights)
+    c.data.pp_eval = "decode|value_range(-1,1)|" + unified_task("caption", False)
+    for name in c.evals:
+      c.evals[name].isolate = False
     c.data["keys"] = tuple(k for k in c.data["keys"] if k not in ("segment", "text_positions"))
   if variant.smoke:
     c.data.source.variant = "small"

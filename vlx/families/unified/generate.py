@@ -119,7 +119,10 @@ def _prefix_steps(cached, params, img, prompt, prompt_mask, prompt_ar, max_len):
 
 def _seq2seq_steps(cached, params, img, prompt, prompt_mask, max_len):
   """Encoder-decoder: encode [image; prompt without its last token] once; the decoder reads
-  the prompt's last token at step 0 and answer token t - 1 at step t, caching only itself."""
+  the prompt's last token at step 0 and answer token t - 1 at step t, caching only itself.
+  The split the model trained with must be this one: the whole prompt in block 0 of
+  `mask_ar` but its last token (not `isolate`d prompts, whose tokens the model's forward
+  sends to the decoder)."""
   v = {"params": params}
   rows, n = img.shape[:2]
   x = jnp.concatenate([img, cached.apply(v, prompt[:, :-1], method="embed_text")], axis=1)
