@@ -74,6 +74,8 @@ DATASETS = Registry("dataset")
 PP_OPS = Registry("preprocessing op")
 CURRICULA = Registry("curriculum")
 TASKS = Registry("task")
+# Verifiable rewards of policy-gradient post-training: (response text, example) -> float.
+REWARDS = Registry("reward")
 
 _IMPORTED = False
 
