@@ -60,7 +60,7 @@ def variants(name):
 
 def load(spec, data_dir):
   config = config_lib.load_config_file(str(REPO / "configs" / spec))
-  if config.data.get("name") in ("synthetic_shapes", "synthetic_video"):
+  if config.data.get("name") in ("synthetic_shapes", "synthetic_video", "reasoning_video"):
     # The dummy batch of a config with more keys than image and text reads one example's
     # shapes from the data: the small variant has the same shapes as the default one.
     config = config_lib.apply_overrides(config, [("data.source.variant", "small"),

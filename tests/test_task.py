@@ -45,7 +45,7 @@ class CountingTask(ModelTask):
   def init_extras(self, params):
     return {"applied": jnp.zeros((), jnp.int32), "sum": jax.tree.map(jnp.zeros_like, params)}
 
-  def prepare(self, batch, extras, step, rng):
+  def prepare(self, params, extras, batch, step, rng):
     return {**batch, "t": batch["t"] + step.astype(jnp.float32)}
 
   def outputs(self, params, extras, batch, rng):

@@ -101,7 +101,10 @@ def make_train_step(task, tx: optax.GradientTransformation, schedule: Callable,
 
   def train_step(state: TrainState, batch):
     rng = jax.random.fold_in(state.rng, state.step)
-    batch = task.prepare(batch, state.extras, state.step, jax.random.fold_in(rng, 1 << 20))
+    # Without gradient: `compute_grads` differentiates its own forward of `state.params`, and
+    # the prepared batch (rollouts of the current policy, say) is a constant of it.
+    batch = task.prepare(state.params, state.extras, batch, state.step,
+                         jax.random.fold_in(rng, 1 << 20))
     loss, metrics, grads = compute_grads(state.params, state.extras, batch, rng)
     grad_norm = optax.global_norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)

@@ -8,9 +8,10 @@ families reaches it through a `Task`:
                                  of them, a queue, a reference policy), created from the params
                                  at init and again after `init_from` loads weights
   extras_shardings(param_sh)     how that state is laid out on the mesh
-  prepare(batch, extras, step, rng)
+  prepare(params, extras, batch, step, rng)
                                  work on the batch before the loss, without gradient (a
-                                 curriculum's transform; later: rollouts, noise timesteps)
+                                 curriculum's transform, rollouts sampled from the current
+                                 policy `params`, noise timesteps)
   outputs(params, extras, batch, rng)
                                  the forward pass; only `params` receive gradients, anything
                                  read from `extras` is a constant of the step
@@ -59,7 +60,8 @@ class Task(Protocol):
 
   def extras_shardings(self, param_shardings) -> Dict[str, Any]: ...
 
-  def prepare(self, batch: Batch, extras, step: jax.Array, rng: jax.Array) -> Batch: ...
+  def prepare(self, params, extras, batch: Batch, step: jax.Array, rng: jax.Array
+              ) -> Batch: ...
 
   def outputs(self, params, extras, batch: Batch, rng: jax.Array) -> Outputs: ...
 
@@ -90,8 +92,8 @@ class ModelTask:
     del param_shardings
     return {}
 
-  def prepare(self, batch, extras, step, rng):
-    del extras
+  def prepare(self, params, extras, batch, step, rng):
+    del params, extras
     return batch if self._transform is None else self._transform(batch, step, rng)
 
   def apply(self, params, batch, rng, method=None):

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 from vlx import registry
 from vlx.models import layers, masks
 from vlx.models.gemma import GemmaDecoder
+from vlx.models.video import sincos_1d
 from vlx.models.layers import DTYPES
 from vlx.models.vit import ViT
 
@@ -75,7 +76,16 @@ class PrefixLM(nn.Module):
                             name="llm", **kw)
 
   def image_embeds(self, image):
-    """[B, H, W, 3] -> the image's prefix tokens [B, N, decoder width]."""
+    """[B, H, W, 3] -> the image's prefix tokens [B, N, decoder width]. A video [B, T, H, W,
+    3] -> every frame's tokens in time order [B, T * N, width], each frame's marked by a fixed
+    sinusoid of its index (no parameter: a model trained on T frames reads more at test
+    time)."""
+    if image.ndim == 5:
+      b, t = image.shape[:2]
+      tokens = self.projector(self.img(image.reshape((b * t,) + image.shape[2:]))[1])
+      tokens = tokens.reshape((b, t) + tokens.shape[1:])
+      when = jnp.asarray(sincos_1d(t, tokens.shape[-1])[0], tokens.dtype)
+      return (tokens + when[None, :, None, :]).reshape(b, -1, tokens.shape[-1])
     return self.projector(self.img(image)[1])
 
   def embed_text(self, tokens):
@@ -104,7 +114,9 @@ class PrefixLM(nn.Module):
     prefix positions predict nothing and hold zeros)."""
     del train
     # The generator's uncached loop passes the image's tokens, computed once.
-    img = batch["image_embeds"] if "image_embeds" in batch else self.image_embeds(batch["image"])
+    # A video batch (`video` [B, T, H, W, 3]) is read frame by frame (image_embeds).
+    img = (batch["image_embeds"] if "image_embeds" in batch else
+           self.image_embeds(batch["video"] if "video" in batch else batch["image"]))
     b, n = img.shape[0], img.shape[1]
     x = jnp.concatenate([img, self.embed_text(batch["text_in"])], axis=1)
     mask_ar = jnp.concatenate([jnp.zeros((b, n), jnp.int32),

@@ -9,6 +9,9 @@ Four question kinds, each a deterministic function of a seed:
 - `span`: "when is the red circle visible?"  Answer: a frame span "3-6" (1-based, inclusive),
   scored by temporal IoU.
 
+Every video also has a `caption` naming each shape and when it is seen (or where it moves):
+the text the model is pretrained on before it is asked questions.
+
 Every example carries a chain-of-thought trace written from the scene's facts (which named
 shape is seen in which frames, where it is at the start and end of its motion), then the
 answer, in the fixed format `<think>...</think><answer>...</answer>` (`cot_response`), and
@@ -56,6 +59,7 @@ class Example:
   answer: str
   thought: str
   num_frames: int
+  caption: str = ""          # every named shape and when it is seen (pretraining text)
   options: Tuple[str, ...] = ()
   span: Optional[Tuple[int, int]] = None
 
@@ -103,7 +107,7 @@ def _count(rng, scene, size, num_frames):
     _place(scene, rng, size, colour, shape, first, last)
     sightings.append(Sighting(f"{colour} {shape}", first, last))
   sightings.sort(key=lambda s: (s.first, s.name))
-  return dict(question="how many shapes appear?", answer=str(n),
+  return dict(question="how many shapes appear?", answer=str(n), caption=_trace(sightings),
               thought=f"{_trace(sightings)} {n} shape{'s' if n > 1 else ''}.")
 
 
@@ -117,7 +121,7 @@ def _order(rng, scene, size, num_frames):
   options = tuple(s.name for s in sightings)
   asked = options if rng.random() < 0.5 else options[::-1]
   return dict(question=f"which appears first, the {asked[0]} or the {asked[1]}?",
-              answer=options[0], options=asked,
+              answer=options[0], options=asked, caption=_trace(sightings),
               thought=f"{_trace(sightings)} the {options[0]} first.")
 
 
@@ -139,10 +143,10 @@ def _direction(rng, scene, size, num_frames):
   xs, ys = (path, across) if direction in ("left", "right") else (across, path)
   _place(scene, rng, size, colour, shape, first, last, list(xs), list(ys))
   name = f"{colour} {shape}"
-  return dict(question=f"which way does the {name} move?", answer=direction,
-              thought=(f"{name}: {_cell(xs[0], ys[0], size)} in frame {first + 1}, "
-                       f"{_cell(xs[-1], ys[-1], size)} in frame {last + 1}. moves "
-                       f"{direction}."))
+  seen = (f"{name}: {_cell(xs[0], ys[0], size)} in frame {first + 1}, "
+          f"{_cell(xs[-1], ys[-1], size)} in frame {last + 1}.")
+  return dict(question=f"which way does the {name} move?", answer=direction, caption=seen,
+              thought=f"{seen} moves {direction}.")
 
 
 def _span(rng, scene, size, num_frames):
@@ -156,6 +160,7 @@ def _span(rng, scene, size, num_frames):
   return dict(question=f"when is the {target.name} visible?",
               answer=f"{target.first + 1}-{target.last + 1}",
               span=(target.first, target.last),
+              caption=_trace(sorted(sightings, key=lambda s: (s.first, s.name))),
               thought=f"{target.name}: {target.frames_text()}.")
 
 

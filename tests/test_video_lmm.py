@@ -1,0 +1,86 @@
+"""The video-language model of the post-training family: its text blocks score only the
+response, the prefix-LM reads a video frame by frame in time order (and more frames than it
+was built with), and the evaluator's verification of program-written responses is perfect."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vlx import build, config_lib, registry
+from vlx.families.video_lmm import evals as E
+from vlx.families.video_lmm import reasoning_data as RD
+from vlx.families.video_lmm import tasks as T
+from vlx.token_ids import EOS_ID
+from vlx_testlib import REPO
+
+
+@pytest.fixture(scope="module")
+def handle(tmp_path_factory):
+  return RD.reasoning_video(data_dir=str(tmp_path_factory.mktemp("rv")), variant="small")
+
+
+def _record(handle, i, split="cot"):
+  r = dict(handle.split(split)[i])
+  return {k: (v if k in ("video", "span", "options") else v.decode() if isinstance(v, bytes)
+              else v) for k, v in r.items()}
+
+
+@pytest.mark.parametrize("response", T.RESPONSES)
+def test_text_block_scores_exactly_the_response(handle, response):
+  op = registry.PP_OPS.get("reasoning_qa")(handle, 16, 36, response, 256)
+  for i in range(8):
+    ex = op(_record(handle, i), np.random.default_rng(0))
+    scored = ex["targets"][ex["loss_mask"] > 0]
+    assert scored[-1] == EOS_ID
+    text = handle.tokenizer.decode(scored[None, :-1])[0]
+    assert text.replace(" ", "") == T.response_text(_record(handle, i), response).replace(" ", "")
+    prompt_text = handle.tokenizer.decode(np.where(ex["prompt"] < 256, ex["prompt"], 0)[None])[0]
+    if response == "caption":
+      assert prompt_text == ""
+    else:
+      assert prompt_text.strip() == _record(handle, i)["question"]
+    assert ex["video"].shape == (8, 32, 32, 3)
+  with pytest.raises(ValueError, match="unknown response format 'cots'"):
+    registry.PP_OPS.get("reasoning_qa")(handle, 16, 36, "cots", 256)
+
+
+def test_config_lengths_cover_the_data(handle):
+  from configs import video_lmm  # pylint: disable=g-import-not-at-top
+  for split in ("cot", "train", "test"):
+    p, t = T.lengths(handle, split)
+    assert p <= video_lmm.PROMPT_LEN and t + 1 <= video_lmm.TARGET_LEN, (split, p, t)
+
+
+def test_prefix_lm_reads_a_video_in_time_order_and_more_frames():
+  config = config_lib.load_config_file(str(REPO / "configs" / "video_lmm.py:tiny"))
+  model = build.build_model(config)
+  rng = np.random.default_rng(0)
+  video = jnp.asarray(rng.uniform(-1, 1, (2, 8, 32, 32, 3)), jnp.float32)
+  params = model.init(jax.random.key(0), video[:, 0], method="image_embeds")
+  embed = lambda v: model.apply(params, v, method="image_embeds")  # noqa: E731
+  tokens = embed(video)
+  assert tokens.shape == (2, 8 * 16, config.model.decoder.width)
+  # frame t's tokens are the image tokens of frame t plus frame t's time code
+  single = model.apply(params, video[:, 3], method="image_embeds")
+  delta = tokens[:, 3 * 16:4 * 16] - single
+  assert float(jnp.abs(delta - delta[:, :1]).max()) < 1e-5
+  # the order of the frames reaches the decoder: reversing them changes the tokens
+  reversed_tokens = embed(video[:, ::-1])
+  assert float(jnp.abs(reversed_tokens[:, :16] - tokens[:, -16:]).max()) > 1e-2
+  # more frames at test time than in training: no parameter depends on the frame count
+  assert embed(jnp.concatenate([video, video[:, :4]], 1)).shape[1] == 12 * 16
+
+
+def test_evaluator_scoring_of_program_responses(handle):
+  rows = [_record(handle, i, "test") for i in range(16)]
+  truth = {k: np.array([r[k] for r in rows], dtype=object) for k in E._TRUTH}
+  examples = E.examples_of(truth, 8)
+  right = E.score_responses([T.response_text(r, "cot") for r in rows], examples)
+  assert right["accuracy"] == 1.0 and right["format_rate"] == 1.0
+  assert right["span_miou"] == 1.0
+  assert {f"accuracy_{k}" for k in ("count", "order", "direction", "span")} <= set(right)
+  answer_only = E.score_responses([T.response_text(r, "answer") for r in rows], examples)
+  assert answer_only["accuracy"] == 1.0 and answer_only["format_rate"] == 0.0
+  wrong = E.score_responses(["<think>x</think><answer>nothing</answer>"] * 16, examples)
+  assert wrong["accuracy"] == 0.0 and wrong["format_rate"] == 1.0

@@ -1,0 +1,128 @@
+"""The `reasoning_video` dataset: the reasoning videos as TFDS ArrayRecord splits.
+
+Splits (the realistic split of post-training data): `cot`, a small set with the program's
+chain-of-thought traces for SFT; `train`, a larger set the RL stage and the answer-only
+baselines read (its records hold traces too, which those stages ignore); `test`, held out,
+at least 1,000 questions in `default`. Every split cycles through the four question kinds.
+Only `Tensor` features, so building needs no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from vlx import registry
+from vlx.data import pp_ops
+from vlx.data import video_render as V
+from vlx.data.sources import DatasetHandle, _file_lock, default_data_dir, tokenizer_beside
+from vlx.families.video_lmm import reasoning_videos as RV
+
+TEXT_FIELDS = ("question", "answer", "thought", "options", "caption")
+ANNOTATION_KEYS = ("kind", "question", "answer", "thought", "options", "span", "caption")
+
+
+class ReasoningVideoConfig(tfds.core.BuilderConfig):
+
+  def __init__(self, *, image_size=V.IMAGE_SIZE, num_frames=V.NUM_FRAMES, cot_size=2_000,
+               train_size=8_000, test_size=1_000, seed=0, **kw):
+    super().__init__(**kw)
+    V.check_size(image_size, num_frames)
+    self.image_size, self.num_frames = image_size, num_frames
+    self.sizes = {"cot": cot_size, "train": train_size, "test": test_size}
+    self.seed = seed
+
+
+def _text(shape=()):
+  return tfds.features.Tensor(shape=shape, dtype=np.object_)
+
+
+class ReasoningVideo(tfds.core.GeneratorBasedBuilder):
+  """Count / order / direction / span questions on shape videos, with checkable answers."""
+
+  VERSION = tfds.core.Version("1.0.0")
+  BUILDER_CONFIGS = [
+      ReasoningVideoConfig(name="default", description="8 x 32px; 2k CoT / 8k RL / 1k test"),
+      ReasoningVideoConfig(name="small", cot_size=128, train_size=256, test_size=64,
+                           description="for tests and smoke runs"),
+  ]
+
+  def _info(self):
+    c = self.builder_config
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description=__doc__,
+        disable_shuffling=True,
+        features=tfds.features.FeaturesDict({
+            "video": tfds.features.Tensor(
+                shape=(c.num_frames, c.image_size, c.image_size, 3), dtype=np.uint8),
+            "kind": _text(), "question": _text(), "answer": _text(), "thought": _text(),
+            "caption": _text(),
+            "options": _text((2,)),
+            "span": tfds.features.Tensor(shape=(2,), dtype=np.int64),
+        }),
+        metadata=tfds.core.MetadataDict(kinds=list(RV.KINDS)),
+    )
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    c = self.builder_config
+    # Disjoint seeds per split: no test question is a training question.
+    return {name: self._generate_examples(c.sizes[name], c.seed * 10 + i)
+            for i, name in enumerate(("cot", "train", "test"))}
+
+  def _generate_examples(self, num, seed):
+    c = self.builder_config
+    for i, ex in enumerate(RV.examples(num, seed, image_size=c.image_size,
+                                       num_frames=c.num_frames)):
+      yield i, {"video": ex.frames, "kind": ex.kind, "question": ex.question,
+                "answer": ex.answer, "thought": ex.thought, "caption": ex.caption,
+                "options": np.array(list(ex.options) or ["", ""], dtype=object),
+                "span": np.array(ex.span if ex.span else (-1, -1), np.int64)}
+
+
+def _texts(source, limit: int = 20_000):
+  """Questions, options and whole responses (so the tags become pieces of their own)."""
+  for i in range(min(len(source), limit)):
+    record = source[i]
+    yield pp_ops.to_str(record["question"])
+    yield pp_ops.to_str(record["caption"])
+    yield from (pp_ops.to_str(o) for o in np.atleast_1d(record["options"]))
+    yield (f"<think>{pp_ops.to_str(record['thought'])}</think>"
+           f"<answer>{pp_ops.to_str(record['answer'])}</answer>")
+
+
+@registry.DATASETS.register("reasoning_video")
+def reasoning_video(data_dir: Optional[str] = None, variant: str = "default",
+                    vocab_size: int = 256, **unused) -> DatasetHandle:
+  """Generated into the TFDS data dir on first use, with a tokenizer trained beside it."""
+  del unused
+  data_dir = default_data_dir(data_dir)
+  with _file_lock(os.path.join(data_dir, f".reasoning_video_{variant}.lock")):
+    builder = ReasoningVideo(config=variant, data_dir=data_dir, file_format="array_record")
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(verify_ssl=False))
+    splits = {s: builder.as_data_source(split=s) for s in ("cot", "train", "test")}
+    tokenizer = tokenizer_beside(builder.data_dir, lambda: _texts(splits["cot"]), vocab_size,
+                                 TEXT_FIELDS)
+  return DatasetHandle(splits=splits, tokenizer=tokenizer, image_key="video",
+                       captions_key="caption", label_key=None,
+                       annotation_keys=ANNOTATION_KEYS)
+
+
+def example_from_record(record) -> RV.Example:
+  """A decoded record (text as str) -> the Example the verifiers check (no frames)."""
+  options = tuple(o for o in (pp_ops.to_str(x) for x in np.atleast_1d(record["options"])) if o)
+  span = tuple(int(x) for x in np.asarray(record["span"]))
+  kind = pp_ops.to_str(record["kind"])
+  return RV.Example(frames=np.zeros((0,), np.uint8), kind=kind,
+                    question=pp_ops.to_str(record["question"]),
+                    answer=pp_ops.to_str(record["answer"]),
+                    thought=pp_ops.to_str(record["thought"]),
+                    caption=pp_ops.to_str(record["caption"]),
+                    num_frames=int(np.asarray(record["video"]).shape[0])
+                    if "video" in record else V.NUM_FRAMES,
+                    options=options, span=span if kind == "span" else None)

@@ -1,0 +1,77 @@
+"""The reasoning videos as prefix-LM examples: the video's frame tokens and the question are
+the prefix, the response the suffix (scored alone), in one of three formats:
+
+  cot      `<think>` the program's trace `</think><answer>` the answer `</answer>`
+  answer   `<answer>` the answer `</answer>` (answer-only SFT, and the RL stage's prompts)
+  caption  no question: the video's description (every named shape and when it is seen),
+           the pretraining task
+
+Uses the unified family's text block (vlx/families/unified/tasks.py: a task token, the
+question, `sep`, the response, EOS), so the Gemma-style decoder, the KV-cached generator and
+the `prefix_lm` objective are the unified model's own.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vlx import registry
+from vlx.data import pp_ops
+from vlx.families.unified import tasks as UT
+
+RESPONSES = ("cot", "answer", "caption")
+
+
+def response_text(ex, response: str) -> str:
+  """The response of `ex` (a decoded record) in the given format."""
+  if response == "caption":
+    return pp_ops.to_str(ex["caption"])
+  answer = f"<answer>{pp_ops.to_str(ex['answer'])}</answer>"
+  if response == "answer":
+    return answer
+  return f"<think>{pp_ops.to_str(ex['thought'])}</think>{answer}"
+
+
+@registry.PP_OPS.register("reasoning_qa")
+def reasoning_qa_op(handle, prompt_len: int, target_len: int, response: str = "cot",
+                    text_size: int = 256):
+  """Writes the text block (`text_in`, `mask_ar`, `input_mask`, `targets`, `loss_mask`), the
+  generation prompt (`prompt`, `prompt_mask`, `prompt_ar`); the prefix-LM reads `video`
+  [T, H, W, 3] frame by frame."""
+  if response not in RESPONSES:
+    raise ValueError(f"reasoning_qa: unknown response format {response!r}; known: "
+                     f"{', '.join(RESPONSES)}")
+  vocab = UT.Vocab(int(text_size), 0)
+  if handle.tokenizer.vocab_size > vocab.text_size:
+    raise ValueError(f"reasoning_qa: the tokenizer has {handle.tokenizer.vocab_size} ids but "
+                     f"text_size is {vocab.text_size}")
+  head = [vocab.task_token("caption" if response == "caption" else "vqa")]
+
+  def fn(ex, rng):
+    del rng
+    prompt = head if response == "caption" else head + UT.pieces(
+        handle.tokenizer, pp_ops.to_str(ex["question"]))
+    target = UT.pieces(handle.tokenizer, response_text(ex, response))
+    block = UT.text_block(prompt, target, vocab, int(prompt_len), int(target_len))
+    ex.update(block, **UT.prompt_fields(block, int(prompt_len)))
+    return ex
+  return fn
+
+
+def vocab_size(text_size: int) -> int:
+  """The decoder's vocabulary for a text vocabulary of `text_size` (no location tokens)."""
+  return UT.Vocab(int(text_size), 0).size
+
+
+def lengths(handle, split: str = "cot", limit: int = 2_000):
+  """The longest question (+ task token) and CoT response or caption in `split`, in pieces (EOS
+  excluded): what a config's prompt and target lengths must cover."""
+  source = handle.split(split)
+  p = t = 0
+  for i in range(min(len(source), limit)):
+    r = {k: (v if k == "video" else pp_ops.to_str(v) if np.ndim(v) == 0 else v)
+         for k, v in source[i].items()}
+    p = max(p, 1 + len(UT.pieces(handle.tokenizer, r["question"])))
+    t = max(t, *(len(UT.pieces(handle.tokenizer, response_text(r, f)))
+                 for f in ("cot", "caption")))
+  return p, t
