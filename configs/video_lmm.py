@@ -10,6 +10,9 @@ visible" questions.
       workdir (vlx/train/init_run.py) and reuses
   :tiny,pretrain   captioning pretraining: the description of every video of the `train` split
   :tiny,answer     the answer-only SFT baseline on the same `cot` split (matched data)
+  :tiny,grpo       GRPO from verifiable rewards on the `train` split's questions, starting
+                   from the CoT SFT run (`:tiny`, trained first beside the workdir); 8
+                   prompts x 8 rollouts a step, sampled inside the train step
   :tiny,smoke      a few steps on the small variant, for tests
 
 Scored by `reasoning_qa` (vlx/families/video_lmm/evals.py): the verifiers' accuracy per
@@ -28,12 +31,30 @@ TEXT_VOCAB = 256
 # Measured maxima on the `cot` / `train` / `test` splits: prompts 13 ids (task token +
 # question), responses 31 (CoT) and captions 30, EOS excluded; `sep` and EOS come on top.
 PROMPT_LEN, TARGET_LEN = 16, 36
-STAGES = ("pretrain", "answer")
+STAGES = ("pretrain", "answer", "grpo")
 
 
 def qa_op(response: str) -> str:
   return (f"decode_video|video_value_range(-1,1)|reasoning_qa({PROMPT_LEN}, {TARGET_LEN}, "
           f"'{response}', {TEXT_VOCAB})")
+
+
+def grpo_stage(c, variant):
+  """GRPO on the `train` split's questions from the CoT SFT run (vlx/families/video_lmm/grpo.py:
+  the rollouts are drawn inside the step; the batch holds the prompts and their answer keys)."""
+  c.task = "grpo"
+  c.data.train_split = "train"
+  c.data["keys"] = c.data["keys"] + ("prompt", "prompt_mask", "prompt_ar", "kind_id",
+                                     "answer_ids", "option_ids", "span")
+  c.rollout = ml_collections.ConfigDict(dict(
+      group_size=8, max_len=TARGET_LEN, temperature=1.0, text_size=TEXT_VOCAB,
+      advantage_scale="std", rewards=dict(accuracy=1.0, format=0.2, temporal_iou=0.5)))
+  # DAPO's clip-higher and token-level averaging; no KL term (beta 0: no reference copy).
+  c.objectives = ml_collections.ConfigDict(dict(grpo=dict(
+      eps_low=0.2, eps_high=0.28, beta=0.0, average="token", temperature=1.0)))
+  c.init_from_run = c.init_from_run.replace(":tiny,pretrain", ":tiny")
+  base.cpu_schedule(c, batch_size=8, total_steps=150, evals=1, lr=1e-4)
+  del variant
 
 
 def get_config(arg: str = "tiny"):
@@ -69,9 +90,13 @@ def get_config(arg: str = "tiny"):
         ",smoke" if variant.smoke else "")
     c.init_from_run_inherits = ("data.source", "model")
   base.cpu_schedule(c, batch_size=32, total_steps=600, evals=1, lr=1e-3)
+  if stage == "grpo":
+    grpo_stage(c, variant)
   if variant.smoke:
     c.data.source.variant = "small"
     base.smoke_schedule(c)
     for name in c.evals:
       c.evals[name].limit = 16
+    if stage == "grpo":
+      c.batch_size, c.rollout.group_size = 8, 4
   return c

@@ -56,7 +56,8 @@ def _np_loss(logits, targets, old_logp, ref_logp, adv, mask, eps_low, eps_high, 
 def _example(seed=0, spread=0.3):
   rng = np.random.default_rng(seed)
   logits = rng.normal(size=(N, L, V)).astype(np.float32)
-  targets = rng.integers(0, V, size=(N, L))
+  logits[..., 0] = -1e9  # padding (id 0): never sampled, so not in the policy (policy_logits)
+  targets = rng.integers(1, V, size=(N, L))
   mask = np.ones((N, L), np.float32)
   mask[1, 3:] = 0
   mask[5, 1:] = 0
@@ -226,3 +227,18 @@ def test_bad_settings_are_named():
     make(average="constant")
   with pytest.raises(ValueError, match=">= 0"):
     make(beta=-1.0)
+
+
+def test_policy_is_the_samplers_padding_excluded_and_tempered():
+  logits, targets, mask, old, ref, rewards = _example(seed=2)
+  adv = np.asarray(pg.group_advantages(rewards, G))
+  raw = logits.copy()
+  raw[..., 0] = 5.0  # the model puts mass on padding: the sampler never draws it
+  batch = _batch(targets, mask, old, ref, adv)
+  hot = registry.OBJECTIVES.get("grpo")(beta=0.1, temperature=0.7)
+  cold = registry.OBJECTIVES.get("grpo")(beta=0.1)
+  scaled = np.where(np.arange(V) == 0, -1e9, raw / 0.7).astype(np.float32)
+  np.testing.assert_allclose(float(hot({"logits": jnp.asarray(raw)}, batch)[0]),
+                             float(cold({"logits": jnp.asarray(scaled)}, batch)[0]), rtol=1e-6)
+  with pytest.raises(ValueError, match="temperature"):
+    registry.OBJECTIVES.get("grpo")(temperature=0.0)

@@ -38,6 +38,7 @@ MODULES = (
     "vlx.data.video_files", "vlx.families.video.classify",
     "vlx.families.video_lmm.verifiers", "vlx.families.video_lmm.reasoning_data",
     "vlx.families.video_lmm.tasks", "vlx.families.video_lmm.evals",
+    "vlx.families.video_lmm.grpo",
     "vlx.families.video_transfer.model",
     "vlx.families.video_transfer.tower",
     "vlx.families.video_transfer.xclip",

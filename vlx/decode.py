@@ -91,36 +91,45 @@ def _tables(constraint, max_len: int):
 
 
 def greedy_or_sample(step: StepFn, state, n: int, cfg: DecodeConfig, bos: int, eos: int,
-                     rng: Optional[jax.Array] = None, constraint=None):
-  """`constraint`: a decode_constraints.TokenAutomaton the output must follow (None: free)."""
+                     rng: Optional[jax.Array] = None, constraint=None,
+                     return_logp: bool = False):
+  """`constraint`: a decode_constraints.TokenAutomaton the output must follow (None: free).
+  `return_logp`: also return each written token's log-probability [n, max_len] under the
+  distribution it was drawn from (padding excluded, tempered and filtered when sampling; 0
+  after EOS): the behaviour policy's log-probs a policy-gradient update needs."""
   sample = cfg.method == "sample"
   if sample and rng is None:
     raise ValueError("sampling needs an rng")
   seq = jnp.full((n, cfg.max_len + 1), PAD_ID, jnp.int32).at[:, 0].set(bos)
+  logps = jnp.zeros((n, cfg.max_len), jnp.float32)
   tables, start = _tables(constraint, cfg.max_len)
 
   def body(carry):
-    t, seq, state, done, cstate = carry
+    t, seq, logps, state, done, cstate = carry
     logits, state = step(state, seq, t)
     logits = _constrained(_no_padding(logits), tables, cstate, cfg.max_len - t)
     if sample:
-      filtered = filter_logits(logits, cfg.temperature, cfg.top_k, cfg.top_p)
-      tok = jax.random.categorical(jax.random.fold_in(rng, t), filtered, axis=-1)
+      logits = filter_logits(logits, cfg.temperature, cfg.top_k, cfg.top_p)
+      tok = jax.random.categorical(jax.random.fold_in(rng, t), logits, axis=-1)
     else:
       tok = jnp.argmax(logits, axis=-1)
+    if return_logp:
+      lp = jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), tok[:, None], axis=-1)
+      logps = jax.lax.dynamic_update_index_in_dim(logps, jnp.where(done, 0.0, lp[:, 0]), t,
+                                                  axis=1)
     tok = jnp.where(done, PAD_ID, tok)
     if tables is not None:
       cstate = jnp.where(done, cstate, decode_constraints.advance(tables, cstate, tok))
-    return t + 1, _write(seq, tok, t), state, done | (tok == eos), cstate
+    return t + 1, _write(seq, tok, t), logps, state, done | (tok == eos), cstate
 
   def cond(carry):
-    t, _, _, done, _ = carry
+    t, _, _, _, done, _ = carry
     return (t < cfg.max_len) & ~jnp.all(done)
 
-  _, seq, _, _, _ = jax.lax.while_loop(
-      cond, body, (jnp.zeros((), jnp.int32), seq, state, jnp.zeros((n,), bool),
+  _, seq, logps, _, _, _ = jax.lax.while_loop(
+      cond, body, (jnp.zeros((), jnp.int32), seq, logps, state, jnp.zeros((n,), bool),
                    jnp.full((n,), start, jnp.int32)))
-  return seq[:, 1:]
+  return (seq[:, 1:], logps) if return_logp else seq[:, 1:]
 
 
 def _penalty(length, alpha: float):

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from vlx import registry
+from vlx.token_ids import PAD_ID
 
 AVERAGES = ("sequence", "token", "constant")
 RATIOS = ("token", "sequence")
@@ -50,6 +51,13 @@ def zero_std_fraction(rewards, group_size: int, tol: float = 1e-6):
   """The share of groups whose rewards are all equal (they teach the policy nothing)."""
   r = jnp.asarray(rewards, jnp.float32).reshape(-1, group_size)
   return jnp.mean((r.max(axis=1) - r.min(axis=1)) <= tol)
+
+
+def policy_logits(logits, temperature: float = 1.0):
+  """The distribution responses are sampled from (vlx/decode.py's sampler): padding can never
+  be drawn, and the logits are divided by the sampling temperature."""
+  logits = logits.astype(jnp.float32).at[..., PAD_ID].set(-1e9)
+  return logits / temperature
 
 
 def token_logprobs(logits, targets):
@@ -137,21 +145,23 @@ def grpo_terms(logp, old_logp, ref_logp, advantages, mask, *, eps_low: float = 0
 
 @registry.OBJECTIVES.register("grpo")
 def grpo_objective(eps_low: float = 0.2, eps_high: float = 0.2, beta: float = 0.0,
-                   average: str = "sequence", max_len: int = 0, ratio: str = "token"):
+                   average: str = "sequence", max_len: int = 0, ratio: str = "token",
+                   temperature: float = 1.0):
   """`outputs['logits'] [N, L, V]` scored on `batch['targets']` where `batch['loss_mask']`
   (the response tokens), with `batch['advantages'] [N]`, `batch['old_logp'] [N, L]` and, for
-  beta > 0, `batch['ref_logp'] [N, L]`: the fields a rollout stage writes into the batch."""
+  beta > 0, `batch['ref_logp'] [N, L]`: the fields a rollout stage writes into the batch.
+  The policy is the sampler's: no padding, logits over `temperature` (policy_logits)."""
   if average not in AVERAGES:
     raise ValueError(f"grpo: average {average!r}: expected one of {', '.join(AVERAGES)}")
   if ratio not in RATIOS:
     raise ValueError(f"grpo: ratio {ratio!r}: expected one of {', '.join(RATIOS)}")
   if average == "constant" and max_len <= 0:
     raise ValueError("grpo: average='constant' needs max_len > 0")
-  if eps_low < 0 or eps_high < 0 or beta < 0:
-    raise ValueError("grpo: eps_low, eps_high and beta must be >= 0")
+  if eps_low < 0 or eps_high < 0 or beta < 0 or temperature <= 0:
+    raise ValueError("grpo: eps_low, eps_high and beta must be >= 0, temperature > 0")
 
   def loss_fn(outputs, batch):
-    logits = outputs["logits"]
+    logits = policy_logits(outputs["logits"], temperature)
     mask = batch["loss_mask"]
     logp = token_logprobs(logits, batch["targets"])
     ref = batch["ref_logp"] if beta > 0 else logp

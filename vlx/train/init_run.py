@@ -58,8 +58,10 @@ def init_run_dir(config, first, workdir: str) -> str:
   its config."""
   digest = hashlib.sha256(first.to_json(sort_keys=True).encode()).hexdigest()[:12]
   slug = re.sub(r"[^A-Za-z0-9]+", "_", os.path.basename(config.init_from_run)).strip("_")
-  return os.path.join(os.path.dirname(os.path.abspath(workdir)), INIT_RUNS_DIR,
-                      f"{slug}-{digest}")
+  parent = os.path.dirname(os.path.abspath(workdir))
+  if os.path.basename(parent) == INIT_RUNS_DIR:  # a stage of a chain: its runs side by side
+    parent = os.path.dirname(parent)
+  return os.path.join(parent, INIT_RUNS_DIR, f"{slug}-{digest}")
 
 
 def ensure(config, workdir: str, mode: str = "train") -> None:
@@ -80,6 +82,7 @@ def ensure(config, workdir: str, mode: str = "train") -> None:
   from vlx.train import trainer  # pylint: disable=g-import-not-at-top
   logging.info("init_from_run: %s starts this run; training it in %s (later runs reuse it)",
                config.init_from_run, where)
+  ensure(first, where, mode)  # a chain of stages: that run may start from another's
   trainer.train(first, where)
 
 

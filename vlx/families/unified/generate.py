@@ -38,11 +38,13 @@ def _forward(model, params, img, prompt, prompt_mask, prompt_ar, answer, answer_
   return model.apply({"params": params}, batch)["logits"]
 
 
-def make_generate_fn(model, cfg: decode_lib.DecodeConfig, eos: int, constraint=None):
+def make_generate_fn(model, cfg: decode_lib.DecodeConfig, eos: int, constraint=None,
+                     return_logp: bool = False):
   """-> pure `fn(params, image, prompt, prompt_mask, prompt_ar, rng=None) -> ids [B, max_len]`
   (EOS kept, padding after). `prompt [B, P]`: the text prefix, its last position the token
   the answer follows (vlx's `sep`, or a PaliGemma prompt's newline); `prompt_mask` real
-  tokens; `prompt_ar` its mask_ar (1 where a new causal block starts)."""
+  tokens; `prompt_ar` its mask_ar (1 where a new causal block starts). `return_logp`
+  (greedy or sampling): (ids, each token's log-prob under the distribution drawn from)."""
   cached = model.clone(decode=True)
   max_len = cfg.max_len
   seq2seq = getattr(model, "layout", "decoder_only") == "encoder_decoder"
@@ -75,9 +77,12 @@ def make_generate_fn(model, cfg: decode_lib.DecodeConfig, eos: int, constraint=N
     # The loops' BOS slot is never read: the prompt's last token is the answer's start.
     bos = 0
     if cfg.method == "beam":
+      if return_logp:
+        raise ValueError("return_logp is for greedy decoding and sampling, not beam search")
       return decode_lib.beam_search(step, reorder, state, rows // beams, cfg, bos, eos,
                                     constraint)
-    return decode_lib.greedy_or_sample(step, state, rows, cfg, bos, eos, rng, constraint)
+    return decode_lib.greedy_or_sample(step, state, rows, cfg, bos, eos, rng, constraint,
+                                       return_logp)
 
   return generate
 

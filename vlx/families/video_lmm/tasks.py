@@ -20,6 +20,8 @@ from vlx.data import pp_ops
 from vlx.families.unified import tasks as UT
 
 RESPONSES = ("cot", "answer", "caption")
+# Ids per answer / option text in the truth fields a rollout stage verifies against.
+TRUTH_LEN = 12
 
 
 def response_text(ex, response: str) -> str:
@@ -37,7 +39,8 @@ def reasoning_qa_op(handle, prompt_len: int, target_len: int, response: str = "c
                     text_size: int = 256):
   """Writes the text block (`text_in`, `mask_ar`, `input_mask`, `targets`, `loss_mask`), the
   generation prompt (`prompt`, `prompt_mask`, `prompt_ar`); the prefix-LM reads `video`
-  [T, H, W, 3] frame by frame."""
+  [T, H, W, 3] frame by frame. Also the answer key as numbers (`truth_fields`), what a rollout
+  stage inside the jitted step hands the verifiers."""
   if response not in RESPONSES:
     raise ValueError(f"reasoning_qa: unknown response format {response!r}; known: "
                      f"{', '.join(RESPONSES)}")
@@ -54,6 +57,7 @@ def reasoning_qa_op(handle, prompt_len: int, target_len: int, response: str = "c
     target = UT.pieces(handle.tokenizer, response_text(ex, response))
     block = UT.text_block(prompt, target, vocab, int(prompt_len), int(target_len))
     ex.update(block, **UT.prompt_fields(block, int(prompt_len)))
+    ex.update(truth_fields(ex, handle.tokenizer))
     return ex
   return fn
 
@@ -75,3 +79,36 @@ def lengths(handle, split: str = "cot", limit: int = 2_000):
     t = max(t, *(len(UT.pieces(handle.tokenizer, response_text(r, f)))
                  for f in ("cot", "caption")))
   return p, t
+
+
+def _ids(tokenizer, text: str) -> np.ndarray:
+  out = np.zeros((TRUTH_LEN,), np.int32)
+  ids = UT.pieces(tokenizer, text)[:TRUTH_LEN] if text else []
+  out[:len(ids)] = ids
+  return out
+
+
+def truth_fields(ex, tokenizer):
+  """The answer key of a decoded record as arrays: `kind_id`, `answer_ids` [TRUTH_LEN],
+  `option_ids` [2, TRUTH_LEN] (zeros where the kind has none), `span` [2] (-1 if none)."""
+  from vlx.families.video_lmm import reasoning_videos as RV  # pylint: disable=g-import-not-at-top
+  options = [pp_ops.to_str(o) for o in np.atleast_1d(ex["options"])]
+  return {"kind_id": np.int32(RV.KINDS.index(pp_ops.to_str(ex["kind"]))),
+          "answer_ids": _ids(tokenizer, pp_ops.to_str(ex["answer"])),
+          "option_ids": np.stack([_ids(tokenizer, o) for o in options]),
+          "span": np.asarray(ex["span"], np.int32)}
+
+
+def examples_from_truth(tokenizer, kind_id, answer_ids, option_ids, span, num_frames: int):
+  """truth_fields stacked over a batch -> the verifiers' Examples (no frames)."""
+  from vlx.families.video_lmm import reasoning_videos as RV  # pylint: disable=g-import-not-at-top
+  answers = tokenizer.decode(np.asarray(answer_ids))
+  out = []
+  for i, k in enumerate(np.asarray(kind_id).tolist()):
+    kind = RV.KINDS[k]
+    options = tuple(o for o in tokenizer.decode(np.asarray(option_ids[i])) if o)
+    s = tuple(int(x) for x in np.asarray(span[i]))
+    out.append(RV.Example(frames=np.zeros((0,), np.uint8), kind=kind, question="",
+                          answer=answers[i], thought="", num_frames=num_frames,
+                          options=options, span=s if kind == "span" else None))
+  return out

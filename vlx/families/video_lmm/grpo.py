@@ -1,0 +1,146 @@
+"""The `grpo` task: GRPO from verifiable rewards inside vlx's one train step.
+
+The step calls `prepare` before the loss (vlx/train/task.py); here that is the rollout stage,
+all inside the jitted step:
+
+  1. every prompt of the batch (P prompts: video + question) is repeated G times
+     (`rollout.group_size`), a global [P * G] rollout batch sharded like any batch;
+  2. the KV-cached sampler of the unified family draws one response per row from the current
+     policy (`params`), returning each token's log-prob under the distribution it was drawn
+     from (the behaviour policy's `old_logp`; the trainer's forward gives the same numbers);
+  3. the responses are verified on the host (`jax.pure_callback`: ids -> text -> the
+     registered rewards of `rollout.rewards`, weighted), then group-normalised into advantages;
+  4. with `beta > 0` the frozen reference policy (the params the run started from, kept in the
+     task's state) scores the responses teacher-forced (`ref_logp`).
+
+The batch the loss sees is then [prompt; response] text blocks with the response tokens scored
+(`loss_mask`), and the `grpo` objective (vlx/objectives/policy_gradient.py) is the loss. The
+sampler's rng comes from the step's rng, which the train state carries: a resumed run draws the
+rollouts it would have drawn. Logged next to the loss: the mean reward and each reward's, the
+share of groups with identical rewards, the response length.
+
+One update per batch of rollouts (on-policy: the ratio is 1 at the update and clipping only
+bites through `ratio="sequence"` or later updates; the clipped path is tested directly).
+Single-process: the host callback sees the whole rollout batch.
+"""
+
+from __future__ import annotations
+
+from typing import Dict
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vlx import decode as decode_lib
+from vlx import registry
+from vlx.data import sources
+from vlx.families.unified import generate as gen
+from vlx.families.video_lmm import tasks as T
+from vlx.objectives import policy_gradient as pg
+from vlx.token_ids import EOS_ID, PAD_ID
+from vlx.train.task import ModelTask
+
+TRUTH_KEYS = ("kind_id", "answer_ids", "option_ids", "span")
+PROMPT_KEYS = ("video", "prompt", "prompt_mask", "prompt_ar")
+
+
+def response_block(prompt, prompt_mask, prompt_ar, ids, logp):
+  """The training block of [prompt; sampled response]: `prompt [N, Q]` ends with the token the
+  response follows; `ids [N, A]` the response (EOS kept, padding after), `logp [N, A]` its
+  sampled log-probs. Position Q - 1 + j predicts ids[:, j]."""
+  n, q = prompt.shape
+  real = ids != PAD_ID
+  zeros = jnp.zeros((n, q - 1))
+  return {
+      "text_in": jnp.concatenate([prompt, ids[:, :-1]], axis=1).astype(jnp.int32),
+      "mask_ar": jnp.concatenate([jnp.asarray(prompt_ar, jnp.int32),
+                                  jnp.ones_like(ids[:, :-1], jnp.int32)], axis=1),
+      "input_mask": jnp.concatenate([jnp.asarray(prompt_mask, bool), real[:, :-1]], axis=1),
+      "targets": jnp.concatenate([zeros.astype(jnp.int32), ids], axis=1).astype(jnp.int32),
+      "loss_mask": jnp.concatenate([zeros, real.astype(jnp.float32)], axis=1),
+      "old_logp": jnp.concatenate([zeros, jnp.where(real, logp, 0.0)], axis=1),
+  }
+
+
+@registry.TASKS.register("grpo")
+class GRPOTask(ModelTask):
+  """Rollouts, verification and advantages in `prepare`; the config's objectives (`grpo`) as
+  the loss, with the rollouts' statistics logged beside it."""
+  accumulates = False
+
+  def __init__(self, config, model):
+    super().__init__(config, model)
+    r = config.rollout
+    self.group = int(r.group_size)
+    if self.group < 2:
+      raise ValueError("rollout.group_size must be >= 2: advantages are relative to a group")
+    self.temperature = float(r.get("temperature", 1.0))
+    grpo_kw = dict(config.objectives.get("grpo", {}))
+    if float(grpo_kw.get("temperature", 1.0)) != self.temperature:
+      raise ValueError("objectives.grpo.temperature must equal rollout.temperature: the loss "
+                       "scores the distribution the responses were drawn from")
+    self.beta = float(grpo_kw.get("beta", 0.0))
+    self.scale = str(r.get("advantage_scale", "std"))
+    self.text_size = int(r.text_size)
+    self.reward_names = tuple(r.rewards.keys())
+    self.reward_weights = jnp.asarray([float(r.rewards[k]) for k in self.reward_names])
+    self.reward_fns = [registry.REWARDS.get(k) for k in self.reward_names]
+    self.sample = gen.make_generate_fn(
+        model, decode_lib.DecodeConfig(method="sample", max_len=int(r.max_len),
+                                       temperature=self.temperature), EOS_ID,
+        return_logp=True)
+    self._data_config = config.data
+    self._tokenizer = None
+    self._objectives = self.loss
+    self.loss = self._loss
+
+  # ---- the task's state: the frozen reference policy (only when the KL term is on)
+  def init_extras(self, params):
+    return {"reference": params} if self.beta > 0 else {}
+
+  def extras_shardings(self, param_shardings):
+    return {"reference": param_shardings} if self.beta > 0 else {}
+
+  # ---- the rollout stage
+  def host_rewards(self, ids, kind_id, answer_ids, option_ids, span, num_frames: int):
+    """On the host: response ids -> text -> each registered reward, [N, R] float32."""
+    if self._tokenizer is None:
+      self._tokenizer = sources.load_dataset(self._data_config).tokenizer
+    ids = np.asarray(ids)
+    texts = self._tokenizer.decode(np.where(ids < self.text_size, ids, 0))
+    examples = T.examples_from_truth(self._tokenizer, kind_id, answer_ids, option_ids, span,
+                                     num_frames)
+    return np.asarray([[fn(t, e) for fn in self.reward_fns] for t, e in zip(texts, examples)],
+                      np.float32)
+
+  def prepare(self, params, extras, batch, step, rng):
+    del step
+    rows = {k: jnp.repeat(batch[k], self.group, axis=0) for k in PROMPT_KEYS + TRUTH_KEYS}
+    ids, logp = self.sample(params, *(rows[k] for k in PROMPT_KEYS), rng)
+    n, frames = ids.shape[0], rows["video"].shape[1]
+    parts = jax.pure_callback(
+        lambda *a: self.host_rewards(*a, num_frames=frames),
+        jax.ShapeDtypeStruct((n, len(self.reward_names)), jnp.float32),
+        ids, *(rows[k] for k in TRUTH_KEYS), vmap_method="sequential")
+    reward = parts @ self.reward_weights
+    out = {"video": rows["video"],
+           **response_block(rows["prompt"], rows["prompt_mask"], rows["prompt_ar"], ids, logp),
+           "advantages": pg.group_advantages(reward, self.group, self.scale),
+           "reward": reward, "reward_parts": parts}
+    if self.beta > 0:  # the reference scores the responses with the trainer's own forward
+      logits = self.model.apply({"params": extras["reference"]}, out, train=False)["logits"]
+      out["ref_logp"] = pg.token_logprobs(pg.policy_logits(logits, self.temperature),
+                                          out["targets"])
+    return out
+
+  def _loss(self, outputs, batch):
+    loss, metrics = self._objectives(outputs, batch)
+    rollout: Dict[str, jax.Array] = {
+        "reward": batch["reward"].mean(),
+        "zero_std_fraction": pg.zero_std_fraction(batch["reward"], self.group),
+        "response_length": batch["loss_mask"].sum(axis=1).mean(),
+    }
+    for i, name in enumerate(self.reward_names):
+      rollout[f"reward_{name}"] = batch["reward_parts"][:, i].mean()
+    return loss, {**metrics, **{f"rollout/{k}": v for k, v in rollout.items()}}
