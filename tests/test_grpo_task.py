@@ -51,12 +51,13 @@ def setup(tmp_path_factory):
 def test_sampler_logp_equals_trainer_logp_and_block_scores_the_response(setup):
   config, model, batch, handle = setup
   task = build_task(config, model)
-  params = model.init(jax.random.key(0), {k: v[:1] for k, v in batch.items()},
-                      train=False)["params"]
+  params = jax.jit(lambda r: model.init(r, {k: v[:1] for k, v in batch.items()},
+                                        train=False)["params"])(jax.random.key(0))
   out = jax.jit(task.prepare)(params, {}, batch, jnp.int32(0), jax.random.key(1))
   n = 8 * config.rollout.group_size
   assert out["text_in"].shape[0] == n and out["advantages"].shape == (n,)
-  logits = model.apply({"params": params}, out, train=False)["logits"]
+  logits = jax.jit(lambda p, b: model.apply({"params": p}, b, train=False)["logits"])(params,
+                                                                                   out)
   lp = pg.token_logprobs(pg.policy_logits(logits), out["targets"])
   m = np.asarray(out["loss_mask"]) > 0
   assert m.sum() > n  # responses of several tokens
