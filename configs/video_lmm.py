@@ -88,7 +88,8 @@ def get_config(arg: str = "tiny"):
         text_size=TEXT_VOCAB, response=response, limit=1000)))
     c.init_from_run = f"{os.path.abspath(__file__)}:tiny,pretrain" + (
         ",smoke" if variant.smoke else "")
-    c.init_from_run_inherits = ("data.source", "model")
+    # Per seed, its own chain of stages (the seed is part of the earlier run's config).
+    c.init_from_run_inherits = ("data.source", "model", "seed")
   base.cpu_schedule(c, batch_size=32, total_steps=600, evals=1, lr=1e-3)
   if stage == "grpo":
     grpo_stage(c, variant)

@@ -387,6 +387,7 @@ EXPERIMENT_OPTIONS = {
     "launch_local.py": ("--num_processes", "--devices_per_process", "--port", "--timeout_s"),
     "parity_report.py": ("--help",),
     "plot_metrics.py": ("workdirs", "--out", "--keys"),
+    "post_training.py": ("--seeds", "--workdir", "--samples", "--limit", "--smoke"),
     "profile_step.py": ("--steps", "--top", "--trace_dir", "bench_train_step"),
     "tiny_losses.py": ("--steps", "--out", "--compare", "--configs"),
     "videomae_transfer.py": ("--pretrain", "--finetune", "--out"),

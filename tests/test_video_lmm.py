@@ -84,3 +84,20 @@ def test_evaluator_scoring_of_program_responses(handle):
   assert answer_only["accuracy"] == 1.0 and answer_only["format_rate"] == 0.0
   wrong = E.score_responses(["<think>x</think><answer>nothing</answer>"] * 16, examples)
   assert wrong["accuracy"] == 0.0 and wrong["format_rate"] == 1.0
+
+
+def test_frame_baselines_blank_and_shuffle_each_question_the_same_way():
+  ev = object.__new__(E.ReasoningQA)
+  video = np.random.default_rng(0).uniform(-1, 1, (5, 8, 4, 4, 3)).astype(np.float32)
+  ev.seed, ev.frames = 0, "ordered"
+  assert ev._video(video, 0) is video
+  ev.frames = "blank"
+  assert np.all(ev._video(video, 0) == -1.0)
+  ev.frames = "shuffled"
+  a, b = ev._video(video, 10), ev._video(video, 10)
+  np.testing.assert_array_equal(a, b)  # the same order for the same question, every sample
+  for i in range(5):  # each video's own frames, in another order
+    perm = [int(np.argmax([np.array_equal(a[i, t], video[i, u]) for u in range(8)]))
+            for t in range(8)]
+    assert sorted(perm) == list(range(8))
+  assert any(not np.array_equal(a[i], video[i]) for i in range(5))

@@ -2,6 +2,12 @@
 verifiers score what it writes: accuracy overall and per question kind, the span questions'
 mean temporal IoU, the share of responses in the full `<think>...</think><answer>...</answer>`
 format, and the mean response length. Greedy by default; `method="sample"` scores one sample.
+
+Baselines of the same model on the same questions (`frames`): "blank" (every frame black:
+what the question alone gives) and "shuffled" (the frames in a random order per question:
+what the model gets without time). Test-time scaling (`num_samples` = n > 1): n sampled
+responses per question, scored as pass@k, majority@k and best-of-k by the model's own
+likelihood for k = 1, 2, 4, ..., n (unbiased estimates, vlx/evals/at_k.py).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from vlx import decode as decode_lib
 from vlx import registry
 from vlx.data import pipeline
 from vlx.data.pp_ops import to_str
+from vlx.evals import at_k
 from vlx.evals.common import EvalContext, SplitReader, run_batched
 from vlx.families.unified import generate as gen
 from vlx.families.video_lmm import reasoning_videos as RV
@@ -23,6 +30,7 @@ from vlx.token_ids import EOS_ID
 
 _PROMPT = ("video", "prompt", "prompt_mask", "prompt_ar")
 _TRUTH = ("kind", "question", "answer", "thought", "options", "span")
+FRAMES = ("ordered", "blank", "shuffled")
 
 
 def examples_of(truth, num_frames: int):
@@ -62,38 +70,93 @@ class ReasoningQA:
 
   def __init__(self, ctx: EvalContext, prompt_len: int, target_len: int, text_size: int = 256,
                response: str = "cot", split: Optional[str] = None, limit: Optional[int] = 512,
-               method: str = "greedy", temperature: float = 1.0, seed: int = 0):
+               method: str = "greedy", temperature: float = 1.0, seed: int = 0,
+               frames: str = "ordered", num_samples: int = 1):
+    if frames not in FRAMES:
+      raise ValueError(f"reasoning_qa: frames {frames!r}; known: {', '.join(FRAMES)}")
+    if num_samples < 1:
+      raise ValueError("reasoning_qa: num_samples must be >= 1")
     self.ctx = ctx
+    self.frames, self.num_samples = frames, int(num_samples)
     self.text_size = int(text_size)
     pp = (f"decode_video|video_value_range(-1,1)|reasoning_qa({int(prompt_len)}, "
           f"{int(target_len)}, '{response}', {self.text_size})")
     self.reader = SplitReader(ctx, split or ctx.data_config.test_split, pp=pp, limit=limit)
+    if self.num_samples > 1:
+      method = "sample"
     self.cfg = decode_lib.DecodeConfig(method=method, max_len=int(target_len),
                                        temperature=float(temperature))
     self.seed = int(seed)
 
-  def responses(self, params):
-    """-> (response texts, response ids [N, max_len], truth fields)."""
-    fn = gen.make_generate_fn(self.ctx.model, self.cfg, EOS_ID)
-    rng = jax.random.key(self.seed)
+  def _video(self, video, first_index: int):
+    """The frames the model sees under `frames` (a fixed order per question)."""
+    if self.frames == "blank":
+      return np.full_like(video, -1.0)  # black after value_range(-1, 1)
+    if self.frames == "shuffled":
+      out = video.copy()
+      for i in range(len(video)):
+        perm = np.random.default_rng([self.seed, first_index + i]).permutation(video.shape[1])
+        out[i] = video[i, perm]
+      return out
+    return video
+
+  def responses(self, params, sample: int = 0):
+    """-> (response texts, ids [N, max_len], per-token log-probs [N, max_len], truth fields,
+    frames per video). `sample` picks the sampling rng (one draw per value)."""
+    fn = gen.make_generate_fn(self.ctx.model, self.cfg, EOS_ID, return_logp=True)
+    rng = jax.random.fold_in(jax.random.key(self.seed), sample)
     key = ("reasoning_generate", self.cfg)
+    seen = [0]
 
     def run(rows):
       data = pipeline.stack(rows, list(_PROMPT) + list(_TRUTH))
-      ids = run_batched(self.ctx, key, lambda p, b: fn(p, *(b[k] for k in _PROMPT), rng),
-                        params, {k: data[k] for k in _PROMPT},
-                        batch_size=self.reader.batch_size)
-      return ids, {k: data[k] for k in _TRUTH}, data["video"].shape[1]
-    ids, truth, frames = zip(*self.reader.map(run))
-    ids = np.concatenate(ids)
+      data["video"] = self._video(data["video"], seen[0])
+      seen[0] += len(rows)
+      ids, logp = run_batched(self.ctx, key, lambda p, b: fn(p, *(b[k] for k in _PROMPT), rng),
+                              params, {k: data[k] for k in _PROMPT},
+                              batch_size=self.reader.batch_size)
+      return ids, logp, {k: data[k] for k in _TRUTH}, data["video"].shape[1]
+    ids, logps, truth, frames = zip(*self.reader.map(run))
+    ids, logps = np.concatenate(ids), np.concatenate(logps)
     truth = {k: np.concatenate([t[k] for t in truth]) for k in _TRUTH}
     text = self.ctx.handle.tokenizer.decode(np.where(ids < self.text_size, ids, 0))
-    return list(text), ids, truth, frames[0]
+    return list(text), ids, logps, truth, frames[0]
 
   def __call__(self, params) -> Dict[str, float]:
-    text, ids, truth, frames = self.responses(params)
-    out = score_responses(text, examples_of(truth, frames))
+    text, ids, logps, truth, frames = self.responses(params)
+    examples = examples_of(truth, frames)
+    out = score_responses(text, examples)
     out["response_length"] = float(np.mean([
         (list(row) + [EOS_ID]).index(EOS_ID) for row in ids]))
+    if self.num_samples > 1:
+      out.update(self.scaling(params, examples, text, logps))
+    return out
+
+  def scaling(self, params, examples, first_text, first_logp) -> Dict[str, float]:
+    """pass@k, majority@k and best-of-k (by the response's log-likelihood) from
+    `num_samples` sampled responses per question."""
+    texts, scores = [first_text], [first_logp.sum(1)]
+    for s in range(1, self.num_samples):
+      t, _, lp, _, _ = self.responses(params, sample=s)
+      texts.append(t)
+      scores.append(lp.sum(1))
+    samples = []
+    for i, ex in enumerate(examples):
+      responses = [t[i] for t in texts]
+      answers = [VF.parse(r).answer for r in responses]
+      correct = [VF.accuracy(r, ex) == 1.0 for r in responses]
+      # a vote is for an answer's meaning: a span's vote is its frames, a count's its number
+      right = next((a for a, c in zip(answers, correct) if c), ex.answer)
+      samples.append({"correct": correct, "scores": [float(sc[i]) for sc in scores],
+                      "answers": [right if c else (a or None) for a, c in
+                                  zip(answers, correct)],
+                      "answer": right})
+    ks = [k for k in (1, 2, 4, 8, 16, 32) if k <= self.num_samples]
+    curves = at_k.curves(samples, ks)
+    out = {}
+    for j, k in enumerate(ks):
+      out[f"pass@{k}"] = curves["pass@k"][j]
+      out[f"majority@{k}"] = curves["majority@k"][j]
+      out[f"best_of_{k}_likelihood"] = curves["best_of_k"][j]
     return out
 

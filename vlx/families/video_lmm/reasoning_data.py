@@ -112,17 +112,3 @@ def reasoning_video(data_dir: Optional[str] = None, variant: str = "default",
                        captions_key="caption", label_key=None,
                        annotation_keys=ANNOTATION_KEYS)
 
-
-def example_from_record(record) -> RV.Example:
-  """A decoded record (text as str) -> the Example the verifiers check (no frames)."""
-  options = tuple(o for o in (pp_ops.to_str(x) for x in np.atleast_1d(record["options"])) if o)
-  span = tuple(int(x) for x in np.asarray(record["span"]))
-  kind = pp_ops.to_str(record["kind"])
-  return RV.Example(frames=np.zeros((0,), np.uint8), kind=kind,
-                    question=pp_ops.to_str(record["question"]),
-                    answer=pp_ops.to_str(record["answer"]),
-                    thought=pp_ops.to_str(record["thought"]),
-                    caption=pp_ops.to_str(record["caption"]),
-                    num_frames=int(np.asarray(record["video"]).shape[0])
-                    if "video" in record else V.NUM_FRAMES,
-                    options=options, span=span if kind == "span" else None)

@@ -1,0 +1,162 @@
+"""The post-training table of issue 22: pretrain -> CoT SFT -> GRPO -> test-time scaling on the
+reasoning videos, beside the baselines, over seeds.
+
+Every stage is a `python -m vlx.main` run of configs/video_lmm.py (each resumes after a kill;
+a finished run is reused, so the script can be stopped and started again):
+
+  cot        :tiny              CoT SFT (its `:tiny,pretrain` stage trained first, per seed)
+  answer     :tiny,answer       answer-only SFT on the same questions (matched data)
+  grpo       :tiny,grpo         GRPO from the CoT run (rollouts inside the train step)
+  continued  :tiny              CoT SFT continued from the CoT run on the `train` split's
+                                questions for as many steps as GRPO took (matched data: the
+                                same questions, with the program's traces instead of rewards)
+
+Then each is evaluated on the held-out `test` split (`--mode=eval`, the `reasoning_qa`
+evaluator): greedy accuracy per question kind, span mIoU and format rate; the CoT model also
+with blank frames and with shuffled frames (the baselines of what the question alone and the
+frames without their order give); and CoT and GRPO with `--samples` sampled responses per
+question (pass@k, majority@k, best-of-k by likelihood, k = 1, 2, 4, ...).
+
+    python experiments/post_training.py [--seeds 0,1,2] [--workdir workdirs/post_training]
+        [--samples 8] [--limit 1000] [--smoke]
+
+Prints one table (mean and spread over seeds) and writes `table.json` in the workdir.
+`--smoke`: the `,smoke` variants (seconds a stage), for tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(REPO, "configs", "video_lmm.py")
+KINDS = ("count", "order", "direction", "span")
+
+
+def parse_args(argv=None):
+  p = argparse.ArgumentParser(description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds, one chain each")
+  p.add_argument("--workdir", default="workdirs/post_training")
+  p.add_argument("--samples", type=int, default=8,
+                 help="sampled responses per question for pass@k / majority@k / best-of-k")
+  p.add_argument("--limit", type=int, default=1000, help="held-out questions evaluated")
+  p.add_argument("--smoke", action="store_true", help="the ,smoke variants (for tests)")
+  args = p.parse_args(argv)
+  args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+  if not args.seeds or args.samples < 1 or args.limit < 1:
+    p.error("need at least one seed, --samples >= 1 and --limit >= 1")
+  return args
+
+
+def run_main(variant: str, workdir: str, *overrides: str, mode: str = "train") -> dict:
+  """One vlx.main run; -> its final metrics (parsed from the summary it prints)."""
+  cmd = [sys.executable, "-m", "vlx.main", f"--config={CONFIG}:{variant}",
+         f"--workdir={workdir}", f"--mode={mode}", *overrides]
+  t0 = time.time()
+  proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, check=False)
+  if proc.returncode:
+    tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+    raise SystemExit(f"post_training: {' '.join(cmd[2:])} failed ({proc.returncode}): {tail}")
+  metrics = {m.group(1): float(m.group(2)) for m in
+             re.finditer(r"^  (\S+): (-?[0-9.]+(?:e-?\d+)?)$", proc.stdout, re.M)}
+  print(f"  {mode:5s} {variant:22s} {os.path.basename(workdir):14s} {time.time() - t0:7.1f} s",
+        flush=True)
+  return metrics
+
+
+def stage_runs(args, seed: int) -> dict:
+  """Trains (or reuses) every stage of one seed; -> {stage: (variant, workdir)}."""
+  root = os.path.join(os.path.abspath(args.workdir), f"seed{seed}")
+  smoke = ",smoke" if args.smoke else ""
+  seed_flag = f"--config.seed={seed}"
+  runs = {"cot": (f"tiny{smoke}", os.path.join(root, "cot")),
+          "answer": (f"tiny,answer{smoke}", os.path.join(root, "answer")),
+          "grpo": (f"tiny,grpo{smoke}", os.path.join(root, "grpo"))}
+  for name, (variant, workdir) in runs.items():
+    run_main(variant, workdir, seed_flag)
+  # Continued SFT: from the CoT run, on the train split, for GRPO's number of steps.
+  grpo_steps = json.load(open(os.path.join(runs["grpo"][1], "config.json")))["total_steps"]
+  cot_dir = runs["cot"][1]
+  workdir = os.path.join(root, "continued")
+  run_main(f"tiny{smoke}", workdir, seed_flag, f"--config.init_from={cot_dir}", "--config.init_from_run=",
+           "--config.data.train_split=train", f"--config.total_steps={grpo_steps}",
+           f"--config.checkpoint_every={grpo_steps}", f"--config.eval_every={grpo_steps}")
+  runs["continued"] = (f"tiny{smoke}", workdir)
+  return runs
+
+
+def evaluate(args, runs: dict) -> dict:
+  """{row name: metrics} of one seed's runs on the test split."""
+  ev = "--config.evals.reasoning_qa."
+  limit = f"{ev}limit={args.limit}"
+  rows = {}
+  for name, (variant, workdir) in runs.items():
+    rows[name] = run_main(variant, workdir, limit, mode="eval")
+  cot_variant, cot_dir = runs["cot"]
+  for frames in ("blank", "shuffled"):
+    rows[f"cot, {frames} frames"] = run_main(cot_variant, cot_dir, limit, f"{ev}frames={frames}",
+                                             mode="eval")
+  if args.samples > 1:
+    for name in ("cot", "grpo"):
+      variant, workdir = runs[name]
+      rows[f"{name}, {args.samples} samples"] = run_main(
+          variant, workdir, limit, f"{ev}num_samples={args.samples}", mode="eval")
+  return rows
+
+
+def table(per_seed: list) -> list:
+  """Rows of (name, {column: (mean, min, max)}) over seeds."""
+  names = list(per_seed[0])
+  out = []
+  for name in names:
+    cols = {}
+    for key in per_seed[0][name]:
+      k = key.split("/", 1)[-1]
+      vals = [seed[name].get(key) for seed in per_seed if key in seed[name]]
+      cols[k] = (float(np.mean(vals)), float(np.min(vals)), float(np.max(vals)))
+    out.append((name, cols))
+  return out
+
+
+def print_table(rows, seeds):
+  columns = ["accuracy"] + [f"accuracy_{k}" for k in KINDS] + ["span_miou", "format_rate"]
+  print(f"\nreasoning videos, held-out test split; mean (min-max) over seeds {seeds}")
+  print(f"{'':28s}" + "".join(f"{c.replace('accuracy_', ''):>20s}" for c in columns))
+  for name, cols in rows:
+    cells = "".join(f"{cols[c][0]:8.3f} ({cols[c][1]:.2f}-{cols[c][2]:.2f})" if c in cols
+                    else f"{'':>20s}" for c in columns)
+    print(f"{name:28s}{cells}")
+  for name, cols in rows:
+    scaling = sorted((c for c in cols if "@" in c or c.startswith("best_of")),
+                     key=lambda c: (c.split("@")[0].split("_of_")[0], int(re.findall(r"\d+", c)[0])))
+    if scaling:
+      print(f"\n{name}: " + ", ".join(f"{c} {cols[c][0]:.3f}" for c in scaling))
+
+
+def main(argv=None):
+  args = parse_args(argv)
+  per_seed = []
+  for seed in args.seeds:
+    print(f"seed {seed}", flush=True)
+    runs = stage_runs(args, seed)
+    per_seed.append(evaluate(args, runs))
+  rows = table(per_seed)
+  print_table(rows, args.seeds)
+  os.makedirs(args.workdir, exist_ok=True)
+  with open(os.path.join(args.workdir, "table.json"), "w") as f:
+    json.dump({"seeds": args.seeds, "per_seed": per_seed,
+               "rows": {n: c for n, c in rows}}, f, indent=1)
+  return rows
+
+
+if __name__ == "__main__":
+  main()
