@@ -54,6 +54,7 @@ def grpo_stage(c, variant):
       eps_low=0.2, eps_high=0.28, beta=0.0, average="token", temperature=1.0)))
   c.init_from_run = c.init_from_run.replace(":tiny,pretrain", ":tiny")
   base.cpu_schedule(c, batch_size=8, total_steps=150, evals=1, lr=1e-4)
+  c.log_every = 10  # one step's rollouts are 64 responses: curves need many points
   del variant
 
 
