@@ -74,23 +74,25 @@ def run_main(variant: str, workdir: str, *overrides: str, mode: str = "train") -
 
 
 def stage_runs(args, seed: int) -> dict:
-  """Trains (or reuses) every stage of one seed; -> {stage: (variant, workdir)}."""
+  """Trains (or reuses) every stage of one seed; -> {stage: (variant, workdir, overrides)}
+  (evaluating a run takes the overrides it was trained with)."""
   root = os.path.join(os.path.abspath(args.workdir), f"seed{seed}")
   smoke = ",smoke" if args.smoke else ""
   seed_flag = f"--config.seed={seed}"
-  runs = {"cot": (f"tiny{smoke}", os.path.join(root, "cot")),
-          "answer": (f"tiny,answer{smoke}", os.path.join(root, "answer")),
-          "grpo": (f"tiny,grpo{smoke}", os.path.join(root, "grpo"))}
-  for name, (variant, workdir) in runs.items():
-    run_main(variant, workdir, seed_flag)
+  runs = {"cot": (f"tiny{smoke}", os.path.join(root, "cot"), (seed_flag,)),
+          "answer": (f"tiny,answer{smoke}", os.path.join(root, "answer"), (seed_flag,)),
+          "grpo": (f"tiny,grpo{smoke}", os.path.join(root, "grpo"), (seed_flag,))}
+  for variant, workdir, overrides in runs.values():
+    run_main(variant, workdir, *overrides)
   # Continued SFT: from the CoT run, on the train split, for GRPO's number of steps.
   grpo_steps = json.load(open(os.path.join(runs["grpo"][1], "config.json")))["total_steps"]
   cot_dir = runs["cot"][1]
   workdir = os.path.join(root, "continued")
-  run_main(f"tiny{smoke}", workdir, seed_flag, f"--config.init_from={cot_dir}", "--config.init_from_run=",
-           "--config.data.train_split=train", f"--config.total_steps={grpo_steps}",
-           f"--config.checkpoint_every={grpo_steps}", f"--config.eval_every={grpo_steps}")
-  runs["continued"] = (f"tiny{smoke}", workdir)
+  overrides = (seed_flag, f"--config.init_from={cot_dir}", "--config.init_from_run=",
+               "--config.data.train_split=train", f"--config.total_steps={grpo_steps}",
+               f"--config.checkpoint_every={grpo_steps}", f"--config.eval_every={grpo_steps}")
+  run_main(f"tiny{smoke}", workdir, *overrides)
+  runs["continued"] = (f"tiny{smoke}", workdir, overrides)
   return runs
 
 
@@ -99,17 +101,18 @@ def evaluate(args, runs: dict) -> dict:
   ev = "--config.evals.reasoning_qa."
   limit = f"{ev}limit={args.limit}"
   rows = {}
-  for name, (variant, workdir) in runs.items():
-    rows[name] = run_main(variant, workdir, limit, mode="eval")
-  cot_variant, cot_dir = runs["cot"]
+  for name, (variant, workdir, overrides) in runs.items():
+    rows[name] = run_main(variant, workdir, *overrides, limit, mode="eval")
+  cot_variant, cot_dir, cot_overrides = runs["cot"]
   for frames in ("blank", "shuffled"):
-    rows[f"cot, {frames} frames"] = run_main(cot_variant, cot_dir, limit, f"{ev}frames={frames}",
-                                             mode="eval")
+    rows[f"cot, {frames} frames"] = run_main(cot_variant, cot_dir, *cot_overrides, limit,
+                                             f"{ev}frames={frames}", mode="eval")
   if args.samples > 1:
     for name in ("cot", "grpo"):
-      variant, workdir = runs[name]
+      variant, workdir, overrides = runs[name]
       rows[f"{name}, {args.samples} samples"] = run_main(
-          variant, workdir, limit, f"{ev}num_samples={args.samples}", mode="eval")
+          variant, workdir, *overrides, limit, f"{ev}num_samples={args.samples}",
+          mode="eval")
   return rows
 
 
@@ -137,7 +140,7 @@ def print_table(rows, seeds):
     print(f"{name:28s}{cells}")
   for name, cols in rows:
     scaling = sorted((c for c in cols if "@" in c or c.startswith("best_of")),
-                     key=lambda c: (c.split("@")[0].split("_of_")[0], int(re.findall(r"\d+", c)[0])))
+                     key=lambda c: (re.sub(r"\d+", "", c), int(re.findall(r"\d+", c)[0])))
     if scaling:
       print(f"\n{name}: " + ", ".join(f"{c} {cols[c][0]:.3f}" for c in scaling))
 

@@ -106,7 +106,9 @@ def test_masked_average_modes_equal_their_formulas():
   mask[0, :2] = 1
   mask[1, :5] = 1
   mask[2, :1] = 1  # rows 3.. have no tokens
-  avg = lambda mode: (lambda nd: float(nd[0] / nd[1]))(pg.masked_average(x, mask, mode, 6))  # noqa: E731
+  def avg(mode):
+    num, den = pg.masked_average(x, mask, mode, 6)
+    return float(num / den)
   seq = (x[0, :2].mean() + x[1, :5].mean() + x[2, :1].mean()) / N
   tok = (x[0, :2].sum() + x[1, :5].sum() + x[2, :1].sum()) / 8
   const = (x[0, :2].sum() + x[1, :5].sum() + x[2, :1].sum()) / (N * 6)

@@ -26,8 +26,8 @@ import numpy as np
 from vlx import registry
 from vlx.families.video_lmm import reasoning_videos as RV
 
-_BLOCK = re.compile(r"^\s*(?:<think>(?P<think>.*?)</think>\s*)?<answer>(?P<answer>.*?)</answer>\s*$",
-                    re.DOTALL)
+_BLOCK = re.compile(
+    r"^\s*(?:<think>(?P<think>.*?)</think>\s*)?<answer>(?P<answer>.*?)</answer>\s*$", re.DOTALL)
 _TAGS = ("<think>", "</think>", "<answer>", "</answer>")
 _SPAN = re.compile(r"^(\d+)\s*-\s*(\d+)$")
 _NUMBER_WORDS = {"zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5}
