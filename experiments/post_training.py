@@ -139,7 +139,7 @@ def print_table(rows, seeds):
                     else f"{'':>20s}" for c in columns)
     print(f"{name:28s}{cells}")
   for name, cols in rows:
-    scaling = sorted((c for c in cols if "@" in c or c.startswith("best_of")),
+    scaling = sorted((c for c in cols if "_at_" in c or c.startswith("best_of")),
                      key=lambda c: (re.sub(r"\d+", "", c), int(re.findall(r"\d+", c)[0])))
     if scaling:
       print(f"\n{name}: " + ", ".join(f"{c} {cols[c][0]:.3f}" for c in scaling))

@@ -115,3 +115,25 @@ def test_grpo_step_on_2x2x2_mesh_equals_one_device(setup):
   moved = max(float(jnp.abs(a - b).max()) for a, b in zip(jax.tree.leaves(state.params),
                                                           jax.tree.leaves(p1)))
   assert moved > 1e-4
+
+
+def test_evaluator_draws_differ_and_read_the_split_once_for_all(setup):
+  """num_samples > 1: every draw its own rng (one compiled program, the draw index in the
+  batch), so the samples of test-time scaling are not one sample repeated."""
+  from vlx.evals.common import EvalContext  # pylint: disable=g-import-not-at-top
+  from vlx.families.video_lmm.evals import ReasoningQA  # pylint: disable=g-import-not-at-top
+  config, model, batch, handle = setup
+  params = jax.jit(lambda r: model.init(r, {k: v[:1] for k, v in batch.items()},
+                                        train=False)["params"])(jax.random.key(0))
+  ctx = EvalContext(model=model, mesh=mesh_of(1, 1, 1, 1), handle=handle,
+                    data_config=config.data, batch_size=8)
+  ev = ReasoningQA(ctx, 16, 12, num_samples=3, limit=8)
+  reads = []
+  real_map = ev.reader.map
+  ev.reader.map = lambda fn: reads.append(1) or real_map(fn)
+  draws, truth, frames = ev.responses(params, 3)
+  assert len(reads) == 1 and frames == 8 and len(truth["kind"]) == 8
+  ids = [d[1] for d in draws]
+  assert not np.array_equal(ids[0], ids[1]) and not np.array_equal(ids[1], ids[2])
+  again, _, _ = ev.responses(params, 2)
+  np.testing.assert_array_equal(again[1][1], ids[1])  # the same draw is the same sample

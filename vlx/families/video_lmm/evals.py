@@ -100,46 +100,53 @@ class ReasoningQA:
       return out
     return video
 
-  def responses(self, params, sample: int = 0):
-    """-> (response texts, ids [N, max_len], per-token log-probs [N, max_len], truth fields,
-    frames per video). `sample` picks the sampling rng (one draw per value)."""
+  def responses(self, params, draws: int = 1):
+    """-> ([(response texts, ids [N, max_len], per-token log-probs [N, max_len])] one per draw,
+    truth fields, frames per video). Each batch of the split is read once for all draws; the
+    draw index travels in the batch (folded into the rng inside the one compiled program)."""
     fn = gen.make_generate_fn(self.ctx.model, self.cfg, EOS_ID, return_logp=True)
-    rng = jax.random.fold_in(jax.random.key(self.seed), sample)
-    key = ("reasoning_generate", self.cfg)
+    base = jax.random.key(self.seed)
+    key = ("reasoning_generate", self.cfg, self.seed)
+
+    def generate(p, b):
+      return fn(p, *(b[k] for k in _PROMPT), jax.random.fold_in(base, b["draw"][0]))
     seen = [0]
 
     def run(rows):
       data = pipeline.stack(rows, list(_PROMPT) + list(_TRUTH))
       data["video"] = self._video(data["video"], seen[0])
       seen[0] += len(rows)
-      ids, logp = run_batched(self.ctx, key, lambda p, b: fn(p, *(b[k] for k in _PROMPT), rng),
-                              params, {k: data[k] for k in _PROMPT},
-                              batch_size=self.reader.batch_size)
-      return ids, logp, {k: data[k] for k in _TRUTH}, data["video"].shape[1]
-    ids, logps, truth, frames = zip(*self.reader.map(run))
-    ids, logps = np.concatenate(ids), np.concatenate(logps)
+      inputs = {k: data[k] for k in _PROMPT}
+      out = [run_batched(self.ctx, key, generate, params,
+                         {**inputs, "draw": np.full((len(rows),), d, np.int32)},
+                         batch_size=self.reader.batch_size) for d in range(draws)]
+      return out, {k: data[k] for k in _TRUTH}, data["video"].shape[1]
+    per_batch, truth, frames = zip(*self.reader.map(run))
+    results = []
+    for d in range(draws):
+      ids = np.concatenate([b[d][0] for b in per_batch])
+      logps = np.concatenate([b[d][1] for b in per_batch])
+      text = self.ctx.handle.tokenizer.decode(np.where(ids < self.text_size, ids, 0))
+      results.append((list(text), ids, logps))
     truth = {k: np.concatenate([t[k] for t in truth]) for k in _TRUTH}
-    text = self.ctx.handle.tokenizer.decode(np.where(ids < self.text_size, ids, 0))
-    return list(text), ids, logps, truth, frames[0]
+    return results, truth, frames[0]
 
   def __call__(self, params) -> Dict[str, float]:
-    text, ids, logps, truth, frames = self.responses(params)
+    draws, truth, frames = self.responses(params, self.num_samples)
     examples = examples_of(truth, frames)
+    text, ids, _ = draws[0]
     out = score_responses(text, examples)
     out["response_length"] = float(np.mean([
         (list(row) + [EOS_ID]).index(EOS_ID) for row in ids]))
     if self.num_samples > 1:
-      out.update(self.scaling(params, examples, text, logps))
+      out.update(self.scaling(examples, draws))
     return out
 
-  def scaling(self, params, examples, first_text, first_logp) -> Dict[str, float]:
-    """pass@k, majority@k and best-of-k (by the response's log-likelihood) from
+  def scaling(self, examples, draws) -> Dict[str, float]:
+    """pass@k, majority@k and best-of-k (by the response's log-likelihood) from the
     `num_samples` sampled responses per question."""
-    texts, scores = [first_text], [first_logp.sum(1)]
-    for s in range(1, self.num_samples):
-      t, _, lp, _, _ = self.responses(params, sample=s)
-      texts.append(t)
-      scores.append(lp.sum(1))
+    texts = [text for text, _, _ in draws]
+    scores = [logps.sum(1) for _, _, logps in draws]
     samples = []
     for i, ex in enumerate(examples):
       responses = [t[i] for t in texts]
@@ -155,8 +162,8 @@ class ReasoningQA:
     curves = at_k.curves(samples, ks)
     out = {}
     for j, k in enumerate(ks):
-      out[f"pass@{k}"] = curves["pass@k"][j]
-      out[f"majority@{k}"] = curves["majority@k"][j]
+      # "@" is not a legal TensorBoard summary name: pass_at_k, as TensorBoard would rename it
+      out[f"pass_at_{k}"] = curves["pass@k"][j]
+      out[f"majority_at_{k}"] = curves["majority@k"][j]
       out[f"best_of_{k}_likelihood"] = curves["best_of_k"][j]
     return out
-
