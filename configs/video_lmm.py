@@ -48,8 +48,11 @@ def grpo_stage(c, variant):
                                      "answer_ids", "option_ids", "span")
   c.rollout = ml_collections.ConfigDict(dict(
       group_size=8, max_len=TARGET_LEN, temperature=1.0, text_size=TEXT_VOCAB,
-      advantage_scale="std", rewards=dict(accuracy=1.0, format=0.2, temporal_iou=0.5)))
-  # DAPO's clip-higher and token-level averaging; no KL term (beta 0: no reference copy).
+      advantage_scale="std", rewards=dict(accuracy=1.0, format=0.2, temporal_iou=0.5),
+      # the KL to the start policy logged (a copy of it kept and run forward on each batch
+      # of rollouts) though not penalised; False saves that forward
+      track_kl=True))
+  # DAPO's clip-higher and token-level averaging; no KL term (beta 0).
   c.objectives = ml_collections.ConfigDict(dict(grpo=dict(
       eps_low=0.2, eps_high=0.28, beta=0.0, average="token", temperature=1.0)))
   c.init_from_run = c.init_from_run.replace(":tiny,pretrain", ":tiny")

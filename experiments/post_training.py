@@ -20,13 +20,17 @@ question (pass@k, majority@k, best-of-k by likelihood, k = 1, 2, 4, ...).
     python experiments/post_training.py [--seeds 0,1,2] [--workdir workdirs/post_training]
         [--samples 8] [--limit 1000] [--smoke]
 
-Prints one table (mean and spread over seeds) and writes `table.json` in the workdir.
+Prints one table (mean and spread over seeds) and writes `table.json` in the workdir, and
+`post_training.png`: pass@k / majority@k / best-of-k against k for the CoT and GRPO models,
+and GRPO's training curves (reward, share of groups with identical rewards, KL to the
+reference, entropy, response length), every seed.
 `--smoke`: the `,smoke` variants (seconds a stage), for tests.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -50,6 +54,9 @@ def parse_args(argv=None):
                  help="sampled responses per question for pass@k / majority@k / best-of-k")
   p.add_argument("--limit", type=int, default=1000, help="held-out questions evaluated")
   p.add_argument("--smoke", action="store_true", help="the ,smoke variants (for tests)")
+  p.add_argument("--plot", default=None,
+                 help="PNG of the test-time scaling and GRPO curves (default: in the workdir; "
+                      "needs matplotlib)")
   args = p.parse_args(argv)
   args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
   if not args.seeds or args.samples < 1 or args.limit < 1:
@@ -58,9 +65,22 @@ def parse_args(argv=None):
 
 
 def run_main(variant: str, workdir: str, *overrides: str, mode: str = "train") -> dict:
-  """One vlx.main run; -> its final metrics (parsed from the summary it prints)."""
+  """One vlx.main run; -> its final metrics (parsed from the summary it prints). An
+  evaluation's metrics are kept in the run's workdir (`post_training_eval-<hash>.json`, by
+  command and checkpoint) and reused: a stopped script restarts where it was."""
   cmd = [sys.executable, "-m", "vlx.main", f"--config={CONFIG}:{variant}",
          f"--workdir={workdir}", f"--mode={mode}", *overrides]
+  cache = None
+  if mode == "eval":
+    steps = sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints"))
+                   if d.isdigit())
+    key = json.dumps([variant, list(overrides), steps[-1:]])
+    cache = os.path.join(workdir, "post_training_eval-"
+                         f"{hashlib.sha256(key.encode()).hexdigest()[:12]}.json")
+    if os.path.exists(cache):
+      with open(cache) as f:
+        print(f"  {mode:5s} {variant:22s} {os.path.basename(workdir):14s}  (kept)", flush=True)
+        return json.load(f)
   t0 = time.time()
   proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, check=False)
   if proc.returncode:
@@ -70,6 +90,9 @@ def run_main(variant: str, workdir: str, *overrides: str, mode: str = "train") -
              re.finditer(r"^  (\S+): (-?[0-9.]+(?:e-?\d+)?)$", proc.stdout, re.M)}
   print(f"  {mode:5s} {variant:22s} {os.path.basename(workdir):14s} {time.time() - t0:7.1f} s",
         flush=True)
+  if cache:
+    with open(cache, "w") as f:
+      json.dump(metrics, f)
   return metrics
 
 
@@ -79,14 +102,16 @@ def stage_runs(args, seed: int) -> dict:
   root = os.path.join(os.path.abspath(args.workdir), f"seed{seed}")
   smoke = ",smoke" if args.smoke else ""
   seed_flag = f"--config.seed={seed}"
-  runs = {"cot": (f"tiny{smoke}", os.path.join(root, "cot"), (seed_flag,)),
+  cot_dir = os.path.join(root, "cot")
+  # GRPO starts from this CoT run (named, so that its chain does not train another one).
+  runs = {"cot": (f"tiny{smoke}", cot_dir, (seed_flag,)),
           "answer": (f"tiny,answer{smoke}", os.path.join(root, "answer"), (seed_flag,)),
-          "grpo": (f"tiny,grpo{smoke}", os.path.join(root, "grpo"), (seed_flag,))}
+          "grpo": (f"tiny,grpo{smoke}", os.path.join(root, "grpo"),
+                   (seed_flag, f"--config.init_from={cot_dir}"))}
   for variant, workdir, overrides in runs.values():
     run_main(variant, workdir, *overrides)
   # Continued SFT: from the CoT run, on the train split, for GRPO's number of steps.
   grpo_steps = json.load(open(os.path.join(runs["grpo"][1], "config.json")))["total_steps"]
-  cot_dir = runs["cot"][1]
   workdir = os.path.join(root, "continued")
   overrides = (seed_flag, f"--config.init_from={cot_dir}", "--config.init_from_run=",
                "--config.data.train_split=train", f"--config.total_steps={grpo_steps}",
@@ -145,6 +170,57 @@ def print_table(rows, seeds):
       print(f"\n{name}: " + ", ".join(f"{c} {cols[c][0]:.3f}" for c in scaling))
 
 
+SCALING = (("pass_at", "pass@k"), ("majority_at", "majority@k"),
+           ("best_of", "best-of-k (likelihood)"))
+CURVES = ("train/rollout/reward", "train/rollout/zero_std_fraction", "train/grpo/kl", "train/grpo/entropy",
+          "train/rollout/response_length")
+
+
+def plot(args, per_seed: list, out: str) -> None:
+  """Test-time scaling (mean over seeds, min-max band) and GRPO's curves (one line a seed)."""
+  try:
+    import matplotlib  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    print("post_training: no matplotlib (pip install -e '.[plot]'): no plot")
+    return
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  fig, axes = plt.subplots(2, 4, figsize=(17, 7))
+  sampled = [name for name in per_seed[0] if name.endswith("samples")]
+  for ax, (prefix, title) in zip(axes[0], SCALING):
+    for name in sampled:
+      keys = sorted((k for k in per_seed[0][name] if k.split("/")[-1].startswith(prefix)),
+                    key=lambda k: int(re.findall(r"\d+", k.split("/")[-1])[0]))
+      ks = [int(re.findall(r"\d+", k.split("/")[-1])[0]) for k in keys]
+      vals = np.array([[seed[name][k] for k in keys] for seed in per_seed])
+      ax.plot(ks, vals.mean(0), marker="o", label=name.split(",")[0])
+      ax.fill_between(ks, vals.min(0), vals.max(0), alpha=0.2)
+    ax.set_xscale("log", base=2)
+    ax.set_title(title)
+    ax.set_xlabel("k (sampled responses per question)")
+    ax.set_ylabel("accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+  for ax, key in zip(list(axes[0][3:]) + list(axes[1]), CURVES):
+    for seed in args.seeds:
+      path = os.path.join(os.path.abspath(args.workdir), f"seed{seed}", "grpo", "metrics.jsonl")
+      with open(path) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+      pts = [(r["step"], r[key]) for r in rows if key in r]
+      if pts:
+        ax.plot(*zip(*pts), label=f"seed {seed}")
+    ax.set_title(f"GRPO: {key.split('/', 1)[1]}")
+    ax.set_xlabel("step")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+  fig.suptitle(f"reasoning videos: test-time scaling on {args.limit} held-out questions "
+               f"(mean, min-max over seeds {args.seeds}) and GRPO training")
+  fig.tight_layout()
+  fig.savefig(out, dpi=90)
+  print(f"wrote {out}")
+
+
 def main(argv=None):
   args = parse_args(argv)
   per_seed = []
@@ -152,13 +228,21 @@ def main(argv=None):
     print(f"seed {seed}", flush=True)
     runs = stage_runs(args, seed)
     per_seed.append(evaluate(args, runs))
+    report(args, per_seed)  # after every seed: the seeds so far, should the rest not finish
+  return table(per_seed)
+
+
+def report(args, per_seed):
+  """Prints the table of the seeds done so far; writes table.json and the plot."""
+  seeds = args.seeds[:len(per_seed)]
   rows = table(per_seed)
-  print_table(rows, args.seeds)
+  print_table(rows, seeds)
   os.makedirs(args.workdir, exist_ok=True)
   with open(os.path.join(args.workdir, "table.json"), "w") as f:
-    json.dump({"seeds": args.seeds, "per_seed": per_seed,
-               "rows": {n: c for n, c in rows}}, f, indent=1)
-  return rows
+    json.dump({"seeds": seeds, "per_seed": per_seed, "rows": {n: c for n, c in rows}}, f,
+              indent=1)
+  plot(argparse.Namespace(**{**vars(args), "seeds": seeds}), per_seed,
+       args.plot or os.path.join(args.workdir, "post_training.png"))
 
 
 if __name__ == "__main__":

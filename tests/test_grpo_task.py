@@ -28,6 +28,12 @@ def _response_chars(response, example):
   return len(response) / 50.0
 
 
+# Identical rewards for every count question's group, differing ones elsewhere.
+@registry.REWARDS.register("test_count_flat")
+def _count_flat(response, example):
+  return 0.0 if example.kind == "count" else len(response) / 50.0
+
+
 SMALL = [("model.image.depth", "1"), ("model.image.width", "32"),
          ("model.image.num_heads", "2"), ("model.decoder.depth", "1"),
          ("model.decoder.width", "32"), ("model.decoder.head_dim", "8"),
@@ -53,7 +59,8 @@ def test_sampler_logp_equals_trainer_logp_and_block_scores_the_response(setup):
   task = build_task(config, model)
   params = jax.jit(lambda r: model.init(r, {k: v[:1] for k, v in batch.items()},
                                         train=False)["params"])(jax.random.key(0))
-  out = jax.jit(task.prepare)(params, {}, batch, jnp.int32(0), jax.random.key(1))
+  out = jax.jit(task.prepare)(params, task.init_extras(params), batch, jnp.int32(0),
+                              jax.random.key(1))
   n = 8 * config.rollout.group_size
   assert out["text_in"].shape[0] == n and out["advantages"].shape == (n,)
   logits = jax.jit(lambda p, b: model.apply({"params": p}, b, train=False)["logits"])(params,
@@ -62,6 +69,9 @@ def test_sampler_logp_equals_trainer_logp_and_block_scores_the_response(setup):
   m = np.asarray(out["loss_mask"]) > 0
   assert m.sum() > n  # responses of several tokens
   np.testing.assert_allclose(np.asarray(lp)[m], np.asarray(out["old_logp"])[m], atol=1e-5)
+  # the reference (the start policy, kept for the KL) scores them the same at the start
+  np.testing.assert_allclose(np.asarray(out["ref_logp"])[m], np.asarray(out["old_logp"])[m],
+                             atol=1e-5)
   # the scored tokens are the response: prompt positions are never scored, and each row's
   # scored targets run up to its EOS (or the length limit) with padding after
   q = batch["prompt"].shape[1]
@@ -74,6 +84,39 @@ def test_sampler_logp_equals_trainer_logp_and_block_scores_the_response(setup):
   # group-normalised advantages of the verifiers' rewards
   np.testing.assert_allclose(np.asarray(out["advantages"]),
                              np.asarray(pg.group_advantages(out["reward"], 4)), atol=1e-6)
+
+
+def test_dynamic_sampling_trains_on_groups_whose_rewards_differ(setup):
+  """`rollout.keep_prompts`: of the batch's 8 prompts, 4 groups go on to the loss, none of
+  them a count question's (identical rewards: no gradient) while 4 others are there; the
+  sampled groups' statistics are logged beside the trained ones'."""
+  config, model, batch, _ = setup
+  kinds = np.asarray(batch["kind_id"])
+  count = 0  # kind ids: count, order, direction, span
+  assert 1 <= (kinds == count).sum() <= 4, kinds  # the fixture's batch allows the check
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    config.rollout.keep_prompts = 4
+    config.rollout.rewards = {"test_count_flat": 1.0}
+    config.rollout.track_kl = False
+  task = build_task(config, model)
+  params = jax.jit(lambda r: model.init(r, {k: v[:1] for k, v in batch.items()},
+                                        train=False)["params"])(jax.random.key(0))
+  out = jax.jit(task.prepare)(params, task.init_extras(params), batch, jnp.int32(0),
+                              jax.random.key(1))
+  g = config.rollout.group_size
+  reward = np.asarray(out["reward"]).reshape(4, g)
+  assert out["text_in"].shape[0] == 4 * g
+  assert (reward.max(1) - reward.min(1) > 1e-6).all(), reward
+  np.testing.assert_allclose(np.asarray(out["advantages"]),
+                             np.asarray(pg.group_advantages(out["reward"], g)), atol=1e-6)
+  np.testing.assert_allclose(np.asarray(out["sampled_zero_std"]), (kinds == count).mean())
+  logits = jax.jit(lambda p, b: model.apply({"params": p}, b, train=False)["logits"])(params,
+                                                                                   out)
+  _, metrics = task.loss({"logits": logits}, out)
+  assert float(metrics["rollout/zero_std_fraction"]) == 0.0
+  assert float(metrics["rollout/sampled_zero_std_fraction"]) == pytest.approx(
+      (kinds == count).mean())
 
 
 def test_host_rewards_are_the_verifiers(setup):

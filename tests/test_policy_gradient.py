@@ -197,6 +197,44 @@ def test_k3_is_nonnegative_and_zero_at_the_reference():
   assert float(jnp.abs(g).max()) == 0.0
 
 
+def test_dynamic_sampling_keeps_the_groups_whose_rewards_differ_first():
+  rewards = np.array([1, 1, 1,  0, 1, 0,  2, 2, 2,  0, 0, 3,  5, 5, 5,  1, 0, 0], np.float32)
+  flat = [0, 2, 4]  # groups with identical rewards
+  def want(keep):
+    order = [g for g in range(6) if g not in flat] + flat
+    return np.concatenate([np.arange(3) + 3 * g for g in order[:keep]])
+  for keep in (1, 3, 5, 6):
+    got = np.asarray(pg.informative_groups_first(jnp.asarray(rewards), 3, keep))
+    np.testing.assert_array_equal(got, want(keep))
+  jitted = jax.jit(pg.informative_groups_first, static_argnums=(1, 2))
+  np.testing.assert_array_equal(np.asarray(jitted(jnp.asarray(rewards), 3, 4)), want(4))
+  for keep in (0, 7):
+    with pytest.raises(ValueError, match="keep"):
+      pg.informative_groups_first(jnp.asarray(rewards), 3, keep)
+
+
+def test_beta_zero_with_a_reference_reports_the_kl_and_leaves_the_loss():
+  """`rollout.track_kl`: the reference's KL is logged, the loss and its gradient are beta 0's."""
+  logits, targets, mask, old, ref, rewards = _example(seed=3, spread=0.5)
+  adv = np.asarray(pg.group_advantages(rewards, G))
+  grpo = registry.OBJECTIVES.get("grpo")()
+  with_ref = _batch(targets, mask, old, ref, adv)
+  without = {k: v for k, v in with_ref.items() if k != "ref_logp"}
+  f = lambda b: jax.value_and_grad(lambda x: grpo({"logits": x}, b), has_aux=True)(
+      jnp.asarray(logits))
+  (loss_a, metrics_a), grad_a = f(with_ref)
+  (loss_b, metrics_b), grad_b = f(without)
+  assert float(loss_a) == float(loss_b)
+  np.testing.assert_array_equal(np.asarray(grad_a), np.asarray(grad_b))
+  logp = np.asarray(pg.token_logprobs(jnp.asarray(logits), jnp.asarray(targets)))
+  d = ref - logp
+  want = ((np.exp(d) - d - 1) * mask).sum() / mask.sum()
+  np.testing.assert_allclose(float(metrics_a["kl"]), want, rtol=1e-5)
+  assert want > 1e-3 and float(metrics_b["kl"]) == 0.0
+  with pytest.raises(ValueError, match="reference"):
+    registry.OBJECTIVES.get("grpo")(beta=0.1)({"logits": jnp.asarray(logits)}, without)
+
+
 def test_sharded_loss_and_gradients_equal_one_device():
   """The batch sharded over a 2x2x2 mesh (rows over all 8 devices) gives the loss and
   gradients of one device: numerator and denominator are reduced globally."""

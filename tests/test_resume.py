@@ -12,22 +12,12 @@ import numpy as np
 import pytest
 
 from vlx_testlib import (REPO, SHALLOW_CLIP, checkpoint_steps, main_cmd, no_evals,  # noqa: F401
-                         read_metrics, run_main, shapes_data_dir, sigkill_after_checkpoint,
-                         subprocess_env, train_losses)
+                         read_metrics, restore_state, run_main, shapes_data_dir,
+                         sigkill_after_checkpoint, subprocess_env, train_losses)
 
 TOTAL, EVERY, KILL_AFTER = 40, 10, 20
 ARGS = (f"--config.total_steps={TOTAL}", f"--config.checkpoint_every={EVERY}",
         "--config.log_every=1", *no_evals(), *SHALLOW_CLIP)
-
-
-def _restore_state(workdir, step):
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  mngr = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")))
-  try:
-    return jax.device_get(mngr.restore(step, args=ocp.args.Composite(
-        state=ocp.args.PyTreeRestore()))["state"])
-  finally:
-    mngr.close()
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +65,7 @@ def test_sigkill_then_restart_matches_uninterrupted_run(uninterrupted, shapes_da
   assert [r["step"] for r in read_metrics(workdir)].count(0) == 1
 
   # Same final state, bit for bit up to float tolerance.
-  final_a, final_b = _restore_state(uninterrupted, TOTAL), _restore_state(workdir, TOTAL)
+  final_a, final_b = restore_state(uninterrupted, TOTAL), restore_state(workdir, TOTAL)
   assert int(final_a["step"]) == int(final_b["step"]) == TOTAL
   for a, b in zip(jax.tree.leaves(final_a["params"]), jax.tree.leaves(final_b["params"])):
     np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-6, atol=1e-7)
@@ -97,7 +87,7 @@ def test_init_from_loads_weights_only(uninterrupted, shapes_data_dir, tmp_path):
   assert got[1] < scratch[1] - 0.02, (got[1], scratch[1])
 
   assert checkpoint_steps(workdir) == [2]
-  source, loaded = _restore_state(uninterrupted, TOTAL), _restore_state(workdir, 2)
+  source, loaded = restore_state(uninterrupted, TOTAL), restore_state(workdir, 2)
   assert int(loaded["step"]) == 2, "init_from must not carry over the source's step"
   for a, b in zip(jax.tree.leaves(source["params"]), jax.tree.leaves(loaded["params"])):
     np.testing.assert_array_equal(np.asarray(b), np.asarray(a))

@@ -78,11 +78,17 @@ def shapes_handle(shapes_data_dir):
   return sources.synthetic_shapes(data_dir=shapes_data_dir, variant="small")
 
 
+def suite_xla_flags() -> str:
+  """The suite's XLA compile settings (tests/conftest.py), without a device count: what the
+  processes the tests start (vlx.main runs, notebook kernels) compile with."""
+  return os.environ.get("VLX_TEST_XLA_FLAGS", "--xla_backend_optimization_level=0")
+
+
 def subprocess_env(num_devices: int = 1, **extra) -> Dict[str, str]:
   env = dict(os.environ)
   # Not the test process's flags (a device count there would override num_devices): the
   # suite's compile settings only (tests/conftest.py).
-  env["XLA_FLAGS"] = os.environ.get("VLX_TEST_XLA_FLAGS", "--xla_backend_optimization_level=0")
+  env["XLA_FLAGS"] = suite_xla_flags()
   env.update(JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES=str(num_devices),
              TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
   env.update({k: str(v) for k, v in extra.items()})
@@ -129,6 +135,18 @@ def checkpoint_steps(workdir) -> List[int]:
   if not os.path.isdir(d):
     return []
   return sorted(int(n) for n in os.listdir(d) if n.isdigit())
+
+
+def restore_state(workdir, step):
+  """The train state (params, opt_state, extras, step, rng) of `workdir`'s step-`step`
+  checkpoint, on the host."""
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  mngr = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")))
+  try:
+    return jax.device_get(mngr.restore(step, args=ocp.args.Composite(
+        state=ocp.args.PyTreeRestore()))["state"])
+  finally:
+    mngr.close()
 
 
 def sigkill_after_checkpoint(proc: subprocess.Popen, workdir, min_step: int, timeout_s: float,

@@ -53,6 +53,19 @@ def zero_std_fraction(rewards, group_size: int, tol: float = 1e-6):
   return jnp.mean((r.max(axis=1) - r.min(axis=1)) <= tol)
 
 
+def informative_groups_first(rewards, group_size: int, keep: int, tol: float = 1e-6):
+  """DAPO's dynamic sampling in a fixed-shape step: the rows of `keep` groups out of those
+  sampled, the groups whose rewards differ first (in batch order), then identical-reward ones
+  (no gradient) only if too few differ. -> row indices [keep * group_size]."""
+  r = jnp.asarray(rewards, jnp.float32).reshape(-1, group_size)
+  if not 0 < keep <= r.shape[0]:
+    raise ValueError(f"keep {keep} groups of the {r.shape[0]} sampled: need 0 < keep <= "
+                     f"{r.shape[0]}")
+  flat = ((r.max(axis=1) - r.min(axis=1)) <= tol).astype(jnp.int32)
+  groups = jnp.argsort(flat, stable=True)[:keep]
+  return (groups[:, None] * group_size + jnp.arange(group_size)).reshape(-1)
+
+
 def policy_logits(logits, temperature: float = 1.0):
   """The distribution responses are sampled from (vlx/decode.py's sampler): padding can never
   be drawn, and the logits are divided by the sampling temperature."""
@@ -127,11 +140,15 @@ def grpo_terms(logp, old_logp, ref_logp, advantages, mask, *, eps_low: float = 0
                max_len: int = 0, ratio: str = "token") -> Dict[str, jax.Array]:
   """The GRPO loss (to minimise) and its parts, from per-token log-probs.
   `old_logp`: the policy that sampled the responses (equal to `logp` up to the gradient on
-  the first update of a batch); `ref_logp`: the frozen reference (read only if beta > 0)."""
+  the first update of a batch); `ref_logp`: the frozen reference, or None (needed for beta >
+  0; with beta 0 its KL is only reported)."""
+  if beta > 0 and ref_logp is None:
+    raise ValueError("grpo: beta > 0 needs the reference policy's log-probs")
   objective, low, high = clipped_surrogate(logp, old_logp, advantages, mask, eps_low,
                                            eps_high, ratio)
   per_token = -objective
-  kl = k3_kl(logp, ref_logp) if beta > 0 else jnp.zeros_like(logp)
+  # With beta 0 a given reference is still measured against (a logged drift, no gradient).
+  kl = k3_kl(logp, ref_logp) if ref_logp is not None else jnp.zeros_like(logp)
   if beta > 0:
     per_token = per_token + beta * kl
   num, den = masked_average(per_token, mask, average, max_len)
@@ -149,7 +166,7 @@ def grpo_objective(eps_low: float = 0.2, eps_high: float = 0.2, beta: float = 0.
                    temperature: float = 1.0):
   """`outputs['logits'] [N, L, V]` scored on `batch['targets']` where `batch['loss_mask']`
   (the response tokens), with `batch['advantages'] [N]`, `batch['old_logp'] [N, L]` and, for
-  beta > 0, `batch['ref_logp'] [N, L]`: the fields a rollout stage writes into the batch.
+  beta > 0 (or a logged KL), `batch['ref_logp'] [N, L]`: the fields a rollout stage writes.
   The policy is the sampler's: no padding, logits over `temperature` (policy_logits)."""
   if average not in AVERAGES:
     raise ValueError(f"grpo: average {average!r}: expected one of {', '.join(AVERAGES)}")
@@ -164,7 +181,7 @@ def grpo_objective(eps_low: float = 0.2, eps_high: float = 0.2, beta: float = 0.
     logits = policy_logits(outputs["logits"], temperature)
     mask = batch["loss_mask"]
     logp = token_logprobs(logits, batch["targets"])
-    ref = batch["ref_logp"] if beta > 0 else logp
+    ref = batch.get("ref_logp")  # written by the rollout stage when it keeps a reference
     terms = grpo_terms(logp, batch["old_logp"], ref, batch["advantages"], mask,
                        eps_low=eps_low, eps_high=eps_high, beta=beta, average=average,
                        max_len=max_len, ratio=ratio)

@@ -10,8 +10,11 @@ all inside the jitted step:
      from (the behaviour policy's `old_logp`; the trainer's forward gives the same numbers);
   3. the responses are verified on the host (`jax.pure_callback`: ids -> text -> the
      registered rewards of `rollout.rewards`, weighted), then group-normalised into advantages;
-  4. with `beta > 0` the frozen reference policy (the params the run started from, kept in the
-     task's state) scores the responses teacher-forced (`ref_logp`).
+  4. with `rollout.keep_prompts` (DAPO's dynamic sampling), only that many groups go on, those
+     whose rewards differ first: more prompts are sampled than trained on;
+  5. with `beta > 0` (or `rollout.track_kl`, to log the drift without a KL term) the frozen
+     reference policy (the params the run started from, kept in the task's state) scores the
+     responses teacher-forced (`ref_logp`).
 
 The batch the loss sees is then [prompt; response] text blocks with the response tokens scored
 (`loss_mask`), and the `grpo` objective (vlx/objectives/policy_gradient.py) is the loss. The
@@ -81,7 +84,12 @@ class GRPOTask(ModelTask):
       raise ValueError("objectives.grpo.temperature must equal rollout.temperature: the loss "
                        "scores the distribution the responses were drawn from")
     self.beta = float(grpo_kw.get("beta", 0.0))
+    # The frozen reference is kept for the KL term, or (beta 0) to log the drift from it.
+    self.keep_reference = self.beta > 0 or bool(r.get("track_kl", False))
     self.scale = str(r.get("advantage_scale", "std"))
+    # Dynamic sampling: of the batch's prompts, train on `keep_prompts` groups, those whose
+    # rewards differ first (0: every prompt's group).
+    self.keep = int(r.get("keep_prompts", 0))
     self.text_size = int(r.text_size)
     self.reward_names = tuple(r.rewards.keys())
     self.reward_weights = jnp.asarray([float(r.rewards[k]) for k in self.reward_names])
@@ -95,12 +103,12 @@ class GRPOTask(ModelTask):
     self._objectives = self.loss
     self.loss = self._loss
 
-  # ---- the task's state: the frozen reference policy (only when the KL term is on)
+  # ---- the task's state: the frozen reference policy (for the KL term or its log)
   def init_extras(self, params):
-    return {"reference": params} if self.beta > 0 else {}
+    return {"reference": params} if self.keep_reference else {}
 
   def extras_shardings(self, param_shardings):
-    return {"reference": param_shardings} if self.beta > 0 else {}
+    return {"reference": param_shardings} if self.keep_reference else {}
 
   # ---- the rollout stage
   def host_rewards(self, ids, kind_id, answer_ids, option_ids, span, num_frames: int):
@@ -128,7 +136,13 @@ class GRPOTask(ModelTask):
            **response_block(rows["prompt"], rows["prompt_mask"], rows["prompt_ar"], ids, logp),
            "advantages": pg.group_advantages(reward, self.group, self.scale),
            "reward": reward, "reward_parts": parts}
-    if self.beta > 0:  # the reference scores the responses with the trainer's own forward
+    if self.keep:
+      keep = pg.informative_groups_first(reward, self.group, self.keep)
+      out = {k: v[keep] for k, v in out.items()}
+      # what was sampled, for the curves (the kept groups are a biased choice of it)
+      out["sampled_reward"] = jnp.full(keep.shape, reward.mean())
+      out["sampled_zero_std"] = jnp.full(keep.shape, pg.zero_std_fraction(reward, self.group))
+    if self.keep_reference:  # the reference scores the responses with the trainer's forward
       logits = self.model.apply({"params": extras["reference"]}, out, train=False)["logits"]
       out["ref_logp"] = pg.token_logprobs(pg.policy_logits(logits, self.temperature),
                                           out["targets"])
@@ -143,4 +157,7 @@ class GRPOTask(ModelTask):
     }
     for i, name in enumerate(self.reward_names):
       rollout[f"reward_{name}"] = batch["reward_parts"][:, i].mean()
+    if self.keep:  # the trained groups' statistics above; the sampled ones' here
+      rollout["sampled_reward"] = batch["sampled_reward"].mean()
+      rollout["sampled_zero_std_fraction"] = batch["sampled_zero_std"].mean()
     return loss, {**metrics, **{f"rollout/{k}": v for k, v in rollout.items()}}
