@@ -172,8 +172,8 @@ def print_table(rows, seeds):
 
 SCALING = (("pass_at", "pass@k"), ("majority_at", "majority@k"),
            ("best_of", "best-of-k (likelihood)"))
-CURVES = ("train/rollout/reward", "train/rollout/zero_std_fraction", "train/grpo/kl", "train/grpo/entropy",
-          "train/rollout/response_length")
+CURVES = ("train/rollout/reward", "train/rollout/zero_std_fraction", "train/grpo/kl",
+          "train/grpo/entropy", "train/rollout/response_length")
 
 
 def plot(args, per_seed: list, out: str) -> None:
