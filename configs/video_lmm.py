@@ -51,7 +51,10 @@ def grpo_stage(c, variant):
       advantage_scale="std", rewards=dict(accuracy=1.0, format=0.2, temporal_iou=0.5),
       # the KL to the start policy logged (a copy of it kept and run forward on each batch
       # of rollouts) though not penalised; False saves that forward
-      track_kl=True))
+      track_kl=True,
+      # DAPO's dynamic sampling: train on this many of the batch's prompt groups, those whose
+      # rewards differ first (0: all; read more prompts than that with batch_size)
+      keep_prompts=0))
   # DAPO's clip-higher and token-level averaging; no KL term (beta 0).
   c.objectives = ml_collections.ConfigDict(dict(grpo=dict(
       eps_low=0.2, eps_high=0.28, beta=0.0, average="token", temperature=1.0)))
