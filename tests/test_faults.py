@@ -17,13 +17,15 @@ import numpy as np
 import pytest
 
 from vlx.train import metrics_writer
-from vlx_testlib import (read_metrics, run_main, shapes_data_dir,  # noqa: F401
+from vlx_testlib import (SHALLOW_CLIP, read_metrics, run_main, shapes_data_dir,  # noqa: F401
                          shared_tmp_root, train_losses)
 
 TOTAL, EVERY = 4, 2
+# One layer per tower (SHALLOW_CLIP): these tests are about the workdir (checkpoints,
+# metrics.jsonl, config.json), not the model's depth; every run here uses the same ARGS.
 ARGS = (f"--config.total_steps={TOTAL}", f"--config.checkpoint_every={EVERY}",
         "--config.log_every=1", f"--config.eval_every={TOTAL}",
-        "--config.evals={'retrieval': {'type': 'retrieval'}}")
+        "--config.evals={'retrieval': {'type': 'retrieval'}}", *SHALLOW_CLIP)
 
 
 @pytest.fixture(scope="module")

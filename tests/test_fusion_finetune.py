@@ -120,13 +120,20 @@ def test_finetune_from_lxmert_through_the_train_step(converted, shapes_data_dir,
   _, out_dir = converted
   workdir = tmp_path / "ft"
   # The import holds the fusion stack and pooler, not the ViT whose features the regions are
-  # pooled from: one ViT layer (the config has 4) keeps every pass and task of the step
-  # and cuts its compile time.
+  # pooled from (one ViT layer: the config has 4), nor any task head (vlx's heads start
+  # fresh: vlx/convert/hf_fusion.py). VQA alone runs the whole imported stack and the pooler
+  # (three fused passes per image) through the one train step; the recipe's other five tasks
+  # would more than double the step's compile time and read no other imported weight. Every
+  # task of the LXMERT step, on one device and on eight, is test_fusion.py's.
   run_main("lxmert", workdir, shapes_data_dir, "--config.total_steps=2",
            "--config.checkpoint_every=2", "--config.log_every=1", *no_evals(),
-           "--config.model.image.depth=1", variant=f"ft={out_dir},smoke", timeout=600)
-  losses = [r["train/loss"] for r in read_metrics(workdir) if "train/loss" in r]
+           "--config.model.image.depth=1", "--config.model.tasks=('vqa',)",
+           "--config.objectives={'vqa': {'weight': 1.0}}",
+           variant=f"ft={out_dir},smoke", timeout=600)
+  rows = [r for r in read_metrics(workdir) if "train/loss" in r]
+  losses = [r["train/loss"] for r in rows]
   assert len(losses) == 2 and all(math.isfinite(x) for x in losses), losses
+  assert all(math.isfinite(r["train/vqa/loss"]) for r in rows), rows
   with open(workdir / "config.json") as f:
     assert json.load(f)["init_from"] == out_dir
   # The run started from the import: two Adam steps (lr <= 1e-3) leave the imported

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from vlx_testlib import REPO, shapes_data_dir  # noqa: F401
+from vlx_testlib import REPO, shapes_data_dir, suite_xla_flags  # noqa: F401
 
 COLABS = REPO / "colabs"
 NOTEBOOKS = ("zero_shot_pretrained", "train_tiny_clip", "meshes_and_sharding")
@@ -93,7 +93,15 @@ def _kernel_env(monkeypatch, tmp_path, name, data_dir):
   # Device counts come from the notebook itself (meshes_and_sharding sets 8 in its first
   # cell, as it must in a fresh kernel); the others run on one device.
   monkeypatch.delenv("JAX_NUM_CPU_DEVICES", raising=False)
-  monkeypatch.delenv("XLA_FLAGS", raising=False)
+  # No device count in XLA_FLAGS either, but the suite's compile settings (tests/conftest.py:
+  # XLA's backend optimisation off, as for the `python -m vlx.main` runs), which the kernel
+  # inherits: the notebooks are compile-bound too, and their programs then share the
+  # persistent compilation cache's keys with the rest of the suite's.
+  flags = suite_xla_flags()
+  if flags:
+    monkeypatch.setenv("XLA_FLAGS", flags)
+  else:
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
   # Offline, no user checkpoint: the zero-shot notebook must build its random one.
   for var in ("VLX_CHECKPOINT", "VLX_WORKDIR", "VLX_DATA_DIR"):
     monkeypatch.delenv(var, raising=False)
