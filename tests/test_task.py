@@ -160,6 +160,21 @@ def test_a_config_json_from_before_the_task_key_still_resumes():
       ("task", "model", "fusion")]
 
 
+def test_a_config_json_from_before_an_added_option_resumes_only_at_its_old_behaviour():
+  """A GRPO workdir written before `rollout.keep_prompts` / `track_kl` existed resumes with
+  them at the values that do what it did, and is refused with dynamic sampling on."""
+  from vlx.families.video_lmm.grpo import GRPOTask  # pylint: disable=g-import-not-at-top
+  from vlx.train import workdir  # pylint: disable=g-import-not-at-top
+  saved = {"task": "grpo", "rollout": {"group_size": 8}}
+  new = {"task": "grpo", "rollout": {"group_size": 8, "keep_prompts": 0, "track_kl": False}}
+  added = GRPOTask.added_config_keys
+  assert workdir.config_differences(saved, new, (), added) == []
+  assert workdir.config_differences(saved, new) != []
+  on = {**new, "rollout": {**new["rollout"], "keep_prompts": 4, "track_kl": True}}
+  assert workdir.config_differences(saved, on, (), added) == [
+      ("rollout.keep_prompts", 0, 4), ("rollout.track_kl", False, True)]
+
+
 def test_an_evaluator_the_family_does_not_offer_is_named():
   from vlx.train.task import check_evaluators  # pylint: disable=g-import-not-at-top
   config = ml_collections.ConfigDict(dict(task="fusion", evals=dict(

@@ -176,7 +176,8 @@ def train(config, workdir: str, mode: str = "train") -> Dict[str, float]:
   if os.path.isdir(ckpt_dir) and any(n.isdigit() for n in os.listdir(ckpt_dir)):
     task_class = registry.TASKS.get(config.get("task", DEFAULT_TASK))
     workdir_lib.check_resumable(workdir, config, given_config,
-                                getattr(task_class, "retired_config_keys", ()))
+                                getattr(task_class, "retired_config_keys", ()),
+                                getattr(task_class, "added_config_keys", None))
 
   # ---- Mesh and sharding rules -------------------------------------------
   mesh = mesh_lib.make_mesh(config.mesh)

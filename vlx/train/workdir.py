@@ -58,16 +58,22 @@ def _may_change(key: str) -> bool:
   return any(key == p or key.startswith(p + ".") for p in MAY_CHANGE_ON_RESUME)
 
 
-def config_differences(saved: dict, new: dict, retired=()) -> List[Tuple[str, object, object]]:
+def config_differences(saved: dict, new: dict, retired=(),
+                       added=None) -> List[Tuple[str, object, object]]:
   """(key, saved value, new value) for every key that must match to resume but does not
   (a key that only one side has counts as different: `<missing>`), leaving out the keys
-  `retired` that an earlier vlx wrote and this one no longer reads."""
+  `retired` that an earlier vlx wrote and this one no longer reads. `added` maps keys a later
+  vlx added to the value that does what the earlier vlx did without them: a saved config
+  lacking such a key matches a new one that holds that value (and only that value)."""
   a, b = _flatten(saved), _flatten(new)
   for k in retired:
     a.pop(k, None)
   for k in ADDED_KEYS:
     if k not in a and k in b:
       a[k] = b[k]
+  for k, old_behaviour in (added or {}).items():
+    if k not in a and k in b:
+      a[k] = old_behaviour
   missing = "<missing>"
   return [(k, a.get(k, missing), b.get(k, missing)) for k in sorted(set(a) | set(b))
           if not _may_change(k) and a.get(k, missing) != b.get(k, missing)]
@@ -84,12 +90,12 @@ def is_legacy(saved: dict) -> bool:
   return "imports" not in saved
 
 
-def check_resumable(workdir: str, config, given_config=None, retired=()) -> None:
+def check_resumable(workdir: str, config, given_config=None, retired=(), added=None) -> None:
   """Raises ValueError naming the keys that differ from the saved config.json (one line).
 
   `given_config`: the config before the dataset fitted it, which a legacy config.json
   (`is_legacy`) recorded instead of the fitted one. `retired`: keys an earlier vlx wrote
-  that are no longer read (see `config_differences`)."""
+  that are no longer read; `added`: keys it did not write (see `config_differences`)."""
   path = os.path.join(workdir, CONFIG_FILE)
   try:
     with open(path, encoding="utf-8") as f:
@@ -103,7 +109,7 @@ def check_resumable(workdir: str, config, given_config=None, retired=()) -> None
                      "it, so fix it or use a new workdir") from None
   if is_legacy(saved) and given_config is not None:
     config = given_config
-  diffs = config_differences(saved, config_as_json(config), retired)
+  diffs = config_differences(saved, config_as_json(config), retired, added)
   if not diffs:
     return
   shown = "; ".join(f"{k}: {old!r} in the checkpoint, {new!r} now" for k, old, new in diffs[:6])

@@ -71,6 +71,9 @@ class GRPOTask(ModelTask):
   """Rollouts, verification and advantages in `prepare`; the config's objectives (`grpo`) as
   the loss, with the rollouts' statistics logged beside it."""
   accumulates = False
+  # Options added after the first GRPO runs, at the values that do what those runs did: a
+  # workdir written before them resumes and evaluates.
+  added_config_keys = {"rollout.keep_prompts": 0, "rollout.track_kl": False}
 
   def __init__(self, config, model):
     super().__init__(config, model)
