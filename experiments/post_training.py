@@ -18,9 +18,9 @@ frames without their order give); and CoT and GRPO with `--samples` sampled resp
 question (pass@k, majority@k, best-of-k by likelihood, k = 1, 2, 4, ...).
 
     python experiments/post_training.py [--seeds 0,1,2] [--workdir workdirs/post_training]
-        [--samples 8] [--limit 1000] [--smoke]
+        [--samples 8] [--limit 1000] [--pretrain_from 0] [--smoke]
 
-Prints one table (mean and spread over seeds) and writes `table.json` in the workdir, and
+Prints one table (mean and spread over seeds) and writes `table.json` and `table.md` in the workdir, and
 `post_training.png`: pass@k / majority@k / best-of-k against k for the CoT and GRPO models,
 and GRPO's training curves (reward, share of groups with identical rewards, KL to the
 reference, entropy, response length), every seed.
@@ -54,6 +54,9 @@ def parse_args(argv=None):
                  help="sampled responses per question for pass@k / majority@k / best-of-k")
   p.add_argument("--limit", type=int, default=1000, help="held-out questions evaluated")
   p.add_argument("--smoke", action="store_true", help="the ,smoke variants (for tests)")
+  p.add_argument("--pretrain_from", type=int, default=None,
+                 help="start every seed's SFT stages from this seed's pretrained model "
+                      "(pretrained once) instead of pretraining each seed")
   p.add_argument("--plot", default=None,
                  help="PNG of the test-time scaling and GRPO curves (default: in the workdir; "
                       "needs matplotlib)")
@@ -82,18 +85,41 @@ def run_main(variant: str, workdir: str, *overrides: str, mode: str = "train") -
         print(f"  {mode:5s} {variant:22s} {os.path.basename(workdir):14s}  (kept)", flush=True)
         return json.load(f)
   t0 = time.time()
-  proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, check=False)
-  if proc.returncode:
-    tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-    raise SystemExit(f"post_training: {' '.join(cmd[2:])} failed ({proc.returncode}): {tail}")
+  # Output to files, not pipes: the run outlives this script if it is stopped (and its log
+  # can be watched).
+  log_path = f"{os.path.normpath(workdir)}.{mode}.log"
+  with open(log_path, "w") as log, open(log_path + ".stdout", "w") as out:
+    returncode = subprocess.run(cmd, stdout=out, stderr=log, cwd=REPO, check=False).returncode
+  with open(log_path + ".stdout") as f:
+    stdout = f.read()
+  if returncode:
+    with open(log_path) as f:
+      tail = (f.read().strip().splitlines() or ["no output"])[-1]
+    raise SystemExit(f"post_training: {' '.join(cmd[2:])} failed ({returncode}): {tail} "
+                     f"(log: {log_path})")
   metrics = {m.group(1): float(m.group(2)) for m in
-             re.finditer(r"^  (\S+): (-?[0-9.]+(?:e-?\d+)?)$", proc.stdout, re.M)}
+             re.finditer(r"^  (\S+): (-?[0-9.]+(?:e-?\d+)?)$", stdout, re.M)}
   print(f"  {mode:5s} {variant:22s} {os.path.basename(workdir):14s} {time.time() - t0:7.1f} s",
         flush=True)
   if cache:
     with open(cache, "w") as f:
       json.dump(metrics, f)
   return metrics
+
+
+def pretrained_dir(args, seed: int) -> str:
+  """Where seed `seed`'s CoT run keeps the pretraining stage it started from (a finished run:
+  that seed comes first)."""
+  from vlx import config_lib  # pylint: disable=g-import-not-at-top
+  from vlx.train import init_run  # pylint: disable=g-import-not-at-top
+  config = config_lib.load_config_file(f"{CONFIG}:tiny{',smoke' if args.smoke else ''}")
+  config.seed = seed
+  where = init_run.init_run_dir(config, init_run.init_run_config(config),
+                                os.path.join(os.path.abspath(args.workdir), f"seed{seed}", "cot"))
+  if not os.path.isdir(os.path.join(where, "checkpoints")):
+    raise SystemExit(f"post_training: --pretrain_from={seed}: no pretrained run in {where} "
+                     "(list that seed first in --seeds)")
+  return where
 
 
 def stage_runs(args, seed: int) -> dict:
@@ -103,9 +129,12 @@ def stage_runs(args, seed: int) -> dict:
   smoke = ",smoke" if args.smoke else ""
   seed_flag = f"--config.seed={seed}"
   cot_dir = os.path.join(root, "cot")
+  sft = (seed_flag,)
+  if args.pretrain_from is not None and seed != args.pretrain_from:
+    sft += (f"--config.init_from={pretrained_dir(args, args.pretrain_from)}",)
   # GRPO starts from this CoT run (named, so that its chain does not train another one).
-  runs = {"cot": (f"tiny{smoke}", cot_dir, (seed_flag,)),
-          "answer": (f"tiny,answer{smoke}", os.path.join(root, "answer"), (seed_flag,)),
+  runs = {"cot": (f"tiny{smoke}", cot_dir, sft),
+          "answer": (f"tiny,answer{smoke}", os.path.join(root, "answer"), sft),
           "grpo": (f"tiny,grpo{smoke}", os.path.join(root, "grpo"),
                    (seed_flag, f"--config.init_from={cot_dir}"))}
   for variant, workdir, overrides in runs.values():
@@ -168,6 +197,26 @@ def print_table(rows, seeds):
                      key=lambda c: (re.sub(r"\d+", "", c), int(re.findall(r"\d+", c)[0])))
     if scaling:
       print(f"\n{name}: " + ", ".join(f"{c} {cols[c][0]:.3f}" for c in scaling))
+
+
+def markdown_table(rows, seeds) -> str:
+  """The same table for docs/ (mean, min-max over seeds)."""
+  columns = ["accuracy"] + [f"accuracy_{k}" for k in KINDS] + ["span_miou", "format_rate"]
+  head = ["row"] + [c.replace("accuracy_", "") for c in columns]
+  lines = [f"Mean (min-max) over seeds {seeds}.", "", "| " + " | ".join(head) + " |",
+           "|" + "---|" * len(head)]
+  for name, cols in rows:
+    cells = [f"{cols[c][0]:.3f} ({cols[c][1]:.3f}-{cols[c][2]:.3f})" if c in cols else ""
+             for c in columns]
+    lines.append(f"| {name} | " + " | ".join(cells) + " |")
+  for name, cols in rows:
+    for prefix, title in SCALING:
+      keys = sorted((c for c in cols if c.startswith(prefix)),
+                    key=lambda c: int(re.findall(r"\d+", c)[0]))
+      if keys:
+        lines.append(f"\n{name}, {title}: " + ", ".join(
+            f"k={re.findall(r'[0-9]+', c)[0]} {cols[c][0]:.3f}" for c in keys))
+  return "\n".join(lines) + "\n"
 
 
 SCALING = (("pass_at", "pass@k"), ("majority_at", "majority@k"),
@@ -241,6 +290,8 @@ def report(args, per_seed):
   with open(os.path.join(args.workdir, "table.json"), "w") as f:
     json.dump({"seeds": seeds, "per_seed": per_seed, "rows": {n: c for n, c in rows}}, f,
               indent=1)
+  with open(os.path.join(args.workdir, "table.md"), "w") as f:
+    f.write(markdown_table(rows, seeds))
   plot(argparse.Namespace(**{**vars(args), "seeds": seeds}), per_seed,
        args.plot or os.path.join(args.workdir, "post_training.png"))
 
