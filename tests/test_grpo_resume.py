@@ -14,7 +14,11 @@ import pytest
 from vlx_testlib import (REPO, checkpoint_steps, main_cmd, read_metrics, restore_state,
                          sigkill_after_checkpoint, subprocess_env, train_losses)
 
-TOTAL, EVERY, KILL_AFTER = 12, 2, 2
+# Six steps, checkpoints every two, killed after the step-2 one: the restart resumes mid-run
+# and logs at least two steps the uninterrupted run logged too. The run's cost is mostly its
+# train step's compile (its reward callback keeps it out of the persistent compilation cache,
+# so each of the three runs compiles it) and its steps: four prompts a batch (16 rollouts).
+TOTAL, EVERY, KILL_AFTER = 6, 2, 2
 # A reward a random policy's samples differ in (the verifiers give it 0 on every sample:
 # zero advantages, no update, nothing a wrong resume could change), registered by a module
 # of the user's own that `config.imports` names, as a researcher's reward would be.
@@ -34,7 +38,7 @@ ARGS = (f"--config.total_steps={TOTAL}", f"--config.checkpoint_every={EVERY}",
         "--config.log_every=1", "--config.evals={}", "--config.init_from_run=",
         "--config.imports=('resume_test_reward',)",
         "--config.rollout.rewards={'resume_test_chars': 1.0, 'format': 0.2}",
-        "--config.objectives.grpo.beta=0.05", *SMALL)
+        "--config.objectives.grpo.beta=0.05", "--config.batch_size=4", *SMALL)
 VARIANT = "tiny,grpo,smoke"
 
 
