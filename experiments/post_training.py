@@ -88,6 +88,7 @@ def run_main(variant: str, workdir: str, *overrides: str, mode: str = "train") -
   # Output to files, not pipes: the run outlives this script if it is stopped (and its log
   # can be watched).
   log_path = f"{os.path.normpath(workdir)}.{mode}.log"
+  os.makedirs(os.path.dirname(log_path), exist_ok=True)
   with open(log_path, "w") as log, open(log_path + ".stdout", "w") as out:
     returncode = subprocess.run(cmd, stdout=out, stderr=log, cwd=REPO, check=False).returncode
   with open(log_path + ".stdout") as f:
