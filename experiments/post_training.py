@@ -4,7 +4,8 @@ reasoning videos, beside the baselines, over seeds.
 Every stage is a `python -m vlx.main` run of configs/video_lmm.py (each resumes after a kill;
 a finished run is reused, so the script can be stopped and started again):
 
-  cot        :tiny              CoT SFT (its `:tiny,pretrain` stage trained first, per seed)
+  cot        :tiny              CoT SFT (its `:tiny,pretrain` stage trained first: by the first
+                                seed, whose pretrained model every seed starts from)
   answer     :tiny,answer       answer-only SFT on the same questions (matched data)
   grpo       :tiny,grpo         GRPO from the CoT run (rollouts inside the train step)
   continued  :tiny              CoT SFT continued from the CoT run on the `train` split's
@@ -18,7 +19,8 @@ frames without their order give); and CoT and GRPO with `--samples` sampled resp
 question (pass@k, majority@k, best-of-k by likelihood, k = 1, 2, 4, ...).
 
     python experiments/post_training.py [--seeds 0,1,2] [--workdir workdirs/post_training]
-        [--samples 8] [--limit 1000] [--pretrain_from 0] [--smoke]
+        [--samples 8] [--limit 1000] [--pretrain_from SEED | --pretrain_each_seed]
+        [--smoke]
 
 Prints one table (mean and spread over seeds) and writes `table.json` and `table.md` in the workdir, and
 `post_training.png`: pass@k / majority@k / best-of-k against k for the CoT and GRPO models,
@@ -55,8 +57,12 @@ def parse_args(argv=None):
   p.add_argument("--limit", type=int, default=1000, help="held-out questions evaluated")
   p.add_argument("--smoke", action="store_true", help="the ,smoke variants (for tests)")
   p.add_argument("--pretrain_from", type=int, default=None,
-                 help="start every seed's SFT stages from this seed's pretrained model "
-                      "(pretrained once) instead of pretraining each seed")
+                 help="start every seed's SFT stages from this seed's pretrained model, "
+                      "pretrained once (default: the first of --seeds): the seeds measure "
+                      "post-training, which in practice starts from one base model")
+  p.add_argument("--pretrain_each_seed", action="store_true",
+                 help="pretrain every seed's own base model instead (a 12-minute stage more "
+                      "per seed on the 2-core CPU)")
   p.add_argument("--plot", default=None,
                  help="PNG of the test-time scaling and GRPO curves (default: in the workdir; "
                       "needs matplotlib)")
@@ -64,6 +70,10 @@ def parse_args(argv=None):
   args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
   if not args.seeds or args.samples < 1 or args.limit < 1:
     p.error("need at least one seed, --samples >= 1 and --limit >= 1")
+  if args.pretrain_each_seed and args.pretrain_from is not None:
+    p.error("--pretrain_from and --pretrain_each_seed exclude each other")
+  if args.pretrain_from is None and not args.pretrain_each_seed:
+    args.pretrain_from = args.seeds[0]
   return args
 
 

@@ -388,7 +388,7 @@ EXPERIMENT_OPTIONS = {
     "parity_report.py": ("--help",),
     "plot_metrics.py": ("workdirs", "--out", "--keys"),
     "post_training.py": ("--seeds", "--workdir", "--samples", "--limit", "--smoke",
-                         "--plot", "--pretrain_from"),
+                         "--plot", "--pretrain_from", "--pretrain_each_seed"),
     "profile_step.py": ("--steps", "--top", "--trace_dir", "bench_train_step"),
     "tiny_losses.py": ("--steps", "--out", "--compare", "--configs"),
     "videomae_transfer.py": ("--pretrain", "--finetune", "--out"),
