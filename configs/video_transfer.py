@@ -14,6 +14,8 @@ accelerators):
   full_finetune    adapted: every image weight tuned, frames averaged (ViFi-CLIP)
   xclip            adapted: X-CLIP (cross-frame message tokens in every block, a multi-frame
                    integration transformer, video-specific text prompts; all weights tuned)
+  vpt              adapted: visual prompt tuning (deep: learned prompt tokens in every block,
+                   told apart per frame by a time table; the image weights locked)
 Add `qa` to a paradigm (`:seq_transformer,qa`) to fine-tune its video side (image tower,
 adapters, temporal module: one token per frame) with the image model's text tower for video
 QA and temporal grounding instead: configs/video_qa.py's fusion, heads, data and evaluators
@@ -42,14 +44,15 @@ from vlx.variant import parse_variant
 
 SIZES = ("tiny", "b16")
 FROZEN = ("mean_pool", "seq_transformer", "evl")
-ADAPTED = ("st_adapter", "aim", "full_finetune", "xclip")
+ADAPTED = ("st_adapter", "aim", "full_finetune", "xclip", "vpt")
 WORDS = ("image",) + FROZEN + ADAPTED
 TASK_WORDS = ("qa",)
 # The CLIP params a paradigm takes from the image model (its own temporal parts start fresh;
 # adapters inside `img` keep their init: vlx/train/checkpoint.py loads what the image holds).
 IMAGE_PARAMS = "img=img,img_proj=img_proj,txt=txt,txt_proj=txt_proj,logit_scale=logit_scale"
 # Inside `img`, what the adapted paradigms add and train (the image model has none of it): the
-# adapters, AIM's temporal position tables and X-CLIP's message tokens.
+# adapters (VPT's prompts among them: `prompt_adapter`), AIM's temporal position tables and
+# X-CLIP's message tokens.
 ADAPTER_PARAMS = r"img/.*(_adapter/.*|/time_pos_embedding|/message_.*)"
 
 
@@ -82,6 +85,8 @@ def paradigm_model(paradigm: str, size: str, image: Optional[dict] = None) -> di
     adapter = dict(kind=paradigm, bottleneck=width // 2)
   elif paradigm == "aim":
     adapter = dict(kind=paradigm, bottleneck=width // 4, time_init="sincos")
+  elif paradigm == "vpt":  # VPT-deep's prompt count for its small-data transfers
+    adapter = dict(kind=paradigm, num_prompts=8 if size == "tiny" else 16, time_init="sincos")
   elif paradigm == "xclip":  # the paper's: a 1-layer MIT, 2 prompt layers (alpha 0: identity)
     adapter = dict(kind="xclip", message_from="cls" if image.get("pool") == "cls" else "mean",
                    time_init="sincos")
@@ -95,11 +100,11 @@ def paradigm_model(paradigm: str, size: str, image: Optional[dict] = None) -> di
 
 def frozen_groups(paradigm: str, scope: str = "") -> tuple:
   """LiT-style parameter groups: the frozen paradigm locks the image tower and its projection;
-  ST-Adapter and AIM lock them but for their adapters; full fine-tuning locks nothing.
-  `scope`: where the image tower sits (`video_tower/` in the QA model)."""
+  ST-Adapter, AIM and VPT lock them but for their adapters (VPT's prompts); full
+  fine-tuning locks nothing. `scope`: where the image tower sits (`video_tower/` in the QA model)."""
   if paradigm in FROZEN:
     groups = (("img/.*", 0.0), ("img_proj/.*", 0.0))
-  elif paradigm in ("st_adapter", "aim"):
+  elif paradigm in ("st_adapter", "aim", "vpt"):
     groups = ((ADAPTER_PARAMS, 1.0), ("img/.*", 0.0), ("img_proj/.*", 0.0))
   else:
     groups = ()

@@ -19,7 +19,7 @@ from vlx_testlib import (REPO, assert_trees_close, mesh_of, one_train_step,  # n
 
 CONFIG = str(REPO / "configs" / "video_transfer.py")
 PARADIGMS = ("mean_pool", "seq_transformer", "evl", "st_adapter", "aim", "full_finetune",
-             "xclip")
+             "xclip", "vpt")
 ORDER_BLIND = ("mean_pool", "full_finetune")
 # What the adapted paradigms add inside the image tower and train (adapters, AIM's temporal
 # position tables), written out here rather than read from the config it checks.
@@ -70,6 +70,13 @@ def perturbed(params, std):
                                    for x, k in zip(leaves, keys)])
 
 
+def opened_gates(params):
+  """The gates that start at 0 (X-CLIP's message share, VPT's prompt share) at 1, where the
+  papers' models have them."""
+  return jax.tree_util.tree_map_with_path(
+      lambda path, x: np.ones_like(x) if str(path[-1].key).endswith("_gate") else x, params)
+
+
 @pytest.mark.parametrize("paradigm", PARADIGMS)
 def test_starts_as_the_image_model_reads_order_if_temporal_and_ignores_padding(paradigm):
   """At init, on a static video (8 frames, and 5: the frame count is a call-time property),
@@ -85,7 +92,7 @@ def test_starts_as_the_image_model_reads_order_if_temporal_and_ignores_padding(p
   np.testing.assert_allclose(encode(params, video, None), want, atol=1e-6)
   np.testing.assert_allclose(encode(params, video[:, :5], None), want, atol=1e-6)
 
-  params = perturbed(params, 0.05)
+  params = opened_gates(perturbed(params, 0.05))
   enc = lambda v, m=None: np.asarray(encode(params, v, m))  # noqa: E731
   video = batch_of(config, padded=False)["video"]
   perm = np.array([3, 0, 6, 1, 7, 2, 5, 4])
@@ -101,7 +108,7 @@ def test_starts_as_the_image_model_reads_order_if_temporal_and_ignores_padding(p
   np.testing.assert_allclose(enc(zeros, mask), enc(noise, mask), atol=1e-6)
 
 
-@pytest.mark.parametrize("paradigm", ["evl", "aim"])  # st_adapter: vlx.main test
+@pytest.mark.parametrize("paradigm", ["evl", "aim", "vpt"])  # st_adapter: vlx.main test
 def test_locked_image_weights_stay_bit_for_bit_and_the_rest_trains(paradigm):
   """Three AdamW steps (weight decay on) with the config's parameter groups: the frozen
   paradigm's image tower and projection, and the adapted paradigm's image weights but its

@@ -23,6 +23,14 @@ attribute, so one set of weights serves any number of frames.
   softmax is scaled by `message_gate` (X-CLIP's own attention at 1, what an imported X-CLIP
   holds; 0 at init here, where the block is then the image block exactly).
 
+- `vpt` (Jia et al. 2022, visual prompt tuning, deep): every block gets its own learned
+  prompt tokens, which the frame's tokens attend to through the block's frozen attention
+  (keys and values from the block's own projections; the prompts' outputs are dropped, as
+  VPT-deep replaces them at the next block). vlx's additions: a time table on the prompts,
+  so each frame is prompted by where it sits in the clip (prompts alike in every frame would
+  leave a frame-averaged video blind to order), and `prompt_gate` (0 at init: the image
+  block exactly; VPT's attention at 1, computed as X-CLIP's message share is).
+
 Padded frames (`frame_mask` False) are zeroed before the temporal convolution and hidden from
 the temporal attention, so they never reach a real frame's features.
 """
@@ -38,7 +46,7 @@ import jax.numpy as jnp
 from vlx.families.video_transfer.temporal import time_table
 from vlx.models import layers
 
-ADAPTERS = ("none", "st_adapter", "aim", "xclip")
+ADAPTERS = ("none", "st_adapter", "aim", "xclip", "vpt")
 
 
 class Bottleneck(nn.Module):
@@ -118,6 +126,32 @@ class MessageAttention(nn.Module):
     return layers.constrain(out, layers.ACT)
 
 
+class VisualPrompts(nn.Module):
+  """A block's VPT prompts for the clips' frames: `[num_prompts, width]` learned tokens plus a
+  time table (per frame: `[B * T, num_prompts, width]`), and the gate of their attention
+  share (`prompt_gate`, 0 at init)."""
+  num_prompts: int
+  frames: int = 1
+  max_frames: int = 16
+  time_init: str = "sincos"
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    width = x.shape[-1]
+    prompts = self.param("prompt_tokens", layers.boxed(nn.initializers.normal(0.02),
+                                                       (None, "embed")),
+                         (self.num_prompts, width), self.param_dtype)
+    gate = self.param("prompt_gate", layers.boxed(nn.initializers.zeros, ()), (),
+                      self.param_dtype)
+    clips = by_clip(x[:, :1], self.frames)[:, :, 0]                     # [B, T, C]
+    time = time_table(self, clips, self.max_frames, self.time_init)     # [1, T, C]
+    tokens = prompts[None, None] + time[:, :, None]                     # [1, T, P, C]
+    tokens = jnp.broadcast_to(tokens, (clips.shape[0],) + tokens.shape[1:])
+    return tokens.reshape(-1, self.num_prompts, width).astype(self.dtype), gate
+
+
 class AdaptedBlock(layers.Block):
   """A pre-norm image Block hosting `adapter` (none | st_adapter | aim | xclip) of `bottleneck`
   width, for clips of `frames` frames folded into the batch (`frame_mask [B, T]`)."""
@@ -129,6 +163,7 @@ class AdaptedBlock(layers.Block):
   time_init: str = "zeros"  # how that table starts (temporal.TIME_INITS; its reader is zero)
   message_gate_init: float = 0.0  # X-CLIP's message share at init (see MessageAttention)
   message_from: str = "cls"  # the frame summary a message starts from: cls (row 0) | mean
+  num_prompts: int = 8  # VPT's prompt tokens per block
 
   @nn.compact
   def __call__(self, x, mask=None, memory=None, memory_mask=None):
@@ -142,13 +177,17 @@ class AdaptedBlock(layers.Block):
       x = x + STAdapter(frames=self.frames, frame_mask=self.frame_mask, name="st_adapter",
                         **adapter)(x)
     ln_attn = layers.layer_norm(name="ln_attn", eps=self.ln_eps, **kw)
-    if self.adapter == "xclip":
+    if self.adapter in ("xclip", "vpt"):
       if mask is not None:
-        raise ValueError("X-CLIP's message attention takes unmasked frame tokens (image ViTs)")
-      gate = self.param("message_gate", layers.boxed(
-          nn.initializers.constant(self.message_gate_init), ()), (), self.param_dtype)
-      h = MessageAttention(self.num_heads, name="attn", **kw)(
-          ln_attn(x), ln_attn(self._messages(x)), gate)
+        raise ValueError(f"{self.adapter}'s extra keys need unmasked frame tokens (image ViTs)")
+      if self.adapter == "xclip":
+        gate = self.param("message_gate", layers.boxed(
+            nn.initializers.constant(self.message_gate_init), ()), (), self.param_dtype)
+        extra = self._messages(x)
+      else:
+        extra, gate = VisualPrompts(self.num_prompts, self.frames, self.max_frames,
+                                    self.time_init, name="prompt_adapter", **kw)(x)
+      h = MessageAttention(self.num_heads, name="attn", **kw)(ln_attn(x), ln_attn(extra), gate)
       x = x + h
       y = layers.layer_norm(name="ln_mlp", eps=self.ln_eps, **kw)(x)
       return layers.constrain(x + layers.Mlp(self.mlp_dim, act=self.act, name="mlp", **kw)(y),
