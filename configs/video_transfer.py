@@ -9,6 +9,9 @@ accelerators):
   seq_transformer  frozen: a temporal transformer over frame embeddings (CLIP4Clip seqTransf)
   evl              frozen: an EVL-style decoder whose queries read every frame's patch tokens
                    (where and when), added to the frame embeddings
+  text_prompt      frozen: text prompt tuning (VideoPrompt-style: learned prompt tokens in
+                   every block of the locked text tower) and seqTransf's temporal transformer;
+                   both towers and their projections locked
   st_adapter       adapted: ST-Adapter (a temporal depthwise conv in a bottleneck) per block
   aim              adapted: AIM (the frozen attention reused over time, with adapters)
   full_finetune    adapted: every image weight tuned, frames averaged (ViFi-CLIP)
@@ -43,7 +46,7 @@ from vlx.presets.video import (TINY_MAX_LEN, msrvtt_data, qa_data, qa_evals, qa_
 from vlx.variant import parse_variant
 
 SIZES = ("tiny", "b16")
-FROZEN = ("mean_pool", "seq_transformer", "evl")
+FROZEN = ("mean_pool", "seq_transformer", "evl", "text_prompt")
 ADAPTED = ("st_adapter", "aim", "full_finetune", "xclip", "vpt")
 WORDS = ("image",) + FROZEN + ADAPTED
 TASK_WORDS = ("qa",)
@@ -54,6 +57,9 @@ IMAGE_PARAMS = "img=img,img_proj=img_proj,txt=txt,txt_proj=txt_proj,logit_scale=
 # adapters (VPT's prompts among them: `prompt_adapter`), AIM's temporal position tables and
 # X-CLIP's message tokens.
 ADAPTER_PARAMS = r"img/.*(_adapter/.*|/time_pos_embedding|/message_.*)"
+# In the text tower, text prompt tuning's prompts and gates (vlx/models/prompt_tuning.py).
+TEXT_PROMPT_PARAMS = r"txt/.*/prompt_(tokens|gate)"
+TEXT_PROMPTS = 8  # per block of the text tower (`text_prompt`)
 
 
 def image_fields(size: str) -> dict:
@@ -73,7 +79,7 @@ def paradigm_model(paradigm: str, size: str, image: Optional[dict] = None) -> di
   heads = 4 if size == "tiny" else 8
   temporal = dict(kind="mean")
   adapter = dict(kind="none")
-  if paradigm == "seq_transformer":
+  if paradigm in ("seq_transformer", "text_prompt"):
     # A sinusoidal time table: with a zero one the frames start indistinguishable and the
     # module learns order late, if at all (0.506 twins after 1000 steps: docs/video_transfer.md).
     temporal = dict(kind="seq_transformer", depth=2 if size == "tiny" else 4, num_heads=heads,
@@ -98,17 +104,35 @@ def paradigm_model(paradigm: str, size: str, image: Optional[dict] = None) -> di
   return dict(adapter=adapter, temporal=temporal, frozen_image=paradigm in FROZEN)
 
 
+def set_paradigm(c, paradigm: str, size: str, image: Optional[dict] = None) -> None:
+  """The paradigm's model fields on `c.model` (its text tower's prompts included)."""
+  c.model.update(paradigm_model(paradigm, size, image))
+  if paradigm == "text_prompt":
+    c.model.text.prompts = TEXT_PROMPTS
+
+
 def frozen_groups(paradigm: str, scope: str = "") -> tuple:
-  """LiT-style parameter groups: the frozen paradigm locks the image tower and its projection;
-  ST-Adapter, AIM and VPT lock them but for their adapters (VPT's prompts); full
-  fine-tuning locks nothing. `scope`: where the image tower sits (`video_tower/` in the QA model)."""
-  if paradigm in FROZEN:
+  """LiT-style parameter groups: the frozen paradigms lock the image tower and its projection
+  (text_prompt the text tower and its projection too, but for the prompts); ST-Adapter, AIM
+  and VPT lock them but for their adapters (VPT's prompts); full fine-tuning locks nothing.
+  `scope`: where the image tower sits (`video_tower/` in the QA model)."""
+  if paradigm == "text_prompt" and not scope:  # the QA model's text tower has no prompts
+    groups = ((TEXT_PROMPT_PARAMS, 1.0), ("txt/.*", 0.0), ("txt_proj/.*", 0.0),
+              ("img/.*", 0.0), ("img_proj/.*", 0.0))
+  elif paradigm in FROZEN:
     groups = (("img/.*", 0.0), ("img_proj/.*", 0.0))
   elif paradigm in ("st_adapter", "aim", "vpt"):
     groups = ((ADAPTER_PARAMS, 1.0), ("img/.*", 0.0), ("img_proj/.*", 0.0))
   else:
     groups = ()
   return tuple((scope + regex, mult) for regex, mult in groups)
+
+
+def fresh_params(paradigm: str) -> str:
+  """What a paradigm adds to the image model, which starts fresh when that model loads."""
+  if paradigm == "text_prompt":
+    return f"{ADAPTER_PARAMS}|{TEXT_PROMPT_PARAMS}"
+  return ADAPTER_PARAMS
 
 
 def get_config(arg: str = "mean_pool"):
@@ -139,7 +163,7 @@ def get_config(arg: str = "mean_pool"):
         pp_eval="decode_video|video_frame('central')|value_range(-1,1)"))
     c.evals = ml_collections.ConfigDict(dict(retrieval=dict(type="retrieval")))
   else:
-    c.model.update(paradigm_model(paradigm, size))
+    set_paradigm(c, paradigm, size)
     c.optimizer.param_groups = frozen_groups(paradigm)
     if "clip" in variant.values:
       pass  # from_imported_clip below, once the size's data and schedule are set
@@ -153,7 +177,7 @@ def get_config(arg: str = "mean_pool"):
       c.init_from_run_inherits = ("data.source", "model.image", "model.text",
                                   "model.embed_dim")
       c.init_map = IMAGE_PARAMS
-      c.init_fresh = ADAPTER_PARAMS
+      c.init_fresh = fresh_params(paradigm)
 
   if tiny:
     base.cpu_schedule(c, batch_size=64, total_steps=1500 if paradigm == "image" else 1000,
@@ -204,8 +228,10 @@ def as_qa_task(c, paradigm: str) -> None:
                width=m.text.width, image_projection=m.get("image_projection", "linear"),
                adapter=m.adapter.to_dict(), temporal=m.temporal.to_dict(),
                frozen_image=m.frozen_image)
+  # The QA model tunes its text tower: text prompts (a retrieval paradigm's) stay out.
+  text = {k: v for k, v in m.text.to_dict().items() if k != "prompts"}
   c.model = ml_collections.ConfigDict(dict(
-      name="video_qa", video=tower, text=m.text.to_dict(), fusion_depth=2,
+      name="video_qa", video=tower, text=text, fusion_depth=2,
       fusion_heads=m.text.num_heads, dtype=m.dtype))
   # The texts take the image model's text positions (its table loads as it is).
   c.data = qa_data(max_len=m.text.max_len)
@@ -237,7 +263,7 @@ def from_imported_clip(c, path: str, paradigm: str, size: str) -> None:
   for tower, policy in remat.items():  # the size's memory policy, not the checkpoint's
     c.model[tower].remat = policy
   # The paradigm's adapters and X-CLIP's message source follow the imported ViT.
-  c.model.update(paradigm_model(paradigm, size, dict(imported["image"])))
+  set_paradigm(c, paradigm, size, dict(imported["image"]))
   if c.data.name == "msrvtt":  # decode at the checkpoint's frame size
     decoded = msrvtt_data(frames=c.data.num_frames, image_size=meta["image_size"])
     c.data.update(dict(pp_train=decoded.pp_train, pp_eval=decoded.pp_eval))
@@ -252,4 +278,4 @@ def from_imported_clip(c, path: str, paradigm: str, size: str) -> None:
     ops.insert(1, frames)
     c.data[key] = "|".join(op if not op.startswith("tokenize(") else
                            f"tokenize({meta['max_len']})" for op in ops)
-  c.init_from, c.init_map, c.init_fresh = path, IMAGE_PARAMS, ADAPTER_PARAMS
+  c.init_from, c.init_map, c.init_fresh = path, IMAGE_PARAMS, fresh_params(paradigm)

@@ -51,10 +51,12 @@ MAPPED: Dict[str, Tuple[str, Tuple[str, ...]]] = {
          "tests/test_sharding_equivalence.py", (
              'MESH_222 = ("--config.mesh.data=2", "--config.mesh.fsdp=2", '
              '"--config.mesh.tensor=2")', "*MESH_222, num_devices=8")),
-    # Every dual-encoder smoke run through vlx.main; here its config and overrides load.
+    # Every dual-encoder smoke run through vlx.main (SigLIP with one layer a tower); here its
+    # config and overrides load.
     r"python -m vlx\.main --config=configs/siglip\.py:tiny --workdir=\S+ --config\.": (
         "tests/test_main_smoke.py", ('@pytest.mark.parametrize("family", ["clip", "align", '
-                                     '"siglip"])', "run_main(family, workdir, shapes_data_dir)")),
+                                     '"siglip"])',
+                                     "run_main(family, workdir, shapes_data_dir, *shallow)")),
     # CoCa trained, then vlx.predict on a folder (beam) and on the test split (sampling).
     r"python -m vlx\.main --config=configs/coca\.py:tiny --workdir=\S+$": (
         "tests/test_coca.py", ('run_main("coca"',)),

@@ -18,12 +18,13 @@ from vlx_testlib import (REPO, assert_trees_close, mesh_of, one_train_step,  # n
                          read_metrics, shapes_data_dir, video_data_dir)
 
 CONFIG = str(REPO / "configs" / "video_transfer.py")
-PARADIGMS = ("mean_pool", "seq_transformer", "evl", "st_adapter", "aim", "full_finetune",
-             "xclip", "vpt")
+PARADIGMS = ("mean_pool", "seq_transformer", "evl", "text_prompt", "st_adapter", "aim",
+             "full_finetune", "xclip", "vpt")
 ORDER_BLIND = ("mean_pool", "full_finetune")
 # What the adapted paradigms add inside the image tower and train (adapters, AIM's temporal
 # position tables), written out here rather than read from the config it checks.
 ADAPTED = re.compile(r"img/.*(_adapter/.*|/time_pos_embedding|/message_.*)")
+TEXT_PROMPTS = re.compile(r"txt/encoder/layer_\d+/prompt_(tokens|gate)")
 
 
 def small_config(paradigm: str, *overrides, base: bool = True):
@@ -108,7 +109,7 @@ def test_starts_as_the_image_model_reads_order_if_temporal_and_ignores_padding(p
   np.testing.assert_allclose(enc(zeros, mask), enc(noise, mask), atol=1e-6)
 
 
-@pytest.mark.parametrize("paradigm", ["evl", "aim", "vpt"])  # st_adapter: vlx.main test
+@pytest.mark.parametrize("paradigm", ["evl", "aim", "vpt", "text_prompt"])  # st_adapter: main
 def test_locked_image_weights_stay_bit_for_bit_and_the_rest_trains(paradigm):
   """Three AdamW steps (weight decay on) with the config's parameter groups: the frozen
   paradigm's image tower and projection, and the adapted paradigm's image weights but its
@@ -131,6 +132,8 @@ def test_locked_image_weights_stay_bit_for_bit_and_the_rest_trains(paradigm):
   for path, after in _flat(state.params).items():
     same = np.array_equal(after, flat_before[path])
     locked = path.startswith(("img/", "img_proj/")) and not ADAPTED.fullmatch(path)
+    if paradigm == "text_prompt":  # the text tower and projection too, but for the prompts
+      locked |= path.startswith(("txt/", "txt_proj/")) and not TEXT_PROMPTS.fullmatch(path)
     if path.endswith("key/bias") and not locked:
       continue  # a key bias shifts every logit of a query alike: softmax gives it no gradient
     assert same == locked, (path, same)

@@ -9,6 +9,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from vlx.models import layers
+from vlx.models.prompt_tuning import PromptedBlock
 from vlx.token_ids import PAD_ID
 
 
@@ -54,6 +55,9 @@ class TextTransformer(nn.Module):
   mlp_dim: Optional[int] = None  # overrides mlp_ratio (checkpoints give the exact size)
   ln_eps: float = 1e-6
   act: str = "gelu_tanh"
+  # Deep prompt tuning (vlx/models/prompt_tuning.py): learned prompt tokens in every block,
+  # gated to start as the tower without them; 0: none.
+  prompts: int = 0
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
@@ -75,5 +79,8 @@ class TextTransformer(nn.Module):
     mask = (tokens != PAD_ID)[:, None, None, :] if self.mask_padding else None
     x = layers.Encoder(self.depth, self.num_heads, self.mlp_dim or int(self.width * self.mlp_ratio),
                        is_causal=self.causal, scan=self.scan, remat=self.remat,
-                       ln_eps=self.ln_eps, act=self.act, name="encoder", **kw)(x, mask)
+                       ln_eps=self.ln_eps, act=self.act,
+                       block=PromptedBlock if self.prompts else None,
+                       block_kw=dict(num_prompts=self.prompts) if self.prompts else None,
+                       name="encoder", **kw)(x, mask)
     return pool_tokens(x, tokens, self.pool, self.eos_id), x

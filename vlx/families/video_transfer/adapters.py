@@ -21,7 +21,8 @@ attribute, so one set of weights serves any number of frames.
   to their frame's message beside
   themselves; the message is dropped after the attention. The message's share of each
   softmax is scaled by `message_gate` (X-CLIP's own attention at 1, what an imported X-CLIP
-  holds; 0 at init here, where the block is then the image block exactly).
+  holds; 0 at init here, where the block is then the image block exactly), through
+  vlx/models/prompt_tuning.py's gated attention.
 
 - `vpt` (Jia et al. 2022, visual prompt tuning, deep): every block gets its own learned
   prompt tokens, which the frame's tokens attend to through the block's frozen attention
@@ -40,11 +41,11 @@ from __future__ import annotations
 from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from vlx.families.video_transfer.temporal import time_table
 from vlx.models import layers
+from vlx.models.prompt_tuning import GatedExtraAttention
 
 ADAPTERS = ("none", "st_adapter", "aim", "xclip", "vpt")
 
@@ -97,35 +98,6 @@ class STAdapter(nn.Module):
                         name="up", **kw)(h)
 
 
-class MessageAttention(nn.Module):
-  """Self-attention of a frame's tokens `x [B*T, N, C]` with the frame's message `msg
-  [B*T, 1, C]` added to the keys, under layers.Attention's param names (CLIP's attention
-  loads). `o + gate * (joint - o)`: the token-only attention `o` moved toward the attention
-  over [tokens; message] `joint`, X-CLIP's at gate 1 and the image model's at 0."""
-  num_heads: int
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x, msg, gate):
-    width, n = x.shape[-1], x.shape[1]
-    proj = lambda name: layers.DenseGeneral(  # noqa: E731
-        (self.num_heads, width // self.num_heads), ("embed",), ("heads", "kv"),
-        dtype=self.dtype, param_dtype=self.param_dtype, name=name)
-    heads = ("act_batch", "act_len", "act_heads", "act_kv")
-    seq = jnp.concatenate([x, msg.astype(x.dtype)], axis=1)
-    q = layers.constrain(proj("query")(x), heads)
-    k = layers.constrain(proj("key")(seq), heads)
-    v = layers.constrain(proj("value")(seq), heads)
-    tokens_only = jax.nn.dot_product_attention(q, k[:, :n], v[:, :n])   # the image model's
-    joint = jax.nn.dot_product_attention(q, k, v)                        # X-CLIP's
-    out = tokens_only + gate.astype(tokens_only.dtype) * (joint - tokens_only)
-    out = layers.DenseGeneral((width,), ("heads", "kv"), ("embed",), num_in=2, dtype=self.dtype,
-                              param_dtype=self.param_dtype, name="out")(
-                                  layers.constrain(out, heads))
-    return layers.constrain(out, layers.ACT)
-
-
 class VisualPrompts(nn.Module):
   """A block's VPT prompts for the clips' frames: `[num_prompts, width]` learned tokens plus a
   time table (per frame: `[B * T, num_prompts, width]`), and the gate of their attention
@@ -161,7 +133,8 @@ class AdaptedBlock(layers.Block):
   frame_mask: Any = None
   max_frames: int = 16  # AIM's temporal position table (interpolated to longer clips)
   time_init: str = "zeros"  # how that table starts (temporal.TIME_INITS; its reader is zero)
-  message_gate_init: float = 0.0  # X-CLIP's message share at init (see MessageAttention)
+  # X-CLIP's message share at init (see vlx/models/prompt_tuning.py's GatedExtraAttention)
+  message_gate_init: float = 0.0
   message_from: str = "cls"  # the frame summary a message starts from: cls (row 0) | mean
   num_prompts: int = 8  # VPT's prompt tokens per block
 
@@ -187,7 +160,8 @@ class AdaptedBlock(layers.Block):
       else:
         extra, gate = VisualPrompts(self.num_prompts, self.frames, self.max_frames,
                                     self.time_init, name="prompt_adapter", **kw)(x)
-      h = MessageAttention(self.num_heads, name="attn", **kw)(ln_attn(x), ln_attn(extra), gate)
+      h = GatedExtraAttention(self.num_heads, name="attn", **kw)(ln_attn(x), ln_attn(extra),
+                                                                  gate)
       x = x + h
       y = layers.layer_norm(name="ln_mlp", eps=self.ln_eps, **kw)(x)
       return layers.constrain(x + layers.Mlp(self.mlp_dim, act=self.act, name="mlp", **kw)(y),
