@@ -16,10 +16,11 @@ Then each is evaluated on the held-out `test` split (`--mode=eval`, the `reasoni
 evaluator): greedy accuracy per question kind, span mIoU and format rate; the CoT model also
 with blank frames and with shuffled frames (the baselines of what the question alone and the
 frames without their order give); and CoT and GRPO with `--samples` sampled responses per
-question (pass@k, majority@k, best-of-k by likelihood, k = 1, 2, 4, ...).
+question (pass@k, majority@k, best-of-k by likelihood, k = 1, 2, 4, ...), the first seed's
+also with `--first_seed_samples` (k to 32).
 
     python experiments/post_training.py [--seeds 0,1,2] [--workdir workdirs/post_training]
-        [--samples 8] [--limit 1000] [--pretrain_from SEED | --pretrain_each_seed]
+        [--samples 8] [--first_seed_samples 32] [--limit 1000] [--pretrain_from SEED | --pretrain_each_seed]
         [--smoke]
 
 Prints one table (mean and spread over seeds) and writes `table.json` and `table.md` in the workdir, and
@@ -54,6 +55,9 @@ def parse_args(argv=None):
   p.add_argument("--workdir", default="workdirs/post_training")
   p.add_argument("--samples", type=int, default=8,
                  help="sampled responses per question for pass@k / majority@k / best-of-k")
+  p.add_argument("--first_seed_samples", type=int, default=32,
+                 help="the first seed's CoT and GRPO models are also sampled this many times "
+                      "a question, for pass@k / majority@k curves to k = 32 (0: not)")
   p.add_argument("--limit", type=int, default=1000, help="held-out questions evaluated")
   p.add_argument("--smoke", action="store_true", help="the ,smoke variants (for tests)")
   p.add_argument("--pretrain_from", type=int, default=None,
@@ -161,8 +165,9 @@ def stage_runs(args, seed: int) -> dict:
   return runs
 
 
-def evaluate(args, runs: dict) -> dict:
-  """{row name: metrics} of one seed's runs on the test split."""
+def evaluate(args, runs: dict, first: bool = False) -> dict:
+  """{row name: metrics} of one seed's runs on the test split (`first`: the first seed, whose
+  CoT and GRPO models are also sampled `--first_seed_samples` times)."""
   ev = "--config.evals.reasoning_qa."
   limit = f"{ev}limit={args.limit}"
   rows = {}
@@ -172,26 +177,32 @@ def evaluate(args, runs: dict) -> dict:
   for frames in ("blank", "shuffled"):
     rows[f"cot, {frames} frames"] = run_main(cot_variant, cot_dir, *cot_overrides, limit,
                                              f"{ev}frames={frames}", mode="eval")
-  if args.samples > 1:
+  counts = [args.samples] if args.samples > 1 else []
+  if first and args.first_seed_samples > max(counts + [1]):
+    counts.append(args.first_seed_samples)
+  for count in counts:
     for name in ("cot", "grpo"):
       variant, workdir, overrides = runs[name]
-      rows[f"{name}, {args.samples} samples"] = run_main(
-          variant, workdir, *overrides, limit, f"{ev}num_samples={args.samples}",
-          mode="eval")
+      rows[f"{name}, {count} samples"] = run_main(
+          variant, workdir, *overrides, limit, f"{ev}num_samples={count}", mode="eval")
   return rows
 
 
 def table(per_seed: list) -> list:
-  """Rows of (name, {column: (mean, min, max)}) over seeds."""
-  names = list(per_seed[0])
+  """Rows of (name, {column: (mean, min, max)}) over the seeds that have the row (a row of
+  the first seed only, its many-sample evaluation, is named so)."""
+  names = list(dict.fromkeys(name for seed in per_seed for name in seed))
   out = []
   for name in names:
+    have = [seed[name] for seed in per_seed if name in seed]
     cols = {}
-    for key in per_seed[0][name]:
+    for key in have[0]:
       k = key.split("/", 1)[-1]
-      vals = [seed[name].get(key) for seed in per_seed if key in seed[name]]
+      vals = [row[key] for row in have if key in row]
       cols[k] = (float(np.mean(vals)), float(np.min(vals)), float(np.max(vals)))
-    out.append((name, cols))
+    shown = name if len(have) == len(per_seed) or len(per_seed) == 1 else (
+        f"{name} ({len(have)} of {len(per_seed)} seeds)")
+    out.append((shown, cols))
   return out
 
 
@@ -247,14 +258,17 @@ def plot(args, per_seed: list, out: str) -> None:
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
   fig, axes = plt.subplots(2, 4, figsize=(17, 7))
-  sampled = [name for name in per_seed[0] if name.endswith("samples")]
+  sampled = [name for name in dict.fromkeys(n for seed in per_seed for n in seed)
+             if name.endswith("samples")]
   for ax, (prefix, title) in zip(axes[0], SCALING):
     for name in sampled:
       keys = sorted((k for k in per_seed[0][name] if k.split("/")[-1].startswith(prefix)),
                     key=lambda k: int(re.findall(r"\d+", k.split("/")[-1])[0]))
       ks = [int(re.findall(r"\d+", k.split("/")[-1])[0]) for k in keys]
-      vals = np.array([[seed[name][k] for k in keys] for seed in per_seed])
-      ax.plot(ks, vals.mean(0), marker="o", label=name.split(",")[0])
+      have = [seed for seed in per_seed if name in seed]
+      vals = np.array([[seed[name][k] for k in keys] for seed in have])
+      label = name if len(have) == len(per_seed) else f"{name} (first seed)"
+      ax.plot(ks, vals.mean(0), marker="o", label=label)
       ax.fill_between(ks, vals.min(0), vals.max(0), alpha=0.2)
     ax.set_xscale("log", base=2)
     ax.set_title(title)
@@ -287,7 +301,7 @@ def main(argv=None):
   for seed in args.seeds:
     print(f"seed {seed}", flush=True)
     runs = stage_runs(args, seed)
-    per_seed.append(evaluate(args, runs))
+    per_seed.append(evaluate(args, runs, first=seed == args.seeds[0]))
     report(args, per_seed)  # after every seed: the seeds so far, should the rest not finish
   return table(per_seed)
 
