@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from vlx_testlib import (REPO, checkpoint_steps, main_cmd, read_metrics, restore_state,
+from vlx_testlib import (REPO, checkpoint_steps, main_cmd, read_metrics, restore_state, run_main,
                          sigkill_after_checkpoint, subprocess_env, train_losses)
 
 # Six steps, checkpoints every two, killed after the step-2 one: the restart resumes mid-run
@@ -57,10 +57,7 @@ def reward_env(tmp_path_factory):
 
 
 def _run(workdir, data_dir, env):
-  proc = subprocess.run(main_cmd("video_lmm", workdir, data_dir, *ARGS, variant=VARIANT),
-                        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-  assert proc.returncode == 0, proc.stderr[-4000:]
-  return proc
+  return run_main("video_lmm", workdir, data_dir, *ARGS, variant=VARIANT, env=env, timeout=600)
 
 
 def test_grpo_sigkill_then_restart_matches_uninterrupted_run(reward_env, tmp_path):

@@ -106,9 +106,12 @@ def main_cmd(family: str, workdir, data_dir: Optional[str], *overrides: str,
 
 def run_main(family: str, workdir, data_dir: Optional[str], *overrides: str,
              num_devices: int = 1, timeout: float = 300, check: bool = True,
-             variant: str = "smoke") -> subprocess.CompletedProcess:
+             variant: str = "smoke", env: Optional[Dict[str, str]] = None
+             ) -> subprocess.CompletedProcess:
+  """`python -m vlx.main` on `configs/<family>.py:<variant>` (`env`: instead of
+  subprocess_env(num_devices), e.g. one that puts a user's module on PYTHONPATH)."""
   proc = subprocess.run(main_cmd(family, workdir, data_dir, *overrides, variant=variant),
-                        cwd=REPO, env=subprocess_env(num_devices), capture_output=True,
+                        cwd=REPO, env=env or subprocess_env(num_devices), capture_output=True,
                         text=True, timeout=timeout)
   if check and proc.returncode != 0:
     raise AssertionError(f"vlx.main exited {proc.returncode}\nstderr tail:\n"
