@@ -91,7 +91,7 @@ def paradigm_model(paradigm: str, size: str, image: Optional[dict] = None) -> di
     adapter = dict(kind=paradigm, bottleneck=width // 2)
   elif paradigm == "aim":
     adapter = dict(kind=paradigm, bottleneck=width // 4, time_init="sincos")
-  elif paradigm == "vpt":  # VPT-deep's prompt count for its small-data transfers
+  elif paradigm == "vpt":  # prompts per block
     adapter = dict(kind=paradigm, num_prompts=8 if size == "tiny" else 16, time_init="sincos")
   elif paradigm == "xclip":  # the paper's: a 1-layer MIT, 2 prompt layers (alpha 0: identity)
     adapter = dict(kind="xclip", message_from="cls" if image.get("pool") == "cls" else "mean",
@@ -107,8 +107,8 @@ def paradigm_model(paradigm: str, size: str, image: Optional[dict] = None) -> di
 def set_paradigm(c, paradigm: str, size: str, image: Optional[dict] = None) -> None:
   """The paradigm's model fields on `c.model` (its text tower's prompts included)."""
   c.model.update(paradigm_model(paradigm, size, image))
-  if paradigm == "text_prompt":
-    c.model.text.prompts = TEXT_PROMPTS
+  if paradigm == "text_prompt":  # the model's, not `text`'s: the image model's text tower
+    c.model.text_prompts = TEXT_PROMPTS  # (init_from_run_inherits) stays the same
 
 
 def frozen_groups(paradigm: str, scope: str = "") -> tuple:
@@ -228,10 +228,10 @@ def as_qa_task(c, paradigm: str) -> None:
                width=m.text.width, image_projection=m.get("image_projection", "linear"),
                adapter=m.adapter.to_dict(), temporal=m.temporal.to_dict(),
                frozen_image=m.frozen_image)
-  # The QA model tunes its text tower: text prompts (a retrieval paradigm's) stay out.
-  text = {k: v for k, v in m.text.to_dict().items() if k != "prompts"}
+  # The QA model tunes its text tower: text prompts (`text_prompt`'s) stay out, so its QA
+  # run is seq_transformer's.
   c.model = ml_collections.ConfigDict(dict(
-      name="video_qa", video=tower, text=text, fusion_depth=2,
+      name="video_qa", video=tower, text=m.text.to_dict(), fusion_depth=2,
       fusion_heads=m.text.num_heads, dtype=m.dtype))
   # The texts take the image model's text positions (its table loads as it is).
   c.data = qa_data(max_len=m.text.max_len)

@@ -50,6 +50,9 @@ QA_COLUMNS = (("video QA", "qa/open/accuracy"), ("QA temporal", "qa/open/tempora
               ("QA temporal, frames shuffled", "qa_shuffled/open/temporal/accuracy"),
               ("grounding mIoU", "grounding/miou"))
 QA_PREFIXES = ("qa/", "qa_shuffled/", "grounding/")
+# A paradigm whose QA model is another's (text_prompt's prompts are text-side, and the QA
+# model tunes its text tower): its QA stage is not run, the other's figures are shown.
+QA_SAME_AS = {"text_prompt": "seq_transformer"}
 
 
 def rows_of(workdir: str):
@@ -169,7 +172,7 @@ def main():
       row["metrics"] = {k: v for k, v in row["metrics"].items() if k.startswith(QA_PREFIXES)}
       row["metrics"].update(final_eval(workdir))
       row.update(clips=clips_per_s(workdir), params=trainable(paradigm))
-    if args.qa_steps != 0:
+    if args.qa_steps != 0 and paradigm not in QA_SAME_AS:
       qa = os.path.join(out, f"{paradigm}_qa")
       seconds = run(f"{paradigm},qa,image={image}", qa, data + steps_flags(args.qa_steps))
       row["qa_seconds"] = seconds if trained(qa) else row.get("qa_seconds", float("nan"))
@@ -177,6 +180,11 @@ def main():
                         if not k.startswith(QA_PREFIXES)}
       row["metrics"].update({k: v for k, v in final_eval(qa, QA_COLUMNS).items()
                              if k.startswith(QA_PREFIXES)})
+  for paradigm, same in QA_SAME_AS.items():
+    if paradigm in rows and same in rows:
+      rows[paradigm]["metrics"].update({k: v for k, v in rows[same]["metrics"].items()
+                                        if k.startswith(QA_PREFIXES)})
+      rows[paradigm]["qa_same_as"] = same
   results = list(rows.values())
   results.sort(key=lambda r: PARADIGMS.index(r["paradigm"]))
   header = ["paradigm", "kind", "trainable params", "clips/s", "wall s"] + [
@@ -189,7 +197,8 @@ def main():
              f"{r.get('clips', float('nan')):.0f}", f"{r.get('seconds', float('nan')):.0f}"] + [
                  f"{r['metrics'][k]:.3f}" if k in r["metrics"] else "-"
                  for _, k in COLUMNS + QA_COLUMNS] + [
-                     f"{r['qa_seconds']:.0f}" if "qa_seconds" in r else "-"]
+                     f"{r['qa_seconds']:.0f}" if "qa_seconds" in r else
+                     f"= {r['qa_same_as']}" if "qa_same_as" in r else "-"]
     print("| " + " | ".join(cells) + " |")
   with open(os.path.join(out, "results.json"), "w") as f:
     json.dump(results, f, indent=1)

@@ -20,11 +20,12 @@ question (pass@k, majority@k, best-of-k by likelihood, k = 1, 2, 4, ...), the fi
 also with `--first_seed_samples` (k to 32).
 
     python experiments/post_training.py [--seeds 0,1,2] [--workdir workdirs/post_training]
-        [--samples 8] [--first_seed_samples 32] [--limit 1000] [--pretrain_from SEED | --pretrain_each_seed]
-        [--smoke]
+        [--samples 8] [--first_seed_samples 32] [--limit 1000]
+        [--pretrain_from SEED | --pretrain_each_seed] [--smoke]
 
-Prints one table (mean and spread over seeds) and writes `table.json` and `table.md` in the workdir, and
-`post_training.png`: pass@k / majority@k / best-of-k against k for the CoT and GRPO models,
+Every seed's SFT stages start from one pretrained model (the first seed's): the seeds measure
+post-training. Prints one table (mean and spread over seeds) and writes `table.json` and
+`table.md` in the workdir, and `post_training.png`: pass@k / majority@k / best-of-k against k for the CoT and GRPO models,
 and GRPO's training curves (reward, share of groups with identical rewards, KL to the
 reference, entropy, response length), every seed.
 `--smoke`: the `,smoke` variants (seconds a stage), for tests.
@@ -57,7 +58,7 @@ def parse_args(argv=None):
                  help="sampled responses per question for pass@k / majority@k / best-of-k")
   p.add_argument("--first_seed_samples", type=int, default=32,
                  help="the first seed's CoT and GRPO models are also sampled this many times "
-                      "a question, for pass@k / majority@k curves to k = 32 (0: not)")
+                      "a question, for pass@k / majority@k curves to that k (0: not)")
   p.add_argument("--limit", type=int, default=1000, help="held-out questions evaluated")
   p.add_argument("--smoke", action="store_true", help="the ,smoke variants (for tests)")
   p.add_argument("--pretrain_from", type=int, default=None,
@@ -189,8 +190,8 @@ def evaluate(args, runs: dict, first: bool = False) -> dict:
 
 
 def table(per_seed: list) -> list:
-  """Rows of (name, {column: (mean, min, max)}) over the seeds that have the row (a row of
-  the first seed only, its many-sample evaluation, is named so)."""
+  """Rows of (name, {column: (mean, min, max), "seeds": how many}) over the seeds that have
+  the row (the first seed's many-sample evaluations: that seed only)."""
   names = list(dict.fromkeys(name for seed in per_seed for name in seed))
   out = []
   for name in names:
@@ -200,25 +201,31 @@ def table(per_seed: list) -> list:
       k = key.split("/", 1)[-1]
       vals = [row[key] for row in have if key in row]
       cols[k] = (float(np.mean(vals)), float(np.min(vals)), float(np.max(vals)))
-    shown = name if len(have) == len(per_seed) or len(per_seed) == 1 else (
-        f"{name} ({len(have)} of {len(per_seed)} seeds)")
-    out.append((shown, cols))
+    cols["seeds"] = len(have)
+    out.append((name, cols))
   return out
+
+
+def shown(name: str, cols: dict, seeds) -> str:
+  """A row's name, with how many seeds it has when fewer than the table's."""
+  n = cols.get("seeds", len(seeds))
+  return name if n == len(seeds) else f"{name} ({n} of {len(seeds)} seeds)"
 
 
 def print_table(rows, seeds):
   columns = ["accuracy"] + [f"accuracy_{k}" for k in KINDS] + ["span_miou", "format_rate"]
   print(f"\nreasoning videos, held-out test split; mean (min-max) over seeds {seeds}")
-  print(f"{'':28s}" + "".join(f"{c.replace('accuracy_', ''):>20s}" for c in columns))
+  print(f"{'':34s}" + "".join(f"{c.replace('accuracy_', ''):>20s}" for c in columns))
   for name, cols in rows:
     cells = "".join(f"{cols[c][0]:8.3f} ({cols[c][1]:.2f}-{cols[c][2]:.2f})" if c in cols
                     else f"{'':>20s}" for c in columns)
-    print(f"{name:28s}{cells}")
+    print(f"{shown(name, cols, seeds):34s}{cells}")
   for name, cols in rows:
     scaling = sorted((c for c in cols if "_at_" in c or c.startswith("best_of")),
                      key=lambda c: (re.sub(r"\d+", "", c), int(re.findall(r"\d+", c)[0])))
     if scaling:
-      print(f"\n{name}: " + ", ".join(f"{c} {cols[c][0]:.3f}" for c in scaling))
+      print(f"\n{shown(name, cols, seeds)}: " + ", ".join(f"{c} {cols[c][0]:.3f}"
+                                                        for c in scaling))
 
 
 def markdown_table(rows, seeds) -> str:
@@ -230,13 +237,13 @@ def markdown_table(rows, seeds) -> str:
   for name, cols in rows:
     cells = [f"{cols[c][0]:.3f} ({cols[c][1]:.3f}-{cols[c][2]:.3f})" if c in cols else ""
              for c in columns]
-    lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines.append(f"| {shown(name, cols, seeds)} | " + " | ".join(cells) + " |")
   for name, cols in rows:
     for prefix, title in SCALING:
       keys = sorted((c for c in cols if c.startswith(prefix)),
                     key=lambda c: int(re.findall(r"\d+", c)[0]))
       if keys:
-        lines.append(f"\n{name}, {title}: " + ", ".join(
+        lines.append(f"\n{shown(name, cols, seeds)}, {title}: " + ", ".join(
             f"k={re.findall(r'[0-9]+', c)[0]} {cols[c][0]:.3f}" for c in keys))
   return "\n".join(lines) + "\n"
 
@@ -262,10 +269,10 @@ def plot(args, per_seed: list, out: str) -> None:
              if name.endswith("samples")]
   for ax, (prefix, title) in zip(axes[0], SCALING):
     for name in sampled:
-      keys = sorted((k for k in per_seed[0][name] if k.split("/")[-1].startswith(prefix)),
+      have = [seed for seed in per_seed if name in seed]
+      keys = sorted((k for k in have[0][name] if k.split("/")[-1].startswith(prefix)),
                     key=lambda k: int(re.findall(r"\d+", k.split("/")[-1])[0]))
       ks = [int(re.findall(r"\d+", k.split("/")[-1])[0]) for k in keys]
-      have = [seed for seed in per_seed if name in seed]
       vals = np.array([[seed[name][k] for k in keys] for seed in have])
       label = name if len(have) == len(per_seed) else f"{name} (first seed)"
       ax.plot(ks, vals.mean(0), marker="o", label=label)

@@ -5,6 +5,7 @@ every token and later tokens still reach no earlier one."""
 import flax.linen as nn
 import jax
 import numpy as np
+import pytest
 
 from vlx.models.text import TextTransformer
 
@@ -19,8 +20,8 @@ def _tokens():
   return tokens
 
 
-def _prompted():
-  tower = TextTransformer(**FIELDS, prompts=4)
+def _prompted(scan=False):
+  tower = TextTransformer(**FIELDS, prompts=4, scan=scan)
   params = nn.meta.unbox(tower.init(jax.random.key(0), _tokens())["params"])
   return tower, params
 
@@ -30,12 +31,14 @@ def _with(params, name, fn):
       lambda path, x: fn(x) if str(path[-1].key) == name else x, params)
 
 
-def test_prompts_start_as_the_tower_without_them():
-  tower, params = _prompted()
+@pytest.mark.parametrize("scan", [False, True])
+def test_prompts_start_as_the_tower_without_them(scan):
+  tower, params = _prompted(scan)
   strip = lambda tree: {k: (strip(v) if isinstance(v, dict) else v)  # noqa: E731
                         for k, v in tree.items() if not k.startswith("prompt_")}
   pooled, tokens = tower.apply({"params": params}, _tokens())
-  want_pooled, want_tokens = TextTransformer(**FIELDS).apply({"params": strip(params)}, _tokens())
+  want_pooled, want_tokens = TextTransformer(**FIELDS, scan=scan).apply(
+      {"params": strip(params)}, _tokens())
   np.testing.assert_allclose(pooled, want_pooled, atol=1e-6)
   np.testing.assert_allclose(tokens, want_tokens, atol=1e-6)
   # The gate is what hides them: opened, the same prompts move every real token.
@@ -55,6 +58,6 @@ def test_open_prompts_keep_the_tower_causal():
   changed = np.asarray(run(params, later))
   np.testing.assert_allclose(changed[1, :6], base[1, :6], atol=1e-6)
   assert float(np.abs(changed[1, 6:] - base[1, 6:]).max()) > 1e-4
-  # Other prompts in one block reach the first token (every token sees every prompt).
+  # Other prompts reach the first token (every token sees every prompt).
   other = _with(params, "prompt_tokens", lambda x: x + 0.5)
   assert float(np.abs(np.asarray(run(other, _tokens()))[:, 0] - base[:, 0]).max()) > 1e-4

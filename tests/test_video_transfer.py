@@ -18,8 +18,10 @@ from vlx_testlib import (REPO, assert_trees_close, mesh_of, one_train_step,  # n
                          read_metrics, shapes_data_dir, video_data_dir)
 
 CONFIG = str(REPO / "configs" / "video_transfer.py")
-PARADIGMS = ("mean_pool", "seq_transformer", "evl", "text_prompt", "st_adapter", "aim",
-             "full_finetune", "xclip", "vpt")
+# text_prompt's video side is seq_transformer's (its prompts are in the text tower:
+# tests/test_prompt_tuning.py).
+PARADIGMS = ("mean_pool", "seq_transformer", "evl", "st_adapter", "aim", "full_finetune",
+             "xclip", "vpt")
 ORDER_BLIND = ("mean_pool", "full_finetune")
 # What the adapted paradigms add inside the image tower and train (adapters, AIM's temporal
 # position tables), written out here rather than read from the config it checks.
@@ -340,3 +342,17 @@ def test_xclip_evaluators_score_every_text_as_each_video_prompts_it():
   assert from_embeddings["v2t"] != from_embeddings["t2v"]  # the directions are told apart
   for name in ("accuracy", "v2t", "t2v"):
     np.testing.assert_allclose(from_scores[name], from_embeddings[name], err_msg=name)
+
+
+def test_every_tiny_paradigm_starts_from_the_one_image_model():
+  """Without image=DIR each tiny paradigm trains `:image` first, once, beside its workdir:
+  every paradigm must name the same image run (a paradigm field inside `model.text`, which
+  the image run inherits, once sent text_prompt to an image model of its own)."""
+  from vlx.train import init_run  # pylint: disable=g-import-not-at-top
+  dirs = set()
+  for paradigm in PARADIGMS + ("text_prompt",):
+    config = config_lib.load_config_file(f"{CONFIG}:{paradigm}")
+    dirs.add(init_run.init_run_dir(config, init_run.init_run_config(config), "/w/run"))
+  assert len(dirs) == 1, sorted(dirs)
+  config = config_lib.load_config_file(f"{CONFIG}:text_prompt")
+  assert config.model.text_prompts > 0 and "prompts" not in config.model.text

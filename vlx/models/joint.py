@@ -26,13 +26,20 @@ class JointSpace(nn.Module):
   temperature_init: float = 1 / 0.07
   bias_init: Optional[float] = None
   text_projection: str = "linear"
+  # Deep prompt tuning of the text tower (vlx/models/prompt_tuning.py): learned prompt tokens
+  # in each of its blocks, gated to start as the tower without them; 0: none. A field of the
+  # model, not of `text`, so `text` stays the fields of the tower a checkpoint holds.
+  text_prompts: int = 0
   dtype: str = "float32"
 
   def setup_joint_space(self):
     """The text tower (`txt`), its projection, `logit_scale` and, with `bias_init`,
     `logit_bias` (parameter names every checkpoint and converter relies on)."""
     dtype = DTYPES[self.dtype]
-    self.txt_tower = TextTransformer(**dict(self.text), dtype=dtype, name="txt")
+    text = dict(self.text)
+    if self.text_prompts:
+      text["prompts"] = self.text_prompts
+    self.txt_tower = TextTransformer(**text, dtype=dtype, name="txt")
     self.txt_proj = self.projection(self.text_projection, "txt_proj")
     self.logit_scale = layers.log_logit_scale(self, self.temperature_init)
     if self.bias_init is not None:

@@ -7,12 +7,14 @@ block's prompts, X-CLIP's frame message) under `layers.Attention`'s parameter na
 pretrained attention loads unchanged: `o + gate * (joint - o)`, the token-only attention `o`
 moved toward the attention over [tokens; extra] `joint`. At gate 0 it is the pretrained
 block exactly (a tuned model starts where the frozen one is); at 1 it is the prompted
-attention of VPT-deep (Jia et al. 2022) / P-tuning v2 (Liu et al. 2022).
+attention of VPT-deep (Jia et al. 2022): prompt tokens that go through the block's norm and
+frozen key / value projections (P-tuning v2 learns the keys and values themselves).
 
 `PromptedBlock` is a pre-norm `layers.Block` with `num_prompts` such tokens (`prompt_tokens`,
 `prompt_gate`; the prompts' own outputs are dropped, as deep prompt tuning replaces them at
-the next block). A text tower takes it with `TextTransformer(prompts=N)`: the CoOp /
-VideoPrompt family of text prompt tuning, deep and causal (every token sees every prompt).
+the next block). A text tower takes it with `TextTransformer(prompts=N)`: text prompt
+tuning (CoOp, VideoPrompt put learned prompts at the input only; this is the deep variant),
+causal (every token sees every prompt, and no later token).
 """
 
 from __future__ import annotations
@@ -65,6 +67,17 @@ class GatedExtraAttention(nn.Module):
     return layers.constrain(out, layers.ACT)
 
 
+def prompt_params(module: nn.Module, num_prompts: int, width: int):
+  """`module`'s learned prompts `prompt_tokens [num_prompts, width]` and their gate
+  `prompt_gate` (0 at init)."""
+  prompts = module.param("prompt_tokens", layers.boxed(nn.initializers.normal(0.02),
+                                                       (None, "embed")),
+                         (num_prompts, width), module.param_dtype)
+  gate = module.param("prompt_gate", layers.boxed(nn.initializers.zeros, ()), (),
+                      module.param_dtype)
+  return prompts, gate
+
+
 class PromptedBlock(layers.Block):
   """A pre-norm self-attention Block with `num_prompts` learned prompt tokens its tokens
   attend to, their share gated by `prompt_gate` (0 at init: the Block exactly)."""
@@ -72,16 +85,12 @@ class PromptedBlock(layers.Block):
 
   @nn.compact
   def __call__(self, x, mask=None, memory=None, memory_mask=None):
-    if self.norm != "pre" or self.cross_attention or self.decode:
-      raise ValueError("prompt tuning sits in pre-norm self-attention blocks without a KV cache")
+    if self.norm != "pre" or self.cross_attention or self.decode or self.zero_residual:
+      raise ValueError("prompt tuning sits in pre-norm self-attention blocks without a KV "
+                       "cache or zero-initialised residuals")
     del memory, memory_mask
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    width = x.shape[-1]
-    prompts = self.param("prompt_tokens", layers.boxed(nn.initializers.normal(0.02),
-                                                       (None, "embed")),
-                         (self.num_prompts, width), self.param_dtype)
-    gate = self.param("prompt_gate", layers.boxed(nn.initializers.zeros, ()), (),
-                      self.param_dtype)
+    prompts, gate = prompt_params(self, self.num_prompts, x.shape[-1])
     ln_attn = layers.layer_norm(name="ln_attn", eps=self.ln_eps, **kw)
     extra = jnp.broadcast_to(prompts.astype(self.dtype)[None], (x.shape[0],) + prompts.shape)
     x = x + GatedExtraAttention(self.num_heads, name="attn", **kw)(

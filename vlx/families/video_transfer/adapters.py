@@ -45,7 +45,7 @@ import jax.numpy as jnp
 
 from vlx.families.video_transfer.temporal import time_table
 from vlx.models import layers
-from vlx.models.prompt_tuning import GatedExtraAttention
+from vlx.models.prompt_tuning import GatedExtraAttention, prompt_params
 
 ADAPTERS = ("none", "st_adapter", "aim", "xclip", "vpt")
 
@@ -112,11 +112,7 @@ class VisualPrompts(nn.Module):
   @nn.compact
   def __call__(self, x):
     width = x.shape[-1]
-    prompts = self.param("prompt_tokens", layers.boxed(nn.initializers.normal(0.02),
-                                                       (None, "embed")),
-                         (self.num_prompts, width), self.param_dtype)
-    gate = self.param("prompt_gate", layers.boxed(nn.initializers.zeros, ()), (),
-                      self.param_dtype)
+    prompts, gate = prompt_params(self, self.num_prompts, width)
     clips = by_clip(x[:, :1], self.frames)[:, :, 0]                     # [B, T, C]
     time = time_table(self, clips, self.max_frames, self.time_init)     # [1, T, C]
     tokens = prompts[None, None] + time[:, :, None]                     # [1, T, P, C]
@@ -125,8 +121,9 @@ class VisualPrompts(nn.Module):
 
 
 class AdaptedBlock(layers.Block):
-  """A pre-norm image Block hosting `adapter` (none | st_adapter | aim | xclip) of `bottleneck`
-  width, for clips of `frames` frames folded into the batch (`frame_mask [B, T]`)."""
+  """A pre-norm image Block hosting `adapter` (none | st_adapter | aim | xclip | vpt; of
+  `bottleneck` width, or `num_prompts` prompts), for clips of `frames` frames folded into the
+  batch (`frame_mask [B, T]`)."""
   adapter: str = "none"
   bottleneck: int = 32
   frames: int = 1

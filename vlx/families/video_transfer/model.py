@@ -23,9 +23,9 @@ from vlx.models.video import order_free_mean
 
 @registry.MODELS.register("video_transfer")
 class VideoTransfer(JointSpace):
-  """`image`: the image ViT's fields; `adapter`: {kind: none | st_adapter | aim | xclip, its
-  fields}; `temporal`: {kind: mean | seq_transformer | mit | evl, its fields}; `text`: the text
-  tower's."""
+  """`image`: the image ViT's fields; `adapter`: {kind: none | st_adapter | aim | xclip | vpt,
+  its fields}; `temporal`: {kind: mean | seq_transformer | mit | evl, its fields}; `text`: the
+  text tower's (`text_prompts`: JointSpace's)."""
   image: Any = None
   image_projection: str = "linear"
   adapter: Any = None
