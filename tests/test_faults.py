@@ -112,9 +112,9 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(finished, shap
   workdir = _copy(finished, tmp_path)
   _truncate_largest_data_file(workdir / "checkpoints" / str(TOTAL))
   proc = run_main("clip", workdir, shapes_data_dir, *ARGS)
-  # Only the known closed-loop noise (see test_no_checkpoint_that_restores_is_one_line).
-  assert proc.stderr.count("Traceback (most recent call last)") == proc.stderr.count(
-      "RuntimeError: Event loop is closed"), proc.stderr[-3000:]
+  # No traceback: the failed reads' noise (tensorstore's threads print one per read still in
+  # flight, thousands of lines) is captured by the restore (vlx/train/checkpoint.py).
+  assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
   warnings = [l for l in proc.stderr.splitlines() if "WARNING" in l and
               str(workdir / "checkpoints" / str(TOTAL)) in l]
   assert warnings, proc.stderr[-3000:]
@@ -128,35 +128,12 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(finished, shap
   assert sum("retrieval/seconds" in r for r in read_metrics(workdir)) == 1
 
 
-def _tracebacks_through(text: str, path_part: str):
-  """The tracebacks in `text` with a frame in a file whose path holds `path_part` (outside
-  site-packages): each block runs from its header to the first unindented line."""
-  found = []
-  for block in text.split("Traceback (most recent call last)")[1:]:
-    frames = []
-    for line in block.splitlines()[1:]:
-      if line and not line[0].isspace():
-        break
-      frames.append(line)
-    if any(line.lstrip().startswith("File ") and path_part in line and "site-packages" not in line
-           for line in frames):
-      found.append("\n".join(frames))
-  return found
-
-
 def test_no_checkpoint_that_restores_is_one_line(finished, shapes_data_dir, tmp_path):
   workdir = _copy(finished, tmp_path)
   for step in (EVERY, TOTAL):
     _truncate_largest_data_file(workdir / "checkpoints" / str(step))
   before = _tree_snapshot(workdir)
   proc = run_main("clip", workdir, shapes_data_dir, *ARGS, check=False)
-  # KNOWN RESIDUAL (open): after a failed read, tensorstore completes the reads still in
-  # flight and orbax's background threads print their failures ("RuntimeError: Event loop is
-  # closed", or the other reads' "Encountered error while reading array index", depending on
-  # timing) from C++ threads, not through sys.excepthook. A traceback through vlx's own code
-  # (the run's error not caught and turned into one line) fails this test.
-  assert not _tracebacks_through(proc.stderr, "/vlx/"), proc.stderr[-3000:]
-  proc.stderr = proc.stderr.replace("Traceback (most recent call last)", "(closed-loop noise)")
   line = _one_error_line(proc)
   assert "no checkpoint" in line and "restores" in line, line
   after = _tree_snapshot(workdir)
@@ -246,3 +223,31 @@ def test_legacy_config_json_resumes_against_the_config_as_given(tmp_path):
   workdir_lib.check_resumable(str(tmp_path), fitted, given)
   with pytest.raises(ValueError, match="model.text.vocab_size"):
     workdir_lib.check_resumable(str(tmp_path), given, given)
+
+
+def test_restore_noise_from_other_threads_becomes_one_warning(capfd, caplog):
+  """What tensorstore's threads print at the file descriptor during a failed restore goes to
+  a file named by one warning; without a failure it is passed through untouched."""
+  import threading  # pylint: disable=g-import-not-at-top
+  from vlx.train import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
+
+  def noisy():
+    for _ in range(50):
+      os.write(2, b"Traceback (most recent call last):\n  RuntimeError: Event loop is closed\n")
+
+  with ckpt_lib._stderr_captured() as path:  # pylint: disable=protected-access
+    thread = threading.Thread(target=noisy)
+    thread.start()
+    thread.join()
+  ckpt_lib._report_restore_noise(path, [(4, ValueError("bad read"))], ["/w/checkpoints/4"])
+  assert "Traceback" not in capfd.readouterr().err
+  assert "/w/checkpoints/4 does not restore (ValueError: bad read)" in caplog.text
+  assert f"printed 100 lines (tracebacks from tensorstore's threads), kept in {path}" in \
+      caplog.text
+  with open(path) as f:
+    assert f.read().count("Event loop is closed") == 50
+  os.remove(path)
+  with ckpt_lib._stderr_captured() as path:  # pylint: disable=protected-access
+    os.write(2, b"orbax says hello\n")
+  ckpt_lib._report_restore_noise(path, [], [])
+  assert capfd.readouterr().err == "orbax says hello\n" and not os.path.exists(path)

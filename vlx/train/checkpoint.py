@@ -6,10 +6,15 @@ fresh optimizer and step) are kept apart, as big_vision does.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import logging
 import os
 import re
+import sys
+import tempfile
+import time
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import jax
@@ -38,6 +43,60 @@ class CheckpointError(ValueError):
 def _first_line(e: BaseException) -> str:
   text = str(e).strip().splitlines()
   return f"{type(e).__name__}: {text[0][:300] if text else ''}"
+
+
+@contextlib.contextmanager
+def _stderr_captured():
+  """File descriptor 2 into a temporary file for the block; yields the file's path.
+
+  Why: when one read of a damaged checkpoint fails, orbax closes its event loop while
+  tensorstore still completes the other reads, and their callbacks and abandoned coroutines
+  print a traceback each (hundreds, thousands of lines) from threads that no Python hook
+  sees. Captured at the file descriptor, they become one warning line naming a file."""
+  sys.stderr.flush()
+  fd, path = tempfile.mkstemp(prefix="vlx_restore_", suffix=".log")
+  saved = os.dup(2)
+  os.dup2(fd, 2)
+  try:
+    yield path
+  finally:
+    sys.stderr.flush()
+    os.dup2(saved, 2)
+    os.close(saved)
+    os.close(fd)
+
+
+def _settle(path: str, quiet_s: float = 0.4, most_s: float = 5.0) -> None:
+  """Waits (at most `most_s`) until `path` has not grown for `quiet_s`, collecting garbage:
+  the reads still in flight after a failed restore finish and print from tensorstore's
+  threads, and the coroutines they abandon print when collected; both belong inside the
+  capture, not in the middle of the next compile's log."""
+  start = last_change = time.monotonic()
+  size = -1
+  while time.monotonic() - start < most_s:
+    gc.collect()
+    now_size = os.path.getsize(path)
+    if now_size != size:
+      size, last_change = now_size, time.monotonic()
+    elif time.monotonic() - last_change >= quiet_s:
+      return
+    time.sleep(0.1)
+
+
+def _report_restore_noise(path: str, failed, step_dirs: List[str]) -> None:
+  """After a restore: with no failure, what was printed goes to stderr as it was; after one,
+  a warning per damaged step and one naming the file that keeps the reads' tracebacks."""
+  with open(path, errors="replace") as f:
+    text = f.read()
+  if not failed or not text:
+    sys.stderr.write(text)
+    sys.stderr.flush()
+    os.remove(path)
+  for (_, error), step_dir in zip(failed, step_dirs):
+    logging.warning("checkpoint %s does not restore (%s)", step_dir, _first_line(error))
+  if failed and text:
+    logging.warning("the failed reads printed %d lines (tracebacks from tensorstore's "
+                    "threads), kept in %s", text.count("\n"), path)
 
 
 class Checkpointer:
@@ -87,18 +146,22 @@ class Checkpointer:
     else:
       candidates = steps[::-1]
     failed = []
-    for s in candidates:
-      try:
-        restored = self.manager.restore(s, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
-      except Exception as e:  # pylint: disable=broad-except
-        # Any failure to read a finished step dir (tensorstore, JSON, missing files) means
-        # that checkpoint is unusable; an older intact one is the right place to resume.
-        logging.warning("checkpoint %s does not restore (%s)%s", self.step_dir(s),
-                        _first_line(e), "; trying the one before it" if s != candidates[-1]
-                        else "")
-        failed.append((s, e))
-        continue
+    restored = None
+    with _stderr_captured() as noise_path:
+      for s in candidates:
+        try:
+          restored = self.manager.restore(s, args=ocp.args.Composite(
+              state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
+          break
+        except Exception as e:  # pylint: disable=broad-except
+          # Any failure to read a finished step dir (tensorstore, JSON, missing files) means
+          # that checkpoint is unusable; an older intact one is the right place to resume.
+          failed.append((s, e))
+      if failed:
+        _settle(noise_path)
+    _report_restore_noise(noise_path, failed, [self.step_dir(f) for f, _ in failed])
+    if restored is not None:
+      s = candidates[len(failed)]
       if failed:
         logging.warning("resuming from checkpoint %d instead of the damaged %s", s,
                         ", ".join(self.step_dir(f) for f, _ in failed))
