@@ -89,12 +89,20 @@ class PromptedBlock(layers.Block):
       raise ValueError("prompt tuning sits in pre-norm self-attention blocks without a KV "
                        "cache or zero-initialised residuals")
     del memory, memory_mask
-    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     prompts, gate = prompt_params(self, self.num_prompts, x.shape[-1])
-    ln_attn = layers.layer_norm(name="ln_attn", eps=self.ln_eps, **kw)
     extra = jnp.broadcast_to(prompts.astype(self.dtype)[None], (x.shape[0],) + prompts.shape)
-    x = x + GatedExtraAttention(self.num_heads, name="attn", **kw)(
-        ln_attn(x), ln_attn(extra), gate, mask, self.is_causal)
-    y = layers.layer_norm(name="ln_mlp", eps=self.ln_eps, **kw)(x)
-    h = layers.Mlp(self.mlp_dim, act=self.act, name="mlp", **kw)(y)
-    return layers.constrain(x + h, layers.ACT), None
+    return gated_extra_block(self, x, extra, gate, mask, self.is_causal), None
+
+
+def gated_extra_block(block: layers.Block, x, extra, gate, mask=None, causal: bool = False):
+  """The pre-norm Block's attention and MLP, called inside `block`'s compact method (its
+  `ln_attn`, `attn`, `ln_mlp`, `mlp`: the image Block's names, so its weights load), with
+  the attention also reading `extra` tokens `[B, E, C]` through `gate`. One body for
+  X-CLIP's messages, VPT and the text prompts."""
+  kw = dict(dtype=block.dtype, param_dtype=block.param_dtype)
+  ln_attn = layers.layer_norm(name="ln_attn", eps=block.ln_eps, **kw)
+  x = x + GatedExtraAttention(block.num_heads, name="attn", **kw)(
+      ln_attn(x), ln_attn(extra), gate, mask, causal)
+  y = layers.layer_norm(name="ln_mlp", eps=block.ln_eps, **kw)(x)
+  h = layers.Mlp(block.mlp_dim, act=block.act, name="mlp", **kw)(y)
+  return layers.constrain(x + h, layers.ACT)

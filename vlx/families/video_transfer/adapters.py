@@ -45,7 +45,7 @@ import jax.numpy as jnp
 
 from vlx.families.video_transfer.temporal import time_table
 from vlx.models import layers
-from vlx.models.prompt_tuning import GatedExtraAttention, prompt_params
+from vlx.models.prompt_tuning import gated_extra_block, prompt_params
 
 ADAPTERS = ("none", "st_adapter", "aim", "xclip", "vpt")
 
@@ -146,7 +146,6 @@ class AdaptedBlock(layers.Block):
     if self.adapter == "st_adapter":
       x = x + STAdapter(frames=self.frames, frame_mask=self.frame_mask, name="st_adapter",
                         **adapter)(x)
-    ln_attn = layers.layer_norm(name="ln_attn", eps=self.ln_eps, **kw)
     if self.adapter in ("xclip", "vpt"):
       if mask is not None:
         raise ValueError(f"{self.adapter}'s extra keys need unmasked frame tokens (image ViTs)")
@@ -157,12 +156,8 @@ class AdaptedBlock(layers.Block):
       else:
         extra, gate = VisualPrompts(self.num_prompts, self.frames, self.max_frames,
                                     self.time_init, name="prompt_adapter", **kw)(x)
-      h = GatedExtraAttention(self.num_heads, name="attn", **kw)(ln_attn(x), ln_attn(extra),
-                                                                  gate)
-      x = x + h
-      y = layers.layer_norm(name="ln_mlp", eps=self.ln_eps, **kw)(x)
-      return layers.constrain(x + layers.Mlp(self.mlp_dim, act=self.act, name="mlp", **kw)(y),
-                              layers.ACT), None
+      return gated_extra_block(self, x, extra, gate), None
+    ln_attn = layers.layer_norm(name="ln_attn", eps=self.ln_eps, **kw)
     attn = layers.Attention(self.num_heads, name="attn", **kw)
     if self.adapter == "aim":
       x = x + Bottleneck(name="t_adapter", **adapter)(self._attend_over_time(attn, ln_attn(x)))
