@@ -3,7 +3,7 @@ joint ViViT encodes the visible 10% of tubes, a light decoder predicts the pixel
 hidden ones (vlx/families/video/mae.py: model and task `video_mae`, objective `mae_pixels`).
 
 Variants: tiny (CPU: the synthetic videos, 8 frames of 32 px; the encoder is configs/vivit.py's
-tiny ViViT, so its `video/` params can start that model); append ',smoke' for a run of
+joint tiny ViViT, `tiny,joint`, so its `video/` params can start that model); append ',smoke' for a run of
 seconds. No evaluator: the reconstruction loss is the metric (train/mae_pixels/loss). Adding
 the video-text contrastive objective is a matter of weights in `config.objectives` once a
 model computes both. Override anything: --config.model.mask_ratio=0.75, ...
@@ -18,7 +18,7 @@ SIZES = ("tiny",)
 
 
 def encoder(size: str) -> dict:
-  """The ViViT joint encoder's fields: configs/vivit.py's tiny tower (its position
+  """The ViViT joint encoder's fields: configs/vivit.py's `tiny,joint` tower (its position
   embeddings too, so `init_map=video_tower=video` starts that model from this one), without
   pooling."""
   del size

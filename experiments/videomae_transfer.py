@@ -2,15 +2,16 @@
 with the same total number of steps (issue 19): one table, and the reconstruction curve.
 
   1. `configs/videomae.py:tiny` for --pretrain steps (masked video modelling, no text);
-  2. `configs/vivit.py:tiny` for --finetune steps, its video tower started from the MAE
-     encoder (`--config.init_from=<1> --config.init_map=video_tower=video`);
-  3. `configs/vivit.py:tiny` from scratch for pretrain + finetune steps.
+  2. `configs/vivit.py:tiny,joint` for --finetune steps, its video tower (the joint ViViT
+     over 2-frame tubelets, MAE's encoder) started from the MAE encoder
+     (`--config.init_from=<1> --config.init_map=video_tower=video`);
+  3. `configs/vivit.py:tiny,joint` from scratch for pretrain + finetune steps.
 
     python experiments/videomae_transfer.py [--pretrain 600] [--finetune 600] [--out DIR]
         [--scratch DIR]
 
-`--scratch DIR` takes arm 3 from a finished `configs/vivit.py:tiny` run of pretrain + finetune
-steps (the README's own run, say) instead of training it again; its config is checked.
+`--scratch DIR` takes arm 3 from a finished `configs/vivit.py:tiny,joint` run of pretrain +
+finetune steps (the README's own run, say) instead of training it again; its config is checked.
 
 Prints the final evaluation of 2 and 3 (temporal twins, the frame-shuffle probe, text->video
 R@1 on the static and the temporal split) and writes DIR/mae_loss.png (needs matplotlib).
@@ -29,6 +30,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COLUMNS = (("twins", "twins/accuracy"), ("twins, shuffled", "twins_shuffled/accuracy"),
            ("static t2v R@1", "retrieval/static/t2v_r1"),
            ("temporal t2v R@1", "retrieval/temporal/t2v_r1"), ("all t2v R@1", "retrieval/t2v_r1"))
+# The video-text arms: the joint ViViT, whose tubelet tokens are what VideoMAE pretrains
+# (vivit.py:tiny itself is the factorised tower over single frames).
+VIVIT = "configs/vivit.py:tiny,joint"
 
 
 def rows_of(workdir: str):
@@ -56,9 +60,12 @@ def check_scratch(workdir: str, steps: int) -> None:
   evaluated at its end."""
   with open(os.path.join(workdir, "config.json")) as f:
     config = json.load(f)
-  if config["model"]["name"] != "video_text" or config["total_steps"] != steps:
+  encoder = config["model"].get("video", {}).get("encoder")
+  if config["model"]["name"] != "video_text" or config["total_steps"] != steps or \
+      encoder != "joint":
     raise SystemExit(f"--scratch {workdir}: a {config['model']['name']} run of "
-                     f"{config['total_steps']} steps, not video_text with {steps}")
+                     f"{config['total_steps']} steps (video encoder {encoder}), not "
+                     f"{VIVIT} with {steps}")
   if final_eval(workdir).get("step") != steps:
     raise SystemExit(f"--scratch {workdir}: no evaluation at step {steps}")
 
@@ -97,7 +104,7 @@ def main():
   p.add_argument("--finetune", type=int, default=600)
   p.add_argument("--out", default="workdirs/videomae_transfer")
   p.add_argument("--scratch", default=None,
-                 help="a finished vivit.py:tiny run of pretrain + finetune steps to reuse")
+                 help="a finished vivit.py:tiny,joint run of pretrain + finetune steps to reuse")
   args = p.parse_args()
   out = os.path.abspath(args.out)
   mae, ft, scratch = (os.path.join(out, n) for n in ("videomae", "finetuned", "scratch"))
@@ -106,10 +113,10 @@ def main():
     check_scratch(scratch, args.pretrain + args.finetune)
   wall = {"videomae": run("configs/videomae.py:tiny", mae, args.pretrain,
                           "--config.log_every=10")}
-  wall["finetuned"] = run("configs/vivit.py:tiny", ft, args.finetune,
+  wall["finetuned"] = run(VIVIT, ft, args.finetune,
                           f"--config.init_from={mae}", "--config.init_map=video_tower=video")
   wall["scratch"] = (None if args.scratch else
-                     run("configs/vivit.py:tiny", scratch, args.pretrain + args.finetune))
+                     run(VIVIT, scratch, args.pretrain + args.finetune))
 
   losses = [r["train/mae_pixels/loss"] for r in rows_of(mae) if "train/mae_pixels/loss" in r]
   print(f"\nVideoMAE reconstruction loss {losses[0]:.4f} -> {losses[-1]:.4f} over "

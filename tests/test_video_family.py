@@ -134,6 +134,13 @@ def test_variants_build_without_data_and_a_typo_is_one_line():
   assert build.dummy_batch(config)["video"].shape == (512, 16, 224, 224, 3)
   assert config.model.video.kind == "vivit" and config.model.video.tubelet == 2
   assert config_lib.load_config_file(f"{CONFIG}:frame_mean").model.video.kind == "frame_mean"
+  # tiny: the factorised tower over single frames; `joint` keeps the tubelet tower VideoMAE
+  # pretrains (experiments/videomae_transfer.py), at the same width.
+  tiny, joint = (config_lib.load_config_file(f"{CONFIG}:{v}").model.video
+                 for v in ("tiny", "tiny,joint"))
+  assert (tiny.encoder, tiny.tubelet, tiny.depth, tiny.temporal_depth) == ("factorised", 1, 2, 2)
+  assert (joint.encoder, joint.tubelet, joint.depth) == ("joint", 2, 4)
+  assert joint.width == tiny.width
   with pytest.raises(ValueError, match="unknown variant word 'vivid'.*valid variant words"):
     config_lib.load_config_file(f"{CONFIG}:vivid")
 
