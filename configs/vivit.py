@@ -27,6 +27,9 @@ def get_config(arg: str = "tiny"):
   variant = parse_variant(arg, sizes=SIZES, words=WORDS)
   size = variant.size
   kind = "frame_mean" if "frame_mean" in variant.words else "vivit"
+  if "joint" in variant.words and (size != "tiny" or kind != "vivit"):
+    raise ValueError(f"variant word 'joint' picks the joint tower of the tiny ViViT recipe "
+                     f"(b16x2 is joint already, frame_mean has none); got {arg!r}")
   c = base.base_config()
   c.model = ml_collections.ConfigDict(dict(
       name="video_text", embed_dim=sizes.EMBED_DIM["tiny" if size == "tiny" else "b16"],

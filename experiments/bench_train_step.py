@@ -7,8 +7,9 @@ donation, AOT lower/compile); only the input is random synthetic data.
 Benchmark shape (CLIP): image 64x64, patch 8, ViT 256 wide x 6 layers x 4 heads,
 MLP 4x; text context 32, vocab 4096, 256 wide x 6 layers x 4 heads; embedding 256;
 batch 64; AdamW; fp32; CLIP loss. `--shape vivit_tiny`: configs/vivit.py:tiny as it trains
-(8 frames of 32 px, joint ViViT 128 wide x 4 layers, 2x8x8 tubelets; its text tower; batch
-64), reported as clips/s.
+(8 frames of 32 px, factorised ViViT 128 wide: 2 spatial layers over each frame's 8x8
+patches, 2 temporal layers over the 8 frame tokens; its text tower; batch 64), reported as
+clips/s.
 
 MFU = achieved FLOP/s (compiled.cost_analysis() FLOPs per step / step time; the
 analytic model count under --scan, whose loop body XLA counts once) divided
@@ -137,11 +138,17 @@ def analytic_flops(config) -> float:
     return b * tokens * depth * per_token_layer
 
   n_patch = (config.data.image_size // img.patch_size) ** 2
-  depth_in = 1
-  if video:  # joint ViViT: one token per tubelet (tubelet frames x patch x patch)
+  depth_in, steps = 1, 1
+  if video:  # one token per tubelet (tubelet frames x patch x patch)
     depth_in = img.tubelet
-    n_patch *= config.data.num_frames // img.tubelet
-  fwd = tower(n_patch, img.width, img.depth, img.mlp_ratio)
+    steps = config.data.num_frames // img.tubelet
+  if video and img.get("encoder") == "factorised":
+    # A spatial encoder over each time step's patches, then a temporal one over the steps.
+    fwd = steps * tower(n_patch, img.width, img.depth, img.mlp_ratio)
+    fwd += tower(steps, img.width, img.temporal_depth, img.mlp_ratio)
+  else:  # an image ViT, or the joint ViViT over every step's patches at once
+    fwd = tower(n_patch * steps, img.width, img.depth, img.mlp_ratio)
+  n_patch *= steps
   fwd += b * n_patch * 2 * (depth_in * img.patch_size ** 2 * 3) * img.width  # patch embedding
   fwd += tower(ctx, txt.width, txt.depth, txt.mlp_ratio)
   fwd += b * 2 * (img.width + txt.width) * config.model.embed_dim    # projections

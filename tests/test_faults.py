@@ -239,7 +239,7 @@ def test_restore_noise_from_other_threads_becomes_one_warning(capfd, caplog):
     thread = threading.Thread(target=noisy)
     thread.start()
     thread.join()
-  ckpt_lib._report_restore_noise(path, [(4, ValueError("bad read"))], ["/w/checkpoints/4"])
+  ckpt_lib._report_restore_noise(path, [(4, "ValueError: bad read")], ["/w/checkpoints/4"])
   assert "Traceback" not in capfd.readouterr().err
   assert "/w/checkpoints/4 does not restore (ValueError: bad read)" in caplog.text
   assert f"printed 100 lines (tracebacks from tensorstore's threads), kept in {path}" in \
@@ -251,3 +251,9 @@ def test_restore_noise_from_other_threads_becomes_one_warning(capfd, caplog):
     os.write(2, b"orbax says hello\n")
   ckpt_lib._report_restore_noise(path, [], [])
   assert capfd.readouterr().err == "orbax says hello\n" and not os.path.exists(path)
+  # Interrupted inside the capture: what was printed is shown, nothing is left behind.
+  with pytest.raises(KeyboardInterrupt):
+    with ckpt_lib._stderr_captured() as path:  # pylint: disable=protected-access
+      os.write(2, b"half a restore\n")
+      raise KeyboardInterrupt
+  assert capfd.readouterr().err == "half a restore\n" and not os.path.exists(path)

@@ -141,6 +141,9 @@ def test_variants_build_without_data_and_a_typo_is_one_line():
   assert (tiny.encoder, tiny.tubelet, tiny.depth, tiny.temporal_depth) == ("factorised", 1, 2, 2)
   assert (joint.encoder, joint.tubelet, joint.depth) == ("joint", 2, 4)
   assert joint.width == tiny.width
+  for wrong in ("b16x2,joint", "tiny,frame_mean,joint"):
+    with pytest.raises(ValueError, match="variant word 'joint'"):
+      config_lib.load_config_file(f"{CONFIG}:{wrong}")
   with pytest.raises(ValueError, match="unknown variant word 'vivid'.*valid variant words"):
     config_lib.load_config_file(f"{CONFIG}:vivid")
 

@@ -30,7 +30,8 @@ decode with PIL.
 
 Training on MSR-VTT (layout in `msrvtt_dataset`): `configs/vivit.py:b16x2` reads it as it is
 (MSRVTT_DIR or `--config.data.source="{'root': ..., 'vocab_size': 32000}"`); the CPU-sized
-model on it, with frame masks in the batch and retrieval on the 1k-A test:
+model on it (the factorised tiny ViViT; `tiny,joint` for the joint one), with frame masks in
+the batch and retrieval on the 1k-A test:
 
   python -m vlx.main --config=configs/vivit.py:tiny --workdir=workdirs/vivit_msrvtt \
     --config.data.name=msrvtt --config.data.source="{'root': '/data/MSRVTT', 'vocab_size': 8000}" \

@@ -56,14 +56,30 @@ def _stderr_captured():
   sys.stderr.flush()
   fd, path = tempfile.mkstemp(prefix="vlx_restore_", suffix=".log")
   saved = os.dup(2)
-  os.dup2(fd, 2)
   try:
+    os.dup2(fd, 2)
     yield path
-  finally:
-    sys.stderr.flush()
-    os.dup2(saved, 2)
-    os.close(saved)
-    os.close(fd)
+  except BaseException:
+    # Interrupted (Ctrl-C, a kill turned into SystemExit, a bug): what was printed is
+    # shown as it was, not left in a file nobody is told about.
+    _restore_fd(saved, fd)
+    _pass_through(path)
+    raise
+  _restore_fd(saved, fd)
+
+
+def _restore_fd(saved: int, fd: int) -> None:
+  sys.stderr.flush()
+  os.dup2(saved, 2)
+  os.close(saved)
+  os.close(fd)
+
+
+def _pass_through(path: str) -> None:
+  with open(path, errors="replace") as f:
+    sys.stderr.write(f.read())
+  sys.stderr.flush()
+  os.remove(path)
 
 
 def _settle(path: str, quiet_s: float = 0.4, most_s: float = 5.0) -> None:
@@ -89,11 +105,9 @@ def _report_restore_noise(path: str, failed, step_dirs: List[str]) -> None:
   with open(path, errors="replace") as f:
     text = f.read()
   if not failed or not text:
-    sys.stderr.write(text)
-    sys.stderr.flush()
-    os.remove(path)
+    _pass_through(path)
   for (_, error), step_dir in zip(failed, step_dirs):
-    logging.warning("checkpoint %s does not restore (%s)", step_dir, _first_line(error))
+    logging.warning("checkpoint %s does not restore (%s)", step_dir, error)
   if failed and text:
     logging.warning("the failed reads printed %d lines (tracebacks from tensorstore's "
                     "threads), kept in %s", text.count("\n"), path)
@@ -156,7 +170,10 @@ class Checkpointer:
         except Exception as e:  # pylint: disable=broad-except
           # Any failure to read a finished step dir (tensorstore, JSON, missing files) means
           # that checkpoint is unusable; an older intact one is the right place to resume.
-          failed.append((s, e))
+          # Only its first line is kept: the exception's traceback holds orbax's frames and
+          # their pending reads, which must be collectable inside the capture (_settle).
+          failed.append((s, _first_line(e)))
+          del e
       if failed:
         _settle(noise_path)
     _report_restore_noise(noise_path, failed, [self.step_dir(f) for f, _ in failed])
@@ -174,7 +191,7 @@ class Checkpointer:
     newest, error = failed[0]
     raise CheckpointError(
         f"no checkpoint in {self.directory} restores (tried {', '.join(str(f) for f, _ in failed)}"
-        f"; step {newest}: {_first_line(error)}): move the damaged step directories away, or "
+        f"; step {newest}: {error}): move the damaged step directories away, or "
         "use a new workdir")
 
   def set_aside(self, steps: List[int], why: str) -> None:
