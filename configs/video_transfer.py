@@ -9,6 +9,9 @@ accelerators):
   seq_transformer  frozen: a temporal transformer over frame embeddings (CLIP4Clip seqTransf)
   evl              frozen: an EVL-style decoder whose queries read every frame's patch tokens
                    (where and when), added to the frame embeddings
+  cross_encoder    frozen: seq_transformer's dual encoder shortlists, a cross-encoder (text
+                   tokens attending to the frame embeddings, an ITM head trained on hard
+                   negatives) re-ranks its top 16 (ALBEF's protocol, for video)
   text_prompt      frozen: text prompt tuning (VideoPrompt-style: learned prompt tokens in
                    every block of the locked text tower) and seqTransf's temporal transformer;
                    both towers and their projections locked
@@ -19,6 +22,11 @@ accelerators):
                    integration transformer, video-specific text prompts; all weights tuned)
   vpt              adapted: visual prompt tuning (deep: learned prompt tokens in every block,
                    told apart per frame by a time table; the image weights locked)
+Add `where` to any of them (`:seq_transformer,where`) to start from an image model that also
+learns where things are: half of its still frames are captioned by the frame's own caption
+(each shape and its region: `still_caption`), the rest by their video's. Its frame embeddings
+keep position, which a temporal module needs to read the direction of motion (with the plain
+image model direction stays at chance; docs/video_transfer.md).
 Add `qa` to a paradigm (`:seq_transformer,qa`) to fine-tune its video side (image tower,
 adapters, temporal module: one token per frame) with the image model's text tower for video
 QA and temporal grounding instead: configs/video_qa.py's fusion, heads, data and evaluators
@@ -46,10 +54,11 @@ from vlx.presets.video import (TINY_MAX_LEN, msrvtt_data, qa_data, qa_evals, qa_
 from vlx.variant import parse_variant
 
 SIZES = ("tiny", "b16")
-FROZEN = ("mean_pool", "seq_transformer", "evl", "text_prompt")
+FROZEN = ("mean_pool", "seq_transformer", "evl", "cross_encoder", "text_prompt")
 ADAPTED = ("st_adapter", "aim", "full_finetune", "xclip", "vpt")
 WORDS = ("image",) + FROZEN + ADAPTED
-TASK_WORDS = ("qa",)
+# Words beside the paradigm: the QA task, the image model that learns where.
+MODIFIERS = ("qa", "where")
 # The CLIP params a paradigm takes from the image model (its own temporal parts start fresh;
 # adapters inside `img` keep their init: vlx/train/checkpoint.py loads what the image holds).
 IMAGE_PARAMS = "img=img,img_proj=img_proj,txt=txt,txt_proj=txt_proj,logit_scale=logit_scale"
@@ -79,7 +88,7 @@ def paradigm_model(paradigm: str, size: str, image: Optional[dict] = None) -> di
   heads = 4 if size == "tiny" else 8
   temporal = dict(kind="mean")
   adapter = dict(kind="none")
-  if paradigm in ("seq_transformer", "text_prompt"):
+  if paradigm in ("seq_transformer", "text_prompt", "cross_encoder"):
     # A sinusoidal time table: with a zero one the frames start indistinguishable and the
     # module learns order late, if at all (0.506 twins after 1000 steps: docs/video_transfer.md).
     temporal = dict(kind="seq_transformer", depth=2 if size == "tiny" else 4, num_heads=heads,
@@ -101,7 +110,10 @@ def paradigm_model(paradigm: str, size: str, image: Optional[dict] = None) -> di
     return dict(adapter=adapter, temporal=temporal, frozen_image=False,
                 prompt=dict(depth=2, num_heads=heads, alpha_init=0.0, act="gelu_tanh",
                             ln_eps=1e-6, visual_ln_eps=1e-6))
-  return dict(adapter=adapter, temporal=temporal, frozen_image=paradigm in FROZEN)
+  fields = dict(adapter=adapter, temporal=temporal, frozen_image=paradigm in FROZEN)
+  if paradigm == "cross_encoder":  # fusion at the text width (vlx/.../cross_encoder.py)
+    fields["fusion"] = dict(depth=2 if size == "tiny" else 4, num_heads=heads, max_frames=16)
+  return fields
 
 
 def set_paradigm(c, paradigm: str, size: str, image: Optional[dict] = None) -> None:
@@ -136,30 +148,37 @@ def fresh_params(paradigm: str) -> str:
 
 
 def get_config(arg: str = "mean_pool"):
-  variant = parse_variant(arg, sizes=SIZES, words=WORDS + TASK_WORDS, keys=("image", "clip"))
-  chosen = sorted(set(variant.words) - set(TASK_WORDS)) or ["mean_pool"]
+  variant = parse_variant(arg, sizes=SIZES, words=WORDS + MODIFIERS, keys=("image", "clip"))
+  chosen = sorted(set(variant.words) - set(MODIFIERS)) or ["mean_pool"]
   if len(chosen) != 1:
     raise ValueError(f"video_transfer variant {arg!r} names {len(chosen)} paradigms: "
                      f"name one of {', '.join(WORDS)}")
   paradigm, size = chosen[0], variant.size
+  if "where" in variant.words and (size != "tiny" or {"image", "clip"} & set(variant.values)):
+    raise ValueError(f"video_transfer variant {arg!r}: `where` names the tiny image model "
+                     "this config trains (not image=DIR, clip=DIR or b16)")
   tiny = size == "tiny"
   c = base.base_config()
   text = image_text.text_tower("tiny" if tiny else "b16", causal=True, pool="eot")
   if tiny:
     text.update(depth=2, max_len=TINY_MAX_LEN)
   c.model = ml_collections.ConfigDict(dict(
-      name={"image": "two_tower", "xclip": "xclip"}.get(paradigm, "video_transfer"),
+      name={"image": "two_tower", "xclip": "xclip",
+            "cross_encoder": "video_cross_encoder"}.get(paradigm, "video_transfer"),
       embed_dim=sizes.EMBED_DIM["tiny" if tiny else "b16"], temperature_init=50.0,
       bias_init=None, dtype="float32", image=image_fields(size), text=text))
   c.objectives = ml_collections.ConfigDict(dict(clip=dict(weight=1.0, max_scale=100.0)))
   c.data = synthetic_video(max_len=TINY_MAX_LEN if tiny else 32)
   c.evals = video_evals()
+  if paradigm == "cross_encoder":  # ITM on the positives and ITC's hard negatives
+    c.objectives.itm = dict(weight=1.0)
   if paradigm == "image":
     # Still frames: a random one of each training video, the central one to evaluate.
     c.data.update(dict(
         keys=("image", "text"), shuffle_block=1,
         pp_train=(f"decode_video|video_frame('random')|value_range(-1,1)|sample_caption|"
-                  f"tokenize({c.data.max_len})"),
+                  + ("still_caption(0.5)|" if "where" in variant.words else "")
+                  + f"tokenize({c.data.max_len})"),
         pp_eval="decode_video|video_frame('central')|value_range(-1,1)"))
     c.evals = ml_collections.ConfigDict(dict(retrieval=dict(type="retrieval")))
   else:
@@ -172,8 +191,9 @@ def get_config(arg: str = "mean_pool"):
       # (vlx/train/init_run.py: once, beside the workdir, reused by every later paradigm run).
       c.init_from = variant.values.get("image", "")
       if not c.init_from:
-        c.init_from_run = f"{os.path.abspath(__file__)}:image" + (",smoke" if variant.smoke
-                                                                  else "")
+        c.init_from_run = (f"{os.path.abspath(__file__)}:image"
+                           + (",where" if "where" in variant.words else "")
+                           + (",smoke" if variant.smoke else ""))
       c.init_from_run_inherits = ("data.source", "model.image", "model.text",
                                   "model.embed_dim")
       c.init_map = IMAGE_PARAMS
@@ -269,6 +289,8 @@ def from_imported_clip(c, path: str, paradigm: str, size: str) -> None:
     c.data.update(dict(pp_train=decoded.pp_train, pp_eval=decoded.pp_eval))
   if imported.get("bias_init") is not None:
     c.objectives = ml_collections.ConfigDict(dict(siglip=dict(weight=1.0)))
+    if paradigm == "cross_encoder":
+      c.objectives.itm = dict(weight=1.0)
   pp = meta["preprocess"]
   frames = preprocess_op(pp, "preprocess_video")
   c.data.update(dict(image_size=meta["image_size"], max_len=meta["max_len"],

@@ -15,7 +15,7 @@ table and one plot.
      when they started from the same image model.
 
     python experiments/compare_video.py [--out DIR] [--steps 1000] [--qa_steps 1000]
-        [--paradigms a,b,...] [--image DIR] [--data_dir DIR]
+        [--paradigms a,b,...] [--image DIR] [--data_dir DIR] [--where]
 """
 
 from __future__ import annotations
@@ -52,7 +52,8 @@ QA_COLUMNS = (("video QA", "qa/open/accuracy"), ("QA temporal", "qa/open/tempora
 QA_PREFIXES = ("qa/", "qa_shuffled/", "grounding/")
 # A paradigm whose QA model is another's (text_prompt's prompts are text-side, and the QA
 # model tunes its text tower): its QA stage is not run, the other's figures are shown.
-QA_SAME_AS = {"text_prompt": "seq_transformer"}
+# cross_encoder's video side is seq_transformer's (its fusion scores video-text pairs).
+QA_SAME_AS = {"text_prompt": "seq_transformer", "cross_encoder": "seq_transformer"}
 
 
 def rows_of(workdir: str):
@@ -147,12 +148,15 @@ def main():
   p.add_argument("--paradigms", default=",".join(PARADIGMS))
   p.add_argument("--image", default=None, help="a finished image-model run to start from")
   p.add_argument("--data_dir", default=None, help="where the synthetic videos are (made)")
+  p.add_argument("--where", action="store_true",
+                 help="train the image model as `image,where` (it also learns where shapes are)")
   args = p.parse_args()
   out = os.path.abspath(args.out)
   data = [f"--config.data.source.data_dir={args.data_dir}"] if args.data_dir else []
   image = os.path.abspath(args.image) if args.image else os.path.join(out, "image")
   if not args.image:
-    print(f"image model: {run('image', image, data):.0f} s", flush=True)
+    spec = "image,where" if args.where else "image"
+    print(f"image model ({spec}): {run(spec, image, data):.0f} s", flush=True)
   # Rows of an earlier run from the same image model are kept (one table for runs made in
   # turns); a stage run now (retrieval unless --steps 0, QA unless --qa_steps 0) replaces its
   # part of the paradigm's row.

@@ -142,3 +142,62 @@ def test_a_batch_of_videos_comes_out_of_the_pipeline(handle):
   # Every text field tokenizes into known pieces (the tokenizer was trained on all of them).
   text = handle.tokenizer.decode(batch["question"])[0]
   assert text and "⁇" not in text
+
+
+def _column_row(region: str):
+  """(column, row) of thirds named by a region word ('top left', 'right', 'center')."""
+  words = region.split()
+  return ((0 if "left" in words else 2 if "right" in words else 1),
+          (0 if "top" in words else 2 if "bottom" in words else 1))
+
+
+def test_frame_captions_name_what_each_frame_shows_and_where(pairs, statics):
+  """A caption per frame: the named shapes that frame shows, each in the region (thirds) its
+  pixels lie in, 'an empty frame' without one; a twin's frame captions follow its frames."""
+  for a, b in pairs:
+    caption_of = {f.tobytes(): c for f, c in zip(a.frames, a.frame_captions)}
+    assert [caption_of[f.tobytes()] for f in b.frames] == b.frame_captions
+    if a.concept not in ("direction", "size"):  # one named shape, always whole in view
+      continue
+    f = a.facts
+    name = f"{f['colour']} {f['shape']}"
+    for frame, caption, shown in zip(a.frames, a.frame_captions,
+                                     _shows(a.frames, a.span_colours[0])):
+      if not shown:
+        assert caption == "an empty frame", caption
+        continue
+      assert caption.startswith(("a ", "an ")) and f" {name} in the " in caption, caption
+      close = np.all(np.abs(frame.astype(np.float32) - np.floor(a.span_colours[0])) <= 1, -1)
+      ys, xs = np.nonzero(close)
+      col, row = _column_row(caption.split(" in the ")[1])
+      for centre, cell in ((xs.mean() + 0.5, col), (ys.mean() + 0.5, row)):
+        # The pixel centroid is the shape's centre to within 2 px (a triangle's is off it).
+        assert cell * S / 3 - 2 <= centre <= (cell + 1) * S / 3 + 2, (caption, centre)
+  for video in statics:
+    names = [f"{c} {s}" for c, s in video.facts["objects"]]
+    for caption in video.frame_captions:
+      assert [n for n in names if f" {n} in the " in caption] == names, caption
+
+
+def test_still_caption_gives_a_still_frame_its_own_caption(handle):
+  """`video_frame` then `still_caption(1.0)`: the caption is the chosen frame's own."""
+  from vlx import registry  # pylint: disable=g-import-not-at-top
+  ops = [registry.PP_OPS.get(name)(handle, *args) for name, args in (
+      ("decode_video", ()), ("video_frame", ("random",)), ("sample_caption", ()),
+      ("still_caption", (1.0,)))]
+  rng = np.random.default_rng(0)
+  record = handle.split("train")[0]
+  seen = set()
+  for _ in range(20):
+    ex = dict(record)
+    for op in ops:
+      ex = op(ex, rng)
+    t = ex["frame_index"]
+    np.testing.assert_array_equal(ex["image"], record["video"][t])
+    assert ex["caption"] == record["frame_captions"][t].decode()
+    seen.add(t)
+  assert len(seen) > 1
+  ex = dict(record)
+  for op in ops[:3] + [registry.PP_OPS.get("still_caption")(handle, 0.0)]:
+    ex = op(ex, rng)
+  assert ex["caption"] in [c.decode() for c in record["captions"]]

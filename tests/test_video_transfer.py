@@ -20,8 +20,8 @@ from vlx_testlib import (REPO, assert_trees_close, mesh_of, one_train_step,  # n
 CONFIG = str(REPO / "configs" / "video_transfer.py")
 # text_prompt's video side is seq_transformer's (its prompts are in the text tower:
 # tests/test_prompt_tuning.py).
-PARADIGMS = ("mean_pool", "seq_transformer", "evl", "st_adapter", "aim", "full_finetune",
-             "xclip", "vpt")
+PARADIGMS = ("mean_pool", "seq_transformer", "evl", "cross_encoder", "st_adapter", "aim",
+             "full_finetune", "xclip", "vpt")
 ORDER_BLIND = ("mean_pool", "full_finetune")
 # What the adapted paradigms add inside the image tower and train (adapters, AIM's temporal
 # position tables), written out here rather than read from the config it checks.
@@ -344,6 +344,102 @@ def test_xclip_evaluators_score_every_text_as_each_video_prompts_it():
     np.testing.assert_allclose(from_scores[name], from_embeddings[name], err_msg=name)
 
 
+def _split_of(model, read, batch_size=4):
+  """A VideoTextSplit with its evaluation context on a 2x2x2 mesh, whose reading of the split
+  returns `read` (the embeddings an evaluator would get)."""
+  from types import SimpleNamespace  # pylint: disable=g-import-not-at-top
+  from vlx.evals.common import EvalContext  # pylint: disable=g-import-not-at-top
+  from vlx.families.video import evals  # pylint: disable=g-import-not-at-top
+  stub = type("ReadSplit", (evals.VideoTextSplit,), {"__call__": lambda self, params: read})
+  split = stub.__new__(stub)
+  split.ctx = EvalContext(model=model, mesh=mesh_of(2, 2, 2, 8), handle=None,
+                          data_config=None, batch_size=batch_size)
+  split.reader = SimpleNamespace(batch_size=batch_size, skipped=0)
+  split.conditioned, split.reranks = False, True
+  return split
+
+
+def test_cross_encoder_trains_on_hard_negatives_and_reranks_itc_shortlist():
+  """`cross_encoder`: ITM over the positives and one hard negative per video and per caption
+  (never a caption equal to the positive's); retrieval re-ranks each caption's ITC top k by
+  the cross-encoder's log-odds plus ITC's logit, above the rest, which keep ITC's order; the
+  twins are scored the same way (and by ITC alone under `itc/`)."""
+  from vlx.families.video import evals  # pylint: disable=g-import-not-at-top
+  from vlx.families.video_transfer.cross_encoder import hard_negatives  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  sims = rng.normal(size=(6, 6))
+  same = np.eye(6, dtype=bool)
+  same[0, 3] = same[3, 0] = True                   # two equal captions
+  sims[0, 3] = 9.0                                 # the most similar column is a positive
+  picked = [np.asarray(hard_negatives(sims, same, jax.random.key(i))) for i in range(50)]
+  assert not any(same[np.arange(6), p].any() for p in picked)
+  want = np.where(same, -np.inf, sims).argmax(1)
+  np.testing.assert_array_equal(hard_negatives(sims, same), want)
+  assert len({tuple(p) for p in picked}) > 1       # drawn, not always the hardest
+
+  config, model, params = built("cross_encoder")
+  params = perturbed(params, 0.05)
+  batch = batch_of(config, b=6)
+  batch["text"][2] = batch["text"][5]
+  out = model.apply({"params": params}, batch, train=True,
+                    rngs={"dropout": jax.random.key(3)})
+  assert out["itm_logits"].shape == (18, 2)
+  np.testing.assert_array_equal(out["itm_labels"], [1] * 6 + [0] * 12)
+
+  n, k = 10, 3
+  # ITC's logits at scale 1 and a cross-encoder of larger weights, so it changes answers.
+  params = dict(params, logit_scale=np.zeros_like(params["logit_scale"]),
+                fusion=jax.tree.map(lambda x: 8 * x, params["fusion"]))
+  video = rng.uniform(-1, 1, (n, 8, 32, 32, 3)).astype(np.float32)
+  tokens = rng.integers(3, 64, (n, k, 8)).astype(np.int32)
+  tokens[..., 6:] = 0
+  apply = lambda method, *a: model.apply({"params": params}, *a, method=method)  # noqa: E731
+  emb, frames = jax.jit(lambda v: apply("video_features", v))(video)
+  text = np.asarray(jax.jit(lambda t: apply("encode_text", t))(tokens.reshape(n * k, 8)))
+  e = {"video": np.asarray(emb), "context": np.asarray(frames),
+       "text": text.reshape(n, k, -1), "tokens": tokens,
+       "captions": np.array([[f"c{i}_{j}" for j in range(k)] for i in range(n)], object),
+       "kind": np.array(["static"] * 4 + ["temporal"] * 6, object),
+       "concept": np.array(["scene"] * 4 + ["direction"] * 6, object),
+       "twin": np.array([-1] * 4 + [5, 4, 7, 6, 9, 8]), "_index": np.arange(n)}
+  split = _split_of(model, e)
+  everyone = np.repeat(np.arange(n), n * k)
+  captions = np.tile(np.arange(n * k), n)
+  full = split.match(params, e, everyone, captions).reshape(n, n * k)    # [videos, captions]
+  direct = np.asarray(jax.jit(lambda b: apply("itm_scores", b))(
+      {"frames": e["context"][everyone], "text": tokens.reshape(n * k, 8)[captions]}))
+  itc = np.einsum("vd,cd->vc", e["video"], text)
+  scale = evals.logit_scale(params)
+  np.testing.assert_allclose(full, (direct + scale * itc.reshape(-1)).reshape(n, n * k),
+                             rtol=1e-5, atol=1e-5)
+  for shortlist in (4, n):
+    scores = split.reranked(params, e, np.arange(n), shortlist)              # [n, n * k]
+    for q in range(n * k):
+      top = np.argsort(-itc[:, q], kind="stable")[:shortlist]
+      order = np.argsort(-scores[:, q], kind="stable")
+      assert set(order[:shortlist]) == set(top)   # in the cross-encoder's order (to
+      assert np.all(np.diff(full[order[:shortlist], q]) <= 1e-5)  # batching's rounding)
+      rest = [v for v in np.argsort(-itc[:, q], kind="stable") if v not in top]
+      assert list(order[shortlist:]) == rest
+  assert not np.array_equal(split.reranked(params, e, np.arange(n), n).argmax(0),
+                            itc.argmax(0))                   # the re-ranker changes answers
+
+  retrieval = evals.VideoRetrieval.__new__(evals.VideoRetrieval)
+  retrieval.split, retrieval.chunk, retrieval.k = split, 1024, n
+  got = retrieval(params)
+  assert got["t2v_r1"] == np.mean(full.argmax(0) == np.repeat(np.arange(n), k))
+  assert got["itc/t2v_r1"] == np.mean(itc.argmax(0) == np.repeat(np.arange(n), k))
+  assert "static/itc/t2v_r1" in got and got["rerank_k"] == n
+  twins = evals.Twins.__new__(evals.Twins)
+  twins.split = split
+  got = twins(params)
+  pairs = [(4, 5), (6, 7), (8, 9)]
+  s = full.reshape(n, n, k)
+  want = evals.twin_accuracy(None, None, pairs, e["concept"], scores=s)
+  assert got["accuracy"] == want["accuracy"] and got["num_pairs"] == 3
+  assert got["itc/accuracy"] == evals.twin_accuracy(e["video"], e["text"], pairs)["accuracy"]
+
+
 def test_every_tiny_paradigm_starts_from_the_one_image_model():
   """Without image=DIR each tiny paradigm trains `:image` first, once, beside its workdir:
   every paradigm must name the same image run (a paradigm field inside `model.text`, which
@@ -356,3 +452,11 @@ def test_every_tiny_paradigm_starts_from_the_one_image_model():
   assert len(dirs) == 1, sorted(dirs)
   config = config_lib.load_config_file(f"{CONFIG}:text_prompt")
   assert config.model.text_prompts > 0 and "prompts" not in config.model.text
+  # `where`: every paradigm names one other image run, whose stills take frame captions.
+  where = {init_run.init_run_dir(c, init_run.init_run_config(c), "/w/run") for c in (
+      config_lib.load_config_file(f"{CONFIG}:{p},where") for p in ("mean_pool", "xclip"))}
+  assert len(where) == 1 and not where & dirs, where
+  image = init_run.init_run_config(config_lib.load_config_file(f"{CONFIG}:aim,where"))
+  assert "still_caption(0.5)" in image.data.pp_train
+  with pytest.raises(ValueError, match="where"):
+    config_lib.load_config_file(f"{CONFIG}:aim,where,image=/w/clip")

@@ -39,6 +39,7 @@ MODULES = (
     "vlx.families.video_lmm.verifiers", "vlx.families.video_lmm.reasoning_data",
     "vlx.families.video_lmm.tasks", "vlx.families.video_lmm.evals",
     "vlx.families.video_lmm.grpo",
+    "vlx.families.video_transfer.cross_encoder",
     "vlx.families.video_transfer.model",
     "vlx.families.video_transfer.tower",
     "vlx.families.video_transfer.xclip",

@@ -68,8 +68,8 @@ def _relation(dx: float, dy: float) -> str:
   return "above it" if dy < 0 else "below it"
 
 
-def _region(row: int, col: int) -> str:
-  """One of nine regions; the primary's cell is drawn uniformly so each is equally common."""
+def region_name(row: int, col: int) -> str:
+  """One of nine regions (`REGIONS`) by its row and column of thirds."""
   col_word = ("left", "", "right")[col]
   row_word = ("top", "", "bottom")[row]
   if not col_word and not row_word:
@@ -89,7 +89,7 @@ def captions_for(objects):
       (" with" if i == 0 else " and") + f" a {_phrase(o)} {rel}" for i, (o, rel) in enumerate(
           zip(others, rels)))
   listing = ", ".join(f"a {_phrase(o)}" for o in objects)
-  region = _region(p["row"], p["col"])
+  region = region_name(p["row"], p["col"])
   n = len(objects)
   shapes_word = "shape" if n == 1 else "shapes"
   caps = [

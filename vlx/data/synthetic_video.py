@@ -17,7 +17,8 @@ _DESCRIPTION = """Videos of coloured shapes whose captions need time: every temp
 (direction of motion, order of events, number of colour changes, grows/shrinks,
 enters/leaves) has a twin with the same frames in another order and other captions; static
 videos (colour, shape, count) are the control. Per video: 5 captions, 3 open-ended questions,
-a multiple-choice question and a grounding span [t0, t1) with its query."""
+a multiple-choice question, a grounding span [t0, t1) with its query, and a caption per frame
+(its shapes and where each is: what a still frame shows)."""
 
 
 class SyntheticVideoConfig(tfds.core.BuilderConfig):
@@ -44,9 +45,11 @@ def _int(shape=()):
 class SyntheticVideo(tfds.core.GeneratorBasedBuilder):
   """Shape videos with captions, questions, multiple choice and grounding spans."""
 
-  VERSION = tfds.core.Version("1.1.0")
+  VERSION = tfds.core.Version("1.2.0")
   RELEASE_NOTES = {"1.0.0": "First release.",
-                   "1.1.0": "Records in aligned units of two (static videos paired too)."}
+                   "1.1.0": "Records in aligned units of two (static videos paired too).",
+                   "1.2.0": "Per-frame captions (each named shape and where it is); the same "
+                            "videos and text otherwise."}
   BUILDER_CONFIGS = [
       SyntheticVideoConfig(name="default", description="8 x 32px, 10k train / 1k test"),
       SyntheticVideoConfig(name="small", train_size=256, test_size=64,
@@ -76,6 +79,7 @@ class SyntheticVideo(tfds.core.GeneratorBasedBuilder):
             "mc_answer": _int(),
             "span": _int((2,)),
             "span_query": _text(),
+            "frame_captions": _text((c.num_frames,)),
         }),
         metadata=tfds.core.MetadataDict(class_names=list(V.ACTIONS),
                                         answers=list(V.ANSWERS)),

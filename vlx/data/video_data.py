@@ -27,7 +27,7 @@ from vlx.data.sources import (DatasetHandle, _file_lock, default_data_dir, get_p
 TEXT_FIELDS = ("captions", "questions", "mc_question", "mc_choices", "span_query")
 # Record fields `decode_video` passes through for the task ops and evaluators.
 ANNOTATION_KEYS = ("kind", "concept", "twin", "questions", "answers", "mc_question",
-                   "mc_choices", "mc_answer", "span", "span_query")
+                   "mc_choices", "mc_answer", "span", "span_query", "frame_captions")
 
 
 def _texts(source, limit: int = 20_000):
@@ -106,7 +106,27 @@ def video_frame(handle, which: str = "random"):
   def fn(ex, rng):
     video = ex.pop("video")
     t = int(rng.integers(len(video))) if which == "random" else len(video) // 2
-    ex["image"] = video[t]
+    ex["image"], ex["frame_index"] = video[t], t
+    return ex
+  return fn
+
+
+@registry.PP_OPS.register("still_caption")
+def still_caption(handle, prob: float = 0.5):
+  """After `video_frame`: with probability `prob`, the caption becomes the chosen frame's own
+  (`frame_captions`: its shapes and where each is) instead of the sampled video caption. The
+  video captions name colour and shape in the words the video tasks use; the frame captions
+  add where, which no video caption of a still frame can teach (a shape 'moving left' is
+  anywhere in one frame): an image model that keeps where is one whose frame embeddings let
+  a temporal module read direction (docs/video_transfer.md)."""
+  del handle
+
+  def fn(ex, rng):
+    if "frame_captions" not in ex:
+      raise ValueError("pp op still_caption: the record has no frame_captions (synthetic_video "
+                       "1.2.0 has them; place it after decode_video|video_frame)")
+    if rng.random() < prob:
+      ex["caption"] = pp_ops.to_str(ex["frame_captions"][ex["frame_index"]])
     return ex
   return fn
 

@@ -92,6 +92,7 @@ class Video:
   span_query: str
   span_colours: List[np.ndarray]
   facts: dict
+  frame_captions: List[str]  # per frame: its named shapes and where each is (no time)
 
   def record(self, twin: int) -> dict:
     """The flat record of fixed-shape arrays that the TFDS builder stores."""
@@ -109,6 +110,7 @@ class Video:
         "mc_answer": int(self.mc_answer),
         "span": np.array(self.span, np.int64),
         "span_query": self.span_query,
+        "frame_captions": np.array(self.frame_captions, dtype=object),
     }
 
 
@@ -145,6 +147,8 @@ class _Scene:
   def __init__(self, rng, size: int, num_frames: int):
     self.rng, self.size, self.num_frames = rng, size, num_frames
     self.plan: List[List[Draw]] = [[] for _ in range(num_frames)]
+    # Per frame, the named objects as drawn: (colour name, shape, cx, cy) for frame captions.
+    self.named: List[List[Tuple[str, str, float, float]]] = [[] for _ in range(num_frames)]
     for _ in range(int(rng.integers(4))):
       r = rng.uniform(0.05, 0.08) * size
       cx, cy = rng.uniform(r, size - r, 2)
@@ -153,14 +157,38 @@ class _Scene:
       self.add(_pick(rng, SHAPES), rgb, range(num_frames), [cx] * num_frames,
                [cy] * num_frames, [r] * num_frames)
 
-  def add(self, shape, rgb, frames, xs, ys, rs):
+  def add(self, shape, rgb, frames, xs, ys, rs, colour: Optional[str] = None):
+    """Draw `shape` in `frames`; `colour` (its name) makes it an object the frame captions
+    name (distractors have none)."""
     jitter = self.size / 32
     for t, x, y, r in zip(frames, xs, ys, rs):
       dx, dy = self.rng.uniform(-jitter, jitter, 2)
       self.plan[t].append((shape, x + dx, y + dy, r, rgb))
+      if colour is not None:
+        self.named[t].append((colour, shape, x + dx, y + dy))
+
+  def frame_captions(self) -> List[str]:
+    return [frame_caption(objs, self.size) for objs in self.named]
 
   def render(self) -> np.ndarray:
     return _render(self.plan, self.size, self.rng)
+
+
+def region(cx: float, cy: float, size: int) -> str:
+  """Which of nine regions (thirds of the frame) holds the point, in the image captions'
+  words (vlx/data/shapes_render.py)."""
+  col, row = (min(2, max(0, int(3 * v / size))) for v in (cx, cy))
+  return R.region_name(row, col)
+
+
+def frame_caption(objects, size: int) -> str:
+  """A still frame's caption: each named object and where it is ('a red circle in the top
+  left'), or 'an empty frame'. It says what one frame shows, never what happens over time:
+  the text an image model of these frames is trained on (`still_caption`)."""
+  if not objects:
+    return "an empty frame"
+  names = [f"a {c} {s} in the {region(x, y, size)}" for c, s, x, y in objects]
+  return _articles(names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1])
 
 
 def _window(rng, num_frames: int, min_len: int) -> Tuple[int, int]:
@@ -202,7 +230,7 @@ def _direction(rng, scene, size):
   across = [rng.uniform(0.25, 0.75) * size] * n
   xs, ys = (along, across) if direction in ("right", "left") else (across, along)
   rgb = _rgb(rng, c)
-  scene.add(s, rgb, frames, xs, ys, [r] * n)
+  scene.add(s, rgb, frames, xs, ys, [r] * n, colour=c)
   facts = dict(concept="direction", colour=c, shape=s, direction=direction, window=window)
   twin = dict(facts, direction=_REVERSE[direction])
   return (*_reversal(scene, window, facts, twin), {"actor": rgb})
@@ -219,7 +247,7 @@ def _size(rng, scene, size):
     rs = rs[::-1]
   cx, cy = rng.uniform(0.3, 0.7, 2) * size
   rgb = _rgb(rng, c)
-  scene.add(s, rgb, frames, [cx] * n, [cy] * n, rs)
+  scene.add(s, rgb, frames, [cx] * n, [cy] * n, rs, colour=c)
   facts = dict(concept="size", colour=c, shape=s, grows=grows, window=window)
   return (*_reversal(scene, window, facts, dict(facts, grows=not grows)), {"actor": rgb})
 
@@ -241,7 +269,7 @@ def _enter_leave(rng, scene, size):
   across = [rng.uniform(0.25, 0.75) * size] * n
   xs, ys = (along, across) if side in ("left", "right") else (across, along)
   rgb = _rgb(rng, c)
-  scene.add(s, rgb, frames, xs, ys, [r] * n)
+  scene.add(s, rgb, frames, xs, ys, [r] * n, colour=c)
   facts = dict(concept="enter_leave", colour=c, shape=s, side=side, enters=enters,
                window=window)
   return (*_reversal(scene, window, facts, dict(facts, enters=not enters)), {"actor": rgb})
@@ -267,7 +295,7 @@ def _order(rng, scene, size):
     r = _radius(rng, size)
     cx, cy = rng.uniform(r, size - r, 2)
     rgbs[key] = _rgb(rng, c)
-    scene.add(s, rgbs[key], range(start, start + n), [cx] * n, [cy] * n, [r] * n)
+    scene.add(s, rgbs[key], range(start, start + n), [cx] * n, [cy] * n, [r] * n, colour=c)
   perm = np.arange(scene.num_frames)
   a, b = np.arange(t0, t0 + n_a), np.arange(t0 + n_a, t0 + n_a + n_b)
   perm[t0:t0 + n_a + n_b] = np.concatenate([b, a])
@@ -316,7 +344,7 @@ def _colour_changes(rng, scene, size):
   cx, cy = rng.uniform(r, size - r, 2)
   rgbs = {k: _rgb(rng, v) for k, v in names.items()}
   for t, key in zip(range(*window), pattern):
-    scene.add(s, rgbs[key], [t], [cx], [cy], [r])
+    scene.add(s, rgbs[key], [t], [cx], [cy], [r], colour=names[key])
   # The twin's slot for colour X takes the original's X frames in their order (same for Y).
   perm = np.arange(scene.num_frames)
   source = {k: [window[0] + i for i, p in enumerate(pattern) if p == k] for k in counts}
@@ -560,13 +588,15 @@ def temporal_pair(rng, image_size: int = IMAGE_SIZE, num_frames: int = NUM_FRAME
   truths = [captions(facts)[0], captions(twin_facts)[0]]
   choices, answers = multiple_choice(truths, wrong, rng)
   videos = []
-  for f, fr, answer in ((facts, frames, answers[0]), (twin_facts, frames[perm], answers[1])):
+  frame_caps = np.array(scene.frame_captions(), dtype=object)
+  for f, fr, caps, answer in ((facts, frames, frame_caps, answers[0]),
+                              (twin_facts, frames[perm], frame_caps[perm], answers[1])):
     videos.append(Video(
         frames=fr, kind="temporal", concept=concept, captions=captions(f),
         label=action_label(f), qa=questions(f, np.random.default_rng(text_seed)),
         mc_question=MC_QUESTIONS["temporal"], mc_choices=choices, mc_answer=answer,
         span=tuple(f["window"]), span_query=span_query(f),
-        span_colours=list(colours.values()), facts=f))
+        span_colours=list(colours.values()), facts=f, frame_captions=list(caps)))
   return videos[0], videos[1]
 
 
@@ -590,14 +620,15 @@ def static_video(rng, image_size: int = IMAGE_SIZE, num_frames: int = NUM_FRAMES
     placed.append((cx, cy, r))
     rgbs.append(_rgb(rng, o[0]))
     scene.add(o[1], rgbs[-1], range(num_frames), [cx] * num_frames, [cy] * num_frames,
-              [r] * num_frames)
+              [r] * num_frames, colour=o[0])
   frames = scene.render()
   facts = dict(concept="scene", objects=objs)
   choices, answers = multiple_choice([captions(facts)[0]], foils(facts, rng), rng)
   return Video(frames=frames, kind="static", concept="scene", captions=captions(facts),
                label=-1, qa=questions(facts, rng), mc_question=MC_QUESTIONS["static"],
                mc_choices=choices, mc_answer=answers[0], span=(0, num_frames),
-               span_query=span_query(facts), span_colours=rgbs, facts=facts)
+               span_query=span_query(facts), span_colours=rgbs, facts=facts,
+               frame_captions=scene.frame_captions())
 
 
 def check_size(image_size: int, num_frames: int):

@@ -180,8 +180,10 @@ class VideoTextSplit:
     self.ctx, self.frame_shuffle, self.seed = ctx, bool(frame_shuffle), int(seed)
     self.reader = SplitReader(ctx, split or ctx.data_config.test_split, limit=limit)
     # A model whose text embedding depends on the video (X-CLIP's prompts) scores pairs with
-    # `video_text_similarity`; the others by dot products of independent embeddings.
+    # `video_text_similarity`; the others by dot products of independent embeddings, and a
+    # model with a cross-encoder (`itm_scores`) re-ranks those (`rerank`).
     self.conditioned = hasattr(ctx.model, "video_text_similarity")
+    self.reranks = hasattr(ctx.model, "itm_scores")
 
   def _embed_videos(self, params, rows):
     model, index = self.ctx.model, [r["_index"] for r in rows]
@@ -189,8 +191,10 @@ class VideoTextSplit:
     x = pipeline.stack(rows, keys)
     if self.frame_shuffle:
       x = {k: shuffle_frames(v, index, self.seed) for k, v in x.items()}
+    if "frame_mask" in x:
+      self.frame_masks.append(x["frame_mask"])
 
-    method = "video_features" if self.conditioned else "encode_video"
+    method = "video_features" if self.conditioned or self.reranks else "encode_video"
 
     def fn(p, b):
       return model.apply({"params": p}, b["video"], b.get("frame_mask"), method=method)
@@ -198,6 +202,8 @@ class VideoTextSplit:
                        batch_size=self.reader.batch_size)
 
   def __call__(self, params) -> Dict[str, np.ndarray]:
+    self.frame_masks = []
+
     def batch(rows):
       meta = {k: [r.get(k, d) for r in rows]
               for k, d in (("kind", ""), ("concept", ""), ("twin", -1), ("_index", -1))}
@@ -210,10 +216,12 @@ class VideoTextSplit:
     n, k, l = tokens.shape
     text = embed(self.ctx, params, "text_features" if self.conditioned else "encode_text",
                  tokens.reshape(n * k, l)).reshape(n, k, -1)
-    out = {"text": text, "captions": captions}
-    if self.conditioned:
+    out = {"text": text, "captions": captions, "tokens": tokens}
+    if self.conditioned or self.reranks:
       out["video"] = np.concatenate([p[0][0] for p in parts])
       out["context"] = np.concatenate([p[0][1] for p in parts])
+      if self.frame_masks:
+        out["frame_mask"] = np.concatenate(self.frame_masks)
     else:
       out["video"] = np.concatenate([p[0] for p in parts])
     for key in ("kind", "concept", "twin", "_index"):
@@ -245,6 +253,44 @@ class VideoTextSplit:
       columns.append(s[:, :chunk - pad])
     return np.concatenate(columns, axis=1).reshape(len(videos), len(texts_of), k)
 
+  def match(self, params, e, videos: np.ndarray, texts: np.ndarray) -> np.ndarray:
+    """The cross-encoder's re-ranking score of video `videos[i]` with caption `texts[i]` (an
+    index into the N * K captions): its match log-odds plus ITC's logit (BLIP adds the two:
+    ITC breaks the ties the cross-encoder is unsure about)."""
+    model = self.ctx.model
+    tokens = e["tokens"].reshape(-1, e["tokens"].shape[-1])
+    inputs = {"frames": e["context"][videos], "text": tokens[texts]}
+    if "frame_mask" in e:
+      inputs["frame_mask"] = e["frame_mask"][videos]
+
+    def fn(p, b):
+      return model.apply({"params": p}, b, method="itm_scores")
+    log_odds = run_batched(self.ctx, ("itm_scores", tuple(sorted(inputs))), fn, params, inputs,
+                           batch_size=max(self.reader.batch_size, 256))
+    itc = np.einsum("pd,pd->p", e["video"][videos],
+                    e["text"].reshape(-1, e["text"].shape[-1])[texts])
+    return log_odds + logit_scale(params) * itc
+
+  def reranked(self, params, e, gallery: np.ndarray, k: int) -> np.ndarray:
+    """Text->video scores `[len(gallery), len(gallery) * K]` (the layout `retrieval_metrics`
+    takes) of the videos `gallery` and their captions: ITC's logits, with each caption's top
+    `k` videos by ITC re-scored by `match` and placed above the rest."""
+    n, per = len(gallery), e["text"].shape[1]
+    queries = (gallery[:, None] * per + np.arange(per)).reshape(-1)          # flat caption ids
+    flat = e["text"].reshape(-1, e["text"].shape[-1])
+    sims = logit_scale(params) * (flat[queries] @ e["video"][gallery].T).astype(np.float64)
+    k = min(int(k), n)
+    top = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    scores = self.match(params, e, gallery[top.reshape(-1)], np.repeat(queries, k))
+    # Above every ITC logit (at most the scale, 100), in the cross-encoder's order.
+    np.put_along_axis(sims, top, 1e6 + scores.reshape(-1, k).astype(np.float64), axis=1)
+    return sims.T
+
+
+def logit_scale(params) -> float:
+  """The contrastive temperature a model trained with (capped at 100 as the objectives cap it)."""
+  return float(np.exp(min(float(np.asarray(params["logit_scale"])), np.log(100.0))))
+
 
 # ---- Evaluators ----------------------------------------------------------------------------
 
@@ -257,9 +303,29 @@ class VideoRetrieval:
   only)."""
 
   def __init__(self, ctx: EvalContext, split: Optional[str] = None, limit: Optional[int] = None,
-               frame_shuffle: bool = False, seed: int = 0, chunk: int = 1024):
+               frame_shuffle: bool = False, seed: int = 0, chunk: int = 1024, k: int = 16):
     self.split = VideoTextSplit(ctx, split, limit, frame_shuffle, seed)
     self.chunk = int(chunk)
+    self.k = int(k)  # ITC's shortlist per caption that a cross-encoder re-ranks
+
+  def _metrics(self, params, e, rows: np.ndarray, scores) -> Dict[str, float]:
+    """The metrics of the gallery `rows` (video indices); `scores [N, N * K]` as
+    `retrieval_metrics` takes them, or None."""
+    n, per = len(e["video"]), e["text"].shape[1]
+    sub = None
+    if scores is not None:
+      sub = scores.reshape(n, n, per)[np.ix_(rows, rows)].reshape(len(rows), -1)
+    out = retrieval_metrics(e["video"][rows], e["text"][rows], chunk=self.chunk,
+                            captions=e["captions"][rows], scores=sub)
+    if self.split.reranks:
+      # Text->video re-ranked within this gallery; ITC's text->video kept under `itc/`.
+      reranked = retrieval_metrics(e["video"][rows], e["text"][rows], chunk=self.chunk,
+                                   captions=e["captions"][rows],
+                                   scores=self.split.reranked(params, e, rows, self.k))
+      for name, value in list(out.items()):
+        if "t2v_" in name:
+          out[f"itc/{name}"], out[name] = value, reranked[name]
+    return out
 
   def __call__(self, params):
     e = self.split(params)
@@ -268,19 +334,13 @@ class VideoRetrieval:
     if self.split.conditioned:
       everyone = np.arange(n)
       scores = self.split.scores(params, e, everyone, everyone).reshape(n, -1)
-    out = {**retrieval_metrics(e["video"], e["text"], chunk=self.chunk,
-                               captions=e["captions"], scores=scores),
-           "num_videos": n}
-    per_video = e["text"].shape[1]
+    out = {**self._metrics(params, e, np.arange(n), scores), "num_videos": n}
+    if self.split.reranks:
+      out["rerank_k"] = min(self.k, n)
     for kind in sorted({k for k in e["kind"] if k}):
-      rows = e["kind"] == kind
-      if rows.sum() > 1:
-        sub = None
-        if scores is not None:
-          sub = scores.reshape(n, n, per_video)[np.ix_(rows, rows)].reshape(int(rows.sum()), -1)
-        for name, value in retrieval_metrics(e["video"][rows], e["text"][rows],
-                                             chunk=self.chunk, captions=e["captions"][rows],
-                                             scores=sub).items():
+      rows = np.flatnonzero(e["kind"] == kind)
+      if len(rows) > 1:
+        for name, value in self._metrics(params, e, rows, scores).items():
           out[f"{kind}/{name}"] = value
     if self.split.reader.skipped:
       out["skipped_records"] = self.split.reader.skipped
@@ -308,8 +368,28 @@ class Twins:
       concepts = e["concept"][members]
       out = twin_accuracy(None, None, [(where[a], where[b]) for a, b in pairs], concepts,
                           scores=scores)
+    elif self.split.reranks and pairs:
+      # Each caption of a pair against both videos, scored by the cross-encoder (+ ITC); ITC
+      # alone kept under `itc/`.
+      out = twin_accuracy(None, None, pairs, e["concept"],
+                          scores=self._matched(params, e, pairs))
+      out.update({f"itc/{k}": v for k, v in twin_accuracy(
+          e["video"], e["text"], pairs, e["concept"]).items() if k != "num_pairs"})
     else:
       out = twin_accuracy(e["video"], e["text"], pairs, e["concept"])
     if self.split.reader.skipped:
       out["skipped_records"] = self.split.reader.skipped
+    return out
+
+  def _matched(self, params, e, pairs) -> np.ndarray:
+    """`[N, N, K]` re-ranking scores, filled where `twin_accuracy` reads them (each video of
+    a pair with each caption of both; NaN elsewhere)."""
+    n, per = e["text"].shape[:2]
+    a, b = (np.array(x) for x in zip(*pairs))
+    videos = np.concatenate([a, a, b, b])
+    owners = np.concatenate([a, b, a, b])
+    v = np.repeat(videos, per)
+    t = (np.repeat(owners, per) * per + np.tile(np.arange(per), len(owners)))
+    out = np.full((n, n, per), np.nan)
+    out[v, t // per, t % per] = self.split.match(params, e, v, t)
     return out
