@@ -105,8 +105,9 @@ def paradigm_model(paradigm: str, size: str, image: Optional[dict] = None) -> di
   elif paradigm == "xclip":  # the paper's: a 1-layer MIT, 2 prompt layers (alpha 0: identity)
     adapter = dict(kind="xclip", message_from="cls" if image.get("pool") == "cls" else "mean",
                    time_init="sincos")
+    # The MIT's time table a centred sinusoid (X-CLIP's starts at zero and never learns order).
     temporal = dict(kind="mit", depth=1, num_heads=heads, max_frames=16, act="gelu_tanh",
-                    ln_eps=1e-6)
+                    ln_eps=1e-6, time_init="sincos", center_time=True)
     return dict(adapter=adapter, temporal=temporal, frozen_image=False,
                 prompt=dict(depth=2, num_heads=heads, alpha_init=0.0, act="gelu_tanh",
                             ln_eps=1e-6, visual_ln_eps=1e-6))
