@@ -259,14 +259,22 @@ class VideoTextSplit:
     ITC breaks the ties the cross-encoder is unsure about)."""
     model = self.ctx.model
     tokens = e["tokens"].reshape(-1, e["tokens"].shape[-1])
-    inputs = {"frames": e["context"][videos], "text": tokens[texts]}
-    if "frame_mask" in e:
-      inputs["frame_mask"] = e["frame_mask"][videos]
+    # Each pair is scored once per reading of the split (galleries overlap: all, per kind).
+    cache = e.setdefault("_match_cache", {})
+    keys = videos.astype(np.int64) * len(tokens) + texts
+    todo = np.unique(keys[[k not in cache for k in keys.tolist()]])
+    if len(todo):
+      v, t = todo // len(tokens), todo % len(tokens)
+      inputs = {"frames": e["context"][v], "text": tokens[t]}
+      if "frame_mask" in e:
+        inputs["frame_mask"] = e["frame_mask"][v]
 
-    def fn(p, b):
-      return model.apply({"params": p}, b, method="itm_scores")
-    log_odds = run_batched(self.ctx, ("itm_scores", tuple(sorted(inputs))), fn, params, inputs,
+      def fn(p, b):
+        return model.apply({"params": p}, b, method="itm_scores")
+      scores = run_batched(self.ctx, ("itm_scores", tuple(sorted(inputs))), fn, params, inputs,
                            batch_size=max(self.reader.batch_size, 256))
+      cache.update(zip(todo.tolist(), np.asarray(scores, np.float64).tolist()))
+    log_odds = np.array([cache[k] for k in keys.tolist()])
     itc = np.einsum("pd,pd->p", e["video"][videos],
                     e["text"].reshape(-1, e["text"].shape[-1])[texts])
     return log_odds + logit_scale(params) * itc
