@@ -30,8 +30,9 @@ image model direction stays at chance; docs/video_transfer.md).
 Add `qa` to a paradigm (`:seq_transformer,qa`) to fine-tune its video side (image tower,
 adapters, temporal module: one token per frame) with the image model's text tower for video
 QA and temporal grounding instead: configs/video_qa.py's fusion, heads, data and evaluators
-(tiny only: the synthetic videos' questions; X-CLIP's text prompts stay out, they score
-video-text pairs).
+(tiny only: the synthetic videos' questions; X-CLIP's text prompts and the cross-encoder stay
+out, they score video-text pairs: `cross_encoder,qa` and `text_prompt,qa` are
+seq_transformer's QA model).
 Start a paradigm from the image model with `image=DIR` (a vlx CLIP workdir of this config's
 towers) or from a converted OpenAI / open_clip / HF CLIP with `clip=DIR` (its towers,
 tokenizer and preprocessing; `python -m vlx.convert --src=... --out=DIR`); without either,

@@ -153,7 +153,10 @@ def main():
   args = p.parse_args()
   out = os.path.abspath(args.out)
   data = [f"--config.data.source.data_dir={args.data_dir}"] if args.data_dir else []
-  image = os.path.abspath(args.image) if args.image else os.path.join(out, "image")
+  if args.image and args.where:
+    raise SystemExit("--where trains the image model; --image names one already trained")
+  image = (os.path.abspath(args.image) if args.image
+           else os.path.join(out, "image_where" if args.where else "image"))
   if not args.image:
     spec = "image,where" if args.where else "image"
     print(f"image model ({spec}): {run(spec, image, data):.0f} s", flush=True)

@@ -32,6 +32,7 @@ import pytest
 from vlx import config_lib, registry
 from vlx.data import pipeline
 from vlx.families.fusion import task as FT
+from vlx.objectives import hard_negatives as HN
 from vlx.families.fusion.layers import roi_align
 from vlx.objectives.combine import build_objectives
 from vlx.parallel import mesh as mesh_lib
@@ -128,7 +129,7 @@ def test_hard_negatives_equal_on_one_and_eight_devices():
   sims = rng.normal(size=(b, b)).astype(np.float32) * 3
   tokens = rng.integers(3, 50, (b, 6)).astype(np.int32)
   tokens[5] = tokens[9]        # two identical captions: never each other's negative
-  fn = lambda s, t, k: FT.hard_negatives(s, k, t)  # noqa: E731
+  fn = lambda s, t, k: HN.hard_negatives(s, k, t)  # noqa: E731
   key = jax.random.key(7)
   one = jax.jit(fn)(sims, tokens, key)
   mesh = mesh_of(2, 2, 2, 8)
@@ -143,7 +144,7 @@ def test_hard_negatives_equal_on_one_and_eight_devices():
   assert neg_t[5] != 9 and neg_t[9] != 5 and neg_i[5] != 9 and neg_i[9] != 5
   # The draw follows softmax(similarity) over the allowed captions: 4,000 draws for row 0.
   keys = jax.random.split(jax.random.key(3), 4000)
-  draws = np.asarray(jax.vmap(lambda k: FT.hard_negatives(jnp.asarray(sims), k)[0][0])(keys))
+  draws = np.asarray(jax.vmap(lambda k: HN.hard_negatives(jnp.asarray(sims), k)[0][0])(keys))
   p = np.exp(sims[0] - sims[0].max())
   p[0] = 0
   p /= p.sum()

@@ -365,26 +365,29 @@ def test_cross_encoder_trains_on_hard_negatives_and_reranks_itc_shortlist():
   the cross-encoder's log-odds plus ITC's logit, above the rest, which keep ITC's order; the
   twins are scored the same way (and by ITC alone under `itc/`)."""
   from vlx.families.video import evals  # pylint: disable=g-import-not-at-top
-  from vlx.families.video_transfer.cross_encoder import hard_negatives  # pylint: disable=g-import-not-at-top
+  from vlx.objectives.hard_negatives import hard_negatives, positives  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(0)
   sims = rng.normal(size=(6, 6))
-  same = np.eye(6, dtype=bool)
-  same[0, 3] = same[3, 0] = True                   # two equal captions
-  sims[0, 3] = 9.0                                 # the most similar column is a positive
-  picked = [np.asarray(hard_negatives(sims, same, jax.random.key(i))) for i in range(50)]
-  assert not any(same[np.arange(6), p].any() for p in picked)
-  want = np.where(same, -np.inf, sims).argmax(1)
-  np.testing.assert_array_equal(hard_negatives(sims, same), want)
-  assert len({tuple(p) for p in picked}) > 1       # drawn, not always the hardest
+  tokens = rng.integers(3, 64, (6, 4))
+  tokens[3] = tokens[0]                            # two equal captions
+  same = np.asarray(positives(tokens))
+  sims[0, 3] = sims[3, 0] = 9.0                    # the most similar is the equal caption
+  picked = [np.asarray(hard_negatives(sims, jax.random.key(i), tokens)) for i in range(50)]
+  assert not any(same[np.arange(6), p[0]].any() or same[p[1], np.arange(6)].any()
+                 for p in picked)
+  assert len({tuple(p[0]) for p in picked}) > 1    # drawn, not always the hardest
 
   config, model, params = built("cross_encoder")
   params = perturbed(params, 0.05)
   batch = batch_of(config, b=6)
   batch["text"][2] = batch["text"][5]
-  out = model.apply({"params": params}, batch, train=True,
-                    rngs={"dropout": jax.random.key(3)})
+  train = lambda b: model.apply({"params": params}, b, train=True,  # noqa: E731
+                                rngs={"dropout": jax.random.key(3)})
+  out = train(batch)
   assert out["itm_logits"].shape == (18, 2)
   np.testing.assert_array_equal(out["itm_labels"], [1] * 6 + [0] * 12)
+  batch["text"][:] = batch["text"][0]              # no negative left: the pairs drawn match
+  np.testing.assert_array_equal(train(batch)["itm_labels"], [1] * 18)
 
   n, k = 10, 3
   # ITC's logits at scale 1 and a cross-encoder of larger weights, so it changes answers.
@@ -438,6 +441,18 @@ def test_cross_encoder_trains_on_hard_negatives_and_reranks_itc_shortlist():
   want = evals.twin_accuracy(None, None, pairs, e["concept"], scores=s)
   assert got["accuracy"] == want["accuracy"] and got["num_pairs"] == 3
   assert got["itc/accuracy"] == evals.twin_accuracy(e["video"], e["text"], pairs)["accuracy"]
+
+  # A fresh reading of padded clips: the scores are the model's with the frame mask given.
+  mask = np.arange(8)[None] < rng.integers(3, 9, n)[:, None]
+  emb, frames = jax.jit(lambda v, m: apply("video_features", v, m))(video, mask)
+  e = dict(e, video=np.asarray(emb), context=np.asarray(frames), frame_mask=mask)
+  e.pop("_match_cache")
+  v, t = np.array([0, 3, 9, 9]), np.array([5, 0, 29, 4])
+  direct = np.asarray(jax.jit(lambda b: apply("itm_scores", b))(
+      {"frames": e["context"][v], "text": tokens.reshape(n * k, 8)[t], "frame_mask": mask[v]}))
+  itc = np.einsum("pd,pd->p", e["video"][v], text[t])
+  np.testing.assert_allclose(_split_of(model, e).match(params, e, v, t), direct + scale * itc,
+                             rtol=1e-5, atol=1e-5)
 
 
 def test_every_tiny_paradigm_starts_from_the_one_image_model():

@@ -118,7 +118,9 @@ def still_caption(handle, prob: float = 0.5):
   video captions name colour and shape in the words the video tasks use; the frame captions
   add where, which no video caption of a still frame can teach (a shape 'moving left' is
   anywhere in one frame): an image model that keeps where is one whose frame embeddings let
-  a temporal module read direction (docs/video_transfer.md)."""
+  a temporal module read direction (docs/video_transfer.md). A frame caption of three shapes
+  may run past a tiny config's 24 tokens: the last shape's region is then cut (static
+  frames only: every temporal concept names one shape per frame)."""
   del handle
 
   def fn(ex, rng):

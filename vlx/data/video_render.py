@@ -183,7 +183,8 @@ def region(cx: float, cy: float, size: int) -> str:
 
 def frame_caption(objects, size: int) -> str:
   """A still frame's caption: each named object and where it is ('a red circle in the top
-  left'), or 'an empty frame'. It says what one frame shows, never what happens over time:
+  left'), or 'an empty frame' when no named shape is in it (distractors are never named). It
+  says what one frame shows, never what happens over time:
   the text an image model of these frames is trained on (`still_caption`)."""
   if not objects:
     return "an empty frame"

@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from vlx import registry
+from vlx.objectives.hard_negatives import hard_negatives
 from vlx.token_ids import IGNORE
 from vlx.train.task import ModelTask
 
@@ -45,29 +46,6 @@ def mask_tokens(ids, rng, prob: float, mask_id: int, vocab_size: int, maskable):
   random_ids = jax.random.randint(k_rand, ids.shape, 3, vocab_size)
   new = jnp.where(kind < 0.8, mask_id, jnp.where(kind < 0.9, random_ids, ids))
   return jnp.where(picked, new, ids), jnp.where(picked, ids, IGNORE)
-
-
-def hard_negatives(sims, rng, tokens=None):
-  """ALBEF's hard negatives: for each image a caption, for each caption an image, drawn with
-  probability softmax(sims) over the other pairs of the (global) batch.
-
-  sims [B, B] image x text logits (similarities divided by the temperature). Captions
-  identical to the positive's (`tokens` [B, L]) are never drawn as its negatives (the
-  synthetic scenes repeat captions; ALBEF's data rarely does). -> (negative text index per
-  image [B], negative image index per text [B])."""
-  b = sims.shape[0]
-  same = jnp.eye(b, dtype=bool)
-  if tokens is not None:
-    same = same | jnp.all(tokens[:, None, :] == tokens[None, :, :], axis=-1)
-  sims = jax.lax.stop_gradient(sims.astype(jnp.float32))
-  k_t, k_i = jax.random.split(rng)
-  neg_text = jax.random.categorical(k_t, jnp.where(same, -jnp.inf, sims), axis=1)
-  neg_image = jax.random.categorical(k_i, jnp.where(same.T, -jnp.inf, sims.T), axis=1)
-  # A row with no allowed negative (all captions equal) falls back to any other index.
-  fallback = (jnp.arange(b) + 1) % b
-  none_t = jnp.all(same, axis=1)
-  none_i = jnp.all(same.T, axis=1)
-  return jnp.where(none_t, fallback, neg_text), jnp.where(none_i, fallback, neg_image)
 
 
 def _take(tree, idx):

@@ -186,24 +186,22 @@ class VideoTextSplit:
     self.reranks = hasattr(ctx.model, "itm_scores")
 
   def _embed_videos(self, params, rows):
+    """-> (the model's video outputs for `rows`, their frame mask as the model saw it, or
+    None)."""
     model, index = self.ctx.model, [r["_index"] for r in rows]
     keys = ["video"] + (["frame_mask"] if "frame_mask" in rows[0] else [])
     x = pipeline.stack(rows, keys)
     if self.frame_shuffle:
       x = {k: shuffle_frames(v, index, self.seed) for k, v in x.items()}
-    if "frame_mask" in x:
-      self.frame_masks.append(x["frame_mask"])
 
     method = "video_features" if self.conditioned or self.reranks else "encode_video"
 
     def fn(p, b):
       return model.apply({"params": p}, b["video"], b.get("frame_mask"), method=method)
-    return run_batched(self.ctx, (method, tuple(keys)), fn, params, x,
-                       batch_size=self.reader.batch_size)
+    return (run_batched(self.ctx, (method, tuple(keys)), fn, params, x,
+                        batch_size=self.reader.batch_size), x.get("frame_mask"))
 
   def __call__(self, params) -> Dict[str, np.ndarray]:
-    self.frame_masks = []
-
     def batch(rows):
       meta = {k: [r.get(k, d) for r in rows]
               for k, d in (("kind", ""), ("concept", ""), ("twin", -1), ("_index", -1))}
@@ -218,12 +216,12 @@ class VideoTextSplit:
                  tokens.reshape(n * k, l)).reshape(n, k, -1)
     out = {"text": text, "captions": captions, "tokens": tokens}
     if self.conditioned or self.reranks:
-      out["video"] = np.concatenate([p[0][0] for p in parts])
-      out["context"] = np.concatenate([p[0][1] for p in parts])
-      if self.frame_masks:
-        out["frame_mask"] = np.concatenate(self.frame_masks)
+      out["video"] = np.concatenate([p[0][0][0] for p in parts])
+      out["context"] = np.concatenate([p[0][0][1] for p in parts])
+      if parts[0][0][1] is not None:  # the cross-encoder reads the real frames only
+        out["frame_mask"] = np.concatenate([p[0][1] for p in parts])
     else:
-      out["video"] = np.concatenate([p[0] for p in parts])
+      out["video"] = np.concatenate([p[0][0] for p in parts])
     for key in ("kind", "concept", "twin", "_index"):
       out[key] = np.array([str(v) if key in ("kind", "concept") else int(v)
                            for p in parts for v in p[2][key]], dtype=object if key in (
@@ -255,8 +253,9 @@ class VideoTextSplit:
 
   def match(self, params, e, videos: np.ndarray, texts: np.ndarray) -> np.ndarray:
     """The cross-encoder's re-ranking score of video `videos[i]` with caption `texts[i]` (an
-    index into the N * K captions): its match log-odds plus ITC's logit (BLIP adds the two:
-    ITC breaks the ties the cross-encoder is unsure about)."""
+    index into the N * K captions): its match log-odds plus ITC's logit (the cosine times
+    ITC's scale), as the fusion encoders' `itm_itc` ranks: the product of the two models'
+    odds, so ITC breaks the ties the cross-encoder is unsure about."""
     model = self.ctx.model
     tokens = e["tokens"].reshape(-1, e["tokens"].shape[-1])
     # Each pair is scored once per reading of the split (galleries overlap: all, per kind).

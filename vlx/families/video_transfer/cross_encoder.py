@@ -8,8 +8,9 @@ a small fusion stack, whose pooled output an image-text matching head (ITM) scor
 every pair that way costs a fusion pass per pair, so retrieval takes ITC's top k and
 re-ranks them (ALBEF's protocol; the video evaluators do it for a model with `itm_scores`,
 vlx/families/video/evals.py), and training adds ITM on the positives and on one hard negative
-per video and per text, drawn from ITC's similarities (ALBEF): in a batch that holds a video
-and its temporal twin, the twin's caption is the hard negative that teaches order.
+per video and per text, drawn from ITC's tempered similarities (ALBEF;
+vlx/objectives/hard_negatives.py): in a batch that holds a video and its temporal twin, the
+twin's caption is the likeliest negative, the one that teaches order.
 
 The ITC side is seq_transformer's (`temporal`), so the shortlist is the best dual encoder of
 the paradigm; the image tower and its projection stay locked as in every frozen paradigm.
@@ -30,6 +31,7 @@ from vlx.families.video_transfer.tower import through_time
 from vlx.models import layers
 from vlx.models.layers import DTYPES, l2_normalize
 from vlx.models.video import order_free_mean
+from vlx.objectives.hard_negatives import hard_negatives, positives
 from vlx.token_ids import PAD_ID
 
 
@@ -60,20 +62,9 @@ class FrameTextFusion(nn.Module):
                            text, text_mask[:, None, None, :], memory, memory_mask)
     m = text_mask[..., None].astype(h.dtype)
     pooled = (h * m).sum(axis=1) / jnp.maximum(m.sum(axis=1), 1.0)
-    return layers.dense(2, "embed", "classes", name="itm_head", **kw)(pooled).astype(
-        jnp.float32)
-
-
-def hard_negatives(sims, same, rng=None):
-  """For each row of `sims [B, B]` a column other than the row's positives (`same`: caption
-  text equal), drawn with probability softmax(sims) over them (ALBEF), or the most similar
-  without `rng` (evaluation, init). A row whose every column is a positive takes its own."""
-  logits = jnp.where(same, -jnp.inf, sims.astype(jnp.float32))
-  if rng is None:
-    pick = jnp.argmax(logits, axis=1)
-  else:
-    pick = jax.random.categorical(rng, jnp.where(same, -1e9, logits), axis=1)
-  return jnp.where(jnp.all(same, axis=1), jnp.arange(sims.shape[0]), pick)
+    # In float32: re-ranking orders pairs by these log-odds, which bfloat16 would round.
+    return layers.dense(2, "embed", "classes", jnp.float32, self.param_dtype,
+                        name="itm_head")(pooled.astype(jnp.float32))
 
 
 @registry.MODELS.register("video_cross_encoder")
@@ -114,16 +105,18 @@ class VideoCrossEncoder(VideoTransfer):
     video_emb, frames = self.video_features(batch["video"], frame_mask)
     pooled, states = self.txt_tower(text)
     out = self.joint_outputs(video_emb, self.embed(pooled, self.txt_proj))
-    sims = jax.lax.stop_gradient(out["img_emb"] @ out["txt_emb"].T)          # [videos, texts]
-    same = jnp.all(text[:, None, :] == text[None, :, :], axis=-1)
-    rng = self.make_rng("dropout") if train and self.has_rng("dropout") else None
-    keys = (None, None) if rng is None else jax.random.split(rng)
-    neg_text = hard_negatives(sims, same, keys[0])          # for each video, a wrong caption
-    neg_video = hard_negatives(sims.T, same, keys[1])       # for each caption, a wrong video
+    # Drawn from the tempered similarities, as ITC's loss sees them (ALBEF); a fixed draw
+    # where no rng is given (init).
+    scale = jax.lax.stop_gradient(jnp.exp(out["logit_scale"]))
+    rng = (self.make_rng("dropout") if train and self.has_rng("dropout")
+           else jax.random.key(0))
+    neg_text, neg_video = hard_negatives(scale * out["img_emb"] @ out["txt_emb"].T, rng, text)
     b = text.shape[0]
+    # Rows: the positives, video i with caption neg_text[i], caption j with video neg_video[j].
     rows_v = jnp.concatenate([jnp.arange(b), jnp.arange(b), neg_video])
     rows_t = jnp.concatenate([jnp.arange(b), neg_text, jnp.arange(b)])
     mask = None if frame_mask is None else frame_mask[rows_v]
     out["itm_logits"] = self.match_logits(frames[rows_v], states[rows_t], text[rows_t], mask)
-    out["itm_labels"] = jnp.concatenate([jnp.ones(b, jnp.int32), jnp.zeros(2 * b, jnp.int32)])
+    # A drawn pair is a match only where no other caption was left (hard_negatives' fallback).
+    out["itm_labels"] = positives(text)[rows_v, rows_t].astype(jnp.int32)
     return out

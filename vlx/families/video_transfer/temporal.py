@@ -8,7 +8,8 @@ temporal transformer whose output projection starts at zero, so it starts as the
 (its position table may then start as a sinusoid: order is readable from the first step) and
 the frame count stays a call-time property (the table is interpolated to a clip longer than
 `max_frames`); `mit` is X-CLIP's multi-frame integration transformer,
-`x + Encoder(x + time_pos)` (its residual branches and table start at zero: `2x` at init, the
+`x + Encoder(x + time_pos)` (its residual branches start at zero, and its table at zero or, as
+vlx trains it, as a sinusoid centred over each clip's frames: `2x` on average at init, the
 same direction once normalised); `evl` is an EVL-style decoder whose queries read the image
 tower's patch tokens of every frame (`reads_tokens`: called with them as `tokens`), its output
 added to every frame through a projection that starts at zero.
@@ -60,11 +61,12 @@ class MultiframeIntegration(nn.Module):
   """X-CLIP's MIT: a pre-norm stack without a final norm over the frame embeddings plus a
   temporal position table, added to its input. The model averages its output over frames.
 
-  X-CLIP's table starts at zero (imported ones hold theirs); at zero it stays the same for
-  every frame (the frame average sends each row the same gradient), so the MIT never learns
-  order (0.50 on the twins). `center_time` subtracts the table's mean over each clip's real
-  frames, which the frame average then cancels: the table may start as a sinusoid (frames
-  told apart from the first step) while the model still starts as the image model."""
+  X-CLIP's table starts at zero (imported ones hold theirs); while the residual branches are
+  near zero, the frame average sends every row of it the same gradient, and vlx's X-CLIP
+  started so stayed at 0.50 on the twins after 1000 steps. `center_time` subtracts the
+  table's mean over each clip's real frames, which the frame average then cancels: the table
+  may start as a sinusoid (frames told apart from the first step) while the model still
+  starts as the image model."""
   depth: int = 1
   num_heads: int = 8
   mlp_dim: Optional[int] = None
