@@ -365,6 +365,7 @@ def test_cross_encoder_trains_on_hard_negatives_and_reranks_itc_shortlist():
   the cross-encoder's log-odds plus ITC's logit, above the rest, which keep ITC's order; the
   twins are scored the same way (and by ITC alone under `itc/`)."""
   from vlx.families.video import evals  # pylint: disable=g-import-not-at-top
+  from vlx.evals.common import contrastive_scale  # pylint: disable=g-import-not-at-top
   from vlx.objectives.hard_negatives import hard_negatives, positives  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(0)
   sims = rng.normal(size=(6, 6))
@@ -412,7 +413,7 @@ def test_cross_encoder_trains_on_hard_negatives_and_reranks_itc_shortlist():
   direct = np.asarray(jax.jit(lambda b: apply("itm_scores", b))(
       {"frames": e["context"][everyone], "text": tokens.reshape(n * k, 8)[captions]}))
   itc = np.einsum("vd,cd->vc", e["video"], text)
-  scale = evals.logit_scale(params)
+  scale = contrastive_scale(params)
   np.testing.assert_allclose(full, (direct + scale * itc.reshape(-1)).reshape(n, n * k),
                              rtol=1e-5, atol=1e-5)
   for shortlist in (4, n):

@@ -135,3 +135,9 @@ class SplitReader:
   def embed(self, params, method: str, rows: Sequence[dict], key: str = "image") -> np.ndarray:
     """`model.<method>` of one batch's `key` field."""
     return embed(self.ctx, params, method, pipeline.stack(rows, [key])[key], self.batch_size)
+
+
+def contrastive_scale(params, max_scale: float = 100.0) -> float:
+  """The temperature a contrastive model scores with: exp(`logit_scale`), capped as the
+  objectives cap it (re-ranking adds it to a cross-encoder's log-odds)."""
+  return float(np.exp(min(float(np.asarray(params["logit_scale"])), np.log(max_scale))))

@@ -15,7 +15,7 @@ import numpy as np
 
 from vlx import registry
 from vlx.data import pipeline, scene_qa
-from vlx.evals.common import EvalContext, SplitReader, run_batched
+from vlx.evals.common import EvalContext, SplitReader, contrastive_scale, run_batched
 from vlx.evals.vqa_metrics import accuracy_by_type
 
 _VISUAL_KEYS = ("image", "boxes", "box_mask", "tags")
@@ -143,7 +143,7 @@ class ITMRetrieval(_FusionEval):
     # ITM's log-odds plus ITC's logit (BLIP adds the two scores): a product of the two
     # models' odds, so ITC's ranking breaks the ties that ITM is unsure about.
     itm_t, itm_i = scores[:n * k].reshape(n, k), scores[n * k:].reshape(n, k)
-    scale = float(np.exp(min(float(params["logit_scale"]), np.log(100.0))))
+    scale = contrastive_scale(params)
     log_odds = lambda p: np.log(np.clip(p, 1e-7, 1)) - np.log(np.clip(1 - p, 1e-7, 1))  # noqa: E731
     rows = np.arange(n)
     out = {"i2t_r1_itc": recall_at_1(sims, same), "t2i_r1_itc": recall_at_1(sims.T, same.T)}

@@ -21,7 +21,8 @@ import numpy as np
 
 from vlx import registry
 from vlx.data import pipeline
-from vlx.evals.common import EvalContext, SplitReader, embed, run_batched
+from vlx.evals.common import (EvalContext, SplitReader, contrastive_scale, embed,
+                               run_batched)
 
 KS = (1, 5, 10)
 
@@ -276,7 +277,7 @@ class VideoTextSplit:
     log_odds = np.array([cache[k] for k in keys.tolist()])
     itc = np.einsum("pd,pd->p", e["video"][videos],
                     e["text"].reshape(-1, e["text"].shape[-1])[texts])
-    return log_odds + logit_scale(params) * itc
+    return log_odds + contrastive_scale(params) * itc
 
   def reranked(self, params, e, gallery: np.ndarray, k: int) -> np.ndarray:
     """Text->video scores `[len(gallery), len(gallery) * K]` (the layout `retrieval_metrics`
@@ -285,18 +286,13 @@ class VideoTextSplit:
     n, per = len(gallery), e["text"].shape[1]
     queries = (gallery[:, None] * per + np.arange(per)).reshape(-1)          # flat caption ids
     flat = e["text"].reshape(-1, e["text"].shape[-1])
-    sims = logit_scale(params) * (flat[queries] @ e["video"][gallery].T).astype(np.float64)
+    sims = contrastive_scale(params) * (flat[queries] @ e["video"][gallery].T).astype(np.float64)
     k = min(int(k), n)
     top = np.argsort(-sims, axis=1, kind="stable")[:, :k]
     scores = self.match(params, e, gallery[top.reshape(-1)], np.repeat(queries, k))
     # Above every ITC logit (at most the scale, 100), in the cross-encoder's order.
     np.put_along_axis(sims, top, 1e6 + scores.reshape(-1, k).astype(np.float64), axis=1)
     return sims.T
-
-
-def logit_scale(params) -> float:
-  """The contrastive temperature a model trained with (capped at 100 as the objectives cap it)."""
-  return float(np.exp(min(float(np.asarray(params["logit_scale"])), np.log(100.0))))
 
 
 # ---- Evaluators ----------------------------------------------------------------------------

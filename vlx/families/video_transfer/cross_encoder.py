@@ -27,10 +27,8 @@ import jax.numpy as jnp
 from vlx import registry
 from vlx.families.video_transfer.model import VideoTransfer
 from vlx.families.video_transfer.temporal import time_table
-from vlx.families.video_transfer.tower import through_time
 from vlx.models import layers
-from vlx.models.layers import DTYPES, l2_normalize
-from vlx.models.video import order_free_mean
+from vlx.models.layers import DTYPES
 from vlx.objectives.hard_negatives import hard_negatives, positives
 from vlx.token_ids import PAD_ID
 
@@ -78,17 +76,6 @@ class VideoCrossEncoder(VideoTransfer):
     super().setup()
     self.fusion_module = FrameTextFusion(**dict(self.fusion or {}), dtype=DTYPES[self.dtype],
                                          name="fusion")
-
-  def video_features(self, video, frame_mask=None):
-    """-> (video embeddings `[B, E]`, normalised; frame embeddings `[B, T, E]`, what the
-    cross-encoder reads)."""
-    mask = None if frame_mask is None else frame_mask.astype(bool)
-    feats, tokens = self.frame_features(video, mask, with_tokens=True)
-    pooled = through_time(self.temporal_module, feats, mask, tokens)
-    return l2_normalize(order_free_mean(l2_normalize(pooled), mask)), feats
-
-  def encode_video(self, video, frame_mask=None):
-    return self.video_features(video, frame_mask)[0]
 
   def match_logits(self, frames, text_states, text, frame_mask=None):
     return self.fusion_module(text_states, text != PAD_ID, frames, frame_mask)

@@ -59,13 +59,17 @@ class VideoTransfer(JointSpace):
                                 (self._adapter_kind, self._adapter_fields), self.frozen_image)
     return (feats, tokens) if with_tokens else feats
 
-  def encode_video(self, video, frame_mask=None):
-    """Frame embeddings through the temporal module, each L2-normalised, averaged over the
-    real frames in an order-free way (CLIP4Clip), normalised again."""
+  def video_features(self, video, frame_mask=None):
+    """-> (the video embedding `[B, E]`: frame embeddings through the temporal module, each
+    L2-normalised, averaged over the real frames in an order-free way (CLIP4Clip), normalised
+    again; the frame embeddings `[B, T, E]` it started from, what a cross-encoder reads)."""
     mask = None if frame_mask is None else frame_mask.astype(bool)
     feats, tokens = self.frame_features(video, mask, with_tokens=True)
-    feats = through_time(self.temporal_module, feats, mask, tokens)
-    return l2_normalize(order_free_mean(l2_normalize(feats), mask))
+    timed = through_time(self.temporal_module, feats, mask, tokens)
+    return l2_normalize(order_free_mean(l2_normalize(timed), mask)), feats
+
+  def encode_video(self, video, frame_mask=None):
+    return self.video_features(video, frame_mask)[0]
 
   def __call__(self, batch, train: bool = True):
     del train
