@@ -45,7 +45,7 @@ import numpy as np  # noqa: E402
 from vlx.parallel import mesh as mesh_lib  # noqa: E402
 from vlx import build  # noqa: E402
 from vlx.train import trainer  # noqa: E402
-from vlx.train.optimizer import make_optimizer  # noqa: E402
+from vlx.train.optimizer import frozen_mask, make_optimizer  # noqa: E402
 from vlx.train.step import make_train_step  # noqa: E402
 from vlx.train.task import build_task  # noqa: E402
 
@@ -208,8 +208,10 @@ def random_batch(config, vocab, rng):
   return {pixels: image, "text": text}
 
 
-def build_compiled_step(config):
-  """The trainer's exact construction (vlx/train/trainer.py: train), AOT-compiled.
+def build_compiled_step(config, skip_frozen: bool = True):
+  """The trainer's exact construction (vlx/train/trainer.py: train), AOT-compiled
+  (`skip_frozen=False`: the frozen groups' weight gradients computed and thrown away, as
+  before the step learned to skip them).
 
   Returns a dict: compiled, state, mesh, batch_shardings, num_params, compile_s, memory,
   flops_xla (whole step, all devices)."""
@@ -224,7 +226,9 @@ def build_compiled_step(config):
   tx, schedule = make_optimizer(config.optimizer, mesh_lib.unbox(boxed), config.total_steps)
   state, shardings = trainer.create_state(config, model, tx, mesh, rules, boxed)
   num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
-  step_fn = make_train_step(build_task(config, model), tx, schedule, config.accum_steps)
+  frozen = frozen_mask(config.optimizer, state.params) if skip_frozen else None
+  step_fn = make_train_step(build_task(config, model), tx, schedule, config.accum_steps,
+                            frozen=frozen)
   batch_shardings = {k: mesh_lib.batch_sharding(mesh, v.ndim)
                      for k, v in build.dummy_batch(config).items()}
   rep = mesh_lib.replicated(mesh)

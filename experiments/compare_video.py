@@ -34,14 +34,23 @@ CONFIG = "configs/video_transfer.py"
 
 
 def _paradigms() -> dict:
-  """paradigm -> frozen | adapted, as configs/video_transfer.py lists them."""
+  """paradigm -> frozen | adapted, as configs/video_transfer.py lists them (an adapted one
+  with seqTransf stacked on top is the row `<paradigm>+seq_transformer`)."""
   from vlx import config_lib  # pylint: disable=g-import-not-at-top
   config = config_lib.load_config_module(os.path.join(ROOT, CONFIG))
-  return {**{p: "frozen" for p in config.FROZEN}, **{p: "adapted" for p in config.ADAPTED}}
+  return {**{p: "frozen" for p in config.FROZEN}, **{p: "adapted" for p in config.ADAPTED},
+          **{f"{p}+seq_transformer": "adapted" for p in config.STACKABLE}}
 
 
 KIND = _paradigms()
 PARADIGMS = tuple(KIND)
+# The rows run by default: every paradigm, and ST-Adapter with seqTransf stacked on top.
+DEFAULT_ROWS = tuple(p for p in PARADIGMS if "+" not in p) + ("st_adapter+seq_transformer",)
+
+
+def spec_of(row: str) -> str:
+  """A row's variant words: `st_adapter+seq_transformer` -> `st_adapter,seq_transformer`."""
+  return row.replace("+", ",")
 COLUMNS = (("twins", "twins/accuracy"), ("twins, frames shuffled", "twins_shuffled/accuracy"),
            ("static t2v R@1 (matched)", "retrieval/static/matched_t2v_r1"),
            ("static t2v R@1 (strict)", "retrieval/static/t2v_r1"),
@@ -101,7 +110,7 @@ def trainable(paradigm: str) -> tuple:
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
   from vlx import build, config_lib  # pylint: disable=g-import-not-at-top
   from vlx.train.optimizer import num_trainable  # pylint: disable=g-import-not-at-top
-  config = config_lib.load_config_file(f"{CONFIG}:{paradigm}")
+  config = config_lib.load_config_file(f"{CONFIG}:{spec_of(paradigm)}")
   model = build.build_model(config)
   batch = {k: v[:1] for k, v in build.dummy_batch(config).items()}
   params = jax.eval_shape(lambda r: nn.meta.unbox(model.init(r, batch, train=False)["params"]),
@@ -145,7 +154,8 @@ def main():
   p.add_argument("--steps", type=int, default=None, help="steps per paradigm (config's)")
   p.add_argument("--qa_steps", type=int, default=None,
                  help="QA / grounding steps per paradigm (config's; 0: none)")
-  p.add_argument("--paradigms", default=",".join(PARADIGMS))
+  p.add_argument("--paradigms", default=",".join(DEFAULT_ROWS),
+                 help=f"rows to run, comma-separated; known: {', '.join(PARADIGMS)}")
   p.add_argument("--image", default=None, help="a finished image-model run to start from")
   p.add_argument("--data_dir", default=None, help="where the synthetic videos are (made)")
   p.add_argument("--where", action="store_true",
@@ -174,14 +184,16 @@ def main():
     row = rows.setdefault(paradigm, dict(paradigm=paradigm, image=image, metrics={}))
     if args.steps != 0:
       workdir = os.path.join(out, paradigm)
-      seconds = run(f"{paradigm},image={image}", workdir, data + steps_flags(args.steps))
+      seconds = run(f"{spec_of(paradigm)},image={image}", workdir,
+                    data + steps_flags(args.steps))
       row["seconds"] = seconds if trained(workdir) else row.get("seconds", float("nan"))
       row["metrics"] = {k: v for k, v in row["metrics"].items() if k.startswith(QA_PREFIXES)}
       row["metrics"].update(final_eval(workdir))
       row.update(clips=clips_per_s(workdir), params=trainable(paradigm))
     if args.qa_steps != 0 and paradigm not in QA_SAME_AS:
       qa = os.path.join(out, f"{paradigm}_qa")
-      seconds = run(f"{paradigm},qa,image={image}", qa, data + steps_flags(args.qa_steps))
+      seconds = run(f"{spec_of(paradigm)},qa,image={image}", qa,
+                    data + steps_flags(args.qa_steps))
       row["qa_seconds"] = seconds if trained(qa) else row.get("qa_seconds", float("nan"))
       row["metrics"] = {k: v for k, v in row["metrics"].items()
                         if not k.startswith(QA_PREFIXES)}

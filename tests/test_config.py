@@ -380,6 +380,7 @@ def test_missing_workdir_exits_2_with_usage(tmp_path):
 EXPERIMENT_OPTIONS = {
     "bench_decode.py": ("--config", "--batch", "--max_len", "--beam_size", "--repeats",
                         "--workdir", "--prefix_lens", "--image_size"),
+    "bench_frozen_grads.py": ("--config", "--lock", "--rounds", "--steps"),
     "bench_memory.py": ("--batch", "--loss_batch", "--embed", "--meshes"),
     "bench_train_step.py": ("--shape", "--batch", "--steps", "--dtype", "--mesh_fsdp"),
     "compare_fusion.py": ("--steps", "--root", "--families", "--blind"),

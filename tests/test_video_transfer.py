@@ -21,7 +21,7 @@ CONFIG = str(REPO / "configs" / "video_transfer.py")
 # text_prompt's video side is seq_transformer's (its prompts are in the text tower:
 # tests/test_prompt_tuning.py).
 PARADIGMS = ("mean_pool", "seq_transformer", "evl", "cross_encoder", "st_adapter", "aim",
-             "full_finetune", "xclip", "vpt")
+             "full_finetune", "xclip", "vpt", "st_adapter,seq_transformer")
 ORDER_BLIND = ("mean_pool", "full_finetune")
 # What the adapted paradigms add inside the image tower and train (adapters, AIM's temporal
 # position tables), written out here rather than read from the config it checks.
@@ -33,6 +33,8 @@ def small_config(paradigm: str, *overrides, base: bool = True):
   """The paradigm's smoke config with small towers (`base`: the transfer model's keys; the
   `qa` model's tower keys come in `overrides`)."""
   config = config_lib.load_config_file(f"{CONFIG}:{paradigm},smoke")
+  if base and config.model.get("adapter", {}).get("first_layer"):
+    config.model.adapter.first_layer = 1  # tiny's: adapters from the second block on
   image = [("model.image.depth", "2"), ("model.image.width", "32"),
            ("model.image.num_heads", "2"), ("model.embed_dim", "16"),
            ("model.temperature_init", str(1 / 0.07))] if base else []
@@ -139,6 +141,91 @@ def test_locked_image_weights_stay_bit_for_bit_and_the_rest_trains(paradigm):
     if path.endswith("key/bias") and not locked:
       continue  # a key bias shifts every logit of a query alike: softmax gives it no gradient
     assert same == locked, (path, same)
+
+
+def test_locked_groups_get_no_weight_gradient_and_the_same_update():
+  """The train step computes no gradient for a frozen group's weights (vlx/train/step.py):
+  ST-Adapter's step with them skipped costs fewer FLOPs than with them computed and thrown
+  away, and applies the same update: the locked weights bit for bit unchanged, the adapters
+  and text side moved alike."""
+  from vlx.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+  from vlx.train import optimizer, step as step_lib, trainer  # pylint: disable=g-import-not-at-top
+  from vlx.train.task import build_task  # pylint: disable=g-import-not-at-top
+  config = small_config("st_adapter")
+  model = build.build_model(config)
+  tx, schedule = optimizer.make_optimizer(config.optimizer, _abstract(config, model),
+                                          total_steps=10)
+  state, _ = trainer.create_state(config, model, tx, mesh_of(1, 1, 1, 1),
+                                  mesh_lib.rules_from_config(config.sharding))
+  state = jax.device_get(state)
+  state = state.replace(step=state.step + 3)  # past warmup's lr 0
+  state = state.replace(params=perturbed(state.params, 0.02))  # adapters' up off zero
+  frozen = optimizer.frozen_mask(config.optimizer, state.params)
+  assert sum(jax.tree.leaves(frozen)) > 10  # the image tower's weights
+  batch = batch_of(config)
+  runs = {}
+  for skip in (True, False):
+    fn = jax.jit(step_lib.make_train_step(build_task(config, model), tx, schedule,
+                                          frozen=frozen if skip else None))
+    flops = fn.lower(state, batch).compile().cost_analysis()
+    flops = (flops[0] if isinstance(flops, (list, tuple)) else flops)["flops"]
+    new_state, metrics = jax.device_get(fn(state, batch))
+    runs[skip] = (flops, _flat(new_state.params), metrics)
+  (flops_skip, after, m_skip), (flops_all, reference, m_all) = runs[True], runs[False]
+  assert flops_skip < 0.9 * flops_all, (flops_skip, flops_all)
+  np.testing.assert_allclose(m_skip["train/loss"], m_all["train/loss"], rtol=1e-6)
+  before = _flat(state.params)
+  locked = {p for p, f in zip(before, jax.tree.leaves(frozen)) if f}
+  for path, value in after.items():
+    if path in locked:
+      np.testing.assert_array_equal(value, before[path], err_msg=path)
+    else:
+      np.testing.assert_allclose(value, reference[path], rtol=1e-5, atol=1e-6, err_msg=path)
+  # The gradient norm is the trainable leaves': the locked tower's gradient is not computed.
+  assert m_skip["train/grad_norm"] < m_all["train/grad_norm"]
+
+
+def test_an_adapted_paradigm_stacks_the_temporal_transformer_on_its_upper_blocks():
+  """`:st_adapter,seq_transformer`: ST-Adapter's tower with seqTransf's temporal transformer
+  on top; tiny adapts the blocks from the second on (the first is the image model's, with no
+  adapter weights), so its step costs fewer FLOPs than with adapters in every block. A stack
+  that is not an adapted paradigm plus seq_transformer is refused."""
+  from vlx.train import optimizer, step as step_lib  # pylint: disable=g-import-not-at-top
+  from vlx.train.task import build_task  # pylint: disable=g-import-not-at-top
+  tiny = config_lib.load_config_file(f"{CONFIG}:st_adapter,seq_transformer,where")
+  assert tiny.model.temporal.kind == "seq_transformer" and not tiny.model.frozen_image
+  assert tiny.model.adapter.first_layer == 1 and tiny.optimizer.lr == 1e-3
+  plain = config_lib.load_config_file(f"{CONFIG}:st_adapter")
+  assert plain.model.adapter.get("first_layer", 0) == 0  # the paper's: every block
+  assert plain.optimizer.lr == 5e-4
+  qa = config_lib.load_config_file(f"{CONFIG}:st_adapter,seq_transformer,qa")
+  assert qa.model.video.temporal.kind == "seq_transformer"
+  for spec in ("xclip,seq_transformer", "mean_pool,seq_transformer", "st_adapter,aim"):
+    with pytest.raises(ValueError, match="names 2 paradigms"):
+      config_lib.load_config_file(f"{CONFIG}:{spec}")
+  flops = {}
+  for first in (0, 1):
+    config = small_config("st_adapter,seq_transformer", ("model.adapter.first_layer", str(first)))
+    model = build.build_model(config)
+    batch = batch_of(config)
+    params = nn.meta.unbox(model.init(jax.random.key(0), {k: v[:1] for k, v in batch.items()},
+                                      train=False)["params"])
+    blocks = params["img"]["encoder"]
+    assert [("st_adapter" in blocks[f"layer_{i}"]) for i in range(2)] == [first == 0, True]
+    tx, schedule = optimizer.make_optimizer(config.optimizer, params, total_steps=10)
+    state = step_lib.TrainState(
+        step=np.int32(0), params=params, opt_state=tx.init(params), rng=jax.random.key(0),
+        nonfinite=np.int32(0), extras={})
+    fn = jax.jit(step_lib.make_train_step(
+        build_task(config, model), tx, schedule,
+        frozen=optimizer.frozen_mask(config.optimizer, params)))
+    cost = fn.lower(state, batch).compile().cost_analysis()
+    flops[first] = (cost[0] if isinstance(cost, (list, tuple)) else cost)["flops"]
+  assert flops[1] < 0.9 * flops[0], flops
+  with pytest.raises(ValueError, match="first_layer=2"):
+    config = small_config("st_adapter,seq_transformer", ("model.adapter.first_layer", "2"))
+    build.build_model(config).init(jax.random.key(0), {k: v[:1] for k, v in batch.items()},
+                                   train=False)
 
 
 def _abstract(config, model):
@@ -476,3 +563,71 @@ def test_every_tiny_paradigm_starts_from_the_one_image_model():
   assert "still_caption(0.5)" in image.data.pp_train
   with pytest.raises(ValueError, match="where"):
     config_lib.load_config_file(f"{CONFIG}:aim,where,image=/w/clip")
+
+
+def test_compare_video_runs_each_stage_and_merges_rows_into_one_table(tmp_path, monkeypatch,
+                                                                       capsys):
+  """experiments/compare_video.py's driver, its training runs replaced by ones that write
+  metrics: each row's retrieval and QA stages run with the row's variant words (a stacked row's
+  `+` spelt `,`), a paradigm whose QA model is another's shows that one's QA figures, a later
+  invocation that reruns one stage keeps the other stage's figures, and the table and its plot
+  are written."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.spec_from_file_location("compare_video",
+                                                REPO / "experiments" / "compare_video.py")
+  cv = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(cv)
+  calls = []
+
+  def fake_run(spec, workdir, flags):
+    calls.append(spec)
+    import os  # pylint: disable=g-import-not-at-top
+    os.makedirs(workdir, exist_ok=True)
+    score = 0.25 + 0.5 * (len(calls) % 2)  # tells the stages' runs apart
+    metrics = ({"qa/open/accuracy": score, "grounding/miou": 0.9} if ",qa," in spec else
+               {"twins/accuracy": score, "retrieval/static/t2v_r1": 0.4})
+    with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
+      f.write(json.dumps({"step": 1, "train/examples_per_s": 100.0}) + "\n")
+      f.write(json.dumps({"step": 2, **metrics}) + "\n")
+    with open(os.path.join(workdir, "log.txt"), "a") as f:
+      f.write(f"\n$ {spec}\ntrained\n")
+    return 12.0
+
+  monkeypatch.setattr(cv, "run", fake_run)
+  monkeypatch.setattr(cv, "trainable", lambda paradigm: (1000, 2000))
+  out, image = tmp_path / "cmp", tmp_path / "image"
+  rows = "seq_transformer,cross_encoder,st_adapter+seq_transformer"
+  argv = ["compare_video.py", f"--out={out}", f"--image={image}", f"--paradigms={rows}",
+          "--steps=10", "--qa_steps=5"]
+  monkeypatch.setattr("sys.argv", argv)
+  cv.main()
+  assert calls == [f"seq_transformer,image={image}", f"seq_transformer,qa,image={image}",
+                   f"cross_encoder,image={image}",
+                   f"st_adapter,seq_transformer,image={image}",
+                   f"st_adapter,seq_transformer,qa,image={image}"]
+  results = {r["paradigm"]: r for r in json.loads((out / "results.json").read_text())}
+  assert results["cross_encoder"]["qa_same_as"] == "seq_transformer"
+  assert (results["cross_encoder"]["metrics"]["qa/open/accuracy"]
+          == results["seq_transformer"]["metrics"]["qa/open/accuracy"] == 0.25)
+  assert results["st_adapter+seq_transformer"]["metrics"]["twins/accuracy"] == 0.25
+  table = capsys.readouterr().out
+  assert "| st_adapter+seq_transformer | adapted | 1k of 2k | 100 | 12 | 0.250 |" in table
+  # Rerun the QA stage of one row only: its retrieval figures stay, its QA ones change.
+  calls.clear()
+  monkeypatch.setattr("sys.argv", argv[:3] + ["--paradigms=seq_transformer", "--steps=0"])
+  cv.main()
+  assert calls == [f"seq_transformer,qa,image={image}"]
+  again = {r["paradigm"]: r for r in json.loads((out / "results.json").read_text())}
+  assert again["seq_transformer"]["metrics"]["qa/open/accuracy"] == 0.75
+  assert again["seq_transformer"]["metrics"]["twins/accuracy"] == 0.75
+  assert again["cross_encoder"]["metrics"]["qa/open/accuracy"] == 0.75  # follows its QA model
+  # And its retrieval stage only: the QA figures stay.
+  calls.clear()
+  monkeypatch.setattr("sys.argv", argv[:3] + ["--paradigms=seq_transformer", "--qa_steps=0",
+                                               "--steps=10"])
+  cv.main()
+  assert calls == [f"seq_transformer,image={image}"]
+  last = {r["paradigm"]: r for r in json.loads((out / "results.json").read_text())}
+  assert last["seq_transformer"]["metrics"]["qa/open/accuracy"] == 0.75
+  pytest.importorskip("matplotlib")
+  assert (out / "compare_video.png").stat().st_size > 1000

@@ -27,6 +27,7 @@ import optax
 import pytest
 
 from vlx.parallel import mesh as mesh_lib
+from vlx.train.optimizer import frozen_mask
 from vlx.train.step import make_train_step
 from vlx.train.task import build_task
 
@@ -207,8 +208,9 @@ def one_train_step(config, model, state, mesh, tx, batch, accum_steps=1, full_st
                                               mesh),
       extras=build_task(config, model).extras_shardings(param_shardings))
   state = jax.device_put(state, shardings)
+  # As the trainer builds it: no gradient computed for the config's frozen groups.
   step_fn = make_train_step(build_task(config, model), tx, optax.constant_schedule(1.0),
-                            accum_steps)
+                            accum_steps, frozen=frozen_mask(config.optimizer, state.params))
   batch_shardings = {k: mesh_lib.batch_sharding(mesh, v.ndim) for k, v in batch.items()}
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     jitted = jax.jit(step_fn, in_shardings=(shardings, batch_shardings),

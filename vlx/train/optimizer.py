@@ -100,13 +100,18 @@ def group_labels(cfg, params):
   return jax.tree_util.tree_map_with_path(label, params)
 
 
+def frozen_mask(cfg, params):
+  """A bool per param: True where a group with lr_mult 0 holds it (the train step computes
+  no gradient for those: vlx/train/step.py)."""
+  frozen = {f"group{i}" for i, (_, mult) in enumerate(_groups(cfg)) if mult == 0}
+  return jax.tree.map(lambda label: label in frozen, group_labels(cfg, params))
+
+
 def num_trainable(cfg, params) -> int:
   """Parameters the optimizer updates: all but those of groups frozen with lr_mult 0."""
-  frozen = {f"group{i}" for i, (_, mult) in enumerate(_groups(cfg)) if mult == 0}
-  sizes = jax.tree.map(lambda x: int(math.prod(x.shape)), params)
-  return sum(n for n, label in zip(jax.tree.leaves(sizes),
-                                   jax.tree.leaves(group_labels(cfg, params)))
-             if label not in frozen)
+  return sum(int(math.prod(x.shape)) for x, locked in
+             zip(jax.tree.leaves(params), jax.tree.leaves(frozen_mask(cfg, params)))
+             if not locked)
 
 
 def make_optimizer(cfg, params, total_steps=None, param_bounds: Sequence[Bound] = ()):

@@ -24,7 +24,7 @@ from vlx.parallel import mesh as mesh_lib
 from vlx.train import checkpoint as ckpt_lib
 from vlx.train import workdir as workdir_lib
 from vlx.train.metrics_writer import MetricsWriter
-from vlx.train.optimizer import make_optimizer, num_trainable
+from vlx.train.optimizer import frozen_mask, make_optimizer, num_trainable
 from vlx.train.step import TrainState, make_train_step
 from vlx.train.task import DEFAULT_TASK, build_task, check_evaluators
 
@@ -270,7 +270,8 @@ def train(config, workdir: str, mode: str = "train") -> Dict[str, float]:
       writer.close()
 
   # ---- The train step, compiled ahead of time --------------------------------
-  step_fn = make_train_step(task, tx, schedule, config.accum_steps)
+  step_fn = make_train_step(task, tx, schedule, config.accum_steps,
+                            frozen=frozen_mask(config.optimizer, state.params))
   batch_shardings = {k: mesh_lib.batch_sharding(mesh, v.ndim) for k, v in dummy_batch(config).items()}
   rep = mesh_lib.replicated(mesh)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):

@@ -38,6 +38,7 @@ the temporal attention, so they never reach a real frame's features.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import flax.linen as nn
@@ -134,6 +135,9 @@ class AdaptedBlock(layers.Block):
   message_gate_init: float = 0.0
   message_from: str = "cls"  # the frame summary a message starts from: cls (row 0) | mean
   num_prompts: int = 8  # VPT's prompt tokens per block
+  # The first block that hosts the adapter; those below run as the image model's blocks. With
+  # the weights below locked, the step then skips their backward pass altogether.
+  first_layer: int = 0
 
   @nn.compact
   def __call__(self, x, mask=None, memory=None, memory_mask=None):
@@ -141,15 +145,16 @@ class AdaptedBlock(layers.Block):
       raise ValueError("video adapters sit in pre-norm self-attention blocks (image ViTs)")
     if self.adapter not in ADAPTERS:
       raise ValueError(f"unknown video adapter {self.adapter!r}; known: {', '.join(ADAPTERS)}")
+    kind = self.adapter if self.index() >= self.first_layer else "none"
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     adapter = dict(width=self.bottleneck, **kw)
-    if self.adapter == "st_adapter":
+    if kind == "st_adapter":
       x = x + STAdapter(frames=self.frames, frame_mask=self.frame_mask, name="st_adapter",
                         **adapter)(x)
-    if self.adapter in ("xclip", "vpt"):
+    if kind in ("xclip", "vpt"):
       if mask is not None:
-        raise ValueError(f"{self.adapter}'s extra keys need unmasked frame tokens (image ViTs)")
-      if self.adapter == "xclip":
+        raise ValueError(f"{kind}'s extra keys need unmasked frame tokens (image ViTs)")
+      if kind == "xclip":
         gate = self.param("message_gate", layers.boxed(
             nn.initializers.constant(self.message_gate_init), ()), (), self.param_dtype)
         extra = self._messages(x)
@@ -159,18 +164,28 @@ class AdaptedBlock(layers.Block):
       return gated_extra_block(self, x, extra, gate), None
     ln_attn = layers.layer_norm(name="ln_attn", eps=self.ln_eps, **kw)
     attn = layers.Attention(self.num_heads, name="attn", **kw)
-    if self.adapter == "aim":
+    if kind == "aim":
       x = x + Bottleneck(name="t_adapter", **adapter)(self._attend_over_time(attn, ln_attn(x)))
     y = ln_attn(x)
     h = attn(y, y, mask, self.is_causal)
-    if self.adapter == "aim":
+    if kind == "aim":
       h = Bottleneck(skip=True, name="s_adapter", **adapter)(h)
     x = x + h
     y = layers.layer_norm(name="ln_mlp", eps=self.ln_eps, **kw)(x)
     h = layers.Mlp(self.mlp_dim, act=self.act, name="mlp", **kw)(y)
-    if self.adapter == "aim":
+    if kind == "aim":
       h = h + Bottleneck(name="mlp_adapter", **adapter)(y)
     return layers.constrain(x + h, layers.ACT), None
+
+  def index(self) -> int:
+    """This block's place in the tower (`layer_<i>`), which `first_layer` is compared with."""
+    match = re.fullmatch(r"layer_(\d+)", self.name or "")
+    if match:
+      return int(match.group(1))
+    if self.first_layer:  # a scanned stack shares one block's code among all its layers
+      raise ValueError(f"adapter first_layer={self.first_layer} needs an unscanned image "
+                       f"tower (layer_<i> blocks), not {self.name!r}")
+    return 0
 
   def _messages(self, x):
     """Each frame's message `[B*T, 1, C]`: its class token (row 0; or its tokens' mean, by

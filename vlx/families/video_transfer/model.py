@@ -37,7 +37,7 @@ class VideoTransfer(JointSpace):
     adapter = dict(self.adapter or {})
     self._adapter_kind = adapter.pop("kind", "none")
     self._adapter_fields = adapter
-    self.img_tower = image_tower(self.image, self._adapter_kind, DTYPES[self.dtype],
+    self.img_tower = image_tower(self.image, (self._adapter_kind, adapter), DTYPES[self.dtype],
                                  **self.image_tower_fields())
     self.img_proj = self.projection(self.image_projection, "img_proj")
     self.temporal_module = build_temporal(**dict(self.temporal or {}), dtype=DTYPES[self.dtype],
