@@ -95,6 +95,7 @@ def paradigm_model(paradigm: str, size: str, image: Optional[dict] = None,
   """`adapter`, `temporal` and `frozen_image` of a paradigm on the `image` ViT's fields (the
   size's, or an imported CLIP's); `stacked`: an adapted one with seqTransf's temporal
   transformer on top."""
+  imported = image is not None
   image = image or image_fields(size)
   width = image["width"]
   heads = 4 if size == "tiny" else 8
@@ -125,7 +126,7 @@ def paradigm_model(paradigm: str, size: str, image: Optional[dict] = None,
                             ln_eps=1e-6, visual_ln_eps=1e-6))
   if stacked:
     temporal = paradigm_model("seq_transformer", size, image)["temporal"]
-    if paradigm == "st_adapter" and size == "tiny":
+    if paradigm == "st_adapter" and size == "tiny" and not imported:
       # Adapters from the second block on: the first runs as the image model's, and the step
       # skips its backward pass (STACKED_TINY in docs/video_transfer.md).
       adapter["first_layer"] = 1
@@ -174,6 +175,9 @@ def get_config(arg: str = "mean_pool"):
              and bool(set(chosen) & set(STACKABLE)))
   if stacked:
     chosen.remove("seq_transformer")
+  if sorted(chosen) == ["seq_transformer", "xclip"]:
+    raise ValueError(f"video_transfer variant {arg!r}: X-CLIP has its own temporal transformer "
+                     "(the MIT); seq_transformer stacks on st_adapter, aim, full_finetune or vpt")
   if len(chosen) != 1:
     raise ValueError(f"video_transfer variant {arg!r} names {len(chosen)} paradigms: "
                      f"name one of {', '.join(WORDS)} (or one of {', '.join(STACKABLE)} "
@@ -228,7 +232,8 @@ def get_config(arg: str = "mean_pool"):
     # Tiny ST-Adapter with seqTransf stacked on it learns at 1e-3: 0.920 on the twins in 1000
     # steps against 0.852 at 5e-4 (STACKED_TINY in docs/video_transfer.md).
     base.cpu_schedule(c, batch_size=64, total_steps=1500 if paradigm == "image" else 1000,
-                      lr=1e-3 if stacked and paradigm == "st_adapter" else 5e-4)
+                      lr=1e-3 if stacked and paradigm == "st_adapter" and "clip" not in
+                      variant.values else 5e-4)
   else:  # accelerators: MSR-VTT, 8 frames of 224 px, from an imported CLIP (image=DIR)
     c.data = msrvtt_data(frames=8)
     c.evals = ml_collections.ConfigDict(dict(retrieval=dict(type="video_retrieval")))
@@ -289,6 +294,7 @@ def as_qa_task(c, paradigm: str) -> None:
   if c.get("init_from_run"):
     c.init_from_run_inherits = ("data.source", "model.image=model.video.image", "model.text",
                                 "model.embed_dim=model.video.embed_dim")
+  # Every QA run at 5e-4 (a stacked ST-Adapter's too: its 1e-3 was chosen on the twins).
   base.cpu_schedule(c, batch_size=32, total_steps=1000, lr=5e-4)
 
 

@@ -36,7 +36,7 @@ from vlx.objectives.combine import build_objectives  # noqa: E402
 from vlx.parallel import mesh as mesh_lib  # noqa: E402
 from vlx import build  # noqa: E402
 from vlx.train import trainer  # noqa: E402
-from vlx.train.optimizer import make_optimizer  # noqa: E402
+from vlx.train.optimizer import frozen_mask, make_optimizer  # noqa: E402
 from vlx.train.step import make_train_step  # noqa: E402
 from vlx.train.task import build_task  # noqa: E402
 
@@ -59,7 +59,8 @@ def step_memory(config, devices):
   boxed = build.abstract_params(config, model, mesh, rules)
   tx, schedule = make_optimizer(config.optimizer, mesh_lib.unbox(boxed), config.total_steps)
   abstract, shardings = trainer.state_shardings(config, model, tx, mesh, rules, boxed)
-  step_fn = make_train_step(build_task(config, model), tx, schedule, config.accum_steps)
+  step_fn = make_train_step(build_task(config, model), tx, schedule, config.accum_steps,
+                            frozen=frozen_mask(config.optimizer, abstract.params))
   dummy = build.dummy_batch(config)
   batch_shardings = {k: mesh_lib.batch_sharding(mesh, v.ndim) for k, v in dummy.items()}
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):

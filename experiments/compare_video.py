@@ -3,8 +3,9 @@ table and one plot.
 
   1. `configs/video_transfer.py:image` trains the image model (a CLIP on still frames of the
      synthetic videos; skipped when OUT/image holds a finished run, or given with --image);
-  2. each paradigm (`configs/video_transfer.py:<paradigm>,image=OUT/image`) trains --steps
-     steps from it (0: not run; the row keeps its earlier figures);
+  2. each paradigm (`configs/video_transfer.py:<paradigm>,image=OUT/image`; the row
+     `st_adapter+seq_transformer` runs `st_adapter,seq_transformer`) trains --steps steps
+     from it (0: not run; the row keeps its earlier figures);
   3. each paradigm's video side fine-tuned for video QA and temporal grounding
      (`<paradigm>,qa,image=OUT/image`: configs/video_qa.py's fusion and heads on it) for
      --qa_steps steps (0: not run);

@@ -33,8 +33,6 @@ def small_config(paradigm: str, *overrides, base: bool = True):
   """The paradigm's smoke config with small towers (`base`: the transfer model's keys; the
   `qa` model's tower keys come in `overrides`)."""
   config = config_lib.load_config_file(f"{CONFIG}:{paradigm},smoke")
-  if base and config.model.get("adapter", {}).get("first_layer"):
-    config.model.adapter.first_layer = 1  # tiny's: adapters from the second block on
   image = [("model.image.depth", "2"), ("model.image.width", "32"),
            ("model.image.num_heads", "2"), ("model.embed_dim", "16"),
            ("model.temperature_init", str(1 / 0.07))] if base else []
@@ -113,21 +111,14 @@ def test_starts_as_the_image_model_reads_order_if_temporal_and_ignores_padding(p
   np.testing.assert_allclose(enc(zeros, mask), enc(noise, mask), atol=1e-6)
 
 
-@pytest.mark.parametrize("paradigm", ["evl", "aim", "vpt", "text_prompt"])  # st_adapter: main
+@pytest.mark.parametrize("paradigm", ["evl", "aim", "vpt", "text_prompt",  # st_adapter: main
+                                      "st_adapter,seq_transformer"])
 def test_locked_image_weights_stay_bit_for_bit_and_the_rest_trains(paradigm):
   """Three AdamW steps (weight decay on) with the config's parameter groups: the frozen
   paradigm's image tower and projection, and the adapted paradigm's image weights but its
   adapters, do not move by one bit; the text tower, temporal module and adapters do (their
   zero-initialised output projections move first, the weights behind them next)."""
-  from vlx.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
-  from vlx.train import optimizer, trainer  # pylint: disable=g-import-not-at-top
-  config = small_config(paradigm)
-  model = build.build_model(config)
-  tx, _ = optimizer.make_optimizer(config.optimizer, _abstract(config, model),
-                                   total_steps=10)
-  state, _ = trainer.create_state(config, model, tx, mesh_of(1, 1, 1, 1),
-                                  mesh_lib.rules_from_config(config.sharding))
-  state = jax.device_get(state)
+  config, model, tx, _, state = _with_optimizer(paradigm)
   before = state.params
   state, _ = one_train_step(config, model, state, mesh_of(1, 1, 1, 1), tx,
                             [batch_of(config, seed=seed) for seed in range(3)],  # lr(0) = 0
@@ -148,17 +139,10 @@ def test_locked_groups_get_no_weight_gradient_and_the_same_update():
   ST-Adapter's step with them skipped costs fewer FLOPs than with them computed and thrown
   away, and applies the same update: the locked weights bit for bit unchanged, the adapters
   and text side moved alike."""
-  from vlx.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
-  from vlx.train import optimizer, step as step_lib, trainer  # pylint: disable=g-import-not-at-top
+  from vlx.train import optimizer, step as step_lib  # pylint: disable=g-import-not-at-top
   from vlx.train.task import build_task  # pylint: disable=g-import-not-at-top
-  config = small_config("st_adapter")
-  model = build.build_model(config)
-  tx, schedule = optimizer.make_optimizer(config.optimizer, _abstract(config, model),
-                                          total_steps=10)
-  state, _ = trainer.create_state(config, model, tx, mesh_of(1, 1, 1, 1),
-                                  mesh_lib.rules_from_config(config.sharding))
-  state = jax.device_get(state)
-  state = state.replace(step=state.step + 3)  # past warmup's lr 0
+  config, model, tx, schedule, state = _with_optimizer("st_adapter",
+                                                      ("optimizer.warmup_steps", "0"))
   state = state.replace(params=perturbed(state.params, 0.02))  # adapters' up off zero
   frozen = optimizer.frozen_mask(config.optimizer, state.params)
   assert sum(jax.tree.leaves(frozen)) > 10  # the image tower's weights
@@ -176,11 +160,14 @@ def test_locked_groups_get_no_weight_gradient_and_the_same_update():
   np.testing.assert_allclose(m_skip["train/loss"], m_all["train/loss"], rtol=1e-6)
   before = _flat(state.params)
   locked = {p for p, f in zip(before, jax.tree.leaves(frozen)) if f}
+  moved = 0
   for path, value in after.items():
     if path in locked:
       np.testing.assert_array_equal(value, before[path], err_msg=path)
     else:
       np.testing.assert_allclose(value, reference[path], rtol=1e-5, atol=1e-6, err_msg=path)
+      moved += not np.array_equal(value, before[path])
+  assert moved > 10, moved  # the update is real (lr > 0 at this step)
   # The gradient norm is the trainable leaves': the locked tower's gradient is not computed.
   assert m_skip["train/grad_norm"] < m_all["train/grad_norm"]
 
@@ -200,9 +187,14 @@ def test_an_adapted_paradigm_stacks_the_temporal_transformer_on_its_upper_blocks
   assert plain.optimizer.lr == 5e-4
   qa = config_lib.load_config_file(f"{CONFIG}:st_adapter,seq_transformer,qa")
   assert qa.model.video.temporal.kind == "seq_transformer"
-  for spec in ("xclip,seq_transformer", "mean_pool,seq_transformer", "st_adapter,aim"):
+  for spec in ("mean_pool,seq_transformer", "st_adapter,aim"):
     with pytest.raises(ValueError, match="names 2 paradigms"):
       config_lib.load_config_file(f"{CONFIG}:{spec}")
+  with pytest.raises(ValueError, match="X-CLIP has its own temporal transformer"):
+    config_lib.load_config_file(f"{CONFIG}:xclip,seq_transformer")
+  # An imported CLIP keeps the paper's layout and the run's learning rate.
+  assert "first_layer" not in config_lib.load_config_module(CONFIG).paradigm_model(
+      "st_adapter", "tiny", dict(tiny.model.image), stacked=True)["adapter"]
   flops = {}
   for first in (0, 1):
     config = small_config("st_adapter,seq_transformer", ("model.adapter.first_layer", str(first)))
@@ -226,6 +218,20 @@ def test_an_adapted_paradigm_stacks_the_temporal_transformer_on_its_upper_blocks
     config = small_config("st_adapter,seq_transformer", ("model.adapter.first_layer", "2"))
     build.build_model(config).init(jax.random.key(0), {k: v[:1] for k, v in batch.items()},
                                    train=False)
+
+
+def _with_optimizer(paradigm, *overrides):
+  """(config, model, tx, schedule, state on the host) of the paradigm's small config with its
+  own optimizer (parameter groups, AdamW, 10-step schedule)."""
+  from vlx.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+  from vlx.train import optimizer, trainer  # pylint: disable=g-import-not-at-top
+  config = small_config(paradigm, *overrides)
+  model = build.build_model(config)
+  tx, schedule = optimizer.make_optimizer(config.optimizer, _abstract(config, model),
+                                          total_steps=10)
+  state, _ = trainer.create_state(config, model, tx, mesh_of(1, 1, 1, 1),
+                                  mesh_lib.rules_from_config(config.sharding))
+  return config, model, tx, schedule, jax.device_get(state)
 
 
 def _abstract(config, model):
@@ -255,8 +261,11 @@ def test_sharded_transfer_step_equals_the_single_device_step(paradigm):
   state = jax.device_get(state)
   state = state.replace(params=perturbed(params, 0.02))
   batch = batch_of(config, b=8)
-  p1, m1 = one_train_step(config, model, state, mesh_of(1, 1, 1, 1), tx, batch)
-  p8, m8 = one_train_step(config, model, state, mesh_of(2, 2, 2, 8), tx, batch)
+  # Every gradient, the locked tower's too (sgd(1): the update is the gradient).
+  p1, m1 = one_train_step(config, model, state, mesh_of(1, 1, 1, 1), tx, batch,
+                          skip_frozen=False)
+  p8, m8 = one_train_step(config, model, state, mesh_of(2, 2, 2, 8), tx, batch,
+                          skip_frozen=False)
   np.testing.assert_allclose(m8["train/loss"], m1["train/loss"], rtol=1e-5)
   np.testing.assert_allclose(m8["train/grad_norm"], m1["train/grad_norm"], rtol=1e-4)
   assert_trees_close(p1, p8, atol=2e-5, rtol=1e-4, what="after step")

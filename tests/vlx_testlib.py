@@ -190,10 +190,12 @@ SHALLOW_CLIP = ("--config.model.image.depth=1", "--config.model.text.depth=1")
 # ---- In-process train steps on a chosen mesh (sharding-equivalence tests) ------------------
 
 
-def one_train_step(config, model, state, mesh, tx, batch, accum_steps=1, full_state=False):
+def one_train_step(config, model, state, mesh, tx, batch, accum_steps=1, full_state=False,
+                   skip_frozen=True):
   """The trainer's jitted step on `mesh` (state resharded there) -> (new params, metrics).
   `batch` may be a list of batches of one shape: the step runs on each in turn, compiled
-  once (metrics of the last)."""
+  once (metrics of the last). `skip_frozen=False`: gradients for the config's frozen groups
+  too (a test whose `tx` is plain SGD reads every gradient off the update)."""
   batches = batch if isinstance(batch, (list, tuple)) else [batch]
   batch = batches[0]
   rules = mesh_lib.rules_from_config(config.sharding)
@@ -209,8 +211,9 @@ def one_train_step(config, model, state, mesh, tx, batch, accum_steps=1, full_st
       extras=build_task(config, model).extras_shardings(param_shardings))
   state = jax.device_put(state, shardings)
   # As the trainer builds it: no gradient computed for the config's frozen groups.
+  frozen = frozen_mask(config.optimizer, state.params) if skip_frozen else None
   step_fn = make_train_step(build_task(config, model), tx, optax.constant_schedule(1.0),
-                            accum_steps, frozen=frozen_mask(config.optimizer, state.params))
+                            accum_steps, frozen=frozen)
   batch_shardings = {k: mesh_lib.batch_sharding(mesh, v.ndim) for k, v in batch.items()}
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     jitted = jax.jit(step_fn, in_shardings=(shardings, batch_shardings),

@@ -2,10 +2,11 @@
 
 `train_step(state, batch) -> (state, metrics)`: forward, weighted objectives,
 gradients (optionally GradCache-accumulated so contrastive negatives stay those
-of the full batch; none computed for the parameters a frozen group locks), optax
-update, and a finite guard: an update whose loss or gradient is NaN/Inf, or that
-would make a parameter NaN/Inf, leaves the state untouched and records its step,
-so the trainer can stop and name it.
+of the full batch; none computed for the parameters a frozen group locks, so
+`train/grad_norm` is the trainable parameters'), optax update, and a finite guard:
+an update whose loss or (trainable) gradient is NaN/Inf, or that would make a
+parameter NaN/Inf, leaves the state untouched and records its step, so the trainer
+can stop and name it.
 """
 
 from __future__ import annotations
