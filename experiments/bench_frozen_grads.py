@@ -33,28 +33,9 @@ if __name__ == "__main__":  # before JAX is imported: see vlx/runtime.py
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bench_train_step import build_compiled_step  # noqa: E402
-from vlx import build, config_lib  # noqa: E402
+from bench_train_step import build_compiled_step, random_batch  # noqa: E402
+from vlx import config_lib  # noqa: E402
 from vlx.train.optimizer import frozen_mask, num_trainable  # noqa: E402
-
-
-def random_batch(config, rng):
-  """The config's batch shapes (build.dummy_batch), floats uniform in [-1, 1], token ids
-  random with an end of text at a random position (a frame mask stays all ones)."""
-  out = {}
-  for key, zeros in build.dummy_batch(config).items():
-    if np.issubdtype(zeros.dtype, np.floating):
-      out[key] = rng.uniform(-1, 1, zeros.shape).astype(zeros.dtype)
-    elif key == "text":
-      b, l = zeros.shape
-      ids = rng.integers(3, 200, (b, l))
-      lengths = rng.integers(l // 4, l, b)
-      ids = np.where(np.arange(l)[None] < lengths[:, None], ids, 0)
-      ids[np.arange(b), lengths] = 2
-      out[key] = ids.astype(zeros.dtype)
-    else:
-      out[key] = np.ones_like(zeros) if zeros.dtype == bool else zeros
-  return out
 
 
 def time_steps(built, batch, steps: int) -> float:
@@ -95,7 +76,8 @@ def main(argv=None):
   print(f"{args.config}: {num_trainable(config.optimizer, params) / 1e6:.2f}M trainable; "
         f"{frozen} frozen leaves; {gflop[True]:.1f} GFLOP/step skipping their gradients, "
         f"{gflop[False]:.1f} computing them (XLA's count)")
-  batch = jax.device_put(random_batch(config, np.random.default_rng(0)),
+  batch = jax.device_put(random_batch(config, config.model.text.vocab_size,
+                                      np.random.default_rng(0)),
                          built[True]["batch_shardings"])
   rounds = []
   for r in range(args.rounds):

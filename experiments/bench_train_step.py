@@ -195,17 +195,23 @@ def measure_matmul_peak(devices, sizes, dtype, repeats=5):
 
 
 def random_batch(config, vocab, rng):
-  b, s, l = config.batch_size, config.data.image_size, config.data.max_len
-  pixels = "video" if "video" in config.model else "image"
-  frames = (config.data.num_frames,) if pixels == "video" else ()
-  image = rng.uniform(-1, 1, (b, *frames, s, s, 3)).astype(np.float32)
-  text = rng.integers(3, vocab, (b, l)).astype(np.int32)
-  # A realistic caption: EOS (id 2) at a random position, padding (id 0) after it.
-  lengths = rng.integers(l // 4, l, b)
-  pos = np.arange(l)[None]
-  text = np.where(pos < lengths[:, None], text, 0)
-  text[np.arange(b), lengths] = 2
-  return {pixels: image, "text": text}
+  """A batch of the config's shapes (build.dummy_batch): pixels uniform in [-1, 1], captions
+  of random ids below `vocab`, a frame mask all ones."""
+  out = {}
+  for key, zeros in build.dummy_batch(config).items():
+    if np.issubdtype(zeros.dtype, np.floating):
+      out[key] = rng.uniform(-1, 1, zeros.shape).astype(zeros.dtype)
+    elif key == "text":
+      b, l = zeros.shape
+      text = rng.integers(3, vocab, (b, l)).astype(zeros.dtype)
+      # A realistic caption: EOS (id 2) at a random position, padding (id 0) after it.
+      lengths = rng.integers(l // 4, l, b)
+      text = np.where(np.arange(l)[None] < lengths[:, None], text, 0)
+      text[np.arange(b), lengths] = 2
+      out[key] = text
+    else:
+      out[key] = np.ones_like(zeros) if zeros.dtype == bool else zeros
+  return out
 
 
 def build_compiled_step(config, skip_frozen: bool = True):

@@ -52,6 +52,8 @@ DEFAULT_ROWS = tuple(p for p in PARADIGMS if "+" not in p) + ("st_adapter+seq_tr
 def spec_of(row: str) -> str:
   """A row's variant words: `st_adapter+seq_transformer` -> `st_adapter,seq_transformer`."""
   return row.replace("+", ",")
+
+
 COLUMNS = (("twins", "twins/accuracy"), ("twins, frames shuffled", "twins_shuffled/accuracy"),
            ("static t2v R@1 (matched)", "retrieval/static/matched_t2v_r1"),
            ("static t2v R@1 (strict)", "retrieval/static/t2v_r1"),

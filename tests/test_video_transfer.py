@@ -151,8 +151,7 @@ def test_locked_groups_get_no_weight_gradient_and_the_same_update():
   for skip in (True, False):
     fn = jax.jit(step_lib.make_train_step(build_task(config, model), tx, schedule,
                                           frozen=frozen if skip else None))
-    flops = fn.lower(state, batch).compile().cost_analysis()
-    flops = (flops[0] if isinstance(flops, (list, tuple)) else flops)["flops"]
+    flops = compiled_flops(fn, state, batch)
     new_state, metrics = jax.device_get(fn(state, batch))
     runs[skip] = (flops, _flat(new_state.params), metrics)
   (flops_skip, after, m_skip), (flops_all, reference, m_all) = runs[True], runs[False]
@@ -211,13 +210,19 @@ def test_an_adapted_paradigm_stacks_the_temporal_transformer_on_its_upper_blocks
     fn = jax.jit(step_lib.make_train_step(
         build_task(config, model), tx, schedule,
         frozen=optimizer.frozen_mask(config.optimizer, params)))
-    cost = fn.lower(state, batch).compile().cost_analysis()
-    flops[first] = (cost[0] if isinstance(cost, (list, tuple)) else cost)["flops"]
+    flops[first] = compiled_flops(fn, state, batch)
   assert flops[1] < 0.9 * flops[0], flops
   with pytest.raises(ValueError, match="first_layer=2"):
     config = small_config("st_adapter,seq_transformer", ("model.adapter.first_layer", "2"))
     build.build_model(config).init(jax.random.key(0), {k: v[:1] for k, v in batch.items()},
                                    train=False)
+
+
+def compiled_flops(fn, *args) -> float:
+  """XLA's FLOP count of the jitted `fn` compiled for `args` (one partition's, on one
+  device)."""
+  cost = fn.lower(*args).compile().cost_analysis()
+  return (cost[0] if isinstance(cost, (list, tuple)) else cost)["flops"]
 
 
 def _with_optimizer(paradigm, *overrides):
