@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -33,24 +32,9 @@ if __name__ == "__main__":  # before JAX is imported: see vlx/runtime.py
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bench_train_step import build_compiled_step, random_batch  # noqa: E402
-from vlx import config_lib  # noqa: E402
+from bench_train_step import (build_compiled_step, random_batch, time_steps,  # noqa: E402
+                              timing_config)
 from vlx.train.optimizer import frozen_mask, num_trainable  # noqa: E402
-
-
-def time_steps(built, batch, steps: int) -> float:
-  """Steps/s of `steps` calls (after one untimed call), the state carried through."""
-  compiled, state = built["compiled"], built["state"]
-  with jax.set_mesh(built["mesh"]):
-    state, metrics = compiled(state, batch)
-    jax.block_until_ready(metrics)
-    t = time.perf_counter()
-    for _ in range(steps):
-      state, metrics = compiled(state, batch)
-    jax.block_until_ready((state, metrics))
-    elapsed = time.perf_counter() - t
-  built["state"] = state
-  return steps / elapsed
 
 
 def main(argv=None):
@@ -62,9 +46,8 @@ def main(argv=None):
   p.add_argument("--rounds", type=int, default=3)
   p.add_argument("--steps", type=int, default=20, help="timed steps per round and variant")
   args = p.parse_args(argv)
-  config = config_lib.load_config_file(args.config)
-  with config.unlocked():  # timing only: random weights, no image model run
-    config.init_from, config.init_from_run, config.init_map = "", "", ""
+  config = timing_config(args.config)
+  with config.unlocked():
     locked = tuple((regex, 0.0) for regex in args.lock.split(",") if regex)
     config.optimizer.param_groups = locked + tuple(config.optimizer.param_groups)
   if not any(mult == 0 for _, mult in config.optimizer.param_groups):

@@ -254,6 +254,31 @@ def build_compiled_step(config, skip_frozen: bool = True):
               flops_xla=flops_per_device * mesh.size, flops_per_device=flops_per_device)
 
 
+def timing_config(spec: str):
+  """The config `path:variant` for timing its step: random weights, so no init_from, image
+  model run or init_map (the step's cost does not depend on the weights)."""
+  from vlx import config_lib  # pylint: disable=g-import-not-at-top
+  config = config_lib.load_config_file(spec)
+  with config.unlocked():
+    config.init_from, config.init_from_run, config.init_map = "", "", ""
+  return config
+
+
+def time_steps(built, batch, steps: int) -> float:
+  """Steps/s of `steps` calls (after one untimed call), the state carried through."""
+  compiled, state = built["compiled"], built["state"]
+  with jax.set_mesh(built["mesh"]):
+    state, metrics = compiled(state, batch)
+    jax.block_until_ready(metrics)
+    t = time.perf_counter()
+    for _ in range(steps):
+      state, metrics = compiled(state, batch)
+    jax.block_until_ready((state, metrics))
+    elapsed = time.perf_counter() - t
+  built["state"] = state
+  return steps / elapsed
+
+
 def main(argv=None):
   args = parse_args(argv)
   config = bench_config(args)

@@ -9,14 +9,19 @@ table and one plot.
   3. each paradigm's video side fine-tuned for video QA and temporal grounding
      (`<paradigm>,qa,image=OUT/image`: configs/video_qa.py's fusion and heads on it) for
      --qa_steps steps (0: not run);
-  4. one table: trainable parameters, training clips/s, the temporal twins, the twins with
-     frames shuffled, static-split text->video R@1 (strict and caption-matched), video QA
-     accuracy (all questions; the temporal videos' questions, and with frames shuffled) and
-     grounding mIoU, and a plot. Rows and stages not rerun are kept from OUT/results.json
+  4. every row's train step timed side by side (experiments/bench_steps.py: compiled as the
+     trainer compiles it, timed in alternating rounds, --bench_rounds rounds; 0: not run,
+     the rows keep their earlier figures): the table's clips/s, comparable between rows
+     even when the training runs shared the cores with other jobs;
+  5. one table: trainable parameters, clips/s, training wall time, the temporal twins, the
+     twins with frames shuffled, static-split text->video R@1 (strict and caption-matched),
+     video QA accuracy (all questions; the temporal videos' questions, and with frames
+     shuffled) and grounding mIoU, and a plot. Rows and stages not rerun are kept from OUT/results.json
      when they started from the same image model.
 
     python experiments/compare_video.py [--out DIR] [--steps 1000] [--qa_steps 1000]
         [--paradigms a,b,...] [--image DIR] [--data_dir DIR] [--where]
+        [--bench_rounds 3] [--bench_steps 10]
 """
 
 from __future__ import annotations
@@ -101,6 +106,21 @@ def final_eval(workdir: str, columns=COLUMNS) -> dict:
   return evals[-1] if evals else {}
 
 
+def bench(rows, rounds: int, steps: int, out: str) -> dict:
+  """row -> clips/s of its train step, every row timed in one process in alternating rounds
+  (experiments/bench_steps.py; its output in OUT/bench.log and OUT/bench.json)."""
+  specs = {row: f"{CONFIG}:{spec_of(row)}" for row in rows}
+  path = os.path.join(out, "bench.json")
+  cmd = [sys.executable, os.path.join(ROOT, "experiments", "bench_steps.py"), *specs.values(),
+         f"--rounds={rounds}", f"--steps={steps}", f"--json={path}"]
+  print("$", " ".join(cmd[1:]), flush=True)
+  with open(os.path.join(out, "bench.log"), "w") as log:
+    subprocess.run(cmd, check=True, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+  with open(path) as f:
+    timed = json.load(f)["configs"]
+  return {row: timed[spec]["examples_per_s"] for row, spec in specs.items()}
+
+
 def clips_per_s(workdir: str) -> float:
   """Median training throughput over the logged steps (the first log holds the compile)."""
   speeds = [r["train/examples_per_s"] for r in rows_of(workdir) if "train/examples_per_s" in r]
@@ -163,6 +183,10 @@ def main():
   p.add_argument("--data_dir", default=None, help="where the synthetic videos are (made)")
   p.add_argument("--where", action="store_true",
                  help="train the image model as `image,where` (it also learns where shapes are)")
+  p.add_argument("--bench_rounds", type=int, default=3,
+                 help="rounds of the side-by-side step timing of every row (0: none, the "
+                      "rows keep their earlier clips/s)")
+  p.add_argument("--bench_steps", type=int, default=10, help="timed steps per row and round")
   args = p.parse_args()
   out = os.path.abspath(args.out)
   data = [f"--config.data.source.data_dir={args.data_dir}"] if args.data_dir else []
@@ -192,7 +216,7 @@ def main():
       row["seconds"] = seconds if trained(workdir) else row.get("seconds", float("nan"))
       row["metrics"] = {k: v for k, v in row["metrics"].items() if k.startswith(QA_PREFIXES)}
       row["metrics"].update(final_eval(workdir))
-      row.update(clips=clips_per_s(workdir), params=trainable(paradigm))
+      row.update(train_clips=clips_per_s(workdir), params=trainable(paradigm))
     if args.qa_steps != 0 and paradigm not in QA_SAME_AS:
       qa = os.path.join(out, f"{paradigm}_qa")
       seconds = run(f"{spec_of(paradigm)},qa,image={image}", qa,
@@ -209,7 +233,11 @@ def main():
       rows[paradigm]["qa_same_as"] = same
   results = list(rows.values())
   results.sort(key=lambda r: PARADIGMS.index(r["paradigm"]))
-  header = ["paradigm", "kind", "trainable params", "clips/s", "wall s"] + [
+  if args.bench_rounds:
+    timed = bench([r["paradigm"] for r in results], args.bench_rounds, args.bench_steps, out)
+    for r in results:
+      r["clips"] = timed[r["paradigm"]]
+  header = ["paradigm", "kind", "trainable params", "clips/s (side by side)", "wall s"] + [
       n for n, _ in COLUMNS + QA_COLUMNS] + ["QA wall s"]
   print("\n| " + " | ".join(header) + " |\n|" + "---|" * len(header))
   for r in results:

@@ -607,7 +607,14 @@ def test_compare_video_runs_each_stage_and_merges_rows_into_one_table(tmp_path, 
       f.write(f"\n$ {spec}\ntrained\n")
     return 12.0
 
+  benched = []
+
+  def fake_bench(rows, rounds, steps, out):
+    benched.append(list(rows))
+    return {row: 50.0 + len(benched) for row in rows}
+
   monkeypatch.setattr(cv, "run", fake_run)
+  monkeypatch.setattr(cv, "bench", fake_bench)
   monkeypatch.setattr(cv, "trainable", lambda paradigm: (1000, 2000))
   out, image = tmp_path / "cmp", tmp_path / "image"
   rows = "seq_transformer,cross_encoder,st_adapter+seq_transformer"
@@ -625,12 +632,17 @@ def test_compare_video_runs_each_stage_and_merges_rows_into_one_table(tmp_path, 
           == results["seq_transformer"]["metrics"]["qa/open/accuracy"] == 0.25)
   assert results["st_adapter+seq_transformer"]["metrics"]["twins/accuracy"] == 0.25
   table = capsys.readouterr().out
-  assert "| st_adapter+seq_transformer | adapted | 1k of 2k | 100 | 12 | 0.250 |" in table
-  # Rerun the QA stage of one row only: its retrieval figures stay, its QA ones change.
+  # clips/s from the side-by-side timing of every row in the table, not the training logs.
+  assert benched == [["seq_transformer", "cross_encoder", "st_adapter+seq_transformer"]]
+  assert "| st_adapter+seq_transformer | adapted | 1k of 2k | 51 | 12 | 0.250 |" in table
+  assert results["st_adapter+seq_transformer"]["train_clips"] == 100.0
+  # Rerun the QA stage of one row only: its retrieval figures stay, its QA ones change; the
+  # timing reruns over every row of the table (its figures compare within one run).
   calls.clear()
   monkeypatch.setattr("sys.argv", argv[:3] + ["--paradigms=seq_transformer", "--steps=0"])
   cv.main()
   assert calls == [f"seq_transformer,qa,image={image}"]
+  assert benched[-1] == benched[0] and "| 52 |" in capsys.readouterr().out
   again = {r["paradigm"]: r for r in json.loads((out / "results.json").read_text())}
   assert again["seq_transformer"]["metrics"]["qa/open/accuracy"] == 0.75
   assert again["seq_transformer"]["metrics"]["twins/accuracy"] == 0.75
@@ -638,9 +650,10 @@ def test_compare_video_runs_each_stage_and_merges_rows_into_one_table(tmp_path, 
   # And its retrieval stage only: the QA figures stay.
   calls.clear()
   monkeypatch.setattr("sys.argv", argv[:3] + ["--paradigms=seq_transformer", "--qa_steps=0",
-                                               "--steps=10"])
+                                               "--steps=10", "--bench_rounds=0"])
   cv.main()
   assert calls == [f"seq_transformer,image={image}"]
+  assert len(benched) == 2 and "| 52 |" in capsys.readouterr().out  # earlier timing kept
   last = {r["paradigm"]: r for r in json.loads((out / "results.json").read_text())}
   assert last["seq_transformer"]["metrics"]["qa/open/accuracy"] == 0.75
   pytest.importorskip("matplotlib")
