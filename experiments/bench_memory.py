@@ -26,7 +26,6 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
@@ -36,8 +35,7 @@ from vlx.objectives.combine import build_objectives  # noqa: E402
 from vlx.parallel import mesh as mesh_lib  # noqa: E402
 from vlx import build  # noqa: E402
 from vlx.train import trainer  # noqa: E402
-from vlx.train.optimizer import frozen_mask, make_optimizer  # noqa: E402
-from vlx.train.step import make_train_step  # noqa: E402
+from vlx.train.optimizer import make_optimizer  # noqa: E402
 from vlx.train.task import build_task  # noqa: E402
 
 MIB = 2 ** 20
@@ -56,19 +54,13 @@ def step_memory(config, devices):
   mesh = mesh_lib.make_mesh(config.mesh, devices)
   rules = mesh_lib.rules_from_config(config.sharding)
   model = build.build_model(config)
+  task = build_task(config, model)
   boxed = build.abstract_params(config, model, mesh, rules)
-  tx, schedule = make_optimizer(config.optimizer, mesh_lib.unbox(boxed), config.total_steps)
-  abstract, shardings = trainer.state_shardings(config, model, tx, mesh, rules, boxed)
-  step_fn = make_train_step(build_task(config, model), tx, schedule, config.accum_steps,
-                            frozen=frozen_mask(config.optimizer, abstract.params))
-  dummy = build.dummy_batch(config)
-  batch_shardings = {k: mesh_lib.batch_sharding(mesh, v.ndim) for k, v in dummy.items()}
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    jitted = jax.jit(step_fn, in_shardings=(shardings, batch_shardings),
-                     out_shardings=(shardings, mesh_lib.replicated(mesh)), donate_argnums=(0,))
-    batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_shardings[k])
-             for k, v in dummy.items()}
-    compiled = jitted.lower(abstract, batch).compile()
+  tx, schedule = make_optimizer(config.optimizer, mesh_lib.unbox(boxed), config.total_steps,
+                                param_bounds=task.param_bounds)
+  abstract, shardings = trainer.state_shardings(config, model, tx, mesh, rules, boxed, task)
+  compiled, _, _ = trainer.compile_train_step(config, task, tx, schedule, mesh, rules,
+                                              abstract, shardings)
   m = trainer._memory_report(compiled)  # pylint: disable=protected-access
   state_bytes = shard_bytes(abstract.params) + shard_bytes(abstract.opt_state)
   return dict(devices=len(devices), params_opt_mib=round(state_bytes / MIB, 1),

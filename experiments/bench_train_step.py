@@ -1,8 +1,9 @@
 """Times vlx's real train step at a fixed benchmark shape: examples/s and MFU.
 
-The step is built exactly as vlx/train/trainer.py builds it (build_model,
-make_optimizer, create_state, make_train_step, jit with the same shardings and
-donation, AOT lower/compile); only the input is random synthetic data.
+The step is built exactly as vlx/train/trainer.py builds it (build_model, build_task,
+make_optimizer, create_state, then trainer.compile_train_step: the frozen groups' gradients
+skipped, jit with the same shardings and donation, AOT lower/compile); only the input is
+random synthetic data.
 
 Benchmark shape (CLIP): image 64x64, patch 8, ViT 256 wide x 6 layers x 4 heads,
 MLP 4x; text context 32, vocab 4096, 256 wide x 6 layers x 4 heads; embedding 256;
@@ -37,7 +38,6 @@ from vlx import runtime  # noqa: E402  (imports nothing heavy)
 if __name__ == "__main__":  # before JAX is imported: see vlx/runtime.py
   runtime.reexec_with_hugepage_malloc()
 
-import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
@@ -45,8 +45,7 @@ import numpy as np  # noqa: E402
 from vlx.parallel import mesh as mesh_lib  # noqa: E402
 from vlx import build  # noqa: E402
 from vlx.train import trainer  # noqa: E402
-from vlx.train.optimizer import frozen_mask, make_optimizer  # noqa: E402
-from vlx.train.step import make_train_step  # noqa: E402
+from vlx.train.optimizer import make_optimizer  # noqa: E402
 from vlx.train.task import build_task  # noqa: E402
 
 DTYPE_NAMES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16"}
@@ -228,24 +227,14 @@ def build_compiled_step(config, skip_frozen: bool = True):
     raise SystemExit(f"batch {config.batch_size} not divisible by the "
                      f"{mesh_lib.batch_axis_size(mesh)} batch shards of mesh {dict(mesh.shape)}")
   model = build.build_model(config)
+  task = build_task(config, model)
   boxed = build.abstract_params(config, model, mesh, rules)
-  tx, schedule = make_optimizer(config.optimizer, mesh_lib.unbox(boxed), config.total_steps)
-  state, shardings = trainer.create_state(config, model, tx, mesh, rules, boxed)
+  tx, schedule = make_optimizer(config.optimizer, mesh_lib.unbox(boxed), config.total_steps,
+                                param_bounds=task.param_bounds)
+  state, shardings = trainer.create_state(config, model, tx, mesh, rules, boxed, task)
   num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
-  frozen = frozen_mask(config.optimizer, state.params) if skip_frozen else None
-  step_fn = make_train_step(build_task(config, model), tx, schedule, config.accum_steps,
-                            frozen=frozen)
-  batch_shardings = {k: mesh_lib.batch_sharding(mesh, v.ndim)
-                     for k, v in build.dummy_batch(config).items()}
-  rep = mesh_lib.replicated(mesh)
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    jitted = jax.jit(step_fn, in_shardings=(shardings, batch_shardings),
-                     out_shardings=(shardings, rep), donate_argnums=(0,))
-    abstract_batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_shardings[k])
-                      for k, v in build.dummy_batch(config).items()}
-    t = time.perf_counter()
-    compiled = jitted.lower(state, abstract_batch).compile()
-    compile_s = time.perf_counter() - t
+  compiled, batch_shardings, compile_s = trainer.compile_train_step(
+      config, task, tx, schedule, mesh, rules, state, shardings, skip_frozen=skip_frozen)
   # cost_analysis of an SPMD-partitioned executable is per device (one partition's HLO).
   flops_per_device = float(_cost(compiled).get("flops", 0.0))
   return dict(compiled=compiled, state=state, mesh=mesh, batch_shardings=batch_shardings,

@@ -27,8 +27,7 @@ import optax
 import pytest
 
 from vlx.parallel import mesh as mesh_lib
-from vlx.train.optimizer import frozen_mask
-from vlx.train.step import make_train_step
+from vlx.train import trainer
 from vlx.train.task import build_task
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -211,9 +210,9 @@ def one_train_step(config, model, state, mesh, tx, batch, accum_steps=1, full_st
       extras=build_task(config, model).extras_shardings(param_shardings))
   state = jax.device_put(state, shardings)
   # As the trainer builds it: no gradient computed for the config's frozen groups.
-  frozen = frozen_mask(config.optimizer, state.params) if skip_frozen else None
-  step_fn = make_train_step(build_task(config, model), tx, optax.constant_schedule(1.0),
-                            accum_steps, frozen=frozen)
+  step_fn = trainer.step_fn_for(config, build_task(config, model), tx,
+                                optax.constant_schedule(1.0), state.params, skip_frozen,
+                                accum_steps=accum_steps)
   batch_shardings = {k: mesh_lib.batch_sharding(mesh, v.ndim) for k, v in batch.items()}
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     jitted = jax.jit(step_fn, in_shardings=(shardings, batch_shardings),

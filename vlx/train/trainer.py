@@ -80,6 +80,37 @@ def create_state(config, model, tx, mesh, rules, boxed_abstract=None, task=None)
   return state, shardings
 
 
+def step_fn_for(config, task, tx, schedule, params, skip_frozen: bool = True,
+                accum_steps=None):
+  """The config's train step function: `make_train_step` with no gradient computed for the
+  config's frozen groups (lr_mult 0). Every caller that mirrors a run builds it here, so a
+  benchmark or test cannot drift from what the trainer trains (`skip_frozen=False`: those
+  gradients computed and thrown away, for a test that reads every gradient; `accum_steps`:
+  the config's unless given)."""
+  frozen = frozen_mask(config.optimizer, params) if skip_frozen else None
+  return make_train_step(task, tx, schedule, accum_steps or config.accum_steps, frozen=frozen)
+
+
+def compile_train_step(config, task, tx, schedule, mesh, rules, state, shardings,
+                       skip_frozen: bool = True):
+  """The train step as a run compiles it: `step_fn_for`, jitted over `mesh` with the state's
+  shardings, the batch sharded on its batch axes and the state donated, AOT-compiled for
+  `dummy_batch`'s shapes (`state` may be abstract). Returns (compiled, batch_shardings,
+  compile seconds)."""
+  step_fn = step_fn_for(config, task, tx, schedule, state.params, skip_frozen)
+  dummy = dummy_batch(config)
+  batch_shardings = {k: mesh_lib.batch_sharding(mesh, v.ndim) for k, v in dummy.items()}
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    jitted = jax.jit(step_fn, in_shardings=(shardings, batch_shardings),
+                     out_shardings=(shardings, mesh_lib.replicated(mesh)),
+                     donate_argnums=(0,))
+    abstract_batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_shardings[k])
+                      for k, v in dummy.items()}
+    t = time.time()
+    compiled = jitted.lower(state, abstract_batch).compile()
+  return compiled, batch_shardings, time.time() - t
+
+
 def _memory_report(compiled) -> Dict[str, float]:
   try:
     m = compiled.memory_analysis()
@@ -270,21 +301,12 @@ def train(config, workdir: str, mode: str = "train") -> Dict[str, float]:
       writer.close()
 
   # ---- The train step, compiled ahead of time --------------------------------
-  step_fn = make_train_step(task, tx, schedule, config.accum_steps,
-                            frozen=frozen_mask(config.optimizer, state.params))
-  batch_shardings = {k: mesh_lib.batch_sharding(mesh, v.ndim) for k, v in dummy_batch(config).items()}
-  rep = mesh_lib.replicated(mesh)
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    jitted = jax.jit(step_fn, in_shardings=(shardings, batch_shardings),
-                     out_shardings=(shardings, rep), donate_argnums=(0,))
-    abstract_batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_shardings[k])
-                      for k, v in dummy_batch(config).items()}
-    t = time.time()
-    compiled = jitted.lower(state, abstract_batch).compile()
+  compiled, _, compile_s = compile_train_step(
+      config, task, tx, schedule, mesh, rules, state, shardings)
   memory = _memory_report(compiled)
   step_flops = _flops(compiled, mesh.size)
   logging.info("compiled train step in %.1fs; memory per device: %s; %.3g GFLOP/step",
-               time.time() - t, memory, step_flops / 1e9)
+               compile_s, memory, step_flops / 1e9)
 
   # The run is known to resume this workdir: now its files may change.
   if jax.process_index() == 0:
