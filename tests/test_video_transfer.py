@@ -362,7 +362,8 @@ def test_frozen_paradigms_send_no_gradient_into_the_image_tower():
 def test_every_paradigm_builds_as_a_qa_tower(paradigm):
   """`qa` on the paradigms the order test does not build: the transfer tower takes each
   one's adapters and temporal module (X-CLIP's without its text prompts)."""
-  config = small_config(f"{paradigm},qa", ("model.video.image.depth", "1"),
+  # Two image blocks: EVL reads the last two (one per decoder layer).
+  config = small_config(f"{paradigm},qa", ("model.video.image.depth", "2"),
                         ("model.video.image.width", "32"), ("model.video.image.num_heads", "2"),
                         ("model.video.embed_dim", "16"), ("model.video.width", "32"),
                         ("model.fusion_heads", "2"), ("model.fusion_depth", "1"), base=False)
@@ -658,3 +659,42 @@ def test_compare_video_runs_each_stage_and_merges_rows_into_one_table(tmp_path, 
   assert last["seq_transformer"]["metrics"]["qa/open/accuracy"] == 0.75
   pytest.importorskip("matplotlib")
   assert (out / "compare_video.png").stat().st_size > 1000
+
+
+def test_evl_decoder_layers_read_the_states_of_the_towers_last_blocks():
+  """EVL as the paper builds it: decoder layer i reads the tower's block L - depth + i. The
+  ViT hands out those blocks' states exactly (the last one is the stream before ln_final, the
+  one before it what a one-block-shorter tower gives), each decoder layer reads its own, and
+  the paradigm's model asks its tower for them (a LayerNorm per read layer)."""
+  from vlx.families.video_transfer.temporal import EvlDecoder  # pylint: disable=g-import-not-at-top
+  from vlx.models.vit import ViT  # pylint: disable=g-import-not-at-top
+  fields = dict(patch_size=8, width=32, depth=3, num_heads=2, posemb="sincos2d")
+  image = np.random.default_rng(0).uniform(-1, 1, (2, 16, 16, 3)).astype(np.float32)
+  vit = ViT(**fields, hidden_layers=(1, 2))
+  params = vit.init(jax.random.key(0), image)["params"]
+  _, tokens, hidden = vit.apply({"params": params}, image)
+  assert len(hidden) == 2 and hidden[0].shape == tokens.shape
+  _, last = ViT(**fields, prenorm_tokens=True).apply({"params": params}, image)
+  np.testing.assert_array_equal(hidden[1], last)
+  shorter = {k: v for k, v in params.items() if k != "encoder"}
+  shorter["encoder"] = {k: v for k, v in params["encoder"].items() if k != "layer_2"}
+  _, before = ViT(**dict(fields, depth=2), prenorm_tokens=True).apply({"params": shorter}, image)
+  np.testing.assert_array_equal(hidden[0], before)
+  assert not np.allclose(hidden[0], hidden[1])
+  # Each decoder layer reads its own block's states: swapping either changes the output.
+  rng = np.random.default_rng(1)
+  x = rng.normal(size=(2, 4, 16)).astype(np.float32)
+  a, b = (rng.normal(size=(2, 4, 4, 32)).astype(np.float32) for _ in range(2))
+  evl = EvlDecoder(depth=2, num_heads=2, layers_read=2)
+  evl_params = nn.meta.unbox(evl.init(jax.random.key(0), x, None, (a, b))["params"])
+  evl_params = perturbed(evl_params, 0.05)  # the output projection off zero
+  run = lambda tokens: evl.apply({"params": evl_params}, x, None, tokens)  # noqa: E731
+  out = run((a, b))
+  assert not np.allclose(out, run((b, b)), atol=1e-5)
+  assert not np.allclose(out, run((a, a)), atol=1e-5)
+  with pytest.raises(ValueError, match="layers_read"):
+    run(b)
+  # The paradigm's model: its tower returns the last two blocks' states to the decoder.
+  _, model, params = built("evl")
+  assert {"ln_memory_0", "ln_memory_1"} <= set(params["temporal"]), set(params["temporal"])
+  assert model.temporal["layers_read"] == 2

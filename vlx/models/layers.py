@@ -355,6 +355,9 @@ class Encoder(nn.Module):
   # True: return (after ln_final, before it); X-CLIP's prompts read the last block's states
   # before the final norm, which CLIP applies to the pooled token only.
   keep_prenorm: bool = False
+  # Blocks whose outputs are returned too, `(out, (states of those blocks, in order))`: what
+  # an EVL-style decoder reads of a frozen tower besides its last layer (unrolled only).
+  return_layers: Sequence[int] = ()
   ln_eps: float = 1e-6
   act: str = "gelu_tanh"
   # Another block class with Block's params and call (an image block that hosts video
@@ -366,20 +369,41 @@ class Encoder(nn.Module):
 
   @nn.compact
   def __call__(self, x, mask=None, memory=None, memory_mask=None):
+    """`memory`: what the cross-attention reads, one array for every block or a tuple of
+    `depth` arrays, block i reading the i-th (EVL: each decoder layer reads another layer of
+    the frozen tower)."""
     check_norm(self.norm)
+    per_layer = isinstance(memory, (tuple, list))
+    if per_layer and len(memory) != self.depth:
+      raise ValueError(f"{len(memory)} memories for a stack of {self.depth} blocks: give one "
+                       "per block, or one for all")
+    returned = tuple(self.return_layers)
+    if not all(0 <= i < self.depth for i in returned):
+      raise ValueError(f"return_layers={returned}: the blocks are 0-{self.depth - 1}")
+    if (per_layer or returned) and self.scan:
+      raise ValueError("per-block memories and return_layers need an unrolled stack "
+                       "(scan=False)")
+    if returned and self.keep_prenorm:
+      raise ValueError("keep_prenorm and return_layers: ask for the last block in "
+                       "return_layers instead")
     block = rematted(self.block or Block, self.remat, self.scan)
     kw = dict(num_heads=self.num_heads, mlp_dim=self.mlp_dim, is_causal=self.is_causal,
               cross_attention=self.cross_attention, decode=self.decode, norm=self.norm,
               ln_eps=self.ln_eps, act=self.act, dtype=self.dtype, param_dtype=self.param_dtype,
               **dict(self.block_kw or {}))
+    states = {}
     if self.scan and self.depth:
       x, _ = scanned(block, self.depth)(name="layers", **kw)(x, mask, memory, memory_mask)
     else:
       for i in range(self.depth):
-        x, _ = block(name=f"layer_{i}", **kw)(x, mask, memory, memory_mask)
-    if self.norm == "post" or not self.final_norm:
-      return (x, x) if self.keep_prenorm else x
-    y = layer_norm(self.dtype, self.param_dtype, name="ln_final", eps=self.ln_eps)(x)
+        x, _ = block(name=f"layer_{i}", **kw)(x, mask, memory[i] if per_layer else memory,
+                                              memory_mask)
+        states[i] = x
+    y = x
+    if self.norm == "pre" and self.final_norm:
+      y = layer_norm(self.dtype, self.param_dtype, name="ln_final", eps=self.ln_eps)(x)
+    if returned:
+      return y, tuple(states[i] for i in returned)
     return (y, x) if self.keep_prenorm else y
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -72,7 +72,8 @@ class PatchStem(nn.Module):
 
 
 class ViT(nn.Module):
-  """Image [B, H, W, 3] in [-1, 1] -> (pooled [B, width], tokens [B, N, width])."""
+  """Image [B, H, W, 3] in [-1, 1] -> (pooled [B, width], tokens [B, N, width]); with
+  `hidden_layers`, also (those blocks' patch-token states `[B, N, width]`, ...)."""
   patch_size: int = 16
   width: int = 768
   depth: int = 12
@@ -93,6 +94,10 @@ class ViT(nn.Module):
   # True: the returned tokens are the last block's states before `ln_final` (the pooled
   # embedding is normalised as always); what X-CLIP's video prompts read.
   prenorm_tokens: bool = False
+  # Blocks whose states (the residual stream after the block, patch tokens only) are returned
+  # as a third output, a tuple in this order: what an EVL-style decoder reads besides the
+  # last layer. Unrolled stacks only (scan=False).
+  hidden_layers: Tuple[int, ...] = ()
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
@@ -127,21 +132,29 @@ class ViT(nn.Module):
     mlp_dim = self.mlp_dim or int(self.width * self.mlp_ratio)
     x = layers.Encoder(self.depth, self.num_heads, mlp_dim, scan=self.scan, remat=self.remat,
                        ln_eps=self.ln_eps, act=self.act, block=self.block, block_kw=block_kw,
-                       keep_prenorm=self.prenorm_tokens, name="encoder", **kw)(x)
+                       keep_prenorm=self.prenorm_tokens,
+                       return_layers=tuple(self.hidden_layers), name="encoder", **kw)(x)
+    hidden = ()
+    if self.hidden_layers:
+      x, hidden = x
+      hidden = tuple(h[:, 1:] if self.pool == "cls" else h for h in hidden)
     if self.prenorm_tokens:
       x, raw = x
       if self.pool == "cls":
-        return x[:, 0], raw[:, 1:]
-      if self.pool == "gap":
-        return x.mean(axis=1), raw
-      raise ValueError(f"prenorm_tokens takes pool cls or gap, not {self.pool!r}")
-    if self.pool == "cls":
-      return x[:, 0], x[:, 1:]
-    if self.pool == "gap":
-      return x.mean(axis=1), x
-    if self.pool == "map":
-      return layers.MapHead(self.num_heads, mlp_dim, ln_eps=self.ln_eps, act=self.act,
-                            name="map_head", **kw)(x), x
-    if self.pool == "none":
-      return None, x
-    raise ValueError(f"unknown ViT pool {self.pool!r}; known: cls, gap, map, none")
+        out = x[:, 0], raw[:, 1:]
+      elif self.pool == "gap":
+        out = x.mean(axis=1), raw
+      else:
+        raise ValueError(f"prenorm_tokens takes pool cls or gap, not {self.pool!r}")
+    elif self.pool == "cls":
+      out = x[:, 0], x[:, 1:]
+    elif self.pool == "gap":
+      out = x.mean(axis=1), x
+    elif self.pool == "map":
+      out = layers.MapHead(self.num_heads, mlp_dim, ln_eps=self.ln_eps, act=self.act,
+                           name="map_head", **kw)(x), x
+    elif self.pool == "none":
+      out = None, x
+    else:
+      raise ValueError(f"unknown ViT pool {self.pool!r}; known: cls, gap, map, none")
+    return (*out, hidden) if self.hidden_layers else out

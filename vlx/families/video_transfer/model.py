@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from vlx import registry
-from vlx.families.video_transfer.temporal import build_temporal
+from vlx.families.video_transfer.temporal import build_temporal, tower_layers_read
 from vlx.families.video_transfer.tower import fold_frames, image_tower, through_time
 from vlx.models.joint import JointSpace
 from vlx.models.layers import DTYPES, l2_normalize
@@ -44,17 +44,19 @@ class VideoTransfer(JointSpace):
                                           name="temporal")
 
   def image_tower_fields(self) -> dict:
-    """ViT fields a subclass needs beyond the config's (X-CLIP: pre-norm tokens)."""
-    return {}
+    """ViT fields beyond the config's: the blocks whose states the temporal module reads
+    (EVL reading several layers); a subclass's own (X-CLIP: pre-norm tokens)."""
+    return dict(hidden_layers=tower_layers_read(self.temporal, dict(self.image)["depth"]))
 
   def encode_image(self, image):
     """The image model alone (a still frame), as the two-tower model embeds it."""
-    pooled, _ = self.img_tower(image)
+    pooled = self.img_tower(image)[0]
     return self.embed(pooled, self.img_proj)
 
   def frame_features(self, video, frame_mask=None, with_tokens: bool = False):
     """`video [B, T, H, W, 3]` -> projected, unnormalised frame embeddings `[B, T, E]` (and,
-    `with_tokens`, the tower's patch tokens `[B * T, N, width]`)."""
+    `with_tokens`, the tower's patch tokens `[B * T, N, width]`, or the states of the blocks
+    the temporal module reads)."""
     feats, tokens = fold_frames(self.img_tower, self.img_proj, video, frame_mask,
                                 (self._adapter_kind, self._adapter_fields), self.frozen_image)
     return (feats, tokens) if with_tokens else feats

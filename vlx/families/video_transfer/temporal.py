@@ -11,8 +11,9 @@ the frame count stays a call-time property (the table is interpolated to a clip 
 `x + Encoder(x + time_pos)` (its residual branches start at zero, and its table at zero or, as
 vlx trains it, as a sinusoid centred over each clip's frames: `2x` on average at init, the
 same direction once normalised); `evl` is an EVL-style decoder whose queries read the image
-tower's patch tokens of every frame (`reads_tokens`: called with them as `tokens`), its output
-added to every frame through a projection that starts at zero.
+tower's patch tokens of every frame (`reads_tokens`: called with them as `tokens`; with
+`layers_read` > 1, each decoder layer reads the states of another of the tower's last blocks),
+its output added to every frame through a projection that starts at zero.
 """
 
 from __future__ import annotations
@@ -103,31 +104,52 @@ class EvlDecoder(nn.Module):
   (a sinusoid at the start) and a fixed 2-D sinusoid in space are added to the tokens, so the
   decoder reads where and when each one is: what a pooled frame embedding loses (the image
   model was never asked where a shape is) and a temporal module over frame embeddings cannot
-  get back. EVL's decoder layers read several layers of the frozen tower; this one reads its
-  last layer's tokens."""
+  get back. `layers_read` 1: every decoder layer reads the tower's output tokens; `depth`:
+  as in EVL, decoder layer i reads the states of the tower's block `L - depth + i` (the
+  tower's last `depth` blocks, mid-stack states the last layer's pooling may not keep), each
+  through its own LayerNorm (`ln_memory_i`), the tower's residual stream not being
+  normalised there."""
   depth: int = 2
   num_heads: int = 4
   num_queries: int = 4  # several: one query's self-attention would be a constant
   mlp_ratio: float = 4.0
   max_frames: int = 16
   time_init: str = "sincos"
+  layers_read: int = 1
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
-  reads_tokens = True  # called with the image tower's tokens `[B, T, N, width]`
+  # Called with the image tower's tokens `[B, T, N, width]`, or with `layers_read` > 1 a
+  # tuple of the read blocks' states, each `[B, T, N, width]` (tower_layers_read says which).
+  reads_tokens = True
 
   @nn.compact
   def __call__(self, x, frame_mask=None, tokens=None):
     if tokens is None:
       raise ValueError("the EVL decoder reads the image tower's patch tokens")
-    b, t, n, w = tokens.shape
+    if self.layers_read not in (1, self.depth):
+      raise ValueError(f"EVL layers_read={self.layers_read}: 1 (the tower's output tokens) "
+                       f"or the decoder's depth {self.depth} (one block's states per layer)")
+    per_layer = isinstance(tokens, (tuple, list))
+    if per_layer != (self.layers_read > 1) or (per_layer and len(tokens) != self.depth):
+      raise ValueError(f"EVL layers_read={self.layers_read} got "
+                       f"{len(tokens) if per_layer else 'one array of'} tokens")
+    b, t, n, w = (tokens[0] if per_layer else tokens).shape
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     side = int(round(n ** 0.5))
     if side * side != n:
       raise ValueError(f"the EVL decoder takes a square patch grid; got {n} tokens per frame")
     space = sincos_2d(side, side, w)[0]
-    time = time_table(self, tokens[:, :, 0], self.max_frames, self.time_init)      # [1, T, w]
-    memory = (tokens + time[:, :, None].astype(tokens.dtype)
+    time = time_table(self, x, self.max_frames, self.time_init, width=w)          # [1, T, w]
+
+    def placed(tokens):  # where and when each token is, then frames x patches as one sequence
+      return (tokens + time[:, :, None].astype(tokens.dtype)
               + jnp.asarray(space, tokens.dtype)).reshape(b, t * n, w)
+
+    if per_layer:
+      memory = tuple(placed(layers.layer_norm(name=f"ln_memory_{i}", **kw)(layer))
+                     for i, layer in enumerate(tokens))
+    else:
+      memory = placed(tokens)
     memory_mask = None
     if frame_mask is not None:
       memory_mask = jnp.repeat(frame_mask.astype(bool), n, axis=1)[:, None, None, :]
@@ -155,12 +177,13 @@ def sincos_init(key, shape, dtype):
 TIME_INITS = {"zeros": nn.initializers.zeros, "sincos": sincos_init}
 
 
-def time_table(module: nn.Module, x, max_frames: int, init: str = "zeros"):
-  """`time_pos_embedding [1, max_frames, E]` of `module` for `x [B, T, E]`'s T frames,
-  interpolated when T exceeds the table."""
+def time_table(module: nn.Module, x, max_frames: int, init: str = "zeros",
+               width: Optional[int] = None):
+  """`time_pos_embedding [1, max_frames, E]` of `module` for `x [B, T, E]`'s T frames (E:
+  `width` if given), interpolated when T exceeds the table."""
   if init not in TIME_INITS:
     raise ValueError(f"unknown time table init {init!r}; known: {', '.join(TIME_INITS)}")
-  t, e = x.shape[1], x.shape[2]
+  t, e = x.shape[1], width or x.shape[2]
   pos = module.param("time_pos_embedding",
                      layers.boxed(TIME_INITS[init], (None, "pos", "embed")),
                      (1, max_frames, e), module.param_dtype)
@@ -169,6 +192,16 @@ def time_table(module: nn.Module, x, max_frames: int, init: str = "zeros"):
 
 TEMPORAL = {"mean": MeanPool, "seq_transformer": SeqTransformer, "mit": MultiframeIntegration,
             "evl": EvlDecoder}
+
+
+def tower_layers_read(temporal, depth: int) -> tuple:
+  """The image tower's blocks whose states the temporal module reads (the ViT's
+  `hidden_layers`): EVL with `layers_read` K > 1 reads the last K; () for any other."""
+  temporal = dict(temporal or {})
+  k = temporal.get("layers_read", 1) if temporal.get("kind") == "evl" else 1
+  if k > depth:
+    raise ValueError(f"EVL layers_read={k}: the image tower has {depth} blocks")
+  return tuple(range(depth - k, depth)) if k > 1 else ()
 
 
 def build_temporal(kind: str = "mean", **fields) -> nn.Module:

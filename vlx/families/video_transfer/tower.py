@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from vlx.families.video_transfer.adapters import AdaptedBlock
-from vlx.families.video_transfer.temporal import build_temporal
+from vlx.families.video_transfer.temporal import build_temporal, tower_layers_read
 from vlx.models import layers
 from vlx.models.video import VIDEO_TOWERS, masked_mean
 from vlx.models.vit import ViT
@@ -34,14 +34,17 @@ def image_tower(image, adapter: tuple, dtype, name: str = "img", **fields) -> Vi
 
 def fold_frames(img_tower, img_proj, video, frame_mask, adapter: tuple, frozen: bool):
   """`video [B, T, H, W, 3]` through the image tower with the frames folded into the batch ->
-  (projected, unnormalised frame embeddings `[B, T, E]`, patch tokens `[B * T, N, width]`).
-  `adapter` is (kind, fields); `frozen` stops gradients at both, which spares a frozen image
-  tower its backward pass."""
+  (projected, unnormalised frame embeddings `[B, T, E]`, patch tokens `[B * T, N, width]`;
+  from a tower with `hidden_layers`, a tuple of those blocks' states instead). `adapter` is
+  (kind, fields); `frozen` stops gradients at both, which spares a frozen image tower its
+  backward pass."""
   b, t = video.shape[:2]
   kind, fields = adapter
   block_kw = None if kind == "none" else dict(adapter=kind, frames=t, frame_mask=frame_mask,
                                               **fields)
-  pooled, tokens = img_tower(video.reshape((b * t,) + video.shape[2:]), block_kw)
+  pooled, tokens, *hidden = img_tower(video.reshape((b * t,) + video.shape[2:]), block_kw)
+  if hidden:
+    tokens = hidden[0]
   if pooled is None:
     raise ValueError("model.image.pool='none' gives no pooled embedding to project")
   feats = pooled if img_proj is None else img_proj(pooled)
@@ -52,10 +55,12 @@ def fold_frames(img_tower, img_proj, video, frame_mask, adapter: tuple, frozen: 
 
 def through_time(temporal_module, feats, frame_mask, tokens):
   """The temporal module on frame embeddings `[B, T, E]`; one that `reads_tokens` (EVL) also
-  gets the image tower's tokens of each frame, `[B, T, N, width]`."""
+  gets the image tower's tokens of each frame, `[B, T, N, width]` (or a tuple of them: the
+  states of the blocks it reads)."""
   if getattr(temporal_module, "reads_tokens", False):
     b, t = feats.shape[:2]
-    return temporal_module(feats, frame_mask, tokens.reshape((b, t) + tokens.shape[1:]))
+    return temporal_module(feats, frame_mask, jax.tree.map(
+        lambda x: x.reshape((b, t) + x.shape[1:]), tokens))
   return temporal_module(feats, frame_mask)
 
 
@@ -78,7 +83,9 @@ class TransferTower(nn.Module):
   def setup(self):
     adapter = dict(self.adapter or {})
     self._adapter = (adapter.pop("kind", "none"), adapter)
-    self.img_tower = image_tower(self.image, self._adapter, self.dtype)
+    self.img_tower = image_tower(self.image, self._adapter, self.dtype,
+                                 hidden_layers=tower_layers_read(self.temporal,
+                                                                 dict(self.image)["depth"]))
     self.img_proj = layers.tower_projection(self.image_projection, self.embed_dim, "img_proj",
                                             self.dtype)
     self.temporal_module = build_temporal(**dict(self.temporal or {}), dtype=self.dtype,
