@@ -269,7 +269,18 @@ def get_config(arg: str = "mean_pool"):
       raise ValueError("clip=DIR is the image model: name a paradigm (and no image=DIR) to "
                        "start from it")
     from_imported_clip(c, variant.values["clip"], paradigm, size, stacked)
+  fit_evl_to_tower(c)
   return c
+
+
+def fit_evl_to_tower(c) -> None:
+  """EVL's decoder has a layer per image block it reads: on a tower shallower than the size's
+  decoder (a smoke run's 2 blocks, an imported CLIP's) it reads every block, one layer each."""
+  model = c.model.video if "video" in c.model else c.model
+  temporal = model.get("temporal")
+  if temporal is not None and temporal.get("kind") == "evl":
+    depth = min(temporal.depth, model.image.depth)
+    temporal.update(dict(depth=depth, layers_read=min(temporal.layers_read, depth)))
 
 
 def as_qa_task(c, paradigm: str) -> None:

@@ -9,7 +9,8 @@ not, once other jobs share the cores).
         [--json OUT.json]
 
 Prints a line per round and config, then a table and one JSON line: for each config its
-examples/s (the median over rounds; clips/s for a video model), steps/s per round, XLA's
+examples/s (the median over rounds; clips/s for a video model), steps/s per round (each
+round starts one config later in the list), XLA's
 GFLOP per step, trainable and total parameters and compile seconds. The models are freshly
 initialised (no init_from, no image model run): the step's cost does not depend on the
 weights.
@@ -61,7 +62,8 @@ def main(argv=None):
           f"{b['trainable'] / 1e6:.2f}M of {b['num_params'] / 1e6:.2f}M trainable", flush=True)
   rates = {spec: [] for spec in args.configs}
   for r in range(args.rounds):
-    for spec in args.configs:
+    n = r % len(args.configs)  # each round starts at another config: no fixed position
+    for spec in args.configs[n:] + args.configs[:n]:
       rates[spec].append(time_steps(built[spec], batches[spec], args.steps))
       print(f"round {r}: {spec}: {rates[spec][-1]:.2f} steps/s", flush=True)
   results = {spec: dict(examples_per_s=statistics.median(rates[spec]) * b["batch_size"],

@@ -179,7 +179,8 @@ def main():
                  help="QA / grounding steps per paradigm (config's; 0: none)")
   p.add_argument("--paradigms", default=",".join(DEFAULT_ROWS),
                  help=f"rows to run, comma-separated; known: {', '.join(PARADIGMS)}")
-  p.add_argument("--image", default=None, help="a finished image-model run to start from")
+  p.add_argument("--image", default=None, help="a finished image-model run to start from (of "
+                 "the config's tiny towers, which the step timing builds)")
   p.add_argument("--data_dir", default=None, help="where the synthetic videos are (made)")
   p.add_argument("--where", action="store_true",
                  help="train the image model as `image,where` (it also learns where shapes are)")
@@ -236,7 +237,7 @@ def main():
   if args.bench_rounds:
     timed = bench([r["paradigm"] for r in results], args.bench_rounds, args.bench_steps, out)
     for r in results:
-      r["clips"] = timed[r["paradigm"]]
+      r["bench_clips"] = timed[r["paradigm"]]
   header = ["paradigm", "kind", "trainable params", "clips/s (side by side)", "wall s"] + [
       n for n, _ in COLUMNS + QA_COLUMNS] + ["QA wall s"]
   print("\n| " + " | ".join(header) + " |\n|" + "---|" * len(header))
@@ -244,7 +245,8 @@ def main():
     counts = r.get("params", (float("nan"),) * 2)
     cells = [r["paradigm"], KIND[r["paradigm"]],
              f"{counts[0] / 1e3:.0f}k of {counts[1] / 1e3:.0f}k",
-             f"{r.get('clips', float('nan')):.0f}", f"{r.get('seconds', float('nan')):.0f}"] + [
+             f"{r['bench_clips']:.0f}" if "bench_clips" in r else "-",
+             f"{r.get('seconds', float('nan')):.0f}"] + [
                  f"{r['metrics'][k]:.3f}" if k in r["metrics"] else "-"
                  for _, k in COLUMNS + QA_COLUMNS] + [
                      f"{r['qa_seconds']:.0f}" if "qa_seconds" in r else

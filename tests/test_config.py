@@ -386,7 +386,7 @@ EXPERIMENT_OPTIONS = {
     "bench_train_step.py": ("--shape", "--batch", "--steps", "--dtype", "--mesh_fsdp"),
     "compare_fusion.py": ("--steps", "--root", "--families", "--blind"),
     "compare_video.py": ("--out", "--steps", "--qa_steps", "--paradigms", "--image", "--data_dir",
-                         "--bench_rounds"),
+                         "--bench_rounds", "--bench_steps"),
     "launch_local.py": ("--num_processes", "--devices_per_process", "--port", "--timeout_s"),
     "parity_report.py": ("--help",),
     "plot_metrics.py": ("workdirs", "--out", "--keys"),

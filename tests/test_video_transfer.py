@@ -661,14 +661,17 @@ def test_compare_video_runs_each_stage_and_merges_rows_into_one_table(tmp_path, 
   assert (out / "compare_video.png").stat().st_size > 1000
 
 
-def test_evl_decoder_layers_read_the_states_of_the_towers_last_blocks():
+@pytest.mark.parametrize("pool", ["gap", "cls"])
+def test_evl_decoder_layers_read_the_states_of_the_towers_last_blocks(pool):
   """EVL as the paper builds it: decoder layer i reads the tower's block L - depth + i. The
   ViT hands out those blocks' states exactly (the last one is the stream before ln_final, the
-  one before it what a one-block-shorter tower gives), each decoder layer reads its own, and
-  the paradigm's model asks its tower for them (a LayerNorm per read layer)."""
-  from vlx.families.video_transfer.temporal import EvlDecoder  # pylint: disable=g-import-not-at-top
+  one before it what a one-block-shorter tower gives; patch tokens only), each decoder layer
+  reads its own, and the paradigm's model asks its tower for the last blocks (a LayerNorm per
+  read layer), as many as a smoke run's shrunk tower has."""
+  from vlx.families.video_transfer.temporal import (  # pylint: disable=g-import-not-at-top
+      EvlDecoder, tower_layers_read)
   from vlx.models.vit import ViT  # pylint: disable=g-import-not-at-top
-  fields = dict(patch_size=8, width=32, depth=3, num_heads=2, posemb="sincos2d")
+  fields = dict(patch_size=8, width=32, depth=3, num_heads=2, posemb="sincos2d", pool=pool)
   image = np.random.default_rng(0).uniform(-1, 1, (2, 16, 16, 3)).astype(np.float32)
   vit = ViT(**fields, hidden_layers=(1, 2))
   params = vit.init(jax.random.key(0), image)["params"]
@@ -690,11 +693,16 @@ def test_evl_decoder_layers_read_the_states_of_the_towers_last_blocks():
   evl_params = perturbed(evl_params, 0.05)  # the output projection off zero
   run = lambda tokens: evl.apply({"params": evl_params}, x, None, tokens)  # noqa: E731
   out = run((a, b))
-  assert not np.allclose(out, run((b, b)), atol=1e-5)
-  assert not np.allclose(out, run((a, a)), atol=1e-5)
+  for other in ((b, b), (a, a), (b, a)):
+    assert not np.allclose(out, run(other), atol=1e-5)
   with pytest.raises(ValueError, match="layers_read"):
     run(b)
-  # The paradigm's model: its tower returns the last two blocks' states to the decoder.
+  # The paradigm's model: its tower returns the last blocks' states to the decoder.
+  assert tower_layers_read(dict(kind="evl", layers_read=2), 4) == (2, 3)
+  assert tower_layers_read(dict(kind="seq_transformer"), 4) == ()
   _, model, params = built("evl")
   assert {"ln_memory_0", "ln_memory_1"} <= set(params["temporal"]), set(params["temporal"])
   assert model.temporal["layers_read"] == 2
+  smoke = config_lib.load_config_file(f"{CONFIG}:b16,evl,smoke")
+  assert smoke.model.image.depth == smoke.model.temporal.layers_read == 2
+  assert config_lib.load_config_file(f"{CONFIG}:b16,evl").model.temporal.layers_read == 4
