@@ -82,3 +82,33 @@ def test_a_checkpoint_that_does_not_fit_names_the_tensor(saved):
   state = dict(hf.read_state(directory), extra_tensor=np.zeros(3))
   with pytest.raises(mapping.ConversionError, match="extra_tensor"):
     hf_xclip.import_state(hf.read_config(directory), state)
+
+
+def test_frames_are_preprocessed_as_the_directorys_processor_does(saved, tmp_path):
+  """uint8 frames go through the directory's preprocessor_config.json (XCLIPProcessor's
+  VideoMAEImageProcessor: shortest side, centre crop, its mean and std) and score as the
+  processor's pixel values do; without that file, the processor's defaults."""
+  directory, _, _, ids = saved
+  import shutil  # pylint: disable=g-import-not-at-top
+  here = tmp_path / "with_processor"
+  shutil.copytree(directory, here)
+  mean, std = (0.2, 0.4, 0.6), (0.3, 0.2, 0.1)
+  proc = transformers.VideoMAEImageProcessor(
+      size={"shortest_edge": SIZE}, crop_size={"height": SIZE, "width": SIZE},
+      image_mean=list(mean), image_std=list(std))
+  proc.save_pretrained(here)
+  frames = (np.random.default_rng(3).random((B, T, 45, 61, 3)) * 255).astype(np.uint8)
+  model = pretrained.load(str(here))
+  got = model.preprocess(frames)
+  assert got.shape == (B, T, SIZE, SIZE, 3)
+  # The processor takes a batch of clips, each a list of frames: [B, T, 3, S, S].
+  ref = np.asarray(proc(images=[list(clip) for clip in frames], return_tensors="np")[
+      "pixel_values"]).transpose(0, 1, 3, 4, 2)
+  # Resampling differs slightly between PIL and torch backends; crop and normalisation agree.
+  assert np.abs(got - ref).mean() < 0.05, np.abs(got - ref).mean()
+  np.testing.assert_allclose(model.video_text_logits(frames, ids),
+                             model.video_text_logits(got, ids), atol=1e-5)
+  # One clip as a list of frames is a batch of one.
+  np.testing.assert_array_equal(model.preprocess([list(frames[0])]), got[:1])
+  default = pretrained.load(directory).imported.preprocess
+  assert (default["mean"], default["resample"], default["crop"]) == ((0.5,) * 3, "bilinear", SIZE)

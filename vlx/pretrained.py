@@ -159,9 +159,10 @@ class PretrainedVideo:
 
 class PretrainedXClip:
   """An imported X-CLIP (HF `XCLIPModel`; vlx/convert/hf_xclip.py). Videos are float
-  `[B, T, H, W, 3]`, already preprocessed as the checkpoint expects (HF's `pixel_values`
-  `[B, T, 3, H, W]` moved channels-last). Its text embedding depends on the video it is
-  compared with (video-specific prompts), so scores come from `video_text_logits`."""
+  `[B, T, H, W, 3]`, preprocessed as the checkpoint expects (HF's `pixel_values`
+  `[B, T, 3, H, W]` moved channels-last; `preprocess` makes them from uint8 or PIL frames,
+  and the methods call it on anything not float). Its text embedding depends on the video
+  it is compared with (video-specific prompts), so scores come from `video_text_logits`."""
 
   def __init__(self, imported):
     import jax  # pylint: disable=g-import-not-at-top
@@ -182,8 +183,37 @@ class PretrainedXClip:
     self._text = apply("text_features")
     self._similarity = apply("video_text_similarity")
 
+  def preprocess(self, videos) -> np.ndarray:
+    """Clips of frames -> float32 `[B, T, S, S, 3]` as XCLIPProcessor makes them (each frame
+    resized, centre-cropped and normalised as the directory's preprocessor_config.json says).
+    Takes a uint8 clip `[T, H, W, C]`, a batch `[B, T, H, W, C]`, or a list of clips, each a
+    uint8 array or a list of frames (PIL images or uint8 arrays)."""
+    from vlx.data import image_ops  # pylint: disable=g-import-not-at-top
+    if isinstance(videos, np.ndarray):
+      if videos.ndim not in (4, 5):
+        raise ValueError(f"expected a clip [T, H, W, C] or a batch [B, T, H, W, C] of uint8 "
+                         f"frames, got an array of shape {videos.shape}")
+      clips = [videos] if videos.ndim == 4 else list(videos)
+    elif isinstance(videos, (list, tuple)):
+      clips = list(videos)
+    else:
+      raise TypeError(f"expected uint8 frames (an array, or a list of clips), got "
+                      f"{type(videos).__name__}")
+    out = [np.stack([image_ops.preprocess(frame, **self.imported.preprocess)
+                     for frame in _image_list(clip)]) for clip in clips]
+    if len({x.shape for x in out}) > 1:
+      raise ValueError(f"clips of different lengths: {[len(x) for x in out]} frames")
+    return np.stack(out) if out else np.zeros((0, 0) + self.frame_shape, np.float32)
+
   def _pixels(self, video) -> np.ndarray:
-    x = np.asarray(video, np.float32)
+    """Model-ready pixels: float arrays are taken as `preprocess` output (checked for size);
+    anything else (uint8, PIL) is preprocessed, never fed to the model raw."""
+    if isinstance(video, (list, tuple)):
+      return self.preprocess(video)
+    video = np.asarray(video)  # a jax or torch array too
+    if not np.issubdtype(video.dtype, np.floating):
+      return self.preprocess(video)
+    x = video.astype(np.float32)
     if x.ndim != 5 or x.shape[2:] != self.frame_shape:
       raise ValueError(f"videos must be float [B, T, {', '.join(map(str, self.frame_shape))}] "
                        f"(preprocessed, channels last), got shape {np.shape(video)}")

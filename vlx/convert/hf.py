@@ -188,6 +188,9 @@ def default_preprocess(facts: dict) -> dict:
   if facts["family"] == "clip":
     return dict(resize=size, resize_mode="shortest", crop=size, mean=CLIP_MEAN, std=CLIP_STD,
                 resample="bicubic", crop_rounding="floor")
+  if facts["family"] == "xclip":  # XCLIPProcessor's frames: VideoMAEImageProcessor's defaults
+    return dict(resize=size, resize_mode="shortest", crop=size, mean=(0.5,) * 3, std=(0.5,) * 3,
+                resample="bilinear", crop_rounding="floor")
   return dict(resize=size, resize_mode="squash", crop=None, mean=(0.5,) * 3, std=(0.5,) * 3,
               resample="bicubic", crop_rounding="floor")
 
@@ -213,8 +216,9 @@ def preprocess_config(directory: str, facts: dict) -> dict:
       out["crop"] = None
     if pp.get("image_mean"):
       out["mean"], out["std"] = tuple(pp["image_mean"]), tuple(pp["image_std"])
-    out["resample"] = {0: "nearest", 2: "bilinear", 3: "bicubic"}.get(pp.get("resample", 3),
-                                                                      "bicubic")
+    if "resample" in pp:  # else the family's default
+      out["resample"] = {0: "nearest", 2: "bilinear", 3: "bicubic"}.get(pp["resample"],
+                                                                        "bicubic")
   return out
 
 

@@ -16,8 +16,11 @@ X-CLIP is a CLIP with three additions, each mapped to its vlx piece:
 The CLIP part maps as a HF CLIPModel does (vlx/convert/hf.py), `pre_layernorm` for CLIP's
 `pre_layrnorm`.
 
-Left out: X-CLIP's video preprocessing (pixels come preprocessed, as HF's processor makes
-them), `interpolate_pos_encoding`, export back to Hugging Face, and writing a converted
+Frames are preprocessed as the directory's preprocessor_config.json says (XCLIPProcessor's
+VideoMAEImageProcessor: shortest side resized, centre crop, normalised; its defaults without
+one).
+
+Left out: `interpolate_pos_encoding`, export back to Hugging Face, and writing a converted
 directory (`python -m vlx.convert`): load the Hugging Face directory itself.
 """
 
@@ -44,11 +47,13 @@ XCLIP_TOP = dict(projection_dim=512, prompt_layers=2, prompt_alpha=0.1,
 @dataclasses.dataclass
 class XClipImport:
   """A converted X-CLIP: the vlx model config, numpy params, facts (image_size, num_frames,
-  max_len) and the tokenizer spec (absolute paths; None when the directory has none)."""
+  max_len), the tokenizer spec (absolute paths; None when the directory has none) and the
+  frames' preprocessing (vlx.data.image_ops.preprocess's keywords)."""
   model: Dict[str, Any]
   params: Dict[str, Any]
   facts: Dict[str, Any]
   tokenizer: Optional[Dict[str, Any]]
+  preprocess: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def is_xclip_dir(path: str) -> bool:
@@ -149,13 +154,17 @@ def abstract_params(model: dict, facts: dict) -> M.Flat:
 
 
 def import_state(cfg: Mapping[str, Any], state: Mapping[str, Any],
-                 tokenizer: Optional[Dict[str, Any]] = None) -> XClipImport:
-  """HF config dict + state dict (name -> array; torch tensors are converted) -> vlx."""
+                 tokenizer: Optional[Dict[str, Any]] = None,
+                 preprocess: Optional[Dict[str, Any]] = None) -> XClipImport:
+  """HF config dict + state dict (name -> array; torch tensors are converted) -> vlx
+  (`preprocess`: XCLIPProcessor's defaults unless given)."""
   model, facts = model_config(cfg)
   state = {k: M.to_numpy(v) for k, v in state.items()}
   flat = M.import_params(state, rules(model, facts), ignore=hf.is_buffer)
   M.check_against(flat, abstract_params(model, facts))
-  return XClipImport(model=model, params=M.unflatten(flat), facts=facts, tokenizer=tokenizer)
+  return XClipImport(model=model, params=M.unflatten(flat), facts=facts, tokenizer=tokenizer,
+                     preprocess=preprocess or hf.default_preprocess(
+                         dict(family="xclip", image_size=facts["image_size"])))
 
 
 def import_dir(directory: str) -> XClipImport:
@@ -165,7 +174,11 @@ def import_dir(directory: str) -> XClipImport:
   spec = hf.tokenizer_spec(directory, dict(family="clip"))
   if spec:
     spec = dict(spec, dir=directory)
-  return import_state(hf.read_config(directory), hf.read_state(directory), spec)
+  cfg = hf.read_config(directory)
+  _, facts = model_config(cfg)
+  preprocess = hf.preprocess_config(directory, dict(family="xclip",
+                                                    image_size=facts["image_size"]))
+  return import_state(cfg, hf.read_state(directory), spec, preprocess)
 
 
 __all__ = ["XClipImport", "is_xclip_dir", "model_config", "rules", "import_state",
