@@ -220,3 +220,43 @@ def test_every_key_layout_imports_alike_and_unsupported_checkpoints_are_refused(
   extra = dict(state, **{"model.multi_modal_projector.extra.weight": torch.zeros(2)})
   with pytest.raises(mapping.ConversionError, match="multi_modal_projector.extra.weight"):
     hf_paligemma.import_state(cfg, extra)
+
+
+def test_predict_answers_a_prompt_about_a_folder_of_images(saved, tmp_path, capsys):
+  """`python -m vlx.predict --pretrained=DIR --prompt=... --images=DIR`: every readable image
+  answered as `vlx.pretrained`'s generate answers it (the same preprocessing), printed and
+  written as JSON lines; an unreadable file skipped and named; --prompt without --pretrained
+  and flags that do not apply refused in one line."""
+  import json  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from vlx import predict  # pylint: disable=g-import-not-at-top
+  _, directory, _ = saved
+  model_dir, images = tmp_path / "pg", tmp_path / "images"
+  shutil.copytree(directory, model_dir)
+  _sentencepiece(str(model_dir / "tokenizer.model"))
+  images.mkdir()
+  pixels = np.random.default_rng(0).integers(0, 256, (3, 40, 48, 3), dtype=np.uint8)
+  for i, image in enumerate(pixels):
+    Image.fromarray(image).save(images / f"{i}.png")
+  (images / "broken.jpg").write_bytes(b"not a jpeg")
+  out = tmp_path / "answers.jsonl"
+  rc = predict.main([f"--pretrained={model_dir}", "--prompt=caption en", f"--images={images}",
+                     "--max_len=8", f"--out={out}"])
+  printed = capsys.readouterr()
+  assert rc == 0, printed.err
+  rows = [json.loads(line) for line in out.read_text().splitlines()]
+  want = pretrained.load(str(model_dir)).generate(list(pixels), "caption en", max_len=8)
+  assert [r["image"] for r in rows] == ["0.png", "1.png", "2.png"]
+  assert [r["answer"] for r in rows] == want and any(want)
+  # The Python entry point takes the files' paths too.
+  assert pretrained.load(str(model_dir)).generate([images / "1.png"], "caption en",
+                                                  max_len=8) == want[1:2]
+  assert printed.out.splitlines() == [f"{i}.png\t{a}" for i, a in enumerate(want)]
+  assert "skipped broken.jpg" in printed.err and "wrote 3 answers" in printed.err
+  for argv, needle in (([f"--workdir={tmp_path}", "--prompt=caption en"], "--pretrained"),
+                       ([f"--pretrained={model_dir}", "--prompt=x", f"--images={images}",
+                         "--method=beam"], "--method do not apply"),
+                       ([f"--pretrained={model_dir}", f"--images={images}"], "--prompt")):
+    assert predict.main(argv) == 2
+    err = capsys.readouterr().err
+    assert needle in err and len(err.strip().splitlines()) == 1, err

@@ -1,15 +1,23 @@
-"""Caption images with a trained model:
+"""Caption images with a trained model, or answer a prompt about them with an imported one:
 
   python -m vlx.predict --workdir=W [--images=DIR | --split=test] [--method=greedy|beam|sample]
       [--beam_size=4] [--length_penalty=0.6] [--temperature=1 --top_k=0 --top_p=1]
       [--max_len=32] [--limit=N] [--seed=0] [--out=FILE.jsonl]
+  python -m vlx.predict --pretrained=DIR --prompt="caption en" --images=DIR [--max_len=32]
+      [--limit=N] [--out=FILE.jsonl]
 
-Reads the run's `config.json` and its latest checkpoint from W, captions every image in
-DIR (png/jpg/jpeg/bmp/gif/webp) or the dataset split, prints `name<TAB>caption` lines
-and writes them as JSON lines to --out (default W/predictions.jsonl).
+The first reads the run's `config.json` and its latest checkpoint from W, captions every
+image in DIR (png/jpg/jpeg/bmp/gif/webp) or the dataset split, prints `name<TAB>caption`
+lines and writes them as JSON lines to --out (default W/predictions.jsonl). The second loads
+a Hugging Face PaliGemma directory (`vlx.pretrained.load`; its `tokenizer.model` beside it)
+and answers the prompt about every image in DIR, greedily ("caption en", "answer en what is
+on the table", "detect cat": boxes come as `<locNNNN>` tokens), printing
+`name<TAB>answer` and writing JSON lines to --out (default ./predictions.jsonl).
 
 Options:
-  --workdir=W         a vlx training run (required)
+  --workdir=W         a vlx training run (this or --pretrained is required)
+  --pretrained=DIR    an imported model that answers prompts (a Hugging Face PaliGemma)
+  --prompt=TEXT       the prompt (with --pretrained; one for every image)
   --images=DIR        caption the image files in DIR (sorted by name)
   --split=NAME        caption the dataset's split instead (default: the run's test split)
   --method=M          greedy (default) | beam | sample
@@ -26,6 +34,7 @@ Images from a folder keep their aspect ratio: the run's evaluation preprocessing
 square resize (if any) replaced by `resize_small(S)|central_crop(S)` (the shorter side
 resized to the model's size S, then the centred S x S crop); the pp string used is printed.
 A file that cannot be decoded is skipped, named on stderr and counted in the summary line.
+With --pretrained, images are preprocessed as the directory's processor does.
 """
 
 from __future__ import annotations
@@ -40,7 +49,9 @@ import numpy as np
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 FLAGS = {"workdir", "images", "split", "method", "beam_size", "length_penalty", "temperature",
-         "top_k", "top_p", "max_len", "limit", "seed", "out"}
+         "top_k", "top_p", "max_len", "limit", "seed", "out", "pretrained", "prompt"}
+# What --pretrained takes besides itself (its decoding is greedy).
+PRETRAINED_FLAGS = {"pretrained", "prompt", "images", "max_len", "limit", "out"}
 
 
 def load_model(workdir: str):
@@ -110,11 +121,8 @@ def folder_pp(config) -> str:
   return "|".join(ops)
 
 
-def load_folder(directory: str, handle, config, limit=None
-                ) -> Tuple[List[str], np.ndarray, List[Tuple[str, str]]]:
-  """Image files -> (names, model-ready images, skipped [(name, reason)]) through
-  `folder_pp(config)`. A file that does not decode is skipped, not fatal."""
-  from vlx.data import pp_ops  # pylint: disable=g-import-not-at-top
+def image_files(directory: str, limit=None) -> List[str]:
+  """The image file names in `directory`, sorted (the first `limit`)."""
   if not os.path.isdir(directory):
     raise FileNotFoundError(f"--images={directory}: not a directory")
   names = sorted(n for n in os.listdir(directory) if n.lower().endswith(IMAGE_EXTENSIONS))
@@ -122,6 +130,15 @@ def load_folder(directory: str, handle, config, limit=None
     names = names[:int(limit)]
   if not names:
     raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {directory}")
+  return names
+
+
+def load_folder(directory: str, handle, config, limit=None
+                ) -> Tuple[List[str], np.ndarray, List[Tuple[str, str]]]:
+  """Image files -> (names, model-ready images, skipped [(name, reason)]) through
+  `folder_pp(config)`. A file that does not decode is skipped, not fatal."""
+  from vlx.data import pp_ops  # pylint: disable=g-import-not-at-top
+  names = image_files(directory, limit)
   fn = pp_ops.parse(folder_pp(config), handle)
   rng = np.random.default_rng(0)
   kept, images, skipped = [], [], []
@@ -184,6 +201,36 @@ def caption(workdir: str, images=None, split=None, method="greedy", beam_size=4,
   return out + [{"image": name, "error": reason} for name, reason in skipped]
 
 
+def answer(pretrained: str, prompt: str, images: str, max_len=32, limit=None,
+           batch_size: int = 8) -> List[Dict[str, str]]:
+  """Rows {"image", "prompt", "answer"}: an imported model's greedy answer to `prompt` about
+  every image file in `images` (its own preprocessing); unreadable files come as rows
+  {"image", "error"} after the answered ones."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from vlx import pretrained as pretrained_lib  # pylint: disable=g-import-not-at-top
+  model = pretrained_lib.load(pretrained)
+  if not hasattr(model, "generate"):
+    raise ValueError(f"--pretrained={pretrained}: a {model.family} model does not answer "
+                     "prompts (a PaliGemma directory does)")
+  kept, decoded, skipped = [], [], []
+  for name in image_files(images, limit):
+    try:
+      with Image.open(os.path.join(images, name)) as im:
+        decoded.append(im.convert("RGB"))
+    except Exception as e:  # pylint: disable=broad-except
+      skipped.append({"image": name, "error": f"not a readable image ({e})"})
+      continue
+    kept.append(name)
+  if not kept:
+    raise ValueError(f"none of the image files in {images} could be read "
+                     f"(e.g. {skipped[0]['image']}: {skipped[0]['error']})")
+  texts = []
+  for i in range(0, len(decoded), batch_size):
+    texts += model.generate(decoded[i:i + batch_size], prompt, max_len=int(max_len or 32))
+  return [{"image": name, "prompt": prompt, "answer": text}
+          for name, text in zip(kept, texts)] + skipped
+
+
 def _usage_error(message: str) -> int:
   print(f"vlx.predict: {message} (see python -m vlx.predict --help)", file=sys.stderr)
   return 2
@@ -204,8 +251,20 @@ def main(argv=None) -> int:
             file=sys.stderr)
       return 2
     flags[key] = value
-  if "workdir" not in flags:
-    return _usage_error("--workdir=W is required")
+  if "pretrained" in flags:
+    if "workdir" in flags:
+      return _usage_error("give --workdir=W (a vlx run) or --pretrained=DIR, not both")
+    extra = sorted(set(flags) - PRETRAINED_FLAGS)
+    if extra:
+      return _usage_error(f"--pretrained answers greedily from --images with --prompt; "
+                          f"{', '.join('--' + k for k in extra)} do not apply")
+    if not flags.get("images") or not flags.get("prompt"):
+      return _usage_error("--pretrained=DIR needs --images=DIR and --prompt=TEXT")
+  elif "prompt" in flags:
+    return _usage_error("--prompt goes with --pretrained=DIR (an imported PaliGemma); a "
+                        "--workdir run captions without one")
+  elif "workdir" not in flags:
+    return _usage_error("--workdir=W (a vlx run) or --pretrained=DIR is required")
   if "limit" in flags:
     try:
       limit = int(flags["limit"])
@@ -214,7 +273,7 @@ def main(argv=None) -> int:
     if limit < 1:
       return _usage_error(f"--limit={flags['limit']}: give a whole number of images >= 1 "
                           f"(leave it out for all)")
-  out_path = flags.pop("out", os.path.join(flags["workdir"], "predictions.jsonl"))
+  out_path = flags.pop("out", os.path.join(flags.get("workdir", "."), "predictions.jsonl"))
   if flags.get("images"):
     import ml_collections  # pylint: disable=g-import-not-at-top
     try:
@@ -224,8 +283,9 @@ def main(argv=None) -> int:
             f"(aspect kept: shorter side resized, centre crop)", file=sys.stderr)
     except (OSError, ValueError, KeyError, AttributeError):
       pass  # caption() below says what is wrong with the workdir
+  key = "answer" if "pretrained" in flags else "caption"
   try:
-    rows = caption(**flags)
+    rows = answer(**flags) if key == "answer" else caption(**flags)
   except (FileNotFoundError, ValueError) as e:
     print(f"vlx.predict: error: {e}", file=sys.stderr)
     return 2
@@ -233,13 +293,13 @@ def main(argv=None) -> int:
   skipped = [row for row in rows if "error" in row]
   buf = io.StringIO()
   for row in done:
-    print(f"{row['image']}\t{row['caption']}")
+    print(f"{row['image']}\t{row[key]}")
     buf.write(json.dumps(row) + "\n")
   for row in skipped:
     print(f"vlx.predict: skipped {row['image']}: {row['error']}", file=sys.stderr)
   with open(out_path, "w") as f:
     f.write(buf.getvalue())
-  summary = f"wrote {len(done)} captions to {out_path}"
+  summary = f"wrote {len(done)} {key}s to {out_path}"
   if skipped:
     summary += (f"; skipped {len(skipped)} unreadable image file(s): "
                 f"{', '.join(row['image'] for row in skipped)}")

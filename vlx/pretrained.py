@@ -41,7 +41,7 @@ class Pretrained:
     """Images -> float32 [B, H, W, 3] as the checkpoint expects (resize, crop, normalize).
 
     Takes a PIL image, a uint8 array ([H, W] grayscale, [H, W, C] with C in 1, 3, 4, or a
-    batch [B, H, W, C]) or a list of those."""
+    batch [B, H, W, C]), an image file's path or a list of those."""
     from vlx.data import image_ops  # pylint: disable=g-import-not-at-top
     out = [image_ops.preprocess(im, **self.preprocess_cfg) for im in _image_list(images)]
     if not out:
@@ -320,11 +320,11 @@ class PretrainedPaliGemma:
 
 
 def _image_list(images) -> list:
-  """One image or many -> a list of PIL images or uint8 [H, W, 3] arrays (gray and RGBA made
-  RGB), or one line saying what was expected."""
+  """One image or many (PIL images, uint8 arrays or image file paths) -> a list of PIL images
+  or uint8 [H, W, 3] arrays (gray and RGBA made RGB), or one line saying what was expected."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
-  if isinstance(images, Image.Image):
-    return [images]
+  if isinstance(images, (Image.Image, str, os.PathLike)):
+    return [_as_rgb(images)]
   if isinstance(images, np.ndarray):
     if images.ndim == 4 or (images.ndim == 3 and images.shape[-1] not in (1, 3, 4)):
       items = list(images)  # a batch: [B, H, W, C], or [B, H, W] grayscale
@@ -336,13 +336,16 @@ def _image_list(images) -> list:
   elif isinstance(images, (list, tuple)):
     items = list(images)
   else:
-    raise TypeError(f"expected a PIL image, a uint8 array or a list of them, got "
-                    f"{type(images).__name__}")
+    raise TypeError(f"expected a PIL image, a uint8 array, an image file or a list of "
+                    f"them, got {type(images).__name__}")
   return [_as_rgb(im) for im in items]
 
 
 def _as_rgb(image):
   from PIL import Image  # pylint: disable=g-import-not-at-top
+  if isinstance(image, (str, os.PathLike)):  # an image file
+    with Image.open(image) as im:
+      return im.convert("RGB")
   if isinstance(image, Image.Image):
     return image.convert("RGB")
   x = np.asarray(image)
