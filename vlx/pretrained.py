@@ -410,7 +410,7 @@ def _load_converted(directory: str) -> Pretrained:
 def _load_workdir(workdir: str) -> Pretrained:
   """A vlx training run: its dataset's tokenizer and its eval image size."""
   import jax  # pylint: disable=g-import-not-at-top
-  from vlx.predict import load_run  # pylint: disable=g-import-not-at-top
+  from vlx.saved_run import load_run  # pylint: disable=g-import-not-at-top
   config, model, _, handle, params = load_run(workdir)
   pp = config.data.get("pretrained_preprocess")
   pp = dict(pp) if pp else dict(resize=config.data.image_size, resize_mode="squash", crop=None,
