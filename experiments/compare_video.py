@@ -151,12 +151,13 @@ def plot(results, out: str) -> None:
   shown = COLUMNS[:3] + (QA_COLUMNS[1], QA_COLUMNS[3])
   x = np.arange(len(names))
   width = 0.8 / len(shown)
-  fig, ax = plt.subplots(figsize=(9, 4.3))
+  fig, ax = plt.subplots(figsize=(max(9, 1.1 * len(names)), 4.8))
   for i, (label, key) in enumerate(shown):
     ax.bar(x + (i - (len(shown) - 1) / 2) * width,
            [r["metrics"].get(key, np.nan) for r in results], width, label=label)
   ax.axhline(0.5, color="grey", lw=0.8, ls="--")
-  ax.set_xticks(x, [f"{n}\n({KIND[n]})" for n in names])
+  labels = [n.replace("+", "+\n") + f"\n({KIND[n]})" for n in names]
+  ax.set_xticks(x, labels, fontsize=7.5)
   ax.set(ylim=(0, 1), ylabel="score", title="Image->video transfer, same data and steps")
   ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=len(shown))
   ax.grid(axis="y", alpha=0.3)
