@@ -16,8 +16,8 @@ table and one plot.
   5. one table: trainable parameters, clips/s, training wall time, the temporal twins, the
      twins with frames shuffled, static-split text->video R@1 (strict and caption-matched),
      video QA accuracy (all questions; the temporal videos' questions, and with frames
-     shuffled) and grounding mIoU, and a plot. Rows and stages not rerun are kept from OUT/results.json
-     when they started from the same image model.
+     shuffled) and grounding mIoU, and a plot. Rows and stages not rerun are kept from
+     OUT/results.json when they started from the same image model.
 
     python experiments/compare_video.py [--out DIR] [--steps 1000] [--qa_steps 1000]
         [--paradigms a,b,...] [--image DIR] [--data_dir DIR] [--where]

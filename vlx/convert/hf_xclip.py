@@ -155,16 +155,18 @@ def abstract_params(model: dict, facts: dict) -> M.Flat:
 
 def import_state(cfg: Mapping[str, Any], state: Mapping[str, Any],
                  tokenizer: Optional[Dict[str, Any]] = None,
-                 preprocess: Optional[Dict[str, Any]] = None) -> XClipImport:
-  """HF config dict + state dict (name -> array; torch tensors are converted) -> vlx
-  (`preprocess`: XCLIPProcessor's defaults unless given)."""
+                 directory: Optional[str] = None) -> XClipImport:
+  """HF config dict + state dict (name -> array; torch tensors are converted) -> vlx; the
+  frames' preprocessing from `directory`'s preprocessor_config.json (XCLIPProcessor's
+  defaults without one, or without a directory)."""
   model, facts = model_config(cfg)
+  pp_facts = dict(family="xclip", image_size=facts["image_size"])
   state = {k: M.to_numpy(v) for k, v in state.items()}
   flat = M.import_params(state, rules(model, facts), ignore=hf.is_buffer)
   M.check_against(flat, abstract_params(model, facts))
   return XClipImport(model=model, params=M.unflatten(flat), facts=facts, tokenizer=tokenizer,
-                     preprocess=preprocess or hf.default_preprocess(
-                         dict(family="xclip", image_size=facts["image_size"])))
+                     preprocess=hf.preprocess_config(directory, pp_facts) if directory
+                     else hf.default_preprocess(pp_facts))
 
 
 def import_dir(directory: str) -> XClipImport:
@@ -174,11 +176,7 @@ def import_dir(directory: str) -> XClipImport:
   spec = hf.tokenizer_spec(directory, dict(family="clip"))
   if spec:
     spec = dict(spec, dir=directory)
-  cfg = hf.read_config(directory)
-  _, facts = model_config(cfg)
-  preprocess = hf.preprocess_config(directory, dict(family="xclip",
-                                                    image_size=facts["image_size"]))
-  return import_state(cfg, hf.read_state(directory), spec, preprocess)
+  return import_state(hf.read_config(directory), hf.read_state(directory), spec, directory)
 
 
 __all__ = ["XClipImport", "is_xclip_dir", "model_config", "rules", "import_state",

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from vlx import registry
-from vlx.families.video_transfer.temporal import build_temporal, tower_layers_read
+from vlx.families.video_transfer.temporal import build_temporal
 from vlx.families.video_transfer.tower import fold_frames, image_tower, through_time
 from vlx.models.joint import JointSpace
 from vlx.models.layers import DTYPES, l2_normalize
@@ -38,15 +38,14 @@ class VideoTransfer(JointSpace):
     self._adapter_kind = adapter.pop("kind", "none")
     self._adapter_fields = adapter
     self.img_tower = image_tower(self.image, (self._adapter_kind, adapter), DTYPES[self.dtype],
-                                 **self.image_tower_fields())
+                                 temporal=self.temporal, **self.image_tower_fields())
     self.img_proj = self.projection(self.image_projection, "img_proj")
     self.temporal_module = build_temporal(**dict(self.temporal or {}), dtype=DTYPES[self.dtype],
                                           name="temporal")
 
   def image_tower_fields(self) -> dict:
-    """ViT fields beyond the config's: the blocks whose states the temporal module reads
-    (EVL reading several layers); a subclass's own (X-CLIP: pre-norm tokens)."""
-    return dict(hidden_layers=tower_layers_read(self.temporal, dict(self.image)["depth"]))
+    """ViT fields a subclass needs beyond the config's (X-CLIP: pre-norm tokens)."""
+    return {}
 
   def encode_image(self, image):
     """The image model alone (a still frame), as the two-tower model embeds it."""

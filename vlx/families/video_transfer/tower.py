@@ -20,16 +20,18 @@ from vlx.models.video import VIDEO_TOWERS, masked_mean
 from vlx.models.vit import ViT
 
 
-def image_tower(image, adapter: tuple, dtype, name: str = "img", **fields) -> ViT:
+def image_tower(image, adapter: tuple, dtype, name: str = "img", temporal=None,
+                **fields) -> ViT:
   """The image ViT, its blocks adapted when a paradigm adds adapters inside them (`adapter`:
-  (kind, fields); from block `first_layer` on)."""
+  (kind, fields); from block `first_layer` on), handing out the states of the blocks the
+  `temporal` module reads (EVL reading several layers: `tower_layers_read`)."""
   adapter_kind, adapter_fields = adapter
   first, depth = adapter_fields.get("first_layer", 0), dict(image)["depth"]
   if adapter_kind != "none" and not 0 <= first < depth:
     raise ValueError(f"adapter first_layer={first}: the image tower's blocks are 0-{depth - 1}"
                      ", so none would host the adapter")
-  return ViT(**dict(image), **fields, dtype=dtype,
-             block=None if adapter_kind == "none" else AdaptedBlock, name=name)
+  return ViT(**dict(image), **fields, hidden_layers=tower_layers_read(temporal, depth),
+             dtype=dtype, block=None if adapter_kind == "none" else AdaptedBlock, name=name)
 
 
 def fold_frames(img_tower, img_proj, video, frame_mask, adapter: tuple, frozen: bool):
@@ -84,8 +86,7 @@ class TransferTower(nn.Module):
     adapter = dict(self.adapter or {})
     self._adapter = (adapter.pop("kind", "none"), adapter)
     self.img_tower = image_tower(self.image, self._adapter, self.dtype,
-                                 hidden_layers=tower_layers_read(self.temporal,
-                                                                 dict(self.image)["depth"]))
+                                 temporal=self.temporal)
     self.img_proj = layers.tower_projection(self.image_projection, self.embed_dim, "img_proj",
                                             self.dtype)
     self.temporal_module = build_temporal(**dict(self.temporal or {}), dtype=self.dtype,
