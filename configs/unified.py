@@ -9,14 +9,21 @@ vlx/models/gemma.py); the tasks are vlx/families/unified/tasks.py.
                       2-layer decoder cross-attending to it: the same depth in all), one task
                       per example (packing is for the decoder-only layout)
   :tiny,smoke         a few steps on the small variant, for tests
+  :ft=DIR             fine-tune an imported PaliGemma (`python -m vlx.convert
+                      --src=HF_PALIGEMMA --out=DIR`) on the four tasks, one per example, in
+                      PaliGemma's own words, ids and location tokens (tasks.PaliGemmaWords);
+                      append ',smoke' for a few steps
 
 Results: docs/unified.md.
 """
+
+import os
 
 import ml_collections
 
 from vlx.families.unified.tasks import TASKS, Vocab
 from vlx.presets import base, sizes
+from vlx.presets.finetune import preprocess_op, read_converted
 from vlx.variant import parse_variant
 
 TEXT_VOCAB, NUM_BINS = 256, 32
@@ -39,8 +46,71 @@ def unified_task(task: str, isolate: bool = True, weights=None) -> str:
           f"{isolate})")
 
 
+# ft=DIR: Gemma pieces ("answer en" + the longest question; 3 objects, each 4 location tokens,
+# a name and " ;"), the sampling weights of the one-task-per-example recipe.
+FT_PROMPT_LEN, FT_TARGET_LEN, FT_WEIGHTS = 24, 32, (1.0, 3.0, 3.0, 3.0)
+
+
+def paligemma_finetune(path: str, smoke: bool) -> ml_collections.ConfigDict:
+  """The four tasks on the synthetic scenes for an imported PaliGemma: its model, image size,
+  preprocessing and tokenizer from DIR (`python -m vlx.convert --out=DIR`), the tasks in its
+  words (PaliGemmaProcessor's prompt + suffix layout, its `<locNNNN>` ids), one task per example
+  with the prompt in the bidirectional prefix as PaliGemma was trained (not packed)."""
+  path = os.path.abspath(os.path.expanduser(path))
+  meta = read_converted(path, f"ft={path}")
+  if meta["family"] != "paligemma":
+    raise ValueError(f"ft={path}: a {meta['family']} checkpoint; configs/unified.py fine-tunes "
+                     "a converted PaliGemma (the dual encoders have their own ft=DIR)")
+  loc_start = meta["facts"].get("loc_start")
+  if loc_start is None:
+    raise ValueError(f"ft={path}: the decoder has no location tokens (its vocabulary ends "
+                     "before <loc1023>), so grounding and detection cannot be written")
+  vocab_size = int(meta["model"]["decoder"]["vocab_size"])
+  image_op = preprocess_op(meta["preprocess"])
+  words = f"'paligemma', {vocab_size}"
+
+  def task(name=None, weights=None):
+    what = f"{tuple(weights)}, None" if weights else f"None, '{name}'"
+    return (f"unified_task({FT_PROMPT_LEN}, {FT_TARGET_LEN}, 1024, {loc_start}, {what}, "
+            f"False, {words})")
+  c = base.base_config()
+  c.init_from = path
+  c.model = ml_collections.ConfigDict(meta["model"])
+  c.data = ml_collections.ConfigDict(dict(
+      name="synthetic_shapes", source=dict(data_dir="", variant="default",
+                                           vocab_size=TEXT_VOCAB),
+      train_split="train", test_split="test", image_size=meta["image_size"],
+      max_len=FT_TARGET_LEN, tokenizer=meta["tokenizer"], pretrained_preprocess=meta["preprocess"],
+      pp_train=f"decode|{image_op}|" + task(weights=FT_WEIGHTS),
+      pp_eval=f"decode|{image_op}|" + task("caption"),
+      keys=("image", "text_in", "mask_ar", "input_mask", "targets", "loss_mask"),
+      num_threads=2, prefetch=4))
+  # Plain cross-entropy on the answer, PaliGemma's training loss.
+  c.objectives = ml_collections.ConfigDict(dict(prefix_lm=dict(weight=1.0)))
+  shared = dict(prompt_len=FT_PROMPT_LEN, target_len=FT_TARGET_LEN, num_bins=1024,
+                text_size=loc_start, limit=512, isolate=False, words="paligemma",
+                vocab_size=vocab_size, image_pp=image_op)
+  c.evals = ml_collections.ConfigDict({
+      f"unified_{t}": dict(type=f"unified_{t}", **shared) for t in TASKS})
+  # big_vision's PaliGemma transfers: a small learning rate, no weight decay.
+  c.batch_size, c.total_steps = 64, 2000
+  c.eval_every = c.checkpoint_every = 500
+  c.optimizer.update(dict(lr=1e-5, warmup_steps=100, weight_decay=0.0))
+  if smoke:
+    c.data.source.variant = "small"
+    base.smoke_schedule(c)
+    for name in c.evals:
+      c.evals[name].limit = 16
+  return c
+
+
 def get_config(arg: str = "tiny"):
-  variant = parse_variant(arg, sizes=("tiny",), words=("ofa",))
+  variant = parse_variant(arg, sizes=("tiny",), words=("ofa",), keys=("ft",))
+  if variant.values:
+    if variant.words or variant.size_given:
+      raise ValueError(f"unified variant {arg!r}: ft=DIR takes only ',smoke'; the model comes "
+                       "from DIR")
+    return paligemma_finetune(variant.values["ft"], variant.smoke)
   c = base.base_config()
   counts = tuple(PACK_COUNTS[t] for t in TASKS)
   # Another mix: other counts here; one task per example instead (what the encoder-decoder

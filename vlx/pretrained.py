@@ -394,13 +394,20 @@ def _from_imported(imported, where: str = "this checkpoint") -> Pretrained:
 def _load_converted(directory: str) -> Pretrained:
   from vlx import convert  # pylint: disable=g-import-not-at-top
   from vlx.train import checkpoint  # pylint: disable=g-import-not-at-top
+  from vlx.convert import hf_paligemma  # pylint: disable=g-import-not-at-top
   meta = convert.read_meta(directory)
-  abstract = convert.abstract_params(meta["model"], meta["image_size"], meta["max_len"])
+  paligemma = meta["family"] == "paligemma"
+  abstract = (hf_paligemma.abstract_params(meta["model"], meta["facts"]) if paligemma else
+              convert.abstract_params(meta["model"], meta["image_size"], meta["max_len"]))
   import jax  # pylint: disable=g-import-not-at-top
   from vlx.convert import mapping  # pylint: disable=g-import-not-at-top
   params = checkpoint.load_params(os.path.join(directory, "checkpoints"),
                                   mapping.unflatten(abstract))
   params = jax.tree.map(np.asarray, params)
+  if paligemma:
+    return PretrainedPaliGemma(hf_paligemma.PaliGemmaImport(
+        model=meta["model"], params=params, facts=meta["facts"], preprocess=meta["preprocess"],
+        tokenizer=meta["tokenizer"]))
   imported = convert.Imported(model=meta["model"], params=params, image_size=meta["image_size"],
                               max_len=meta["max_len"], preprocess=meta["preprocess"],
                               tokenizer=meta["tokenizer"], family=meta["family"])

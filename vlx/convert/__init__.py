@@ -112,10 +112,13 @@ def import_open_clip(path: str, model_config: Optional[str] = None) -> Imported:
 def import_checkpoint(path: str, model_config: Optional[str] = None):
   """An `Imported` dual encoder, or for a HF ViViT / VideoMAE directory a
   `hf_video.VideoImport` (a video tower, vlx/convert/hf_video.py), for a HF X-CLIP directory
-  a `hf_xclip.XClipImport` (vlx/convert/hf_xclip.py)."""
+  a `hf_xclip.XClipImport` (vlx/convert/hf_xclip.py), for a HF PaliGemma a
+  `hf_paligemma.PaliGemmaImport`."""
   kind = detect(path)
   if kind == "hf":
-    from vlx.convert import hf_video, hf_xclip  # pylint: disable=g-import-not-at-top
+    from vlx.convert import hf_paligemma, hf_video, hf_xclip  # pylint: disable=g-import-not-at-top
+    if hf_paligemma.is_paligemma_dir(path):
+      return hf_paligemma.import_dir(path)
     if hf_video.is_video_dir(path):
       return hf_video.import_dir(path)
     if hf_xclip.is_xclip_dir(path):
@@ -151,9 +154,12 @@ def _relocate_tokenizer(spec: Optional[Dict[str, Any]], out_dir: str) -> Optiona
   return spec
 
 
-def save(imported: Imported, out_dir: str) -> str:
-  """Writes `vlx_pretrained.json`, the tokenizer files and an orbax checkpoint (step 0)."""
-  if not isinstance(imported, Imported):
+def save(imported, out_dir: str) -> str:
+  """Writes `vlx_pretrained.json`, the tokenizer files and an orbax checkpoint (step 0) of an
+  `Imported` dual encoder or a PaliGemma (`hf_paligemma.PaliGemmaImport`: family
+  "paligemma", its facts kept, `max_len` None)."""
+  from vlx.convert import hf_paligemma  # pylint: disable=g-import-not-at-top
+  if not isinstance(imported, (Imported, hf_paligemma.PaliGemmaImport)):
     raise ConversionError(f"a {type(imported).__name__} (a video tower or an X-CLIP) is not "
                           "written as a vlx directory yet; use the Hugging Face directory itself "
                           "(vlx.pretrained.load(HF_DIR))")
@@ -164,8 +170,13 @@ def save(imported: Imported, out_dir: str) -> str:
     raise FileExistsError(f"{out_dir} already holds a converted checkpoint; choose a new --out "
                           "or delete it")
   os.makedirs(out_dir, exist_ok=True)
-  meta = dict(model=imported.model, image_size=imported.image_size, max_len=imported.max_len,
-              preprocess=dict(imported.preprocess), family=imported.family,
+  if isinstance(imported, Imported):
+    meta = dict(model=imported.model, image_size=imported.image_size, max_len=imported.max_len,
+                family=imported.family)
+  else:
+    meta = dict(model=imported.model, image_size=imported.facts["image_size"], max_len=None,
+                family="paligemma", facts=dict(imported.facts))
+  meta.update(preprocess=dict(imported.preprocess),
               tokenizer=_relocate_tokenizer(imported.tokenizer, out_dir))
   manager = ocp.CheckpointManager(os.path.join(out_dir, "checkpoints"),
                                   options=ocp.CheckpointManagerOptions(create=True))

@@ -5,6 +5,7 @@
   python -m vlx.convert --src=PATH --out=OUT [--model_config=NAME_OR_JSON]
   # HF LXMERT / VisualBERT dir -> vlx dir; fine-tune with configs/lxmert.py:ft=OUT
   # (VisualBERT: configs/uniter.py:ft=OUT)
+  # HF PaliGemma dir -> vlx dir; fine-tune with configs/unified.py:ft=OUT
 
   # vlx dir (converted, or a workdir fine-tuned from one) -> HF layout (config.json +
   # model.safetensors + preprocessor_config.json + tokenizer files) that
@@ -52,6 +53,11 @@ def _import(convert, args) -> int:
     return 0
   imported = convert.import_checkpoint(args.src, args.model_config)
   path = convert.save(imported, args.out)
+  from vlx.convert import hf_paligemma  # pylint: disable=g-import-not-at-top
+  if isinstance(imported, hf_paligemma.PaliGemmaImport):
+    print(f"wrote {path}: PaliGemma; fine-tune it with --config=configs/unified.py:ft={path}, "
+          f"or answer prompts with python -m vlx.predict --pretrained={path}")
+    return 0
   n = sum(v.size for v in convert.mapping.flatten(imported.params).values())
   print(f"wrote {path}: {imported.family} model, {n / 1e6:.2f}M parameters; train from it "
         f"with --config.init_from={path}")

@@ -73,6 +73,41 @@ class Tokenizer:
     return rows
 
 
+class GemmaTokenizer(Tokenizer):
+  """Gemma's sentencepiece model (PaliGemma's `tokenizer.model`: `<pad>` 0, `<eos>` 1,
+  `<bos>` 2, the newline and `<locNNNN>` among its pieces) as a dataset tokenizer: pieces,
+  then its EOS, then padding with 0. BOS is the prompt's business
+  (vlx/families/unified/tasks.py's PaliGemmaWords), not every text's."""
+
+  def __init__(self, path: str):  # pylint: disable=super-init-not-called
+    if not os.path.exists(path):
+      raise FileNotFoundError(f"no sentencepiece model at {path}")
+    self.path = path
+    self.sp = spm.SentencePieceProcessor(model_file=path)
+    if self.sp.pad_id() != PAD_ID or self.sp.eos_id() < 0:
+      raise ValueError(f"{path}: a Gemma tokenizer has pad id {PAD_ID} and an EOS")
+
+  @property
+  def eos_id(self) -> int:
+    return self.sp.eos_id()
+
+  def encode(self, texts: Sequence[str], max_len: int) -> np.ndarray:
+    out = np.zeros((len(texts), max_len), np.int32)
+    for i, text in enumerate(texts):
+      ids = self.sp.encode(text)[:max_len - 1] + [self.eos_id]
+      out[i, :len(ids)] = ids
+    return out
+
+  def decode(self, ids) -> list:
+    """Ids -> text up to EOS; ids past the sentencepiece model (a decoder's padded vocabulary)
+    and special ids are dropped, as HF's tokenizer drops them."""
+    rows, size, eos = [], self.vocab_size, self.eos_id
+    for row in np.asarray(ids).tolist():
+      row = row[:row.index(eos)] if eos in row else row
+      rows.append(self.sp.decode([t for t in row if t < size and t != PAD_ID]))
+    return rows
+
+
 class SiglipTokenizer:
   """SigLIP's sentencepiece tokenizer, id for id with Hugging Face's `SiglipTokenizer`.
 
@@ -151,7 +186,7 @@ class SiglipTokenizer:
 
 def load_tokenizer(spec) -> Any:
   """A tokenizer from a spec dict: {"type": "sentencepiece" | "siglip" | "clip_bpe" |
-  "bert_wordpiece", ...}.
+  "bert_wordpiece" | "paligemma", ...}.
 
   `clip_bpe` takes `dir` (vocab.json + merges.txt or tokenizer.json) or `bpe` (OpenAI's
   merges file as open_clip ships it), and `normalization` ("hf" or "open_clip").
@@ -167,6 +202,8 @@ def _build_tokenizer(spec):
   kind = spec.pop("type")
   if kind == "sentencepiece":
     return Tokenizer(spec["path"])
+  if kind == "paligemma":
+    return GemmaTokenizer(spec["path"])
   if kind == "siglip":
     return SiglipTokenizer(spec["path"], lower=spec.get("lower", True))
   if kind == "clip_bpe":
@@ -188,4 +225,4 @@ def _build_tokenizer(spec):
         strip_accents=spec.get("strip_accents"), chinese_chars=spec.get("chinese_chars", True),
         add_cls=spec.get("add_cls", True))
   raise ValueError(f"unknown tokenizer type {kind!r}; known: bert_wordpiece, clip_bpe, "
-                   "sentencepiece, siglip")
+                   "paligemma, sentencepiece, siglip")

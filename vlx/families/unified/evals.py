@@ -27,7 +27,6 @@ from vlx.evals.common import EvalContext, SplitReader, run_batched
 from vlx.evals.vqa_metrics import accuracy_by_type
 from vlx.families.unified import generate as gen
 from vlx.families.unified import tasks as T
-from vlx.token_ids import EOS_ID
 
 _PROMPT = ("image", "prompt", "prompt_mask", "prompt_ar")
 
@@ -39,11 +38,14 @@ class _Generative:
   def __init__(self, ctx: EvalContext, prompt_len: int, target_len: int, num_bins: int = 32,
                text_size: int = 256, split: Optional[str] = None, limit: Optional[int] = 512,
                max_len: Optional[int] = None, method: str = "greedy", beam_size: int = 4,
-               constrained: bool = True, isolate: bool = False):
+               constrained: bool = True, isolate: bool = False, words: str = "vlx",
+               vocab_size: Optional[int] = None, image_pp: str = "value_range(-1,1)"):
     self.ctx = ctx
-    self.vocab = T.Vocab(int(text_size), int(num_bins))
-    pp = (f"decode|value_range(-1,1)|unified_task({int(prompt_len)}, {int(target_len)}, "
-          f"{int(num_bins)}, {int(text_size)}, None, '{self.task}', {bool(isolate)})")
+    self.vocab = T.vocab_for(ctx.handle, text_size, num_bins, words, vocab_size)
+    size = None if vocab_size is None else int(vocab_size)
+    pp = (f"decode|{image_pp}|unified_task({int(prompt_len)}, {int(target_len)}, "
+          f"{int(num_bins)}, {int(text_size)}, None, '{self.task}', {bool(isolate)}, "
+          f"'{words}', {size})")
     self.reader = SplitReader(ctx, split or ctx.data_config.test_split, pp=pp, limit=limit)
     self.cfg = decode_lib.DecodeConfig(method=method, max_len=int(max_len or target_len),
                                        beam_size=int(beam_size))
@@ -53,7 +55,7 @@ class _Generative:
     return None
 
   def _tokens(self, params, data):
-    fn = gen.make_generate_fn(self.ctx.model, self.cfg, EOS_ID, self.constraint)
+    fn = gen.make_generate_fn(self.ctx.model, self.cfg, self.vocab.eos, self.constraint)
     key = ("unified_generate", self.task, self.cfg, self.constraint is not None)
     rng = jax.random.key(0)
     return run_batched(self.ctx, key, lambda p, b: fn(p, *(b[k] for k in _PROMPT), rng),
@@ -127,13 +129,13 @@ class Grounding(_Generative):
 
   def grammar(self):
     v = self.vocab
-    return decode_constraints.grounding(v.size, v.loc.start, v.num_bins, EOS_ID)
+    return decode_constraints.grounding(v.size, v.loc.start, v.num_bins, v.eos)
 
   def __call__(self, params) -> Dict[str, float]:
     ids, _, truth = self.generate(params)
     ious, parsed = [], 0
     for row, gt in zip(ids, truth["target_box"]):
-      box = parse_box(row, self.vocab.loc, EOS_ID)
+      box = parse_box(row, self.vocab.loc, self.vocab.eos)
       parsed += box is not None
       ious.append(0.0 if box is None else float(iou_matrix(box, gt)[0, 0]))
     ious = np.array(ious)
@@ -150,22 +152,24 @@ class Detection(_Generative):
 
   def grammar(self):
     v = self.vocab
-    return decode_constraints.detection(v.size, v.loc.start, v.num_bins, EOS_ID,
-                                        T.class_ids(self.ctx.handle.tokenizer))
+    return decode_constraints.detection(v.size, v.loc.start, v.num_bins, v.eos,
+                                        v.class_ids(self.ctx.handle.tokenizer), v.object_sep)
 
   def __call__(self, params) -> Dict[str, float]:
     ids, lp, truth = self.generate(params, scored=True)
-    names = T.class_ids(self.ctx.handle.tokenizer)
+    v = self.vocab
+    names = v.class_ids(self.ctx.handle.tokenizer)
+    gap = int(v.object_sep is not None)
     dets, gts, parsed = [], [], 0
     for row, row_lp, boxes, classes in zip(ids, lp, truth["gt_boxes"], truth["gt_classes"]):
-      found = parse_detections(row, self.vocab.loc, EOS_ID, names)
+      found = parse_detections(row, v.loc, v.eos, names, v.object_sep)
       parsed += found is not None
       found = found or []
       scores, start = [], 0
-      for _, c in found:  # each object: 4 location tokens and its name's tokens
+      for _, c in found:  # each object: 4 location tokens and its name's tokens (then `sep`)
         end = start + 4 + len(names[c])
         scores.append(float(np.exp(row_lp[start:end].mean())))
-        start = end
+        start = end + gap
       dets.append((np.array([b for b, _ in found]).reshape(-1, 4), np.array(scores),
                    np.array([c for _, c in found], np.int32)))
       keep = classes >= 0

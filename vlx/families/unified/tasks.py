@@ -14,6 +14,12 @@ Text block (one fixed length per batch): the prompt left-padded to `prompt_len`,
 suffix `sep, target..., EOS` right-padded to `target_len + 1`. `mask_ar` is 0 on the prompt
 and 1 on the suffix (vlx/models/masks.py), `targets[i]` is the token after position i, and
 `loss_mask` is 1 exactly where a suffix position predicts a target token or the EOS.
+
+`PaliGemmaWords` writes the same tasks in PaliGemma's own words and ids, for fine-tuning an
+imported PaliGemma (`configs/unified.py:ft=DIR`): `<bos>` + "caption en" / "answer en
+QUESTION" / "detect EXPRESSION" / "detect all objects" + the newline, all of it the
+bidirectional prefix (PaliGemmaProcessor's layout), answers after the newline, its EOS, its
+1024 location tokens, detected objects separated by " ;".
 """
 
 from __future__ import annotations
@@ -53,11 +59,75 @@ class Vocab:
   def size(self) -> int:
     return self.sep + 1 + len(TASKS)
 
+  eos = EOS_ID
+  sep_in_prefix = False   # `sep` starts the suffix (mask_ar 1)
+  object_sep = None       # nothing between detected objects
+
+  def prompt(self, task: str, tokenizer, text: str = "") -> List[int]:
+    """The task's token, then the text's pieces (a question, an expression)."""
+    return [self.task_token(task)] + (pieces(tokenizer, text) if text else [])
+
+  def class_ids(self, tokenizer) -> List[List[int]]:
+    return class_ids(tokenizer)
+
+
+# PaliGemma's task prefixes (big_vision's transfers: "caption en", "answer en ...",
+# "detect ..."); detecting every object of a scene has no PaliGemma prefix of its own.
+PALIGEMMA_PROMPTS = dict(caption="caption en", vqa="answer en", grounding="detect",
+                         detection="detect all objects")
+
+
+@dataclasses.dataclass(frozen=True)
+class PaliGemmaWords:
+  """The tasks in an imported PaliGemma's tokens (module docstring): `size` is its decoder's
+  vocabulary, `loc_start` its `<loc0000>` id. Built from the Gemma sentencepiece tokenizer
+  (`from_tokenizer`)."""
+  size: int
+  loc_start: int
+  bos: int
+  eos: int
+  sep: int           # the newline that ends every prompt
+  object_sep: int    # " ;" between detected objects
+  num_bins: int = 1024
+  sep_in_prefix = True
+
+  @classmethod
+  def from_tokenizer(cls, tokenizer, size: int, loc_start: int, num_bins: int = 1024):
+    sp = tokenizer.sp
+    newline, semicolon = sp.encode("\n"), sp.encode(" ;")
+    if len(newline) != 1 or len(semicolon) != 1:
+      raise ValueError(f"PaliGemma words: the tokenizer must have the newline and ' ;' as one "
+                       f"piece each (Gemma's has); got {newline} and {semicolon}")
+    if loc_start + num_bins > size:
+      raise ValueError(f"PaliGemma words: location tokens [{loc_start}, {loc_start + num_bins})"
+                       f" do not fit the decoder's {size} ids")
+    return cls(size=int(size), loc_start=int(loc_start), bos=sp.bos_id(), eos=sp.eos_id(),
+               sep=newline[0], object_sep=semicolon[0], num_bins=int(num_bins))
+
+  @property
+  def loc(self) -> LocTokens:
+    return LocTokens(self.loc_start, self.num_bins)
+
+  @property
+  def text_size(self) -> int:   # ids below the location tokens are text
+    return self.loc_start
+
+  def prompt(self, task: str, tokenizer, text: str = "") -> List[int]:
+    """`<bos>` + the task's words (+ " " + the text), as PaliGemmaProcessor tokenizes them
+    (the newline is `sep`, the prompt's last token)."""
+    words = PALIGEMMA_PROMPTS[task] + (f" {text}" if text else "")
+    return [self.bos] + pieces(tokenizer, words)
+
+  def class_ids(self, tokenizer) -> List[List[int]]:
+    """Class names as PaliGemma writes them after a box: with a leading space."""
+    return [pieces(tokenizer, " " + name) for name in R.class_names()]
+
 
 def pieces(tokenizer, text: str) -> List[int]:
   """The text's ids without EOS or padding."""
+  eos = getattr(tokenizer, "eos_id", EOS_ID)
   ids = [int(t) for t in tokenizer.encode([text], 256)[0]]
-  return ids[:ids.index(EOS_ID)] if EOS_ID in ids else ids
+  return ids[:ids.index(eos)] if eos in ids else ids
 
 
 def class_ids(tokenizer) -> List[List[int]]:
@@ -73,7 +143,7 @@ def text_block(prompt: Sequence[int], target: Sequence[int], vocab: Vocab, promp
   tokens do not read it: the image is then encoded the same for every task, what packing
   several tasks onto one image (`unified_pack`) needs."""
   prompt = list(prompt)[-prompt_len:] if len(prompt) > prompt_len else list(prompt)
-  suffix = [vocab.sep] + list(target)[:target_len - 1] + [EOS_ID]
+  suffix = [vocab.sep] + list(target)[:target_len - 1] + [vocab.eos]
   p, s = prompt_len, target_len + 1
   text = np.full((p + s,), PAD_ID, np.int32)
   text[p - len(prompt):p] = prompt
@@ -84,7 +154,8 @@ def text_block(prompt: Sequence[int], target: Sequence[int], vocab: Vocab, promp
   targets[:-1] = text[1:]
   loss_mask = np.zeros((p + s,), np.float32)
   loss_mask[p:p + len(suffix) - 1] = 1.0
-  mask_ar = (np.arange(p + s) >= p).astype(np.int32)
+  # `sep` ends the prompt (PaliGemma's newline, the prefix) or starts the answer (vlx's).
+  mask_ar = (np.arange(p + s) >= p + int(vocab.sep_in_prefix)).astype(np.int32)
   if isolate and prompt:
     mask_ar[p - len(prompt)] = 1
   return dict(text_in=text, mask_ar=mask_ar, input_mask=real, targets=targets,
@@ -102,38 +173,53 @@ def prompt_and_target(task: str, record, tokenizer, vocab: Vocab, rng: np.random
                       caption: Optional[str] = None):
   """(prompt ids, target ids, ground truth for the evaluators) of one task on one scene."""
   objects = scene_qa.scene_objects(record)
-  head = [vocab.task_token(task)]
   if task == "caption":
     caps = record["captions"]
     text = caption if caption is not None else caps[int(rng.integers(len(caps)))]
     text = text.decode() if isinstance(text, bytes) else str(text)
-    return head, pieces(tokenizer, text), {}
+    return vocab.prompt(task, tokenizer), pieces(tokenizer, text), {}
   if task == "vqa":
     question, answer = scene_qa.ask(objects, scene_qa.question_type(rng), rng)
     question = question.rstrip("?")
-    return (head + pieces(tokenizer, question), pieces(tokenizer, answer),
+    return (vocab.prompt(task, tokenizer, question), pieces(tokenizer, answer),
             dict(question_string=question, answer_scores=scene_qa.answer_scores(answer)))
   if task == "grounding":
     expression, i = scene_qa.refer(objects, rng)
     box = np.asarray(objects[i]["box"], np.float32)
-    return (head + pieces(tokenizer, expression), [int(t) for t in vocab.loc.encode(box)],
+    return (vocab.prompt(task, tokenizer, expression), [int(t) for t in vocab.loc.encode(box)],
             dict(expression_string=expression, target_box=box))
   if task == "detection":
-    names = class_ids(tokenizer)
+    names = vocab.class_ids(tokenizer)
     labels = [R.COLOUR_NAMES.index(o["colour"]) * len(R.SHAPES) + R.SHAPES.index(o["shape"])
               for o in objects]
     target = []
     for j in rng.permutation(len(objects)):  # Pix2Seq: a random order every time
+      if target and vocab.object_sep is not None:
+        target.append(vocab.object_sep)
       target += [int(t) for t in vocab.loc.encode(objects[j]["box"])] + names[labels[j]]
     boxes = np.zeros((R.MAX_OBJECTS, 4), np.float32)
     classes = np.full((R.MAX_OBJECTS,), -1, np.int32)
     boxes[:len(objects)] = [o["box"] for o in objects]
     classes[:len(objects)] = labels
-    return head, target, dict(gt_boxes=boxes, gt_classes=classes)
+    return vocab.prompt(task, tokenizer), target, dict(gt_boxes=boxes, gt_classes=classes)
   raise ValueError(f"unknown unified task {task!r}; known: {', '.join(TASKS)}")
 
 
-def _vocab_for(handle, text_size: int, num_bins: int) -> Vocab:
+WORDS = ("vlx", "paligemma")
+
+
+def vocab_for(handle, text_size: int, num_bins: int, words: str = "vlx",
+              vocab_size: Optional[int] = None):
+  """The task vocabulary: vlx's (`Vocab`: location, `sep` and task ids after the dataset's
+  `text_size` ids) or an imported PaliGemma's (`PaliGemmaWords`: its tokenizer's words, its
+  location tokens at `text_size`, its decoder's `vocab_size` ids)."""
+  if words == "paligemma":
+    if vocab_size is None:
+      raise ValueError("unified tasks in PaliGemma's words need the decoder's vocab_size")
+    return PaliGemmaWords.from_tokenizer(handle.tokenizer, int(vocab_size), int(text_size),
+                                         int(num_bins))
+  if words != "vlx":
+    raise ValueError(f"unified tasks: unknown words {words!r}; known: {', '.join(WORDS)}")
   vocab = Vocab(int(text_size), int(num_bins))
   if handle.tokenizer.vocab_size > vocab.text_size:
     raise ValueError(f"unified tasks: the tokenizer has {handle.tokenizer.vocab_size} ids but "
@@ -144,12 +230,13 @@ def _vocab_for(handle, text_size: int, num_bins: int) -> Vocab:
 @registry.PP_OPS.register("unified_task")
 def unified_task_op(handle, prompt_len: int, target_len: int, num_bins: int = 32,
                     text_size: int = 256, weights=(1.0, 1.0, 1.0, 1.0),
-                    task: Optional[str] = None, isolate: bool = False):
+                    task: Optional[str] = None, isolate: bool = False, words: str = "vlx",
+                    vocab_size: Optional[int] = None):
   """One task per example: drawn by `weights` (over TASKS) with the pipeline's rng, or always
   `task` (evaluation). Writes the text block (`text_block`), `task_id`, the generation prompt
   (`prompt_fields`) and the task's ground truth. `isolate`: as text_block's (a model trained
-  on packed tasks is evaluated with it)."""
-  vocab = _vocab_for(handle, text_size, num_bins)
+  on packed tasks is evaluated with it). `words`, `vocab_size`: as `vocab_for`'s."""
+  vocab = vocab_for(handle, text_size, num_bins, words, vocab_size)
   if task is not None and task not in TASKS:
     raise ValueError(f"unified_task: unknown task {task!r}; known: {', '.join(TASKS)}")
   weights = (1.0,) * len(TASKS) if weights is None else tuple(weights)
@@ -191,7 +278,7 @@ def unified_pack_op(handle, lengths, counts, num_bins: int = 32, text_size: int 
   TASKS[t], each with its own `(prompt_len, target_len)` = `lengths[t]`, isolated and packed
   (pack_blocks). The image's tokens are computed once for all of them, and a one-word VQA
   answer pads only to its own task's length."""
-  vocab = _vocab_for(handle, text_size, num_bins)
+  vocab = vocab_for(handle, text_size, num_bins)
   if len(lengths) != len(TASKS) or len(counts) != len(TASKS) or sum(counts) < 1:
     raise ValueError(f"unified_pack: lengths and counts need one entry per task "
                      f"({', '.join(TASKS)}) and at least one block")
