@@ -26,7 +26,8 @@ a vision tower that is not SigLIP, a projection width other than the decoder's, 
 activation other than tanh GELU, rope scaling, an untied output head, tensors no rule places.
 Dropped: SigLIP's MAP head when a checkpoint carries one (`vision_use_head`; PaliGemma reads
 the tokens, never the head).
-Left out: export back to Hugging Face and writing a converted vlx directory.
+`python -m vlx.convert --src=HF_DIR --out=DIR` writes a vlx directory (vlx.convert.save) that
+`configs/unified.py:ft=DIR` fine-tunes. Left out: export back to Hugging Face.
 """
 
 from __future__ import annotations
