@@ -10,7 +10,7 @@ loss vlx trains on is HF's loss with those labels; a `vlx.main` run fine-tunes i
 devices, and its evaluators parse every grounding and detection answer."""
 
 import io
-import os
+import json
 
 import numpy as np
 import pytest
@@ -21,7 +21,9 @@ transformers = pytest.importorskip("transformers", reason="parity tests need tra
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from vlx import build, config_lib, pretrained  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from vlx import build, config_lib, predict, pretrained  # noqa: E402
 from vlx.convert import __main__ as convert_cli  # noqa: E402
 from vlx.convert import hf_paligemma, mapping  # noqa: E402
 from vlx.data import pp_ops, scene_qa, sources  # noqa: E402
@@ -197,7 +199,8 @@ def test_finetuning_runs_through_the_train_step_on_eight_devices(converted, shap
                                                                  tmp_path):
   """`python -m vlx.main --config=configs/unified.py:ft=DIR,smoke` on 8 devices: starts from the
   converted weights (the step-0 loss is the imported model's), trains (the loss falls at a
-  large learning rate), and every grounding and detection answer parses."""
+  large learning rate), every grounding and detection answer parses, and the run then answers
+  prompts through vlx.pretrained and vlx.predict with its own weights."""
   _, _, out, _ = converted
   workdir = tmp_path / "ft"
   run_main("unified", workdir, shapes_data_dir, "--config.optimizer.lr=3e-3",
@@ -215,9 +218,23 @@ def test_finetuning_runs_through_the_train_step_on_eight_devices(converted, shap
   assert final["unified_grounding/parse_rate"] == 1.0
   assert final["unified_detection/parse_rate"] == 1.0
   assert final["unified_grounding/num_expressions"] == 16
-  print(final)
   assert "unified_caption/cider" in final and "unified_vqa/accuracy" in final
-  assert os.path.exists(os.path.join(workdir, "checkpoints"))
+  # The run answers prompts as the imported model does: vlx.pretrained.load(workdir), and
+  # python -m vlx.predict --pretrained=workdir, with the fine-tuned weights.
+  tuned, start = pretrained.load(str(workdir)), pretrained.load(out)
+  assert isinstance(tuned, pretrained.PretrainedPaliGemma)
+  a, b = mapping.flatten(tuned.params), mapping.flatten(start.params)
+  assert a.keys() == b.keys() and any(not np.array_equal(a[k], b[k]) for k in a)
+  images = tmp_path / "images"
+  images.mkdir()
+  pixels = np.random.default_rng(0).integers(0, 256, (2, 40, 48, 3), dtype=np.uint8)
+  for i, image in enumerate(pixels):
+    Image.fromarray(image).save(images / f"{i}.png")
+  answers = tmp_path / "answers.jsonl"
+  assert predict.main([f"--pretrained={workdir}", "--prompt=caption en", f"--images={images}",
+                       "--max_len=8", f"--out={answers}"]) == 0
+  want = tuned.generate(list(pixels), "caption en", max_len=8)
+  assert [json.loads(r)["answer"] for r in answers.read_text().splitlines()] == want
 
 
 def test_ft_is_refused_for_a_directory_that_is_not_a_paligemma(tmp_path):

@@ -9,14 +9,15 @@
 The first reads the run's `config.json` and its latest checkpoint from W, captions every
 image in DIR (png/jpg/jpeg/bmp/gif/webp) or the dataset split, prints `name<TAB>caption`
 lines and writes them as JSON lines to --out (default W/predictions.jsonl). The second loads
-a Hugging Face PaliGemma directory (`vlx.pretrained.load`; its `tokenizer.model` beside it)
+a PaliGemma (`vlx.pretrained.load`: a Hugging Face directory with its `tokenizer.model`, the
+`python -m vlx.convert` directory of one, or a run that fine-tuned one, configs/unified.py:ft=DIR)
 and answers the prompt about every image in DIR, greedily ("caption en", "answer en what is
 on the table", "detect cat": boxes come as `<locNNNN>` tokens), printing
 `name<TAB>answer` and writing JSON lines to --out (default ./predictions.jsonl).
 
 Options:
   --workdir=W         a vlx training run (this or --pretrained is required)
-  --pretrained=DIR    an imported model that answers prompts (a Hugging Face PaliGemma)
+  --pretrained=DIR    a model that answers prompts (a PaliGemma: HF, converted or fine-tuned)
   --prompt=TEXT       the prompt (with --pretrained; one for every image)
   --images=DIR        caption the image files in DIR (sorted by name)
   --split=NAME        caption the dataset's split instead (default: the run's test split)

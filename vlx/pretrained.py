@@ -414,11 +414,32 @@ def _load_converted(directory: str) -> Pretrained:
   return _from_imported(imported, directory)
 
 
-def _load_workdir(workdir: str) -> Pretrained:
-  """A vlx training run: its dataset's tokenizer and its eval image size."""
+def _finetuned_paligemma(workdir: str, config, params) -> "PretrainedPaliGemma":
+  """A `configs/unified.py:ft=DIR` run: the converted PaliGemma it started from gives the
+  facts (ids, image tokens) and the tokenizer, the run its weights."""
   import jax  # pylint: disable=g-import-not-at-top
-  from vlx.saved_run import load_run  # pylint: disable=g-import-not-at-top
-  config, model, _, handle, params = load_run(workdir)
+  from vlx import convert  # pylint: disable=g-import-not-at-top
+  from vlx.convert import hf_paligemma  # pylint: disable=g-import-not-at-top
+  start = config.get("init_from", "")
+  if not start or not os.path.exists(os.path.join(start, convert.PRETRAINED_JSON)):
+    raise FileNotFoundError(f"{workdir} fine-tuned the PaliGemma in {start!r}, which is gone: "
+                            "its facts and tokenizer are read from there")
+  meta = convert.read_meta(start)
+  return PretrainedPaliGemma(hf_paligemma.PaliGemmaImport(
+      model=config.model.to_dict(), params=jax.tree.map(np.asarray, params),
+      facts=meta["facts"], preprocess=meta["preprocess"], tokenizer=meta["tokenizer"]))
+
+
+def _load_workdir(workdir: str):
+  """A vlx training run: its dataset's tokenizer and its eval image size (a fine-tuned
+  PaliGemma: a `PretrainedPaliGemma`)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from vlx.data import sources  # pylint: disable=g-import-not-at-top
+  from vlx.saved_run import load_model  # pylint: disable=g-import-not-at-top
+  config, model, _, params = load_model(workdir)
+  if (config.data.get("tokenizer") or {}).get("type") == "paligemma":
+    return _finetuned_paligemma(workdir, config, params)
+  handle = sources.load_dataset(config.data)
   pp = config.data.get("pretrained_preprocess")
   pp = dict(pp) if pp else dict(resize=config.data.image_size, resize_mode="squash", crop=None,
                                 mean=(0.5,) * 3, std=(0.5,) * 3, resample="bilinear")
@@ -428,7 +449,8 @@ def _load_workdir(workdir: str) -> Pretrained:
 
 def load(path: str, model_config: Optional[str] = None):
   """HF `CLIPModel`/`SiglipModel` dir, open_clip dir or weights file (+ `model_config`),
-  a directory written by `python -m vlx.convert`, or a vlx training workdir; a HF ViViT /
+  a directory written by `python -m vlx.convert`, or a vlx training workdir (one that
+  fine-tuned a PaliGemma, `configs/unified.py:ft=DIR`, gives a `PretrainedPaliGemma`); a HF ViViT /
   VideoMAE directory gives a `PretrainedVideo`, a HF `XCLIPModel` one a `PretrainedXClip`, a
   `PaliGemmaForConditionalGeneration` one a `PretrainedPaliGemma`."""
   from vlx import convert  # pylint: disable=g-import-not-at-top
