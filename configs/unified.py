@@ -105,7 +105,7 @@ def paligemma_finetune(path: str, smoke: bool) -> ml_collections.ConfigDict:
 
 
 def get_config(arg: str = "tiny"):
-  variant = parse_variant(arg, sizes=("tiny",), words=("ofa",), keys=("ft",))
+  variant = parse_variant(arg, sizes=("tiny",), words=("ofa", "loc_code"), keys=("ft",))
   if variant.values:
     if variant.words or variant.size_given:
       raise ValueError(f"unified variant {arg!r}: ft=DIR takes only ',smoke'; the model comes "
@@ -133,6 +133,8 @@ def get_config(arg: str = "tiny"):
       image=dict(sizes.VIT["tiny"], mlp_ratio=4.0, stem="conv", posemb="sincos2d"),
       decoder=dict(vocab_size=vocab.size, width=128, depth=4, num_heads=4, num_kv_heads=1,
                    head_dim=32, mlp_dim=512)))
+  if "loc_code" in variant.words:  # a fixed coordinate code on location and image tokens
+    c.model.loc_code = dict(start=vocab.loc.start, num_bins=NUM_BINS)
   # Location targets spread over neighbouring bins (sigma 1 bin): a box one bin off costs
   # less than one far off, which one-hot targets cannot say.
   c.objectives = ml_collections.ConfigDict(dict(prefix_lm=dict(

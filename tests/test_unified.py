@@ -30,11 +30,13 @@ P, S = 6, 8
 LAYOUTS = ["decoder_only", "encoder_decoder"]
 
 
-def _model(layout="decoder_only", depth=2):
+def _model(layout="decoder_only", depth=2, loc_code=False):
+  code = dict(start=VOCAB.loc.start, num_bins=VOCAB.num_bins) if loc_code else None
   return PrefixLM(image=dict(patch_size=8, width=32, depth=1, num_heads=2, stem="patch"),
                   decoder=dict(vocab_size=VOCAB.size, width=32, depth=depth, num_heads=4,
                                num_kv_heads=2, head_dim=8, mlp_dim=64),
-                  layout=layout, encoder_depth=1 if layout == "encoder_decoder" else 0)
+                  layout=layout, encoder_depth=1 if layout == "encoder_decoder" else 0,
+                  loc_code=code)
 
 
 def _batch(n=4, seed=0):
@@ -89,12 +91,15 @@ def test_prompt_padding_and_suffix_padding_change_nothing(layout):
   np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
 
 
-@pytest.mark.parametrize("layout,method", [("decoder_only", "greedy"), ("decoder_only", "beam"),
-                                           ("encoder_decoder", "greedy")])
-def test_cached_generation_equals_uncached(layout, method):
-  model = _model(layout)
+@pytest.mark.parametrize("layout,method,loc_code", [
+    ("decoder_only", "greedy", False), ("decoder_only", "beam", False),
+    ("encoder_decoder", "greedy", False), ("decoder_only", "greedy", True)])
+def test_cached_generation_equals_uncached(layout, method, loc_code):
+  model = _model(layout, loc_code=loc_code)
   batch = _batch(4)
   params = _params(model, batch)
+  if loc_code:  # the code reaches the output: location tokens are generated
+    params = dict(params, loc_scale=jnp.asarray(30.0))
   ids = {}
   for cache in (True, False):
     cfg = decode_lib.DecodeConfig(method=method, max_len=8, beam_size=3, use_cache=cache)
@@ -105,6 +110,41 @@ def test_cached_generation_equals_uncached(layout, method):
                                prompt["mask_ar"]))
   np.testing.assert_array_equal(ids[True], ids[False])
   assert len({tuple(r) for r in ids[True]}) > 1  # not one constant output
+  if loc_code:
+    assert VOCAB.loc.is_loc(ids[True]).any()
+
+
+def test_location_code_names_the_coordinate_of_the_patch_it_copies():
+  """`loc_code`: a state holding a patch's code (its y half, or its x half) scores highest the
+  location token of that patch centre's y (or x); and the model adds the code to the image
+  tokens, location inputs and location logits only (other logits untouched)."""
+  from vlx.families.unified.model import location_code, patch_code  # pylint: disable=g-import-not-at-top
+  grid, width, bins = 8, 64, 32
+  loc, patches = location_code(dict(num_bins=bins), width), patch_code(grid, width)
+  centre = (np.arange(grid) + 0.5) / grid
+  nearest = lambda v, b: abs((b + 0.5) / bins - v) <= 0.5 / bins + 1e-6  # noqa: E731
+  for i, (r, c) in enumerate(np.ndindex(grid, grid)):
+    y_half = np.concatenate([patches[i, :width // 2], np.zeros(width // 2)])
+    x_half = np.concatenate([np.zeros(width // 2), patches[i, width // 2:]])
+    assert nearest(centre[r], np.argmax(loc @ y_half)), (r, np.argmax(loc @ y_half))
+    assert nearest(centre[c], np.argmax(loc @ x_half)), (c, np.argmax(loc @ x_half))
+  batch = _batch(2)
+  plain, coded = _model(), _model(loc_code=True)
+  params = _params(plain, batch)
+  a = plain.apply({"params": params}, batch)["logits"]
+  b = coded.apply({"params": dict(params, loc_scale=jnp.asarray(0.0))}, batch)["logits"]
+  assert not np.allclose(a, b)   # the image tokens and location inputs carry the code
+  s, e = VOCAB.loc.start, VOCAB.loc.start + VOCAB.num_bins
+  one = dict(params, loc_scale=jnp.asarray(1.0))
+  embeds = coded.apply({"params": one}, batch["image"], method="image_embeds")
+  want = plain.apply({"params": params}, batch["image"], method="image_embeds")
+  np.testing.assert_allclose(np.asarray(embeds - want)[0], patch_code(2, 32), atol=1e-6)
+  fixed = {k: np.asarray(v) for k, v in batch.items()}
+  fixed["text_in"] = np.where(VOCAB.loc.is_loc(fixed["text_in"]), 5, fixed["text_in"])
+  c0 = coded.apply({"params": dict(params, loc_scale=jnp.asarray(0.0))}, fixed)["logits"]
+  c1 = coded.apply({"params": one}, fixed)["logits"]
+  np.testing.assert_array_equal(np.asarray(c0)[..., :s], np.asarray(c1)[..., :s])
+  assert not np.allclose(np.asarray(c0)[..., s:e], np.asarray(c1)[..., s:e])
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

@@ -27,6 +27,7 @@ from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
+import numpy as np
 
 from vlx import registry
 from vlx.models import layers, masks
@@ -36,6 +37,31 @@ from vlx.models.layers import DTYPES
 from vlx.models.vit import ViT
 
 LAYOUTS = ("decoder_only", "encoder_decoder")
+
+
+def coordinate_code(values, width: int) -> np.ndarray:
+  """`values [...]` in [0, 1] -> `[..., width]`: sin / cos of 2 pi f v at `width / 2`
+  frequencies f spaced geometrically from 0.5 to 32 cycles per image, unit RMS per feature
+  (features of nearby coordinates agree, of far ones do not)."""
+  freqs = np.geomspace(0.5, 32.0, width // 2)
+  angle = 2 * np.pi * np.asarray(values, np.float64)[..., None] * freqs
+  return np.concatenate([np.sin(angle), np.cos(angle)], -1).astype(np.float32)
+
+
+def location_code(loc, width: int) -> np.ndarray:
+  """`[num_bins, width]`: each location token's coordinate (its bin's centre) coded in both
+  halves, the image tokens' y half and x half (`patch_code`)."""
+  centres = (np.arange(loc["num_bins"]) + 0.5) / loc["num_bins"]
+  half = coordinate_code(centres, width // 2)
+  return np.concatenate([half, half], -1)
+
+
+def patch_code(grid: int, width: int) -> np.ndarray:
+  """`[grid * grid, width]`: each patch centre's y coded in the first half, x in the second."""
+  centres = (np.arange(grid) + 0.5) / grid
+  y = np.repeat(coordinate_code(centres, width // 2), grid, axis=0)
+  x = np.tile(coordinate_code(centres, width // 2), (grid, 1))
+  return np.concatenate([y, x], -1)
 
 
 def positions_of(input_mask):
@@ -57,6 +83,11 @@ class PrefixLM(nn.Module):
   encoder_depth: int = 0     # encoder_decoder: the encoder's layers (same shape as the decoder's)
   decode: bool = False
   dtype: str = "float32"
+  # dict(start, num_bins): the location tokens' ids. A fixed code of each token's coordinate
+  # is added to its input embedding and to its output logit (h . code, a learned scale), and
+  # each image token gets the code of its patch centre: copying a patch's code is then
+  # enough to name its coordinate. None: off (PaliGemma has no such code).
+  loc_code: Any = None
 
   def setup(self):
     if self.layout not in LAYOUTS:
@@ -74,6 +105,26 @@ class PrefixLM(nn.Module):
                                   name="encoder", **kw)
     self.llm = GemmaDecoder(**dec, cross_attention=self.is_seq2seq, decode=self.decode,
                             name="llm", **kw)
+    if self.loc_code is not None:
+      self.loc_scale = self.param("loc_scale", layers.boxed(nn.initializers.ones, ()), (),
+                                  jnp.float32)
+
+  def _add_patch_code(self, tokens):
+    if self.loc_code is None:
+      return tokens
+    grid = int(round(tokens.shape[-2] ** 0.5))
+    if grid * grid != tokens.shape[-2]:
+      raise ValueError(f"loc_code needs a square grid of image tokens, got {tokens.shape[-2]}")
+    return tokens + jnp.asarray(patch_code(grid, tokens.shape[-1]), tokens.dtype)
+
+  def _logits(self, hidden):
+    logits = self.llm.logits(hidden)
+    if self.loc_code is None:
+      return logits
+    start, bins = int(self.loc_code["start"]), int(self.loc_code["num_bins"])
+    code = jnp.asarray(location_code(self.loc_code, hidden.shape[-1]) / hidden.shape[-1] ** 0.5)
+    extra = self.loc_scale * jnp.einsum("bld,vd->blv", hidden.astype(jnp.float32), code)
+    return logits.at[..., start:start + bins].add(extra)
 
   def image_embeds(self, image):
     """[B, H, W, 3] -> the image's prefix tokens [B, N, decoder width]. A video [B, T, H, W,
@@ -82,19 +133,26 @@ class PrefixLM(nn.Module):
     time)."""
     if image.ndim == 5:
       b, t = image.shape[:2]
-      tokens = self.projector(self.img(image.reshape((b * t,) + image.shape[2:]))[1])
+      tokens = self._add_patch_code(
+          self.projector(self.img(image.reshape((b * t,) + image.shape[2:]))[1]))
       tokens = tokens.reshape((b, t) + tokens.shape[1:])
       when = jnp.asarray(sincos_1d(t, tokens.shape[-1])[0], tokens.dtype)
       return (tokens + when[None, :, None, :]).reshape(b, -1, tokens.shape[-1])
-    return self.projector(self.img(image)[1])
+    return self._add_patch_code(self.projector(self.img(image)[1]))
 
   def embed_text(self, tokens):
-    return self.llm.embed(tokens)
+    x = self.llm.embed(tokens)
+    if self.loc_code is None:
+      return x
+    start, bins = int(self.loc_code["start"]), int(self.loc_code["num_bins"])
+    code = jnp.asarray(location_code(self.loc_code, x.shape[-1]), x.dtype)
+    is_loc = (tokens >= start) & (tokens < start + bins)
+    return x + jnp.where(is_loc[..., None], code[jnp.clip(tokens - start, 0, bins - 1)], 0)
 
   def run(self, x, positions, mask):
     """Decoder-only: embedded inputs -> float32 logits [B, L, vocab] under `mask`
     [B, 1, L, keys]."""
-    return self.llm.logits(self.llm(x, positions, mask))
+    return self._logits(self.llm(x, positions, mask))
 
   def encode(self, x, real):
     """Encoder-decoder: the prefix's embedded inputs [B, L, W] and real mask -> memory."""
@@ -104,8 +162,8 @@ class PrefixLM(nn.Module):
   def decode_step(self, x, positions, mask, memory, memory_real):
     """Encoder-decoder: decoder inputs -> logits, cross-attending to `memory`."""
     query_real = jnp.ones(x.shape[:2], bool)
-    return self.llm.logits(self.llm(x, positions, mask, memory,
-                                    cross_mask(query_real, memory_real)))
+    return self._logits(self.llm(x, positions, mask, memory,
+                                 cross_mask(query_real, memory_real)))
 
   def __call__(self, batch, train: bool = True):
     """`image`, and the text block `text_in` with its `mask_ar` and `input_mask` (tasks.py
@@ -141,5 +199,5 @@ class PrefixLM(nn.Module):
     answer = (real & ~prefix)[:, n:]
     hidden = self.llm(text, positions_of(answer), masks.attention_mask(mask_ar[:, n:], answer),
                       memory, cross_mask(answer, real & prefix))
-    logits = self.llm.logits(hidden)
+    logits = self._logits(hidden)
     return {"logits": jnp.where(answer[..., None], logits, 0.0)}
