@@ -7,7 +7,6 @@ prefix (HF's `token_type_ids` 0) its logits match HF's within 1e-4 in float32 (H
 positions from 1, vlx from 0: rotary attention sees only differences), and greedy decoding
 gives HF `generate`'s ids, with and without the KV cache, an EOS mid-answer included."""
 
-import io
 import shutil
 
 import numpy as np
@@ -24,6 +23,7 @@ from vlx.convert import hf_paligemma, mapping  # noqa: E402
 from vlx.families.unified import generate  # noqa: E402
 from vlx.families.unified.model import positions_of  # noqa: E402
 from vlx.models import masks  # noqa: E402
+from vlx_testlib import gemma_sentencepiece, random_paligemma  # noqa: E402
 
 ATOL = 1e-4
 B, SIZE, N, STEPS = 2, 32, 16, 16         # 16 image tokens (32 / 8 squared)
@@ -40,17 +40,7 @@ PROMPTS = np.array([[2, 17, 45, 108, 9, 10], [2, 33, 5, 71, 200, 10]])
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
   """(HF model, its save_pretrained directory, pixel_values [B, 3, S, S])."""
-  cfg = transformers.PaliGemmaConfig(vision_config=VISION, text_config=TEXT,
-                                     image_token_index=IMAGE_ID, projection_dim=32)
-  torch.manual_seed(0)
-  model = transformers.PaliGemmaForConditionalGeneration(cfg).eval()
-  g = torch.Generator().manual_seed(0)
-  # The decoder's weights move most: a random decoder with small weights and a tied head
-  # answers by repeating the prompt's last token. (The tied head is the embedding itself:
-  # perturbed once, still tied.)
-  with torch.no_grad():
-    for name, p in model.named_parameters():
-      p.add_(torch.randn(p.shape, generator=g) * (0.5 if "language_model" in name else 0.2))
+  model, g = random_paligemma(VISION, TEXT, IMAGE_ID)
   directory = tmp_path_factory.mktemp("paligemma")
   model.save_pretrained(directory)
   return model, str(directory), torch.randn(B, 3, SIZE, SIZE, generator=g)
@@ -135,19 +125,9 @@ def test_pretrained_generate_ids_left_pads_prompts_of_any_length(saved, loaded):
 
 
 def _sentencepiece(path):
-  """A tiny sentencepiece model with Gemma's special tokens (<pad> 0, <eos> 1, <bos> 2,
-  <unk> 3), the newline as one piece and Gemma's normalizer (identity, no dummy prefix)."""
-  import sentencepiece as spm  # pylint: disable=g-import-not-at-top
+  """A tiny sentencepiece model with Gemma's special tokens and the newline as one piece."""
   texts = ["caption en", "a cat on a mat", "detect cat ; dog", "answer en what is it"] * 20
-  buf = io.BytesIO()
-  spm.SentencePieceTrainer.train(
-      sentence_iterator=iter(texts), model_writer=buf, vocab_size=60, model_type="bpe",
-      pad_id=0, eos_id=1, bos_id=2, unk_id=3, pad_piece="<pad>", eos_piece="<eos>",
-      bos_piece="<bos>", unk_piece="<unk>", user_defined_symbols=["\n"],
-      normalization_rule_name="identity", add_dummy_prefix=False,
-      remove_extra_whitespaces=False, hard_vocab_limit=False, num_threads=1, minloglevel=2)
-  with open(path, "wb") as f:
-    f.write(buf.getvalue())
+  gemma_sentencepiece(path, texts, vocab_size=60)
 
 
 def test_generate_from_a_string_prompt_as_paligemmas_processor(saved, tmp_path):

@@ -9,7 +9,6 @@ each task's training text is PaliGemmaProcessor's `prompt + "\\n" + suffix + <eo
 loss vlx trains on is HF's loss with those labels; a `vlx.main` run fine-tunes it on 8
 devices, and its evaluators parse every grounding and detection answer."""
 
-import io
 import json
 
 import numpy as np
@@ -31,7 +30,8 @@ from vlx.data import shapes_render as R  # noqa: E402
 from vlx.data.tokenizer import load_tokenizer  # noqa: E402
 from vlx.families.unified import tasks as T  # noqa: E402
 from vlx.objectives.prefix_lm import suffix_loss  # noqa: E402
-from vlx_testlib import REPO, read_metrics, run_main, shapes_data_dir, shapes_handle  # noqa: E402,F401
+from vlx_testlib import (REPO, gemma_sentencepiece, random_paligemma, read_metrics,  # noqa: E402,F401
+                         run_main, shapes_data_dir, shapes_handle)
 
 LOC, SIZE, N = 256, 32, 16                # <loc0000> at 256; 16 image tokens (32 / 8)
 VOCAB = LOC + 1024 + 1                    # text, 1024 location tokens, the image token
@@ -59,35 +59,13 @@ def _scene_texts(handle, n=200):
   return texts
 
 
-def _sentencepiece(path, texts):
-  """Gemma's layout (<pad> 0, <eos> 1, <bos> 2, <unk> 3, the newline a piece, identity
-  normalisation, no dummy prefix), at most LOC pieces."""
-  import sentencepiece as spm  # pylint: disable=g-import-not-at-top
-  buf = io.BytesIO()
-  spm.SentencePieceTrainer.train(
-      sentence_iterator=iter(texts * 3), model_writer=buf, vocab_size=LOC, model_type="bpe",
-      pad_id=0, eos_id=1, bos_id=2, unk_id=3, pad_piece="<pad>", eos_piece="<eos>",
-      bos_piece="<bos>", unk_piece="<unk>", user_defined_symbols=["\n"],
-      normalization_rule_name="identity", add_dummy_prefix=False,
-      remove_extra_whitespaces=False, hard_vocab_limit=False, num_threads=1, minloglevel=2)
-  with open(path, "wb") as f:
-    f.write(buf.getvalue())
-
-
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory, shapes_handle):
   """(HF model, its save_pretrained directory, the `python -m vlx.convert --out` one)."""
-  cfg = transformers.PaliGemmaConfig(vision_config=VISION, text_config=TEXT,
-                                     image_token_index=IMAGE_ID, projection_dim=32)
-  torch.manual_seed(0)
-  model = transformers.PaliGemmaForConditionalGeneration(cfg).eval()
-  g = torch.Generator().manual_seed(0)
-  with torch.no_grad():
-    for name, p in model.named_parameters():
-      p.add_(torch.randn(p.shape, generator=g) * (0.5 if "language_model" in name else 0.2))
+  model, _ = random_paligemma(VISION, TEXT, IMAGE_ID)
   hf_dir = tmp_path_factory.mktemp("paligemma_hf")
   model.save_pretrained(hf_dir)
-  _sentencepiece(str(hf_dir / "tokenizer.model"), _scene_texts(shapes_handle))
+  gemma_sentencepiece(str(hf_dir / "tokenizer.model"), _scene_texts(shapes_handle) * 3, LOC)
   ip = transformers.SiglipImageProcessor(size={"height": SIZE, "width": SIZE},
                                          image_mean=[0.5] * 3, image_std=[0.5] * 3, resample=2)
   ip.save_pretrained(str(hf_dir))

@@ -242,3 +242,38 @@ def assert_trees_close(a, b, atol, rtol=0.0, what=""):
   for (path, x), y in zip(flat_a, flat_b):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=atol, rtol=rtol,
                                err_msg=f"{what} {jax.tree_util.keystr(path)}")
+
+
+def random_paligemma(vision: dict, text: dict, image_token_index: int):
+  """A tiny random HF `PaliGemmaForConditionalGeneration` (torch), every weight perturbed so
+  no mis-mapped tensor hides behind an initializer's zeros or ones -> (model, the torch
+  generator, to draw more from the same stream). The decoder's weights move most: a random
+  decoder with small weights and a tied head answers by repeating the prompt's last token
+  (the tied head is the embedding itself: perturbed once, still tied)."""
+  import torch  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top
+  cfg = transformers.PaliGemmaConfig(vision_config=vision, text_config=text,
+                                     image_token_index=image_token_index, projection_dim=32)
+  torch.manual_seed(0)
+  model = transformers.PaliGemmaForConditionalGeneration(cfg).eval()
+  g = torch.Generator().manual_seed(0)
+  with torch.no_grad():
+    for name, p in model.named_parameters():
+      p.add_(torch.randn(p.shape, generator=g) * (0.5 if "language_model" in name else 0.2))
+  return model, g
+
+
+def gemma_sentencepiece(path, texts: Sequence[str], vocab_size: int) -> None:
+  """A sentencepiece model in Gemma's layout (<pad> 0, <eos> 1, <bos> 2, <unk> 3, the newline
+  one piece, identity normalisation, no dummy prefix) trained on `texts`, written to `path`."""
+  import io  # pylint: disable=g-import-not-at-top
+  import sentencepiece as spm  # pylint: disable=g-import-not-at-top
+  buf = io.BytesIO()
+  spm.SentencePieceTrainer.train(
+      sentence_iterator=iter(texts), model_writer=buf, vocab_size=vocab_size, model_type="bpe",
+      pad_id=0, eos_id=1, bos_id=2, unk_id=3, pad_piece="<pad>", eos_piece="<eos>",
+      bos_piece="<bos>", unk_piece="<unk>", user_defined_symbols=["\n"],
+      normalization_rule_name="identity", add_dummy_prefix=False,
+      remove_extra_whitespaces=False, hard_vocab_limit=False, num_threads=1, minloglevel=2)
+  with open(path, "wb") as f:
+    f.write(buf.getvalue())
