@@ -105,7 +105,8 @@ def paligemma_finetune(path: str, smoke: bool) -> ml_collections.ConfigDict:
 
 
 def get_config(arg: str = "tiny"):
-  variant = parse_variant(arg, sizes=("tiny",), words=("ofa", "loc_code"), keys=("ft",))
+  variant = parse_variant(arg, sizes=("tiny",), words=("ofa", "loc_code", "raster"),
+                          keys=("ft",))
   if variant.values:
     if variant.words or variant.size_given:
       raise ValueError(f"unified variant {arg!r}: ft=DIR takes only ',smoke'; the model comes "
@@ -113,6 +114,8 @@ def get_config(arg: str = "tiny"):
     return paligemma_finetune(variant.values["ft"], variant.smoke)
   c = base.base_config()
   counts = tuple(PACK_COUNTS[t] for t in TASKS)
+  # Detection targets in one fixed order (`raster`) or a new random one each time (Pix2Seq).
+  order = "raster" if "raster" in variant.words else "random"
   # Another mix: other counts here; one task per example instead (what the encoder-decoder
   # layout takes, `ofa` below): unified_task with per-task sampling weights.
   c.data = ml_collections.ConfigDict(dict(
@@ -120,7 +123,7 @@ def get_config(arg: str = "tiny"):
                                            vocab_size=TEXT_VOCAB),
       train_split="train", test_split="test", image_size=64, max_len=TARGET_LEN,
       pp_train=(f"decode|value_range(-1,1)|unified_pack({PACK_LENGTHS}, {counts}, "
-                f"{NUM_BINS}, {TEXT_VOCAB})"),
+                f"{NUM_BINS}, {TEXT_VOCAB}, '{order}')"),
       pp_eval="decode|value_range(-1,1)|" + unified_task("caption"),
       keys=("image", "text_in", "mask_ar", "input_mask", "targets", "loss_mask", "segment",
             "text_positions"),

@@ -313,3 +313,14 @@ def test_packed_blocks_equal_each_block_alone():
   packed_loss = suffix_loss(logits, packed["targets"], packed["loss_mask"],
                             segment=packed["segment"])[0]
   np.testing.assert_allclose(float(packed_loss), np.mean(losses), rtol=1e-4)
+
+
+def test_detection_order_raster_lists_objects_top_to_bottom_then_left_to_right():
+  objects = [dict(box=(0.5, 0.1, 0.7, 0.3)), dict(box=(0.1, 0.6, 0.3, 0.8)),
+             dict(box=(0.5, 0.05, 0.6, 0.2)), dict(box=(0.1, 0.2, 0.2, 0.3))]
+  rng = np.random.default_rng(0)
+  assert T.object_order(objects, "raster", rng).tolist() == [3, 1, 2, 0]
+  drawn = {tuple(T.object_order(objects, "random", rng).tolist()) for _ in range(20)}
+  assert all(sorted(d) == [0, 1, 2, 3] for d in drawn) and len(drawn) > 1
+  with pytest.raises(ValueError, match="known: random, raster"):
+    T.object_order(objects, "size", rng)

@@ -169,8 +169,23 @@ def prompt_fields(block: Dict[str, np.ndarray], prompt_len: int) -> Dict[str, np
               prompt_ar=block["mask_ar"][:n])
 
 
+ORDERS = ("random", "raster")
+
+
+def object_order(objects, order: str, rng: np.random.Generator) -> np.ndarray:
+  """The order detection targets list objects in: `random` (Pix2Seq: a new order every time)
+  or `raster` (top to bottom by the box's top edge, then left to right: one fixed sequence
+  per image, which a short schedule learns faster)."""
+  if order == "random":
+    return rng.permutation(len(objects))
+  if order == "raster":
+    return np.array(sorted(range(len(objects)),
+                           key=lambda j: (objects[j]["box"][0], objects[j]["box"][1])), int)
+  raise ValueError(f"unknown detection order {order!r}; known: {', '.join(ORDERS)}")
+
+
 def prompt_and_target(task: str, record, tokenizer, vocab: Vocab, rng: np.random.Generator,
-                      caption: Optional[str] = None):
+                      caption: Optional[str] = None, order: str = "random"):
   """(prompt ids, target ids, ground truth for the evaluators) of one task on one scene."""
   objects = scene_qa.scene_objects(record)
   if task == "caption":
@@ -193,7 +208,7 @@ def prompt_and_target(task: str, record, tokenizer, vocab: Vocab, rng: np.random
     labels = [R.COLOUR_NAMES.index(o["colour"]) * len(R.SHAPES) + R.SHAPES.index(o["shape"])
               for o in objects]
     target = []
-    for j in rng.permutation(len(objects)):  # Pix2Seq: a random order every time
+    for j in object_order(objects, order, rng):
       if target and vocab.object_sep is not None:
         target.append(vocab.object_sep)
       target += [int(t) for t in vocab.loc.encode(objects[j]["box"])] + names[labels[j]]
@@ -273,11 +288,12 @@ def pack_blocks(blocks: Sequence[Dict[str, np.ndarray]]) -> Dict[str, np.ndarray
 
 
 @registry.PP_OPS.register("unified_pack")
-def unified_pack_op(handle, lengths, counts, num_bins: int = 32, text_size: int = 256):
+def unified_pack_op(handle, lengths, counts, num_bins: int = 32, text_size: int = 256,
+                    order: str = "random"):
   """Several tasks on one image in one sequence (training): `counts[t]` blocks of task
   TASKS[t], each with its own `(prompt_len, target_len)` = `lengths[t]`, isolated and packed
   (pack_blocks). The image's tokens are computed once for all of them, and a one-word VQA
-  answer pads only to its own task's length."""
+  answer pads only to its own task's length. `order`: detection targets' (object_order)."""
   vocab = vocab_for(handle, text_size, num_bins)
   if len(lengths) != len(TASKS) or len(counts) != len(TASKS) or sum(counts) < 1:
     raise ValueError(f"unified_pack: lengths and counts need one entry per task "
@@ -287,7 +303,8 @@ def unified_pack_op(handle, lengths, counts, num_bins: int = 32, text_size: int 
     blocks = []
     for name, (p_len, t_len), count in zip(TASKS, lengths, counts):
       for _ in range(int(count)):
-        prompt, target, _ = prompt_and_target(name, ex, handle.tokenizer, vocab, rng)
+        prompt, target, _ = prompt_and_target(name, ex, handle.tokenizer, vocab, rng,
+                                              order=order)
         blocks.append(text_block(prompt, target, vocab, int(p_len), int(t_len), True))
     ex.update(pack_blocks(blocks))
     return ex
