@@ -7,7 +7,7 @@ one prompt token per task. A task is this module's prompt and target, nothing el
   caption    [caption]                 -> a caption
   vqa        [vqa] question words      -> the answer word
   grounding  [grounding] expression    -> 4 location tokens of the referred object
-  detection  [detection]               -> every object, in random order (training), as
+  detection  [detection]               -> every object (training: in raster or random order), as
                                           4 location tokens + its class name ("red circle")
 
 Text block (one fixed length per batch): the prompt left-padded to `prompt_len`, then the
