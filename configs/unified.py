@@ -7,7 +7,8 @@ vlx/models/gemma.py); the tasks are vlx/families/unified/tasks.py.
   python -m vlx.main --config=configs/unified.py:tiny --workdir=workdirs/unified_tiny
   :tiny,ofa           OFA's encoder-decoder layout (a 2-layer encoder over [image; prompt], a
                       2-layer decoder cross-attending to it: the same depth in all), one task
-                      per example (packing is for the decoder-only layout)
+                      per example (packing is for the decoder-only layout; detection targets
+                      in random order)
   :tiny,smoke         a few steps on the small variant, for tests
   :tiny,random_order  detection targets in a new random order each time (Pix2Seq), not raster
   :tiny,loc_code      a fixed coordinate code on image and location tokens (docs: run F)
@@ -114,6 +115,9 @@ def get_config(arg: str = "tiny"):
       raise ValueError(f"unified variant {arg!r}: ft=DIR takes only ',smoke'; the model comes "
                        "from DIR")
     return paligemma_finetune(variant.values["ft"], variant.smoke)
+  if "ofa" in variant.words and "random_order" in variant.words:
+    raise ValueError("unified variant: ofa trains one task per example, whose detection "
+                     "targets are always in random order; random_order is for the packed recipe")
   c = base.base_config()
   counts = tuple(PACK_COUNTS[t] for t in TASKS)
   # Detection targets in one fixed raster order: on this budget it beat Pix2Seq's new random

@@ -17,7 +17,6 @@ import pytest
 torch = pytest.importorskip("torch", reason="parity tests need torch: pip install -e '.[torch]'")
 transformers = pytest.importorskip("transformers", reason="parity tests need transformers")
 
-import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from PIL import Image  # noqa: E402
@@ -80,7 +79,7 @@ def converted(tmp_path_factory, shapes_handle):
   return model, str(hf_dir), str(out), from_hf
 
 
-def test_the_converted_directory_loads_as_the_hugging_face_one(converted, capsys):
+def test_the_converted_directory_loads_as_the_hugging_face_one(converted):
   _, _, out, from_hf = converted
   pg = pretrained.load(out)
   assert isinstance(pg, pretrained.PretrainedPaliGemma)
@@ -176,7 +175,7 @@ def test_each_task_is_paligemmas_prompt_and_suffix_and_the_loss_is_hfs(converted
 def test_finetuning_runs_through_the_train_step_on_eight_devices(converted, shapes_data_dir,
                                                                  tmp_path):
   """`python -m vlx.main --config=configs/unified.py:ft=DIR,smoke` on 8 devices: starts from the
-  converted weights (the step-0 loss is the imported model's), trains (the loss falls at a
+  converted weights (its first loss far above a fresh initialisation's), trains (the loss falls at a
   large learning rate), every grounding and detection answer parses, and the run then answers
   prompts through vlx.pretrained and vlx.predict with its own weights."""
   _, _, out, _ = converted
@@ -215,8 +214,17 @@ def test_finetuning_runs_through_the_train_step_on_eight_devices(converted, shap
   assert [json.loads(r)["answer"] for r in answers.read_text().splitlines()] == want
 
 
-def test_ft_is_refused_for_a_directory_that_is_not_a_paligemma(tmp_path):
+def test_ft_is_refused_for_a_directory_that_is_not_a_paligemma(converted, tmp_path):
   with pytest.raises(ValueError, match="vlx.convert"):
-    _config(str(tmp_path))
+    _config(str(tmp_path))   # not converted
+  meta = json.loads(open(f"{converted[2]}/vlx_pretrained.json").read())
+  for name, change, needle in (("clip", dict(family="clip"), "a clip checkpoint"),
+                               ("no_loc", dict(facts=dict(meta["facts"], loc_start=None)),
+                                "no location tokens")):
+    other = tmp_path / name
+    other.mkdir()
+    (other / "vlx_pretrained.json").write_text(json.dumps(dict(meta, **change)))
+    with pytest.raises(ValueError, match=needle):
+      _config(str(other))
   with pytest.raises(ValueError, match="ft=DIR takes only"):
     config_lib.load_config_file(f"{REPO}/configs/unified.py:ft={tmp_path},ofa")

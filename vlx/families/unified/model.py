@@ -41,8 +41,8 @@ LAYOUTS = ("decoder_only", "encoder_decoder")
 
 def coordinate_code(values, width: int) -> np.ndarray:
   """`values [...]` in [0, 1] -> `[..., width]`: sin / cos of 2 pi f v at `width / 2`
-  frequencies f spaced geometrically from 0.5 to 32 cycles per image, unit RMS per feature
-  (features of nearby coordinates agree, of far ones do not)."""
+  frequencies f spaced geometrically from 0.5 to 32 cycles per image, each sin / cos pair of
+  unit norm (features of nearby coordinates agree, of far ones do not)."""
   freqs = np.geomspace(0.5, 32.0, width // 2)
   angle = 2 * np.pi * np.asarray(values, np.float64)[..., None] * freqs
   return np.concatenate([np.sin(angle), np.cos(angle)], -1).astype(np.float32)

@@ -15,11 +15,13 @@ suffix `sep, target..., EOS` right-padded to `target_len + 1`. `mask_ar` is 0 on
 and 1 on the suffix (vlx/models/masks.py), `targets[i]` is the token after position i, and
 `loss_mask` is 1 exactly where a suffix position predicts a target token or the EOS.
 
-`PaliGemmaWords` writes the same tasks in PaliGemma's own words and ids, for fine-tuning an
+`PaliGemmaWords` writes the same tasks in PaliGemma's tokens and layout, for fine-tuning an
 imported PaliGemma (`configs/unified.py:ft=DIR`): `<bos>` + "caption en" / "answer en
 QUESTION" / "detect EXPRESSION" / "detect all objects" + the newline, all of it the
 bidirectional prefix (PaliGemmaProcessor's layout), answers after the newline, its EOS, its
-1024 location tokens, detected objects separated by " ;".
+1024 location tokens, detected objects separated by " ;". The answers' formats are vlx's
+(a grounding answer is its 4 location tokens, without PaliGemma's trailing name; no space
+token before the next object's boxes): the fine-tune teaches them.
 """
 
 from __future__ import annotations
@@ -295,6 +297,9 @@ def unified_pack_op(handle, lengths, counts, num_bins: int = 32, text_size: int 
   (pack_blocks). The image's tokens are computed once for all of them, and a one-word VQA
   answer pads only to its own task's length. `order`: detection targets' (object_order)."""
   vocab = vocab_for(handle, text_size, num_bins)
+  if order not in ORDERS:
+    raise ValueError(f"unified_pack: unknown detection order {order!r}; known: "
+                     f"{', '.join(ORDERS)}")
   if len(lengths) != len(TASKS) or len(counts) != len(TASKS) or sum(counts) < 1:
     raise ValueError(f"unified_pack: lengths and counts need one entry per task "
                      f"({', '.join(TASKS)}) and at least one block")
