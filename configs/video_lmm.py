@@ -14,6 +14,13 @@ visible" questions.
                    from the CoT SFT run (`:tiny`, trained first beside the workdir); 8
                    prompts x 8 rollouts a step, sampled inside the train step
   :tiny,smoke      a few steps on the small variant, for tests
+  :ft=DIR          the same stages on an imported PaliGemma (`python -m vlx.convert
+                   --src=HF_PALIGEMMA --out=DIR`: its ViT, Gemma decoder, tokenizer, image
+                   size and preprocessing) instead of the tiny model: CoT SFT from DIR;
+                   `ft=DIR,answer` answer-only SFT; `ft=DIR,grpo` GRPO from the `ft=DIR` CoT
+                   run (trained first beside the workdir); append ',smoke' for a few steps.
+                   The prompts are in PaliGemma's words (`<bos>answer en QUESTION` + newline);
+                   sized for an accelerator (each frame is 256 image tokens at 224 px)
 
 Scored by `reasoning_qa` (vlx/families/video_lmm/evals.py): the verifiers' accuracy per
 question kind, span mIoU and format rate on the held-out `test` split.
@@ -25,6 +32,7 @@ import ml_collections
 
 from vlx.families.video_lmm.tasks import vocab_size
 from vlx.presets import base, sizes
+from vlx.presets.finetune import preprocess_op, read_converted
 from vlx.variant import parse_variant
 
 TEXT_VOCAB = 256
@@ -37,6 +45,46 @@ STAGES = ("pretrain", "answer", "grpo")
 def qa_op(response: str) -> str:
   return (f"decode_video|video_value_range(-1,1)|reasoning_qa({PROMPT_LEN}, {TARGET_LEN}, "
           f"'{response}', {TEXT_VOCAB})")
+
+
+# ft=DIR: room for Gemma's pieces (`<bos>answer en` + the longest question; a CoT response).
+FT_PROMPT_LEN, FT_TARGET_LEN = 24, 48
+
+
+def imported_model(c, path: str, response: str, stage: str, smoke: bool) -> None:
+  """Point the stage at a converted PaliGemma (`ft=DIR`): its model, weights (`init_from`),
+  tokenizer, frame size and preprocessing; the questions in its words (tasks.words_for)."""
+  path = os.path.abspath(os.path.expanduser(path))
+  meta = read_converted(path, f"ft={path}")
+  if meta["family"] != "paligemma":
+    raise ValueError(f"ft={path}: a {meta['family']} checkpoint; configs/video_lmm.py "
+                     "fine-tunes a converted PaliGemma")
+  loc_start = meta["facts"].get("loc_start")
+  if loc_start is None:
+    raise ValueError(f"ft={path}: no <loc0000> in the decoder's vocabulary, where PaliGemma's "
+                     "text ids end")
+  size = int(meta["model"]["decoder"]["vocab_size"])
+  video_pp = preprocess_op(meta["preprocess"], "preprocess_video")
+  words = dict(text_size=int(loc_start), words="paligemma", vocab_size=size)
+  op = (f"decode_video|{video_pp}|reasoning_qa({FT_PROMPT_LEN}, {FT_TARGET_LEN}, "
+        f"'{response}', {loc_start}, 'paligemma', {size})")
+  c.init_from = path
+  c.model = ml_collections.ConfigDict(meta["model"])
+  c.data.update(dict(image_size=meta["image_size"], max_len=FT_TARGET_LEN,
+                     tokenizer=meta["tokenizer"], pretrained_preprocess=meta["preprocess"],
+                     pp_train=op, pp_eval=op))
+  for ev in c.evals.values():
+    ev.update(dict(prompt_len=FT_PROMPT_LEN, target_len=FT_TARGET_LEN, video_pp=video_pp,
+                   **words))
+  # No pretraining stage: DIR is the pretrained model. big_vision's PaliGemma transfers: a
+  # small learning rate, no weight decay.
+  c.init_from_run = ""
+  c.optimizer.update(dict(lr=1e-5 if stage != "grpo" else 1e-6, weight_decay=0.0))
+  if stage == "grpo":  # from the ft=DIR CoT run; responses end at the imported EOS
+    c.init_from_run = f"{os.path.abspath(__file__)}:ft={path}" + (",smoke" if smoke else "")
+    c.init_from = ""
+    c.rollout.update(dict(max_len=FT_TARGET_LEN, text_size=int(loc_start),
+                          eos_id=int(meta["facts"]["eos_id"])))
 
 
 def grpo_stage(c, variant):
@@ -65,10 +113,14 @@ def grpo_stage(c, variant):
 
 
 def get_config(arg: str = "tiny"):
-  variant = parse_variant(arg, sizes=("tiny",), words=STAGES)
+  variant = parse_variant(arg, sizes=("tiny",), words=STAGES, keys=("ft",))
   if len(variant.words) > 1:
     raise ValueError(f"configs/video_lmm.py: one stage at a time, got {sorted(variant.words)}")
   stage = next(iter(variant.words), "cot")
+  ft = variant.values.get("ft")
+  if ft and (variant.size_given or stage == "pretrain"):
+    raise ValueError(f"video_lmm variant {arg!r}: ft=DIR takes a stage (answer, grpo; CoT SFT "
+                     "without one) and ',smoke'; the model and its pretraining come from DIR")
   c = base.base_config()
   response = {"pretrain": "caption", "answer": "answer"}.get(stage, "cot")
   c.data = ml_collections.ConfigDict(dict(
@@ -102,6 +154,8 @@ def get_config(arg: str = "tiny"):
   base.cpu_schedule(c, batch_size=32, total_steps=600, evals=1, lr=1e-3)
   if stage == "grpo":
     grpo_stage(c, variant)
+  if ft:
+    imported_model(c, ft, response, stage, variant.smoke)
   if variant.smoke:
     c.data.source.variant = "small"
     base.smoke_schedule(c)

@@ -21,7 +21,11 @@ also with `--first_seed_samples` (k to 32).
 
     python experiments/post_training.py [--seeds 0,1,2] [--workdir workdirs/post_training]
         [--samples 8] [--first_seed_samples 32] [--limit 1000]
-        [--pretrain_from SEED | --pretrain_each_seed] [--smoke]
+        [--pretrain_from SEED | --pretrain_each_seed] [--model ft=DIR] [--smoke]
+
+`--model ft=DIR` runs the same stages, baselines and evaluations on an imported PaliGemma
+(`python -m vlx.convert --src=HF_PALIGEMMA --out=DIR`, configs/video_lmm.py:ft=DIR: DIR is the
+pretrained model, so there is no pretraining stage); sized for an accelerator.
 
 Every seed's SFT stages start from one pretrained model (the first seed's): the seeds measure
 post-training. Prints one table (mean and spread over seeds) and writes `table.json` and
@@ -61,6 +65,9 @@ def parse_args(argv=None):
                       "a question, for pass@k / majority@k curves to that k (0: not)")
   p.add_argument("--limit", type=int, default=1000, help="held-out questions evaluated")
   p.add_argument("--smoke", action="store_true", help="the ,smoke variants (for tests)")
+  p.add_argument("--model", default="tiny",
+                 help="tiny (vlx's small model, pretrained here) or ft=DIR (a converted "
+                      "PaliGemma)")
   p.add_argument("--pretrain_from", type=int, default=None,
                  help="start every seed's SFT stages from this seed's pretrained model, "
                       "pretrained once (default: the first of --seeds): the seeds measure "
@@ -77,7 +84,12 @@ def parse_args(argv=None):
     p.error("need at least one seed, --samples >= 1 and --limit >= 1")
   if args.pretrain_each_seed and args.pretrain_from is not None:
     p.error("--pretrain_from and --pretrain_each_seed exclude each other")
-  if args.pretrain_from is None and not args.pretrain_each_seed:
+  if args.model != "tiny" and not args.model.startswith("ft="):
+    p.error(f"--model {args.model!r}: tiny or ft=DIR")
+  if args.model != "tiny":
+    if args.pretrain_each_seed or args.pretrain_from is not None:
+      p.error("--model ft=DIR has no pretraining stage: DIR is the pretrained model")
+  elif args.pretrain_from is None and not args.pretrain_each_seed:
     args.pretrain_from = args.seeds[0]
   return args
 
@@ -149,9 +161,10 @@ def stage_runs(args, seed: int) -> dict:
   if args.pretrain_from is not None and seed != args.pretrain_from:
     sft += (f"--config.init_from={pretrained_dir(args, args.pretrain_from)}",)
   # GRPO starts from this CoT run (named, so that its chain does not train another one).
-  runs = {"cot": (f"tiny{smoke}", cot_dir, sft),
-          "answer": (f"tiny,answer{smoke}", os.path.join(root, "answer"), sft),
-          "grpo": (f"tiny,grpo{smoke}", os.path.join(root, "grpo"),
+  base = args.model
+  runs = {"cot": (f"{base}{smoke}", cot_dir, sft),
+          "answer": (f"{base},answer{smoke}", os.path.join(root, "answer"), sft),
+          "grpo": (f"{base},grpo{smoke}", os.path.join(root, "grpo"),
                    (seed_flag, f"--config.init_from={cot_dir}"))}
   for variant, workdir, overrides in runs.values():
     run_main(variant, workdir, *overrides)
@@ -161,8 +174,8 @@ def stage_runs(args, seed: int) -> dict:
   overrides = (seed_flag, f"--config.init_from={cot_dir}", "--config.init_from_run=",
                "--config.data.train_split=train", f"--config.total_steps={grpo_steps}",
                f"--config.checkpoint_every={grpo_steps}", f"--config.eval_every={grpo_steps}")
-  run_main(f"tiny{smoke}", workdir, *overrides)
-  runs["continued"] = (f"tiny{smoke}", workdir, overrides)
+  run_main(f"{base}{smoke}", workdir, *overrides)
+  runs["continued"] = (f"{base}{smoke}", workdir, overrides)
   return runs
 
 

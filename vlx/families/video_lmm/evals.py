@@ -25,8 +25,8 @@ from vlx.evals import at_k
 from vlx.evals.common import EvalContext, SplitReader, run_batched
 from vlx.families.unified import generate as gen
 from vlx.families.video_lmm import reasoning_videos as RV
+from vlx.families.video_lmm import tasks as T
 from vlx.families.video_lmm import verifiers as VF
-from vlx.token_ids import EOS_ID
 
 _PROMPT = ("video", "prompt", "prompt_mask", "prompt_ar")
 _TRUTH = ("kind", "question", "answer", "thought", "options", "span")
@@ -71,16 +71,21 @@ class ReasoningQA:
   def __init__(self, ctx: EvalContext, prompt_len: int, target_len: int, text_size: int = 256,
                response: str = "cot", split: Optional[str] = None, limit: Optional[int] = 512,
                method: str = "greedy", temperature: float = 1.0, seed: int = 0,
-               frames: str = "ordered", num_samples: int = 1):
+               frames: str = "ordered", num_samples: int = 1, words: str = "vlx",
+               vocab_size: Optional[int] = None,
+               video_pp: str = "video_value_range(-1,1)"):
     if frames not in FRAMES:
       raise ValueError(f"reasoning_qa: frames {frames!r}; known: {', '.join(FRAMES)}")
     if num_samples < 1:
       raise ValueError("reasoning_qa: num_samples must be >= 1")
     self.ctx = ctx
     self.frames, self.num_samples = frames, int(num_samples)
-    self.text_size = int(text_size)
-    pp = (f"decode_video|video_value_range(-1,1)|reasoning_qa({int(prompt_len)}, "
-          f"{int(target_len)}, '{response}', {self.text_size})")
+    # `words`, `vocab_size`, `video_pp`: an imported PaliGemma's (configs/video_lmm.py:ft=DIR)
+    self.vocab = T.words_for(ctx.handle, text_size, words, vocab_size)
+    self.text_size, self.eos = self.vocab.text_size, self.vocab.eos
+    size = None if vocab_size is None else int(vocab_size)
+    pp = (f"decode_video|{video_pp}|reasoning_qa({int(prompt_len)}, {int(target_len)}, "
+          f"'{response}', {int(text_size)}, '{words}', {size})")
     self.reader = SplitReader(ctx, split or ctx.data_config.test_split, pp=pp, limit=limit)
     if self.num_samples > 1:
       method = "sample"
@@ -104,7 +109,7 @@ class ReasoningQA:
     """-> ([(response texts, ids [N, max_len], per-token log-probs [N, max_len])] one per draw,
     truth fields, frames per video). Each batch of the split is read once for all draws; the
     draw index travels in the batch (folded into the rng inside the one compiled program)."""
-    fn = gen.make_generate_fn(self.ctx.model, self.cfg, EOS_ID, return_logp=True)
+    fn = gen.make_generate_fn(self.ctx.model, self.cfg, self.eos, return_logp=True)
     base = jax.random.key(self.seed)
     key = ("reasoning_generate", self.cfg, self.seed)
 
@@ -137,7 +142,7 @@ class ReasoningQA:
     text, ids, _ = draws[0]
     out = score_responses(text, examples)
     out["response_length"] = float(np.mean([
-        (list(row) + [EOS_ID]).index(EOS_ID) for row in ids]))
+        (list(row) + [self.eos]).index(self.eos) for row in ids]))
     if self.num_samples > 1:
       out.update(self.scaling(examples, draws))
     return out

@@ -93,13 +93,16 @@ class GRPOTask(ModelTask):
     # Dynamic sampling: of the batch's prompts, train on `keep_prompts` groups, those whose
     # rewards differ first (0: every prompt's group).
     self.keep = int(r.get("keep_prompts", 0))
+    # Ids from text_size up are not text (an imported PaliGemma's location tokens); eos_id
+    # ends a response (vlx's tokenizers' EOS, or the imported tokenizer's).
     self.text_size = int(r.text_size)
+    self.eos = int(r.get("eos_id", EOS_ID))
     self.reward_names = tuple(r.rewards.keys())
     self.reward_weights = jnp.asarray([float(r.rewards[k]) for k in self.reward_names])
     self.reward_fns = [registry.REWARDS.get(k) for k in self.reward_names]
     self.sample = gen.make_generate_fn(
         model, decode_lib.DecodeConfig(method="sample", max_len=int(r.max_len),
-                                       temperature=self.temperature), EOS_ID,
+                                       temperature=self.temperature), self.eos,
         return_logp=True)
     self._data_config = config.data
     self._tokenizer = None

@@ -13,6 +13,8 @@ the `prefix_lm` objective are the unified model's own.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 
 from vlx import registry
@@ -36,30 +38,37 @@ def response_text(ex, response: str) -> str:
 
 @registry.PP_OPS.register("reasoning_qa")
 def reasoning_qa_op(handle, prompt_len: int, target_len: int, response: str = "cot",
-                    text_size: int = 256):
+                    text_size: int = 256, words: str = "vlx", vocab_size: Optional[int] = None):
   """Writes the text block (`text_in`, `mask_ar`, `input_mask`, `targets`, `loss_mask`), the
   generation prompt (`prompt`, `prompt_mask`, `prompt_ar`); the prefix-LM reads `video`
   [T, H, W, 3] frame by frame. Also the answer key as numbers (`truth_fields`), what a rollout
-  stage inside the jitted step hands the verifiers."""
+  stage inside the jitted step hands the verifiers. `words`: vlx's task tokens after the
+  dataset's `text_size` ids, or an imported PaliGemma's (`words_for`)."""
   if response not in RESPONSES:
     raise ValueError(f"reasoning_qa: unknown response format {response!r}; known: "
                      f"{', '.join(RESPONSES)}")
-  vocab = UT.Vocab(int(text_size), 0)
-  if handle.tokenizer.vocab_size > vocab.text_size:
-    raise ValueError(f"reasoning_qa: the tokenizer has {handle.tokenizer.vocab_size} ids but "
-                     f"text_size is {vocab.text_size}")
-  head = [vocab.task_token("caption" if response == "caption" else "vqa")]
+  vocab = words_for(handle, text_size, words, vocab_size)
+  task = "caption" if response == "caption" else "vqa"
 
   def fn(ex, rng):
     del rng
-    prompt = head if response == "caption" else head + UT.pieces(
-        handle.tokenizer, pp_ops.to_str(ex["question"]))
+    question = "" if response == "caption" else pp_ops.to_str(ex["question"])
+    prompt = vocab.prompt(task, handle.tokenizer, question)
     target = UT.pieces(handle.tokenizer, response_text(ex, response))
     block = UT.text_block(prompt, target, vocab, int(prompt_len), int(target_len))
     ex.update(block, **UT.prompt_fields(block, int(prompt_len)))
     ex.update(truth_fields(ex, handle.tokenizer))
     return ex
   return fn
+
+
+def words_for(handle, text_size: int, words: str = "vlx", vocab_size: Optional[int] = None):
+  """The prompt words, `sep` and EOS of the questions: vlx's (a task token after the dataset's
+  `text_size` ids, no location tokens) or an imported PaliGemma's (`<bos>caption en` /
+  `<bos>answer en QUESTION`, the newline, its EOS; `text_size` is its `<loc0000>` id, below
+  which every id is text): unified/tasks.py's two vocabularies."""
+  return UT.vocab_for(handle, text_size, 1024 if words == "paligemma" else 0, words,
+                      vocab_size)
 
 
 def vocab_size(text_size: int) -> int:
