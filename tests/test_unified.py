@@ -13,7 +13,7 @@ from vlx import build, config_lib
 from vlx import decode as decode_lib
 from vlx import decode_constraints
 from vlx.data.loc_tokens import parse_box, parse_detections
-from vlx.evals.box_ap import box_ap
+from vlx.evals.box_ap import box_ap, box_or_class
 from vlx.families.unified import generate as gen
 from vlx.families.unified import tasks as T
 from vlx.families.unified.model import PrefixLM
@@ -66,6 +66,9 @@ def test_text_block_layout():
   # Scored: sep -> 7, 7 -> 8, 8 -> 9, 9 -> EOS; nothing else.
   np.testing.assert_array_equal(b["loss_mask"], [0, 0, 0, 0, 1, 1, 1, 1, 0, 0])
   np.testing.assert_array_equal(b["targets"][4:8], [7, 8, 9, EOS_ID])
+  # Too long: each side loses its end; the prompt keeps its first token (the task's, or <bos>).
+  b = T.text_block([50, 51, 52], [7, 8, 9], VOCAB, prompt_len=2, target_len=2)
+  np.testing.assert_array_equal(b["text_in"], [50, 51, VOCAB.sep, 7, EOS_ID])
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -227,6 +230,21 @@ def test_box_ap_matches_pycocotools():
   np.testing.assert_allclose(ours["ap50"], ev.stats[1], atol=1e-6)
   np.testing.assert_allclose(ours["ap75"], ev.stats[2], atol=1e-6)
   assert 0.05 < ours["ap"] < 0.95
+
+
+def test_box_or_class_tells_a_missed_box_from_a_misnamed_one():
+  """Image 0: object A found and named, object B found and misnamed; image 1: object C missed
+  (the detection lies elsewhere). Boxes alone: 2 of 3 found, both ranked above the miss."""
+  a, b, c = [0.1, 0.1, 0.4, 0.4], [0.5, 0.5, 0.9, 0.9], [0.2, 0.6, 0.5, 0.9]
+  dets = [(np.array([a, b]), np.array([0.9, 0.8]), np.array([1, 3])),
+          (np.array([[0.6, 0.0, 0.9, 0.3]]), np.array([0.7]), np.array([1]))]
+  gts = [(np.array([a, b]), np.array([1, 2])), (np.array([c]), np.array([1]))]
+  got = box_or_class(dets, gts)
+  assert got["found_at_iou50"] == pytest.approx(2 / 3)
+  assert got["class_accuracy_at_iou50"] == pytest.approx(1 / 2)
+  # COCO's 101 recall points 0, 0.01, ..., 1: precision 1 at the 67 up to 2/3, none beyond.
+  assert got["ap50_class_agnostic"] == pytest.approx(67 / 101)
+  assert box_ap(dets, gts)["ap50"] < got["ap50_class_agnostic"]
 
 
 def test_unified_step_on_2x2x2_mesh_equals_one_device():

@@ -76,3 +76,30 @@ def box_ap(detections: Sequence, ground_truth: Sequence,
     if hit:
       out[name] = hit[0]
   return out
+
+
+def box_or_class(detections: Sequence, ground_truth: Sequence,
+                 threshold: float = 0.5) -> Dict[str, float]:
+  """Whether a detector misses boxes or names: 'ap50_class_agnostic' (AP at `threshold` with
+  every class one: the boxes alone) and 'class_accuracy_at_iou50' (of the ground-truth objects
+  some detection covers at IoU >= `threshold`, the share whose best-overlapping detection
+  names the right class), with 'found_at_iou50' (that share of all objects). Arguments as
+  `box_ap`'s."""
+  one = lambda c: np.zeros(np.asarray(c).reshape(-1).shape, np.int32)  # noqa: E731
+  agnostic = box_ap([(b, s, one(c)) for b, s, c in detections],
+                    [(b, one(c)) for b, c in ground_truth], (threshold,))["ap_at"][threshold]
+  objects = found = named = 0
+  for (boxes, _, cls), (gt_boxes, gt_cls) in zip(detections, ground_truth):
+    boxes, cls = np.asarray(boxes).reshape(-1, 4), np.asarray(cls).reshape(-1)
+    gt_boxes, gt_cls = np.asarray(gt_boxes).reshape(-1, 4), np.asarray(gt_cls).reshape(-1)
+    objects += len(gt_boxes)
+    if not len(boxes) or not len(gt_boxes):
+      continue
+    ious = iou_matrix(boxes, gt_boxes)
+    best = ious.argmax(0)
+    hit = ious[best, np.arange(len(gt_boxes))] >= threshold
+    found += int(hit.sum())
+    named += int((hit & (cls[best] == gt_cls)).sum())
+  return {"ap50_class_agnostic": float(agnostic),
+          "class_accuracy_at_iou50": named / max(found, 1),
+          "found_at_iou50": found / max(objects, 1)}

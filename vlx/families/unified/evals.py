@@ -21,7 +21,7 @@ from vlx import decode as decode_lib
 from vlx import decode_constraints, registry
 from vlx.data import pipeline, scene_qa
 from vlx.data.loc_tokens import parse_box, parse_detections
-from vlx.evals.box_ap import box_ap, iou_matrix
+from vlx.evals.box_ap import box_ap, box_or_class, iou_matrix
 from vlx.evals.captioning import coco_caption_scores
 from vlx.evals.common import EvalContext, SplitReader, run_batched
 from vlx.evals.vqa_metrics import accuracy_by_type
@@ -29,6 +29,9 @@ from vlx.families.unified import generate as gen
 from vlx.families.unified import tasks as T
 
 _PROMPT = ("image", "prompt", "prompt_mask", "prompt_ar")
+# Grounding targets whose box side is under this share of the image's count as small (the
+# scenes' distractors are at most 0.25, their large shapes at least 0.34).
+SMALL_SIDE = 0.3
 
 
 class _Generative:
@@ -139,8 +142,17 @@ class Grounding(_Generative):
       parsed += box is not None
       ious.append(0.0 if box is None else float(iou_matrix(box, gt)[0, 0]))
     ious = np.array(ious)
-    return {"accuracy_iou50": float(np.mean(ious >= 0.5)), "miou": float(ious.mean()),
-            "parse_rate": parsed / len(ious), "num_expressions": len(ious)}
+    # Small targets apart (box side under SMALL_SIDE of the image's): where a model fails.
+    side = np.sqrt(np.prod(np.maximum(truth["target_box"][:, 2:] - truth["target_box"][:, :2],
+                                      0), axis=1))
+    out = {"accuracy_iou50": float(np.mean(ious >= 0.5)), "miou": float(ious.mean()),
+           "parse_rate": parsed / len(ious), "num_expressions": len(ious),
+           # a box that misses the target entirely: another object named, not a loose box
+           "disjoint_rate": float(np.mean(ious <= 0.0))}
+    for name, where in (("small", side < SMALL_SIDE), ("large", side >= SMALL_SIDE)):
+      if where.any():
+        out[f"accuracy_iou50_{name}"] = float(np.mean(ious[where] >= 0.5))
+    return out
 
 
 @registry.EVALUATORS.register("unified_detection")
@@ -175,6 +187,6 @@ class Detection(_Generative):
       keep = classes >= 0
       gts.append((boxes[keep], classes[keep]))
     ap = box_ap(dets, gts)
-    return {"ap": ap["ap"], "ap50": ap["ap50"], "ap75": ap["ap75"],
+    return {"ap": ap["ap"], "ap50": ap["ap50"], "ap75": ap["ap75"], **box_or_class(dets, gts),
             "parse_rate": parsed / len(ids), "num_images": len(ids),
             "objects_per_image": float(np.mean([len(d[2]) for d in dets]))}

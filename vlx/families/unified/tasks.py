@@ -140,11 +140,14 @@ def class_ids(tokenizer) -> List[List[int]]:
 def text_block(prompt: Sequence[int], target: Sequence[int], vocab: Vocab, prompt_len: int,
                target_len: int, isolate: bool = False) -> Dict[str, np.ndarray]:
   """The fields the model and the `prefix_lm` objective read (module docstring). `target`
-  excludes EOS; both sides are cut to fit (the configs' lengths cover the synthetic text).
+  excludes EOS; both sides are cut to fit, at their ends (the configs' lengths cover the
+  synthetic text).
   `isolate`: the prompt starts its own block (`mask_ar` 1 on its first token), so the image
   tokens do not read it: the image is then encoded the same for every task, what packing
   several tasks onto one image (`unified_pack`) needs."""
-  prompt = list(prompt)[-prompt_len:] if len(prompt) > prompt_len else list(prompt)
+  # A prompt too long loses its end, never its start: the task token (or PaliGemma's <bos>
+  # and task words) stays what the model reads first.
+  prompt = list(prompt)[:prompt_len]
   suffix = [vocab.sep] + list(target)[:target_len - 1] + [vocab.eos]
   p, s = prompt_len, target_len + 1
   text = np.full((p + s,), PAD_ID, np.int32)
