@@ -19,8 +19,9 @@ visible" questions.
                    size and preprocessing) instead of the tiny model: CoT SFT from DIR;
                    `ft=DIR,answer` answer-only SFT; `ft=DIR,grpo` GRPO from the `ft=DIR` CoT
                    run (trained first beside the workdir); append ',smoke' for a few steps.
-                   The prompts are in PaliGemma's words (`<bos>answer en QUESTION` + newline);
-                   sized for an accelerator (each frame is 256 image tokens at 224 px)
+                   The prompts are in PaliGemma's words (`<bos>answer en QUESTION` + newline).
+                   An accelerator's job (each 224 px frame is 256 image tokens), with the
+                   tiny recipe's batch and steps and the checkpoint's dtype: set them for yours
 
 Scored by `reasoning_qa` (vlx/families/video_lmm/evals.py): the verifiers' accuracy per
 question kind, span mIoU and format rate on the held-out `test` split.
@@ -47,8 +48,10 @@ def qa_op(response: str) -> str:
           f"'{response}', {TEXT_VOCAB})")
 
 
-# ft=DIR: room for Gemma's pieces (`<bos>answer en` + the longest question; a CoT response).
-FT_PROMPT_LEN, FT_TARGET_LEN = 24, 48
+# ft=DIR: room for Gemma's pieces (`<bos>answer en` + the longest question; a CoT response):
+# not measured with Gemma's own tokenizer (tasks.lengths(handle, words="paligemma", ...) does),
+# so twice the tiny recipe's maxima, about 1.5x a hand count in Gemma pieces.
+FT_PROMPT_LEN, FT_TARGET_LEN = 32, 64
 
 
 def imported_model(c, path: str, response: str, stage: str, smoke: bool) -> None:
@@ -76,15 +79,15 @@ def imported_model(c, path: str, response: str, stage: str, smoke: bool) -> None
   for ev in c.evals.values():
     ev.update(dict(prompt_len=FT_PROMPT_LEN, target_len=FT_TARGET_LEN, video_pp=video_pp,
                    **words))
-  # No pretraining stage: DIR is the pretrained model. big_vision's PaliGemma transfers: a
-  # small learning rate, no weight decay.
+  # No pretraining stage: DIR is the pretrained model. big_vision's PaliGemma transfers' small
+  # learning rate and no weight decay for SFT; ten times smaller for GRPO (as the tiny
+  # recipe's GRPO is ten times below its SFT).
   c.init_from_run = ""
   c.optimizer.update(dict(lr=1e-5 if stage != "grpo" else 1e-6, weight_decay=0.0))
   if stage == "grpo":  # from the ft=DIR CoT run; responses end at the imported EOS
     c.init_from_run = f"{os.path.abspath(__file__)}:ft={path}" + (",smoke" if smoke else "")
     c.init_from = ""
-    c.rollout.update(dict(max_len=FT_TARGET_LEN, text_size=int(loc_start),
-                          eos_id=int(meta["facts"]["eos_id"])))
+    c.rollout.update(dict(max_len=FT_TARGET_LEN, text_size=int(loc_start)))
 
 
 def grpo_stage(c, variant):

@@ -87,6 +87,8 @@ def parse_args(argv=None):
   if args.model != "tiny" and not args.model.startswith("ft="):
     p.error(f"--model {args.model!r}: tiny or ft=DIR")
   if args.model != "tiny":
+    # the runs start in the repository: DIR as the user gave it, made absolute here
+    args.model = "ft=" + os.path.abspath(os.path.expanduser(args.model[3:]))
     if args.pretrain_each_seed or args.pretrain_from is not None:
       p.error("--model ft=DIR has no pretraining stage: DIR is the pretrained model")
   elif args.pretrain_from is None and not args.pretrain_each_seed:

@@ -14,6 +14,7 @@ from vlx import decode as decode_lib
 from vlx import decode_constraints
 from vlx.data.loc_tokens import parse_box, parse_detections
 from vlx.evals.box_ap import box_ap, box_or_class
+from vlx.families.unified.evals import grounding_scores
 from vlx.families.unified import generate as gen
 from vlx.families.unified import tasks as T
 from vlx.families.unified.model import PrefixLM
@@ -245,6 +246,18 @@ def test_box_or_class_tells_a_missed_box_from_a_misnamed_one():
   # COCO's 101 recall points 0, 0.01, ..., 1: precision 1 at the 67 up to 2/3, none beyond.
   assert got["ap50_class_agnostic"] == pytest.approx(67 / 101)
   assert box_ap(dets, gts)["ap50"] < got["ap50_class_agnostic"]
+
+
+def test_grounding_scores_split_small_from_large_and_loose_from_disjoint():
+  """A large target hit, a large one missed by a loose box, a small one answered with a box
+  on another object, a small one unparsable."""
+  large, small = [0.1, 0.1, 0.5, 0.5], [0.6, 0.6, 0.8, 0.8]
+  boxes = [np.array([large]), np.array([[0.3, 0.3, 0.7, 0.7]]), np.array([large]), None]
+  got = grounding_scores(boxes, np.array([large, large, small, small]))
+  assert got["accuracy_iou50"] == 0.25 and got["parse_rate"] == 0.75
+  assert got["accuracy_iou50_large"] == 0.5 and got["accuracy_iou50_small"] == 0.0
+  assert got["disjoint_rate"] == pytest.approx(1 / 3)   # of the parsed boxes
+  assert got["miou"] == pytest.approx((1 + (0.2 * 0.2) / (0.32 - 0.04)) / 4)
 
 
 def test_unified_step_on_2x2x2_mesh_equals_one_device():

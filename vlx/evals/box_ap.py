@@ -78,13 +78,13 @@ def box_ap(detections: Sequence, ground_truth: Sequence,
   return out
 
 
-def box_or_class(detections: Sequence, ground_truth: Sequence,
-                 threshold: float = 0.5) -> Dict[str, float]:
-  """Whether a detector misses boxes or names: 'ap50_class_agnostic' (AP at `threshold` with
-  every class one: the boxes alone) and 'class_accuracy_at_iou50' (of the ground-truth objects
-  some detection covers at IoU >= `threshold`, the share whose best-overlapping detection
-  names the right class), with 'found_at_iou50' (that share of all objects). Arguments as
+def box_or_class(detections: Sequence, ground_truth: Sequence) -> Dict[str, float]:
+  """Whether a detector misses boxes or names: 'ap50_class_agnostic' (AP50 with every class
+  one: the boxes alone), 'found_at_iou50' (the share of ground-truth objects some detection
+  covers at IoU >= 0.5) and 'class_accuracy_at_iou50' (of those, the share whose
+  best-overlapping detection names the right class; absent when none is found). Arguments as
   `box_ap`'s."""
+  threshold = 0.5
   one = lambda c: np.zeros(np.asarray(c).reshape(-1).shape, np.int32)  # noqa: E731
   agnostic = box_ap([(b, s, one(c)) for b, s, c in detections],
                     [(b, one(c)) for b, c in ground_truth], (threshold,))["ap_at"][threshold]
@@ -100,6 +100,7 @@ def box_or_class(detections: Sequence, ground_truth: Sequence,
     hit = ious[best, np.arange(len(gt_boxes))] >= threshold
     found += int(hit.sum())
     named += int((hit & (cls[best] == gt_cls)).sum())
-  return {"ap50_class_agnostic": float(agnostic),
-          "class_accuracy_at_iou50": named / max(found, 1),
-          "found_at_iou50": found / max(objects, 1)}
+  out = {"ap50_class_agnostic": float(agnostic), "found_at_iou50": found / max(objects, 1)}
+  if found:
+    out["class_accuracy_at_iou50"] = named / found
+  return out

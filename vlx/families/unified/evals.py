@@ -126,7 +126,8 @@ class VQA(_Generative):
 @registry.EVALUATORS.register("unified_grounding")
 class Grounding(_Generative):
   """Referring expressions -> 4 location tokens: accuracy at IoU >= 0.5 and mean IoU (an
-  unparsable output counts as a miss)."""
+  unparsable output counts as a miss), for small and large targets apart, and how often the
+  box lies on another object (`grounding_scores`)."""
   task = "grounding"
   truth = ("target_box",)
 
@@ -136,29 +137,36 @@ class Grounding(_Generative):
 
   def __call__(self, params) -> Dict[str, float]:
     ids, _, truth = self.generate(params)
-    ious, parsed = [], 0
-    for row, gt in zip(ids, truth["target_box"]):
-      box = parse_box(row, self.vocab.loc, self.vocab.eos)
-      parsed += box is not None
-      ious.append(0.0 if box is None else float(iou_matrix(box, gt)[0, 0]))
-    ious = np.array(ious)
-    # Small targets apart (box side under SMALL_SIDE of the image's): where a model fails.
-    side = np.sqrt(np.prod(np.maximum(truth["target_box"][:, 2:] - truth["target_box"][:, :2],
-                                      0), axis=1))
-    out = {"accuracy_iou50": float(np.mean(ious >= 0.5)), "miou": float(ious.mean()),
-           "parse_rate": parsed / len(ious), "num_expressions": len(ious),
-           # a box that misses the target entirely: another object named, not a loose box
-           "disjoint_rate": float(np.mean(ious <= 0.0))}
-    for name, where in (("small", side < SMALL_SIDE), ("large", side >= SMALL_SIDE)):
-      if where.any():
-        out[f"accuracy_iou50_{name}"] = float(np.mean(ious[where] >= 0.5))
-    return out
+    boxes = [parse_box(row, self.vocab.loc, self.vocab.eos) for row in ids]
+    return grounding_scores(boxes, truth["target_box"])
+
+
+def grounding_scores(boxes, targets) -> Dict[str, float]:
+  """Parsed boxes (None: unparsable, a miss) against the target boxes [N, 4]: accuracy at IoU
+  >= 0.5 and mean IoU, overall and for small and large targets apart (box side under / over
+  SMALL_SIDE of the image's: where a model fails), the parse rate, and the share of parsed
+  boxes disjoint from their target (IoU 0: another object named rather than a loose box)."""
+  targets = np.asarray(targets, np.float32).reshape(-1, 4)
+  parsed = np.array([b is not None for b in boxes])
+  ious = np.array([0.0 if b is None else float(iou_matrix(b, t)[0, 0])
+                   for b, t in zip(boxes, targets)])
+  side = np.sqrt(np.prod(np.maximum(targets[:, 2:] - targets[:, :2], 0), axis=1))
+  out = {"accuracy_iou50": float(np.mean(ious >= 0.5)), "miou": float(ious.mean()),
+         "parse_rate": float(parsed.mean()), "num_expressions": len(ious)}
+  if parsed.any():
+    out["disjoint_rate"] = float(np.mean(ious[parsed] <= 0.0))
+  for name, where in (("small", side < SMALL_SIDE), ("large", side >= SMALL_SIDE)):
+    if where.any():
+      out[f"accuracy_iou50_{name}"] = float(np.mean(ious[where] >= 0.5))
+  return out
 
 
 @registry.EVALUATORS.register("unified_detection")
 class Detection(_Generative):
   """Detection as a token sequence: COCO box AP and AP50 over the scenes' colour x shape
-  classes; each generated box scored by exp(mean log-prob of its tokens)."""
+  classes; each generated box scored by exp(mean log-prob of its tokens). Whether the misses
+  are boxes or names: AP50 with the classes ignored, the share of objects found at IoU 0.5 and
+  of those the share named right (`box_or_class`)."""
   task = "detection"
   truth = ("gt_boxes", "gt_classes")
 

@@ -96,7 +96,8 @@ class ReasoningQA:
   def _video(self, video, first_index: int):
     """The frames the model sees under `frames` (a fixed order per question)."""
     if self.frames == "blank":
-      return np.full_like(video, -1.0)  # black after value_range(-1, 1)
+      # black after value_range(-1, 1) and after a (0.5, 0.5) mean / std (PaliGemma's)
+      return np.full_like(video, -1.0)
     if self.frames == "shuffled":
       out = video.copy()
       for i in range(len(video)):
@@ -111,7 +112,7 @@ class ReasoningQA:
     draw index travels in the batch (folded into the rng inside the one compiled program)."""
     fn = gen.make_generate_fn(self.ctx.model, self.cfg, self.eos, return_logp=True)
     base = jax.random.key(self.seed)
-    key = ("reasoning_generate", self.cfg, self.seed)
+    key = ("reasoning_generate", self.cfg, self.seed, self.eos)
 
     def generate(p, b):
       return fn(p, *(b[k] for k in _PROMPT), jax.random.fold_in(base, b["draw"][0]))

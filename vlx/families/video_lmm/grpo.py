@@ -38,6 +38,7 @@ import numpy as np
 from vlx import decode as decode_lib
 from vlx import registry
 from vlx.data import sources
+from vlx.data.tokenizer import load_tokenizer
 from vlx.families.unified import generate as gen
 from vlx.families.video_lmm import tasks as T
 from vlx.objectives import policy_gradient as pg
@@ -93,10 +94,11 @@ class GRPOTask(ModelTask):
     # Dynamic sampling: of the batch's prompts, train on `keep_prompts` groups, those whose
     # rewards differ first (0: every prompt's group).
     self.keep = int(r.get("keep_prompts", 0))
-    # Ids from text_size up are not text (an imported PaliGemma's location tokens); eos_id
-    # ends a response (vlx's tokenizers' EOS, or the imported tokenizer's).
+    # Ids from text_size up are not text (an imported PaliGemma's location tokens); the
+    # tokenizer's EOS ends a response (vlx's EOS_ID, or an imported tokenizer's own).
     self.text_size = int(r.text_size)
-    self.eos = int(r.get("eos_id", EOS_ID))
+    spec = config.data.get("tokenizer")
+    self.eos = int(getattr(load_tokenizer(dict(spec)), "eos_id", EOS_ID)) if spec else EOS_ID
     self.reward_names = tuple(r.rewards.keys())
     self.reward_weights = jnp.asarray([float(r.rewards[k]) for k in self.reward_names])
     self.reward_fns = [registry.REWARDS.get(k) for k in self.reward_names]

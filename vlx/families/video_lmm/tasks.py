@@ -7,8 +7,9 @@ the prefix, the response the suffix (scored alone), in one of three formats:
            the pretraining task
 
 Uses the unified family's text block (vlx/families/unified/tasks.py: a task token, the
-question, `sep`, the response, EOS), so the Gemma-style decoder, the KV-cached generator and
-the `prefix_lm` objective are the unified model's own.
+question, `sep`, the response, EOS; or, for an imported PaliGemma, `<bos>answer en` + the
+question + the newline, the response, its EOS), so the Gemma-style decoder, the KV-cached
+generator and the `prefix_lm` objective are the unified model's own.
 """
 
 from __future__ import annotations
@@ -76,15 +77,18 @@ def vocab_size(text_size: int) -> int:
   return UT.Vocab(int(text_size), 0).size
 
 
-def lengths(handle, split: str = "cot", limit: int = 2_000):
-  """The longest question (+ task token) and CoT response or caption in `split`, in pieces (EOS
-  excluded): what a config's prompt and target lengths must cover."""
+def lengths(handle, split: str = "cot", limit: int = 2_000, text_size: int = 256,
+            words: str = "vlx", vocab_size: Optional[int] = None):
+  """The longest prompt (the task token + question, or PaliGemma's `<bos>answer en` + question)
+  and CoT response or caption in `split`, in pieces (EOS and `sep` excluded): what a config's
+  prompt and target lengths must cover. `text_size`, `words`, `vocab_size`: the op's."""
+  vocab = words_for(handle, text_size, words, vocab_size)
   source = handle.split(split)
   p = t = 0
   for i in range(min(len(source), limit)):
     r = {k: (v if k == "video" else pp_ops.to_str(v) if np.ndim(v) == 0 else v)
          for k, v in source[i].items()}
-    p = max(p, 1 + len(UT.pieces(handle.tokenizer, r["question"])))
+    p = max(p, len(vocab.prompt("vqa", handle.tokenizer, r["question"])))
     t = max(t, *(len(UT.pieces(handle.tokenizer, response_text(r, f)))
                  for f in ("cot", "caption")))
   return p, t
