@@ -33,7 +33,7 @@ import ml_collections
 
 from vlx.families.video_lmm.tasks import vocab_size
 from vlx.presets import base, sizes
-from vlx.presets.finetune import preprocess_op, read_converted
+from vlx.presets.finetune import preprocess_op, read_paligemma
 from vlx.variant import parse_variant
 
 TEXT_VOCAB = 256
@@ -57,16 +57,8 @@ FT_PROMPT_LEN, FT_TARGET_LEN = 32, 64
 def imported_model(c, path: str, response: str, stage: str, smoke: bool) -> None:
   """Point the stage at a converted PaliGemma (`ft=DIR`): its model, weights (`init_from`),
   tokenizer, frame size and preprocessing; the questions in its words (tasks.words_for)."""
-  path = os.path.abspath(os.path.expanduser(path))
-  meta = read_converted(path, f"ft={path}")
-  if meta["family"] != "paligemma":
-    raise ValueError(f"ft={path}: a {meta['family']} checkpoint; configs/video_lmm.py "
-                     "fine-tunes a converted PaliGemma")
-  loc_start = meta["facts"].get("loc_start")
-  if loc_start is None:
-    raise ValueError(f"ft={path}: no <loc0000> in the decoder's vocabulary, where PaliGemma's "
-                     "text ids end")
-  size = int(meta["model"]["decoder"]["vocab_size"])
+  path, meta, loc_start, size = read_paligemma(
+      path, "configs/video_lmm.py", "where its text ids would end")
   video_pp = preprocess_op(meta["preprocess"], "preprocess_video")
   words = dict(text_size=int(loc_start), words="paligemma", vocab_size=size)
   op = (f"decode_video|{video_pp}|reasoning_qa({FT_PROMPT_LEN}, {FT_TARGET_LEN}, "

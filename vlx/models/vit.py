@@ -82,6 +82,8 @@ class ViT(nn.Module):
   pool: str = "gap"          # cls | gap | map | none (tokens only, pooled is None)
   stem: str = "patch"        # patch | conv
   posemb: str = "learn"      # learn | sincos2d
+  # The conv stem's channels per stride-2 convolution (None: ConvStem's (32, 64, 128)).
+  stem_channels: Optional[Sequence[int]] = None
   scan: bool = False
   remat: str = "none"
   # Options that imported checkpoints need (CLIP: pre_norm, no stem bias, eps 1e-5).
@@ -108,7 +110,9 @@ class ViT(nn.Module):
     if self.stem == "patch":
       stem = PatchStem(self.width, self.patch_size, use_bias=self.stem_bias, name="stem", **kw)
     elif self.stem == "conv":
-      stem = ConvStem(self.width, self.patch_size, name="stem", **kw)
+      stem = ConvStem(self.width, self.patch_size, name="stem", **kw,
+                      **({} if self.stem_channels is None else
+                         dict(channels=tuple(self.stem_channels))))
     else:
       raise ValueError(f"unknown ViT stem {self.stem!r}; known: conv, patch")
     x, (gh, gw) = stem(image.astype(self.dtype))

@@ -25,6 +25,22 @@ def read_converted(path: str, where: str) -> dict:
   return meta
 
 
+def read_paligemma(path: str, config: str, why_locations: str):
+  """A converted PaliGemma for `config`'s `ft=DIR`: (absolute DIR, its metadata, its
+  `<loc0000>` id, its decoder's vocabulary size), or one line on what DIR is not."""
+  import os  # pylint: disable=g-import-not-at-top
+  path = os.path.abspath(os.path.expanduser(path))
+  meta = read_converted(path, f"ft={path}")
+  if meta["family"] != "paligemma":
+    raise ValueError(f"ft={path}: a {meta['family']} checkpoint; {config} fine-tunes a "
+                     "converted PaliGemma (the dual encoders have their own ft=DIR)")
+  loc_start = meta["facts"].get("loc_start")
+  if loc_start is None:
+    raise ValueError(f"ft={path}: the decoder has no location tokens (its vocabulary ends "
+                     f"before <loc1023>), {why_locations}")
+  return path, meta, int(loc_start), int(meta["model"]["decoder"]["vocab_size"])
+
+
 def preprocess_op(pp: dict, op: str = "preprocess_image") -> str:
   """The pp op that prepares pixels as a converted checkpoint expects (`preprocess_image`, or
   `preprocess_video` frame by frame), from its metadata's `preprocess`."""
