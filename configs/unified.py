@@ -111,7 +111,7 @@ def get_config(arg: str = "tiny"):
   c = base.base_config()
   counts = tuple(PACK_COUNTS[t] for t in TASKS)
   # Detection targets in one fixed raster order: on this budget it beat Pix2Seq's new random
-  # order each time (`random_order`) on every task (docs/unified.md, runs G and the recipe).
+  # order each time (`random_order`) on every task (docs/unified.md, runs G and R).
   order = "random" if "random_order" in variant.words else "raster"
   # Another mix: other counts here; one task per example instead (what the encoder-decoder
   # layout takes, `ofa` below): unified_task with per-task sampling weights.

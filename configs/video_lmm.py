@@ -58,7 +58,8 @@ def imported_model(c, path: str, response: str, stage: str, smoke: bool) -> None
   """Point the stage at a converted PaliGemma (`ft=DIR`): its model, weights (`init_from`),
   tokenizer, frame size and preprocessing; the questions in its words (tasks.words_for)."""
   path, meta, loc_start, size = read_paligemma(
-      path, "configs/video_lmm.py", "where its text ids would end")
+      path, "configs/video_lmm.py", "and configs/video_lmm.py reads <loc0000> as where "
+      "PaliGemma's text ids end")
   video_pp = preprocess_op(meta["preprocess"], "preprocess_video")
   words = dict(text_size=int(loc_start), words="paligemma", vocab_size=size)
   op = (f"decode_video|{video_pp}|reasoning_qa({FT_PROMPT_LEN}, {FT_TARGET_LEN}, "
