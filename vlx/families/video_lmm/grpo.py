@@ -98,7 +98,10 @@ class GRPOTask(ModelTask):
     # tokenizer's EOS ends a response (vlx's EOS_ID, or an imported tokenizer's own).
     self.text_size = int(r.text_size)
     spec = config.data.get("tokenizer")
-    self.eos = int(getattr(load_tokenizer(dict(spec)), "eos_id", EOS_ID)) if spec else EOS_ID
+    # An imported tokenizer is read once, here; the dataset's own is read with the dataset
+    # by the first host_rewards call.
+    self._tokenizer = load_tokenizer(dict(spec)) if spec else None
+    self.eos = int(getattr(self._tokenizer, "eos_id", EOS_ID)) if spec else EOS_ID
     self.reward_names = tuple(r.rewards.keys())
     self.reward_weights = jnp.asarray([float(r.rewards[k]) for k in self.reward_names])
     self.reward_fns = [registry.REWARDS.get(k) for k in self.reward_names]
@@ -107,7 +110,6 @@ class GRPOTask(ModelTask):
                                        temperature=self.temperature), self.eos,
         return_logp=True)
     self._data_config = config.data
-    self._tokenizer = None
     self._objectives = self.loss
     self.loss = self._loss
 
