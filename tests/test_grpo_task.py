@@ -180,3 +180,24 @@ def test_evaluator_draws_differ_and_read_the_split_once_for_all(setup):
   assert not np.array_equal(ids[0], ids[1]) and not np.array_equal(ids[1], ids[2])
   again, _, _ = ev.responses(params, 2)
   np.testing.assert_array_equal(again[1][1], ids[1])  # the same draw is the same sample
+
+
+def test_evaluator_reads_the_test_questions_at_more_frames(setup):
+  """More frames at test time (`split="test_16f"`): the same questions, each clip read at 16
+  frames, marked by their time in the 8-frame clip; spans still answered in the clip's 8."""
+  from vlx.evals.common import EvalContext  # pylint: disable=g-import-not-at-top
+  from vlx.families.video_lmm.evals import ReasoningQA  # pylint: disable=g-import-not-at-top
+  config, model, batch, handle = setup
+  params = jax.jit(lambda r: model.init(r, {k: v[:1] for k, v in batch.items()},
+                                        train=False)["params"])(jax.random.key(0))
+  ctx = EvalContext(model=model, mesh=mesh_of(2, 2, 2, 8), handle=handle,
+                    data_config=config.data, batch_size=8)
+  ev = ReasoningQA(ctx, 16, 12, split="test_16f", limit=8)
+  draws, truth, frames = ev.responses(params)
+  assert frames == 16 and ev.clip_frames == 8
+  plain = ReasoningQA(ctx, 16, 12, limit=8).responses(params)[1]
+  np.testing.assert_array_equal(truth["question"], plain["question"])
+  np.testing.assert_array_equal(truth["span"], plain["span"])
+  assert len(draws[0][0]) == 8
+  metrics = ev(params)
+  assert metrics["num_questions"] == 8 and 0.0 <= metrics["accuracy"] <= 1.0

@@ -72,6 +72,38 @@ def test_prefix_lm_reads_a_video_in_time_order_and_more_frames():
   assert embed(jnp.concatenate([video, video[:, :4]], 1)).shape[1] == 12 * 16
 
 
+def test_frames_are_marked_by_their_time_in_the_clip():
+  """`clip_frames=8`: at 8 frames the marks are the frame indices (a model trained before
+  time marks reads the same tokens); at 16 frames (each frame twice) frame j is marked at
+  (j + 0.5) / 2 - 0.5, between the trained marks, not at 8..15 as by index."""
+  from vlx.families.unified.model import frame_times  # pylint: disable=g-import-not-at-top
+  from vlx.models.video import sincos_1d  # pylint: disable=g-import-not-at-top
+  np.testing.assert_array_equal(frame_times(8, 8), np.arange(8))
+  np.testing.assert_array_equal(frame_times(4, 8), [0.5, 2.5, 4.5, 6.5])
+  np.testing.assert_allclose(frame_times(16, 8), (np.arange(16) + 0.5) / 2 - 0.5)
+  np.testing.assert_array_equal(frame_times(12, 0), np.arange(12))
+  config = config_lib.load_config_file(str(REPO / "configs" / "video_lmm.py:tiny"))
+  assert config.model.clip_frames == config.data.num_frames == 8
+  timed = build.build_model(config)
+  config.model.clip_frames = 0
+  indexed = build.build_model(config)
+  video = jnp.asarray(np.random.default_rng(1).uniform(-1, 1, (1, 8, 32, 32, 3)), jnp.float32)
+  params = timed.init(jax.random.key(0), video[:, 0], method="image_embeds")
+  def embed(m, v):
+    return m.apply(params, v, method="image_embeds")
+  np.testing.assert_array_equal(embed(timed, video), embed(indexed, video))
+  twice = jnp.repeat(video, 2, axis=1)
+  tokens = embed(timed, twice).reshape(1, 16, 16, -1)
+  single = embed(timed, video[:, 0])
+  width = tokens.shape[-1]
+  for j in (0, 1, 9, 15):
+    mark = tokens[0, j] - single[0] if j < 2 else tokens[0, j] - embed(timed, video[:, j // 2])[0]
+    want = sincos_1d(16, width, frame_times(16, 8))[0, j]
+    np.testing.assert_allclose(np.asarray(mark[0]), want, atol=1e-5)
+  by_index = embed(indexed, twice).reshape(1, 16, 16, -1)
+  assert float(jnp.abs(by_index[0, 15] - tokens[0, 15]).max()) > 0.1
+
+
 def test_evaluator_scoring_of_program_responses(handle):
   rows = [_record(handle, i, "test") for i in range(16)]
   truth = {k: np.array([r[k] for r in rows], dtype=object) for k in E._TRUTH}

@@ -60,6 +60,46 @@ def test_traces_state_the_frames_each_shape_is_visible_in(kind):
       assert _visible_frames(ex, name.split()[0]) == list(range(first, last + 1)), (seed, part)
 
 
+def _seen_at(first: int, last: int, clip: int, frames: int):
+  """Frames of R that fall in [first - 0.5, last + 0.5) of the clip's frames."""
+  return [j for j in range(frames)
+          if first - 0.5 <= (j + 0.5) * clip / frames - 0.5 < last + 0.5]
+
+
+@pytest.mark.parametrize("frames", [4, 16, 32])
+def test_a_clip_read_at_other_frame_counts_shows_the_same_scene(frames):
+  """More frames at test time: the same question, answer and trace; each named shape seen in
+  the frames whose time falls in its span of the clip; a moving shape passes through more
+  positions, in the answer's direction."""
+  for seed in range(6):
+    for kind in ("count", "order", "span"):
+      base, ex = RV.make_example(seed, kind), RV.make_example(seed, kind, render_frames=frames)
+      assert ex.frames.shape == (frames, 32, 32, 3) and ex.num_frames == 8
+      assert (ex.question, ex.answer, ex.thought) == (base.question, base.answer, base.thought)
+      for part in (p.strip() for p in base.thought.split(".") if "frames" in p):
+        name, span = part.split(": frames ")
+        first, last = (int(x) - 1 for x in span.split("-"))
+        seen = [t for t in range(frames)
+                if _colour_mask(ex.frames[t], name.split()[0]).sum() >= 4]
+        assert seen == _seen_at(first, last, 8, frames), (seed, kind, part)
+    ex = RV.make_example(seed, "direction", render_frames=frames)
+    assert np.array_equal(RV.make_example(seed, "direction", render_frames=8).frames,
+                          RV.make_example(seed, "direction").frames)
+    colour = ex.question.split("the ")[1].split()[0]
+    seen = [t for t in range(frames) if _colour_mask(ex.frames[t], colour).sum() >= 4]
+    if frames > 8:
+      assert len(seen) > len(_visible_frames(RV.make_example(seed, "direction"), colour))
+    centres = np.array([np.argwhere(_colour_mask(ex.frames[t], colour)).mean(0)
+                        for t in seen])
+    if len(seen) == 1:  # 4 frames over a 3-frame motion may catch it once: no direction
+      assert frames < 8
+      continue
+    axis, sign = {"right": (1, 1), "left": (1, -1), "down": (0, 1), "up": (0, -1)}[ex.answer]
+    assert sign * (centres[-1, axis] - centres[0, axis]) > 8, (seed, ex.answer)
+  with pytest.raises(ValueError, match="render_frames"):
+    RV.make_example(0, "span", render_frames=0)
+
+
 def test_direction_traces_match_the_motion():
   for seed in SEEDS:
     ex = RV.make_example(seed, "direction")

@@ -98,11 +98,13 @@ def order_free_mean(x: jax.Array, mask: Optional[jax.Array]) -> jax.Array:
   return total / jnp.asarray(count, x.dtype)
 
 
-def sincos_1d(length: int, width: int) -> np.ndarray:
+def sincos_1d(length: int, width: int, positions=None) -> np.ndarray:
   """`[1, length, width]` float32: position i, feature j holds sin (even j) or cos (odd j) of
   i / 10000 ** (2 * (j // 2) / width), features interleaved (VideoMAE's fixed table; computed
-  in float64 and rounded once, as VideoMAE computes it)."""
-  pos = np.arange(length, dtype=np.float64)[:, None]
+  in float64 and rounded once, as VideoMAE computes it). `positions` (length of them, any
+  reals) replaces 0 .. length - 1."""
+  pos = (np.arange(length, dtype=np.float64) if positions is None
+         else np.asarray(positions, np.float64).reshape(length))[:, None]
   angle = pos / np.power(10000.0, 2 * (np.arange(width) // 2) / width)[None, :]
   table = np.where(np.arange(width) % 2 == 0, np.sin(angle), np.cos(angle))
   return table[None].astype(np.float32)

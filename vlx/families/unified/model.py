@@ -75,6 +75,13 @@ def cross_mask(query_real, memory_real):
           & jnp.asarray(memory_real, bool)[:, None, None, :])
 
 
+def frame_times(num_frames: int, clip_frames: int) -> np.ndarray:
+  """Where each of `num_frames` frames spread evenly over a clip sits, in units of the clip's
+  `clip_frames` frames: (j + 0.5) * clip_frames / num_frames - 0.5 (0: j, the index)."""
+  j = np.arange(num_frames, dtype=np.float64)
+  return j if not clip_frames else (j + 0.5) * clip_frames / num_frames - 0.5
+
+
 @registry.MODELS.register("prefix_lm")
 class PrefixLM(nn.Module):
   image: Any                 # ViT kwargs (its pooling is unused: every token enters)
@@ -88,6 +95,11 @@ class PrefixLM(nn.Module):
   # each image token gets the code of its patch centre: copying a patch's code is then
   # enough to name its coordinate. None: off (PaliGemma has no such code).
   loc_code: Any = None
+  # Videos: the frame count a clip is trained at. Frame j of a T-frame video is marked at its
+  # time in the clip, (j + 0.5) * clip_frames / T - 0.5 (j itself when T = clip_frames), so a
+  # clip read at more (or fewer) frames gets marks between (or on) the trained ones rather
+  # than marks it never saw past the last. 0: frame j marked at j, whatever T.
+  clip_frames: int = 0
 
   def setup(self):
     if self.layout not in LAYOUTS:
@@ -129,14 +141,15 @@ class PrefixLM(nn.Module):
   def image_embeds(self, image):
     """[B, H, W, 3] -> the image's prefix tokens [B, N, decoder width]. A video [B, T, H, W,
     3] -> every frame's tokens in time order [B, T * N, width], each frame's marked by a fixed
-    sinusoid of its index (no parameter: a model trained on T frames reads more at test
-    time)."""
+    sinusoid of its time in the clip (`clip_frames`; no parameter: a model trained on T
+    frames reads more at test time)."""
     if image.ndim == 5:
       b, t = image.shape[:2]
       tokens = self._add_patch_code(
           self.projector(self.img(image.reshape((b * t,) + image.shape[2:]))[1]))
       tokens = tokens.reshape((b, t) + tokens.shape[1:])
-      when = jnp.asarray(sincos_1d(t, tokens.shape[-1])[0], tokens.dtype)
+      when = jnp.asarray(sincos_1d(t, tokens.shape[-1], frame_times(t, self.clip_frames))[0],
+                         tokens.dtype)
       return (tokens + when[None, :, None, :]).reshape(b, -1, tokens.shape[-1])
     return self._add_patch_code(self.projector(self.img(image)[1]))
 

@@ -7,7 +7,11 @@ Baselines of the same model on the same questions (`frames`): "blank" (every fra
 what the question alone gives) and "shuffled" (the frames in a random order per question:
 what the model gets without time). Test-time scaling (`num_samples` = n > 1): n sampled
 responses per question, scored as pass@k, majority@k and best-of-k by the model's own
-likelihood for k = 1, 2, 4, ..., n (unbiased estimates, vlx/evals/at_k.py).
+likelihood for k = 1, 2, 4, ..., n (unbiased estimates, vlx/evals/at_k.py). More (or
+fewer) frames at test time: `split="test_<R>f"` reads the same questions with each clip at R
+frames (reasoning_data.py); the answers still count in the clip's frames
+(`data.num_frames`), and the model marks each frame by its time in the clip
+(`model.clip_frames`).
 """
 
 from __future__ import annotations
@@ -92,6 +96,8 @@ class ReasoningQA:
     self.cfg = decode_lib.DecodeConfig(method=method, max_len=int(target_len),
                                        temperature=float(temperature))
     self.seed = int(seed)
+    # spans are answered in the clip's frames, however many frames the split reads it at
+    self.clip_frames = int(ctx.data_config.get("num_frames", 0) or 0)
 
   def _video(self, video, first_index: int):
     """The frames the model sees under `frames` (a fixed order per question)."""
@@ -139,7 +145,7 @@ class ReasoningQA:
 
   def __call__(self, params) -> Dict[str, float]:
     draws, truth, frames = self.responses(params, self.num_samples)
-    examples = examples_of(truth, frames)
+    examples = examples_of(truth, self.clip_frames or frames)
     text, ids, _ = draws[0]
     out = score_responses(text, examples)
     out["response_length"] = float(np.mean([

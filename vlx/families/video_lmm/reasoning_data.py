@@ -5,11 +5,18 @@ chain-of-thought traces for SFT; `train`, a larger set the RL stage and the answ
 baselines read (its records hold traces too, which those stages ignore); `test`, held out,
 at least 1,000 questions in `default`. Every split cycles through the four question kinds.
 Only `Tensor` features, so building needs no TensorFlow.
+
+`test_<R>f` (e.g. `test_16f`): the `test` split's questions with each clip read at R frames
+instead of 8 (`reasoning_videos.make_example(render_frames=R)`: the same scenes, answers and
+traces), for the test-time scaling evaluator's "more frames at test time"; generated on first
+use, beside the variant's data (its own TFDS config, `<variant>_<R>f`), with the variant's
+tokenizer.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from typing import Optional
 
 import numpy as np
@@ -28,12 +35,17 @@ ANNOTATION_KEYS = ("kind", "question", "answer", "thought", "options", "span", "
 class ReasoningVideoConfig(tfds.core.BuilderConfig):
 
   def __init__(self, *, image_size=V.IMAGE_SIZE, num_frames=V.NUM_FRAMES, cot_size=2_000,
-               train_size=8_000, test_size=1_000, seed=0, **kw):
+               train_size=8_000, test_size=1_000, seed=0, render_frames=None, **kw):
     super().__init__(**kw)
     V.check_size(image_size, num_frames)
     self.image_size, self.num_frames = image_size, num_frames
     self.sizes = {"cot": cot_size, "train": train_size, "test": test_size}
     self.seed = seed
+    # Set: only the test split, each clip read at this many frames (`test_<R>f`).
+    self.render_frames = render_frames
+
+  def frames_stored(self) -> int:
+    return self.render_frames or self.num_frames
 
 
 def _text(shape=()):
@@ -58,7 +70,7 @@ class ReasoningVideo(tfds.core.GeneratorBasedBuilder):
         disable_shuffling=True,
         features=tfds.features.FeaturesDict({
             "video": tfds.features.Tensor(
-                shape=(c.num_frames, c.image_size, c.image_size, 3), dtype=np.uint8),
+                shape=(c.frames_stored(), c.image_size, c.image_size, 3), dtype=np.uint8),
             "kind": _text(), "question": _text(), "answer": _text(), "thought": _text(),
             "caption": _text(),
             "options": _text((2,)),
@@ -71,13 +83,15 @@ class ReasoningVideo(tfds.core.GeneratorBasedBuilder):
     del dl_manager
     c = self.builder_config
     # Disjoint seeds per split: no test question is a training question.
+    names = ("test",) if c.render_frames else ("cot", "train", "test")
     return {name: self._generate_examples(c.sizes[name], c.seed * 10 + i)
-            for i, name in enumerate(("cot", "train", "test"))}
+            for i, name in enumerate(("cot", "train", "test")) if name in names}
 
   def _generate_examples(self, num, seed):
     c = self.builder_config
     for i, ex in enumerate(RV.examples(num, seed, image_size=c.image_size,
-                                       num_frames=c.num_frames)):
+                                       num_frames=c.num_frames,
+                                       render_frames=c.render_frames)):
       yield i, {"video": ex.frames, "kind": ex.kind, "question": ex.question,
                 "answer": ex.answer, "thought": ex.thought, "caption": ex.caption,
                 "options": np.array(list(ex.options) or ["", ""], dtype=object),
@@ -95,20 +109,66 @@ def _texts(source, limit: int = 20_000):
            f"<answer>{pp_ops.to_str(record['answer'])}</answer>")
 
 
+_READ_AT = re.compile(r"test_(\d+)f$")
+
+
+def _prepared(config, data_dir: str):
+  builder = ReasoningVideo(config=config, data_dir=data_dir, file_format="array_record")
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(verify_ssl=False))
+  return builder
+
+
+def _lock(data_dir: str, name: str):
+  return _file_lock(os.path.join(data_dir, f".reasoning_video_{name}.lock"))
+
+
+class _Splits(dict):
+  """cot / train / test, and any `test_<R>f` (the test questions, each clip read at R frames),
+  prepared when first asked for."""
+
+  def __init__(self, splits: dict, read_at):
+    super().__init__(splits)
+    self._read_at = read_at
+
+  def __contains__(self, name) -> bool:
+    return dict.__contains__(self, name) or bool(_READ_AT.match(str(name)))
+
+  def __getitem__(self, name):
+    match = _READ_AT.match(str(name))
+    if not dict.__contains__(self, name) and match:
+      self[name] = self._read_at(int(match.group(1)))
+    return dict.__getitem__(self, name)
+
+
 @registry.DATASETS.register("reasoning_video")
 def reasoning_video(data_dir: Optional[str] = None, variant: str = "default",
                     vocab_size: int = 256, **unused) -> DatasetHandle:
   """Generated into the TFDS data dir on first use, with a tokenizer trained beside it."""
   del unused
   data_dir = default_data_dir(data_dir)
-  with _file_lock(os.path.join(data_dir, f".reasoning_video_{variant}.lock")):
-    builder = ReasoningVideo(config=variant, data_dir=data_dir, file_format="array_record")
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(verify_ssl=False))
+  with _lock(data_dir, variant):
+    builder = _prepared(variant, data_dir)
     splits = {s: builder.as_data_source(split=s) for s in ("cot", "train", "test")}
     tokenizer = tokenizer_beside(builder.data_dir, lambda: _texts(splits["cot"]), vocab_size,
                                  TEXT_FIELDS)
-  return DatasetHandle(splits=splits, tokenizer=tokenizer, image_key="video",
-                       captions_key="caption", label_key=None,
+
+  def read_at(frames: int):
+    if frames < 1:
+      raise ValueError(f"reasoning_video: test_{frames}f: a clip is read at >= 1 frame")
+    config = read_at_config(builder.builder_config, frames)
+    with _lock(data_dir, config.name):
+      return _prepared(config, data_dir).as_data_source(split="test")
+  return DatasetHandle(splits=_Splits(splits, read_at), tokenizer=tokenizer,
+                       image_key="video", captions_key="caption", label_key=None,
                        annotation_keys=ANNOTATION_KEYS)
+
+
+def read_at_config(config: ReasoningVideoConfig, frames: int) -> ReasoningVideoConfig:
+  """`config` with its test split's clips read at `frames` frames (no cot / train split)."""
+  sizes = config.sizes
+  return ReasoningVideoConfig(
+      name=f"{config.name}_{frames}f", image_size=config.image_size,
+      num_frames=config.num_frames, cot_size=sizes["cot"], train_size=sizes["train"],
+      test_size=sizes["test"], seed=config.seed, render_frames=frames,
+      description=f"{config.name}'s test questions, each clip read at {frames} frames")
 

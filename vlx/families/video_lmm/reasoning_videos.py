@@ -18,6 +18,12 @@ answer, in the fixed format `<think>...</think><answer>...</answer>` (`cot_respo
 the answer alone as `<answer>...</answer>` (`answer_response`, for answer-only SFT and the
 answer-only RL set). The frames carry the same nuisance as the video family's synthetic
 videos (noisy background, per-frame jitter, dull distractor shapes no question names).
+
+A scene is a clip of `num_frames` frames (8: its "frames" are the units every answer and
+trace counts in, as seconds would be), and it can be read at any other number of frames over
+the same clip (`render_frames`): fewer frames miss what is seen briefly, more frames add the
+moments between (`_ClipScene`). The question, answer and trace do not change; the test-time
+scaling evaluator reads the test questions so (`test_<R>f` splits, reasoning_data.py).
 """
 
 from __future__ import annotations
@@ -167,16 +173,55 @@ def _span(rng, scene, size, num_frames):
 _BUILDERS = {"count": _count, "order": _order, "direction": _direction, "span": _span}
 
 
+class _ClipScene(V._Scene):  # pylint: disable=protected-access
+  """A scene drawn at the clip's `num_frames` frames that can also be read at any other number
+  of frames R over the same clip: frame j of R sits at time (j + 0.5) * T / R - 0.5 in the
+  clip's frame units (frame i of T at time i), and an object drawn in frames first..last is
+  seen there when that time falls in [first - 0.5, last + 0.5), at its drawn position
+  interpolated between the neighbouring frames (a moving shape between two of its
+  positions). At R = T this is the clip as drawn, the same draws in the same order."""
+
+  def __init__(self, rng, size: int, num_frames: int):
+    self.tracks = []  # (frames, what was drawn in each) per object, in drawing order
+    super().__init__(rng, size, num_frames)
+
+  def add(self, shape, rgb, frames, xs, ys, rs, colour: Optional[str] = None):
+    frames = list(frames)
+    super().add(shape, rgb, frames, xs, ys, rs, colour)
+    self.tracks.append((frames, [self.plan[t][-1] for t in frames]))  # jitter included
+
+  def render_at(self, num_frames: int) -> np.ndarray:
+    if num_frames == self.num_frames:
+      return self.render()
+    plan = [[] for _ in range(num_frames)]
+    for frames, drawn in self.tracks:
+      shape, rgb = drawn[0][0], drawn[0][4]
+      at = np.array([d[1:4] for d in drawn], np.float64)  # x, y, radius per drawn frame
+      for j in range(num_frames):
+        when = (j + 0.5) * self.num_frames / num_frames - 0.5
+        if frames[0] - 0.5 <= when < frames[-1] + 0.5:
+          x, y, r = (float(np.interp(when, frames, at[:, k])) for k in range(3))
+          plan[j].append((shape, x, y, r, rgb))
+    return V._render(plan, self.size, self.rng)  # pylint: disable=protected-access
+
+
 def make_example(seed: int, kind: str, image_size: int = V.IMAGE_SIZE,
-                 num_frames: int = V.NUM_FRAMES) -> Example:
-  """The example of `kind` for `seed` (the same seed gives the same frames and text)."""
+                 num_frames: int = V.NUM_FRAMES,
+                 render_frames: Optional[int] = None) -> Example:
+  """The example of `kind` for `seed` (the same seed gives the same frames and text), its
+  clip read at `render_frames` frames (default: the clip's `num_frames`; the question,
+  answer and trace, in the clip's frames, are the same whatever it is)."""
   if kind not in _BUILDERS:
     raise ValueError(f"unknown question kind {kind!r} (known: {', '.join(KINDS)})")
   V.check_size(image_size, num_frames)
+  render_frames = num_frames if render_frames is None else int(render_frames)
+  if render_frames < 1:
+    raise ValueError(f"render_frames must be >= 1, got {render_frames}")
   rng = np.random.default_rng([seed, KINDS.index(kind)])
-  scene = V._Scene(rng, image_size, num_frames)  # pylint: disable=protected-access
+  scene = _ClipScene(rng, image_size, num_frames)
   fields = _BUILDERS[kind](rng, scene, image_size, num_frames)
-  return Example(frames=scene.render(), kind=kind, num_frames=num_frames, **fields)
+  return Example(frames=scene.render_at(render_frames), kind=kind, num_frames=num_frames,
+                 **fields)
 
 
 def examples(num: int, seed: int, kinds: Sequence[str] = KINDS, **kw) -> List[Example]:
