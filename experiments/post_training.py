@@ -17,11 +17,16 @@ evaluator): greedy accuracy per question kind, span mIoU and format rate; the Co
 with blank frames and with shuffled frames (the baselines of what the question alone and the
 frames without their order give); and CoT and GRPO with `--samples` sampled responses per
 question (pass@k, majority@k, best-of-k by likelihood, k = 1, 2, 4, ...), the first seed's
-also with `--first_seed_samples` (k to 32).
+also with `--first_seed_samples` (k to 32); and CoT and GRPO greedy with each clip read at
+`--test_frames` frames instead of the 8 they were trained on (more, and fewer, frames at test
+time: the same questions, split `test_<R>f`), the first seed's CoT model also with its frames
+marked by index instead of by their time in the clip (`--config.model.clip_frames=0`: the
+marks a model without time marks would give frames past the 8th).
 
     python experiments/post_training.py [--seeds 0,1,2] [--workdir workdirs/post_training]
         [--samples 8] [--first_seed_samples 32] [--limit 1000]
         [--pretrain_from SEED | --pretrain_each_seed] [--model ft=DIR] [--smoke]
+        [--test_frames 4,16,32]
 
 `--model ft=DIR` runs the same stages, baselines and evaluations on an imported PaliGemma
 (`python -m vlx.convert --src=HF_PALIGEMMA --out=DIR`, configs/video_lmm.py:ft=DIR: DIR is the
@@ -51,6 +56,7 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, "configs", "video_lmm.py")
 KINDS = ("count", "order", "direction", "span")
+TRAIN_FRAMES = 8  # configs/video_lmm.py's data.num_frames: the `test` split's clips
 
 
 def parse_args(argv=None):
@@ -75,11 +81,17 @@ def parse_args(argv=None):
   p.add_argument("--pretrain_each_seed", action="store_true",
                  help="pretrain every seed's own base model instead (a 12-minute stage more "
                       "per seed on the 2-core CPU)")
+  p.add_argument("--test_frames", default="4,16,32",
+                 help="comma-separated frame counts to read each test clip at besides the 8 "
+                      "of training (more frames at test time; '' for none)")
   p.add_argument("--plot", default=None,
                  help="PNG of the test-time scaling and GRPO curves (default: in the workdir; "
                       "needs matplotlib)")
   args = p.parse_args(argv)
   args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+  args.test_frames = [int(s) for s in args.test_frames.split(",") if s.strip()]
+  if any(r < 1 or r == TRAIN_FRAMES for r in args.test_frames):
+    p.error(f"--test_frames: counts >= 1 other than the {TRAIN_FRAMES} of training")
   if not args.seeds or args.samples < 1 or args.limit < 1:
     p.error("need at least one seed, --samples >= 1 and --limit >= 1")
   if args.pretrain_each_seed and args.pretrain_from is not None:
@@ -104,7 +116,9 @@ def run_main(variant: str, workdir: str, *overrides: str, mode: str = "train") -
          f"--workdir={workdir}", f"--mode={mode}", *overrides]
   cache = None
   if mode == "eval":
-    steps = sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints"))
+    weights = workdir if os.path.isdir(os.path.join(workdir, "checkpoints")) else next(
+        o.split("=", 1)[1] for o in overrides if o.startswith("--config.init_from="))
+    steps = sorted(int(d) for d in os.listdir(os.path.join(weights, "checkpoints"))
                    if d.isdigit())
     key = json.dumps([variant, list(overrides), steps[-1:]])
     cache = os.path.join(workdir, "post_training_eval-"
@@ -193,6 +207,19 @@ def evaluate(args, runs: dict, first: bool = False) -> dict:
   for frames in ("blank", "shuffled"):
     rows[f"cot, {frames} frames"] = run_main(cot_variant, cot_dir, *cot_overrides, limit,
                                              f"{ev}frames={frames}", mode="eval")
+  for frames in args.test_frames:
+    split = f"{ev}split=test_{frames}f"
+    for name in ("cot", "grpo"):
+      variant, workdir, overrides = runs[name]
+      rows[f"{name}, {frames} frames"] = run_main(variant, workdir, *overrides, limit, split,
+                                                  mode="eval")
+    if first and frames > TRAIN_FRAMES:
+      # the CoT model's weights under index marks: a model config of its own, so evaluated
+      # from a workdir of its own (`init_from`: the weights are the same)
+      rows[f"cot, {frames} frames, index marks"] = run_main(
+          cot_variant, f"{cot_dir}_index_marks", *cot_overrides, limit, split,
+          f"--config.init_from={cot_dir}", "--config.init_from_run=",
+          "--config.model.clip_frames=0", mode="eval")
   counts = [args.samples] if args.samples > 1 else []
   if first and args.first_seed_samples > max(counts + [1]):
     counts.append(args.first_seed_samples)
@@ -279,7 +306,7 @@ def plot(args, per_seed: list, out: str) -> None:
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
-  fig, axes = plt.subplots(2, 4, figsize=(17, 7))
+  fig, axes = plt.subplots(2, 5, figsize=(21, 7))
   sampled = [name for name in dict.fromkeys(n for seed in per_seed for n in seed)
              if name.endswith("samples")]
   for ax, (prefix, title) in zip(axes[0], SCALING):
@@ -298,7 +325,8 @@ def plot(args, per_seed: list, out: str) -> None:
     ax.set_ylabel("accuracy")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-  for ax, key in zip(list(axes[0][3:]) + list(axes[1]), CURVES):
+  frames_at_test(axes[0][3], per_seed)
+  for ax, key in zip(list(axes[0][4:]) + list(axes[1]), CURVES):
     for seed in args.seeds:
       path = os.path.join(os.path.abspath(args.workdir), f"seed{seed}", "grpo", "metrics.jsonl")
       with open(path) as f:
@@ -310,11 +338,41 @@ def plot(args, per_seed: list, out: str) -> None:
     ax.set_xlabel("step")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+  axes[1][4].axis("off")
   fig.suptitle(f"reasoning videos: test-time scaling on {args.limit} held-out questions "
                f"(mean, min-max over seeds {args.seeds}) and GRPO training")
   fig.tight_layout()
   fig.savefig(out, dpi=90)
   print(f"wrote {out}")
+
+
+def frames_at_test(ax, per_seed: list) -> None:
+  """Greedy accuracy against the frames each test clip is read at (8: the `test` split)."""
+  names = dict.fromkeys(n for seed in per_seed for n in seed)
+  for model, style in (("cot", "-"), ("grpo", "-"), ("cot, index marks", "--")):
+    points = {}
+    for name in names:
+      m = re.fullmatch(r"(cot|grpo), (\d+) frames(, index marks)?", name)
+      if m and (m.group(1) + (m.group(3) or "")) == model:
+        points[int(m.group(2))] = name
+    if not points:
+      continue
+    if "index" not in model:
+      points[TRAIN_FRAMES] = model
+    counts = sorted(points)
+    vals = np.array([[seed[points[r]]["reasoning_qa/accuracy"] for r in counts]
+                     for seed in per_seed if all(points[r] in seed for r in counts)])
+    if not len(vals):
+      continue
+    ax.plot(counts, vals.mean(0), style, marker="o", label=f"{model} ({len(vals)} seeds)")
+    ax.fill_between(counts, vals.min(0), vals.max(0), alpha=0.2)
+  ax.axvline(TRAIN_FRAMES, color="grey", lw=0.8)
+  ax.set_xscale("log", base=2)
+  ax.set_title("frames at test time (trained on 8)")
+  ax.set_xlabel("frames each test clip is read at")
+  ax.set_ylabel("accuracy (greedy)")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
 
 
 def main(argv=None):

@@ -45,6 +45,22 @@ def test_text_block_scores_exactly_the_response(handle, response):
     registry.PP_OPS.get("reasoning_qa")(handle, 16, 36, "cots", 256)
 
 
+def test_splits_read_at_other_frame_counts(handle):
+  """`<split>_<R>f`: the split's questions, each clip read at R frames, made on first use."""
+  for name, frames in (("test_16f", 16), ("cot_4f", 4)):
+    split, base = handle.split(name), handle.split(name.split("_")[0])
+    assert len(split) == len(base)
+    for i in (0, 5):
+      assert split[i]["video"].shape == (frames, 32, 32, 3)
+      for key in ("question", "answer", "thought"):
+        assert split[i][key] == base[i][key]
+      np.testing.assert_array_equal(split[i]["span"], base[i]["span"])
+  with pytest.raises(ValueError, match=">= 1 frame"):
+    handle.split("test_0f")
+  with pytest.raises(KeyError, match="unknown split 'val_16f'"):
+    handle.split("val_16f")
+
+
 def test_config_lengths_cover_the_data(handle):
   from configs import video_lmm  # pylint: disable=g-import-not-at-top
   for split in ("cot", "train", "test"):

@@ -6,11 +6,11 @@ baselines read (its records hold traces too, which those stages ignore); `test`,
 at least 1,000 questions in `default`. Every split cycles through the four question kinds.
 Only `Tensor` features, so building needs no TensorFlow.
 
-`test_<R>f` (e.g. `test_16f`): the `test` split's questions with each clip read at R frames
-instead of 8 (`reasoning_videos.make_example(render_frames=R)`: the same scenes, answers and
-traces), for the test-time scaling evaluator's "more frames at test time"; generated on first
-use, beside the variant's data (its own TFDS config, `<variant>_<R>f`), with the variant's
-tokenizer.
+`<split>_<R>f` (e.g. `test_16f`, `cot_16f`): that split's questions with each clip read at R
+frames instead of 8 (`reasoning_videos.make_example(render_frames=R)`: the same scenes,
+answers and traces), for "more frames at test time" (the evaluator's `split`) and for
+training at other frame counts (`data.train_split`); generated on first use, beside the
+variant's data (its own TFDS config, `<variant>_<split>_<R>f`), with the variant's tokenizer.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from vlx.data import video_render as V
 from vlx.data.sources import DatasetHandle, _file_lock, default_data_dir, tokenizer_beside
 from vlx.families.video_lmm import reasoning_videos as RV
 
+SPLITS = ("cot", "train", "test")
 TEXT_FIELDS = ("question", "answer", "thought", "options", "caption")
 ANNOTATION_KEYS = ("kind", "question", "answer", "thought", "options", "span", "caption")
 
@@ -35,14 +36,15 @@ ANNOTATION_KEYS = ("kind", "question", "answer", "thought", "options", "span", "
 class ReasoningVideoConfig(tfds.core.BuilderConfig):
 
   def __init__(self, *, image_size=V.IMAGE_SIZE, num_frames=V.NUM_FRAMES, cot_size=2_000,
-               train_size=8_000, test_size=1_000, seed=0, render_frames=None, **kw):
+               train_size=8_000, test_size=1_000, seed=0, render_frames=None, only_split=None,
+               **kw):
     super().__init__(**kw)
     V.check_size(image_size, num_frames)
     self.image_size, self.num_frames = image_size, num_frames
     self.sizes = {"cot": cot_size, "train": train_size, "test": test_size}
     self.seed = seed
-    # Set: only the test split, each clip read at this many frames (`test_<R>f`).
-    self.render_frames = render_frames
+    # Set: only `only_split`, each clip read at this many frames (`<split>_<R>f`).
+    self.render_frames, self.only_split = render_frames, only_split
 
   def frames_stored(self) -> int:
     return self.render_frames or self.num_frames
@@ -83,9 +85,9 @@ class ReasoningVideo(tfds.core.GeneratorBasedBuilder):
     del dl_manager
     c = self.builder_config
     # Disjoint seeds per split: no test question is a training question.
-    names = ("test",) if c.render_frames else ("cot", "train", "test")
+    names = (c.only_split,) if c.only_split else SPLITS
     return {name: self._generate_examples(c.sizes[name], c.seed * 10 + i)
-            for i, name in enumerate(("cot", "train", "test")) if name in names}
+            for i, name in enumerate(SPLITS) if name in names}
 
   def _generate_examples(self, num, seed):
     c = self.builder_config
@@ -109,7 +111,7 @@ def _texts(source, limit: int = 20_000):
            f"<answer>{pp_ops.to_str(record['answer'])}</answer>")
 
 
-_READ_AT = re.compile(r"test_(\d+)f$")
+_READ_AT = re.compile(r"(cot|train|test)_(\d+)f$")
 
 
 def _prepared(config, data_dir: str):
@@ -123,8 +125,8 @@ def _lock(data_dir: str, name: str):
 
 
 class _Splits(dict):
-  """cot / train / test, and any `test_<R>f` (the test questions, each clip read at R frames),
-  prepared when first asked for."""
+  """cot / train / test, and any `<split>_<R>f` (that split's questions, each clip read at R
+  frames), prepared when first asked for."""
 
   def __init__(self, splits: dict, read_at):
     super().__init__(splits)
@@ -136,7 +138,7 @@ class _Splits(dict):
   def __getitem__(self, name):
     match = _READ_AT.match(str(name))
     if not dict.__contains__(self, name) and match:
-      self[name] = self._read_at(int(match.group(1)))
+      self[name] = self._read_at(match.group(1), int(match.group(2)))
     return dict.__getitem__(self, name)
 
 
@@ -148,27 +150,28 @@ def reasoning_video(data_dir: Optional[str] = None, variant: str = "default",
   data_dir = default_data_dir(data_dir)
   with _lock(data_dir, variant):
     builder = _prepared(variant, data_dir)
-    splits = {s: builder.as_data_source(split=s) for s in ("cot", "train", "test")}
+    splits = {s: builder.as_data_source(split=s) for s in SPLITS}
     tokenizer = tokenizer_beside(builder.data_dir, lambda: _texts(splits["cot"]), vocab_size,
                                  TEXT_FIELDS)
 
-  def read_at(frames: int):
+  def read_at(split: str, frames: int):
     if frames < 1:
-      raise ValueError(f"reasoning_video: test_{frames}f: a clip is read at >= 1 frame")
-    config = read_at_config(builder.builder_config, frames)
+      raise ValueError(f"reasoning_video: {split}_{frames}f: a clip is read at >= 1 frame")
+    config = read_at_config(builder.builder_config, split, frames)
     with _lock(data_dir, config.name):
-      return _prepared(config, data_dir).as_data_source(split="test")
+      return _prepared(config, data_dir).as_data_source(split=split)
   return DatasetHandle(splits=_Splits(splits, read_at), tokenizer=tokenizer,
                        image_key="video", captions_key="caption", label_key=None,
                        annotation_keys=ANNOTATION_KEYS)
 
 
-def read_at_config(config: ReasoningVideoConfig, frames: int) -> ReasoningVideoConfig:
-  """`config` with its test split's clips read at `frames` frames (no cot / train split)."""
+def read_at_config(config: ReasoningVideoConfig, split: str,
+                   frames: int) -> ReasoningVideoConfig:
+  """`config`'s `split` alone, its clips read at `frames` frames."""
   sizes = config.sizes
   return ReasoningVideoConfig(
-      name=f"{config.name}_{frames}f", image_size=config.image_size,
+      name=f"{config.name}_{split}_{frames}f", image_size=config.image_size,
       num_frames=config.num_frames, cot_size=sizes["cot"], train_size=sizes["train"],
-      test_size=sizes["test"], seed=config.seed, render_frames=frames,
-      description=f"{config.name}'s test questions, each clip read at {frames} frames")
+      test_size=sizes["test"], seed=config.seed, render_frames=frames, only_split=split,
+      description=f"{config.name}'s {split} questions, each clip read at {frames} frames")
 
