@@ -9,9 +9,8 @@ what the model gets without time). Test-time scaling (`num_samples` = n > 1): n 
 responses per question, scored as pass@k, majority@k and best-of-k by the model's own
 likelihood for k = 1, 2, 4, ..., n (unbiased estimates, vlx/evals/at_k.py). More (or
 fewer) frames at test time: `split="test_<R>f"` reads the same questions with each clip at R
-frames (reasoning_data.py); the answers still count in the clip's frames
-(`data.num_frames`), and the model marks each frame by its time in the clip
-(`model.clip_frames`).
+frames (reasoning_data.py); the answers still count in the clip's frames (`model.clip_frames`,
+by which the model marks each frame's time in the clip; else `data.num_frames`).
 """
 
 from __future__ import annotations
@@ -97,7 +96,9 @@ class ReasoningQA:
                                        temperature=float(temperature))
     self.seed = int(seed)
     # spans are answered in the clip's frames, however many frames the split reads it at
-    self.clip_frames = int(ctx.data_config.get("num_frames", 0) or 0)
+    # (the model's clip, else the data's frames)
+    self.clip_frames = int(getattr(ctx.model, "clip_frames", 0)
+                           or ctx.data_config.get("num_frames", 0) or 0)
 
   def _video(self, video, first_index: int):
     """The frames the model sees under `frames` (a fixed order per question)."""
