@@ -145,8 +145,9 @@ def get_config(arg: str = "tiny"):
         type="reasoning_qa", prompt_len=PROMPT_LEN, target_len=TARGET_LEN,
         text_size=TEXT_VOCAB, response=response, limit=1000,
         # baselines and test-time scaling (experiments/post_training.py sets them); more
-        # frames at test time: split="test_16f" (the test questions, each clip at 16 frames)
-        frames="ordered", num_samples=1, split="test")))
+        # frames at test time: split="test_16f" (the test questions, each clip at 16 frames;
+        # empty: data.test_split)
+        frames="ordered", num_samples=1, split="")))
     c.init_from_run = f"{os.path.abspath(__file__)}:tiny,pretrain" + (
         ",smoke" if variant.smoke else "")
     # Per seed, its own chain of stages (the seed is part of the earlier run's config).

@@ -89,7 +89,10 @@ def parse_args(argv=None):
                       "needs matplotlib)")
   args = p.parse_args(argv)
   args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-  args.test_frames = [int(s) for s in args.test_frames.split(",") if s.strip()]
+  try:
+    args.test_frames = [int(s) for s in args.test_frames.split(",") if s.strip()]
+  except ValueError:
+    p.error(f"--test_frames {args.test_frames!r}: comma-separated frame counts")
   if any(r < 1 or r == TRAIN_FRAMES for r in args.test_frames):
     p.error(f"--test_frames: counts >= 1 other than the {TRAIN_FRAMES} of training")
   if not args.seeds or args.samples < 1 or args.limit < 1:
@@ -116,8 +119,9 @@ def run_main(variant: str, workdir: str, *overrides: str, mode: str = "train") -
          f"--workdir={workdir}", f"--mode={mode}", *overrides]
   cache = None
   if mode == "eval":
-    weights = workdir if os.path.isdir(os.path.join(workdir, "checkpoints")) else next(
-        o.split("=", 1)[1] for o in overrides if o.startswith("--config.init_from="))
+    # a run's own checkpoints, or (a workdir of its own) the last init_from, as vlx.main reads it
+    weights = workdir if os.path.isdir(os.path.join(workdir, "checkpoints")) else [
+        o.split("=", 1)[1] for o in overrides if o.startswith("--config.init_from=")][-1]
     steps = sorted(int(d) for d in os.listdir(os.path.join(weights, "checkpoints"))
                    if d.isdigit())
     key = json.dumps([variant, list(overrides), steps[-1:]])
@@ -156,6 +160,13 @@ def pretrained_dir(args, seed: int) -> str:
   that seed comes first)."""
   from vlx import config_lib  # pylint: disable=g-import-not-at-top
   from vlx.train import init_run  # pylint: disable=g-import-not-at-top
+  cot = os.path.join(os.path.abspath(args.workdir), f"seed{seed}", "cot")
+  if os.path.exists(os.path.join(cot, "config.json")):
+    # the run says where it started (a pretrained run named by an older config's hash too)
+    with open(os.path.join(cot, "config.json")) as f:
+      where = json.load(f).get("init_from", "")
+    if where and os.path.isdir(os.path.join(where, "checkpoints")):
+      return where
   config = config_lib.load_config_file(f"{CONFIG}:tiny{',smoke' if args.smoke else ''}")
   config.seed = seed
   where = init_run.init_run_dir(config, init_run.init_run_config(config),

@@ -182,7 +182,7 @@ def test_evaluator_draws_differ_and_read_the_split_once_for_all(setup):
   np.testing.assert_array_equal(again[1][1], ids[1])  # the same draw is the same sample
 
 
-def test_evaluator_reads_the_test_questions_at_more_frames(setup):
+def test_evaluator_reads_the_test_questions_at_more_frames(setup, monkeypatch):
   """More frames at test time (`split="test_16f"`): the same questions, each clip read at 16
   frames, marked by their time in the 8-frame clip; spans still answered in the clip's 8."""
   from vlx.evals.common import EvalContext  # pylint: disable=g-import-not-at-top
@@ -199,5 +199,9 @@ def test_evaluator_reads_the_test_questions_at_more_frames(setup):
   np.testing.assert_array_equal(truth["question"], plain["question"])
   np.testing.assert_array_equal(truth["span"], plain["span"])
   assert len(draws[0][0]) == 8
+  from vlx.families.video_lmm import evals as E  # pylint: disable=g-import-not-at-top
+  scored_at, real = [], E.examples_of
+  monkeypatch.setattr(E, "examples_of", lambda t, n: scored_at.append(n) or real(t, n))
   metrics = ev(params)
   assert metrics["num_questions"] == 8 and 0.0 <= metrics["accuracy"] <= 1.0
+  assert scored_at == [8]  # the clip's frames, not the 16 it was read at

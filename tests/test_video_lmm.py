@@ -55,10 +55,11 @@ def test_splits_read_at_other_frame_counts(handle):
       for key in ("question", "answer", "thought"):
         assert split[i][key] == base[i][key]
       np.testing.assert_array_equal(split[i]["span"], base[i]["span"])
-  with pytest.raises(ValueError, match=">= 1 frame"):
-    handle.split("test_0f")
-  with pytest.raises(KeyError, match="unknown split 'val_16f'"):
-    handle.split("val_16f")
+  assert handle.split("test_8f") is handle.split("test")  # the clip's own count: the split
+  assert handle.splits.get("cot_4f") is handle.split("cot_4f")
+  for name in ("test_0f", "val_16f", "test_16f\n"):
+    with pytest.raises(KeyError, match="unknown split"):
+      handle.split(name)
 
 
 def test_config_lengths_cover_the_data(handle):

@@ -77,7 +77,8 @@ def cross_mask(query_real, memory_real):
 
 def frame_times(num_frames: int, clip_frames: int) -> np.ndarray:
   """Where each of `num_frames` frames spread evenly over a clip sits, in units of the clip's
-  `clip_frames` frames: (j + 0.5) * clip_frames / num_frames - 0.5 (0: j, the index)."""
+  `clip_frames` frames: (j + 0.5) * clip_frames / num_frames - 0.5; with clip_frames 0, the
+  index j."""
   j = np.arange(num_frames, dtype=np.float64)
   return j if not clip_frames else (j + 0.5) * clip_frames / num_frames - 0.5
 
@@ -97,8 +98,8 @@ class PrefixLM(nn.Module):
   loc_code: Any = None
   # Videos: the frame count a clip is trained at. Frame j of a T-frame video is marked at its
   # time in the clip, (j + 0.5) * clip_frames / T - 0.5 (j itself when T = clip_frames), so a
-  # clip read at more (or fewer) frames gets marks between (or on) the trained ones rather
-  # than marks it never saw past the last. 0: frame j marked at j, whatever T.
+  # clip read at more or fewer frames gets marks among the trained ones rather than marks it
+  # never saw past the last. 0: frame j marked at j, whatever T.
   clip_frames: int = 0
 
   def setup(self):

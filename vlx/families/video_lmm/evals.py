@@ -9,8 +9,9 @@ what the model gets without time). Test-time scaling (`num_samples` = n > 1): n 
 responses per question, scored as pass@k, majority@k and best-of-k by the model's own
 likelihood for k = 1, 2, 4, ..., n (unbiased estimates, vlx/evals/at_k.py). More (or
 fewer) frames at test time: `split="test_<R>f"` reads the same questions with each clip at R
-frames (reasoning_data.py); the answers still count in the clip's frames (`model.clip_frames`,
-by which the model marks each frame's time in the clip; else `data.num_frames`).
+frames (reasoning_data.py); the answers still count in the clip's 8 frames
+(`reasoning_videos.CLIP_FRAMES`), and the model marks each frame by its time in the clip
+(`model.clip_frames`).
 """
 
 from __future__ import annotations
@@ -96,9 +97,7 @@ class ReasoningQA:
                                        temperature=float(temperature))
     self.seed = int(seed)
     # spans are answered in the clip's frames, however many frames the split reads it at
-    # (the model's clip, else the data's frames)
-    self.clip_frames = int(getattr(ctx.model, "clip_frames", 0)
-                           or ctx.data_config.get("num_frames", 0) or 0)
+    self.clip_frames = RV.CLIP_FRAMES
 
   def _video(self, video, first_index: int):
     """The frames the model sees under `frames` (a fixed order per question)."""
@@ -146,7 +145,7 @@ class ReasoningQA:
 
   def __call__(self, params) -> Dict[str, float]:
     draws, truth, frames = self.responses(params, self.num_samples)
-    examples = examples_of(truth, self.clip_frames or frames)
+    examples = examples_of(truth, self.clip_frames)
     text, ids, _ = draws[0]
     out = score_responses(text, examples)
     out["response_length"] = float(np.mean([

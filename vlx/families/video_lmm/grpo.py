@@ -40,6 +40,7 @@ from vlx import registry
 from vlx.data import sources
 from vlx.data.tokenizer import load_tokenizer
 from vlx.families.unified import generate as gen
+from vlx.families.video_lmm import reasoning_videos as RV
 from vlx.families.video_lmm import tasks as T
 from vlx.objectives import policy_gradient as pg
 from vlx.token_ids import EOS_ID, PAD_ID
@@ -136,9 +137,10 @@ class GRPOTask(ModelTask):
     del step
     rows = {k: jnp.repeat(batch[k], self.group, axis=0) for k in PROMPT_KEYS + TRUTH_KEYS}
     ids, logp = self.sample(params, *(rows[k] for k in PROMPT_KEYS), rng)
-    n, frames = ids.shape[0], rows["video"].shape[1]
+    n = ids.shape[0]
+    # spans count in the clip's frames, whatever number of frames the batch reads it at
     parts = jax.pure_callback(
-        lambda *a: self.host_rewards(*a, num_frames=frames),
+        lambda *a: self.host_rewards(*a, num_frames=RV.CLIP_FRAMES),
         jax.ShapeDtypeStruct((n, len(self.reward_names)), jnp.float32),
         ids, *(rows[k] for k in TRUTH_KEYS), vmap_method="sequential")
     reward = parts @ self.reward_weights

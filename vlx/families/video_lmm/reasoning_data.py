@@ -9,8 +9,9 @@ Only `Tensor` features, so building needs no TensorFlow.
 `<split>_<R>f` (e.g. `test_16f`, `cot_16f`): that split's questions with each clip read at R
 frames instead of 8 (`reasoning_videos.make_example(render_frames=R)`: the same scenes,
 answers and traces), for "more frames at test time" (the evaluator's `split`) and for
-training at other frame counts (`data.train_split`); generated on first use, beside the
-variant's data (its own TFDS config, `<variant>_<split>_<R>f`), with the variant's tokenizer.
+training at other frame counts (`data.train_split=cot_16f` with `data.num_frames=16`, the
+batch's frames); generated on first use, beside the variant's data (its own TFDS config,
+`<variant>_<split>_<R>f`), with the variant's tokenizer; `<split>_8f` is `<split>`.
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ def _texts(source, limit: int = 20_000):
            f"<answer>{pp_ops.to_str(record['answer'])}</answer>")
 
 
-_READ_AT = re.compile(r"(cot|train|test)_(\d+)f$")
+_READ_AT = re.compile(rf"({'|'.join(SPLITS)})_([1-9]\d*)f")
 
 
 def _prepared(config, data_dir: str):
@@ -126,20 +127,26 @@ def _lock(data_dir: str, name: str):
 
 class _Splits(dict):
   """cot / train / test, and any `<split>_<R>f` (that split's questions, each clip read at R
-  frames), prepared when first asked for."""
+  frames), prepared when first asked for (`<split>_8f` is `<split>` itself). Listing the
+  splits shows those prepared so far."""
 
   def __init__(self, splits: dict, read_at):
     super().__init__(splits)
     self._read_at = read_at
 
   def __contains__(self, name) -> bool:
-    return dict.__contains__(self, name) or bool(_READ_AT.match(str(name)))
+    return dict.__contains__(self, name) or bool(_READ_AT.fullmatch(str(name)))
 
   def __getitem__(self, name):
-    match = _READ_AT.match(str(name))
+    match = _READ_AT.fullmatch(str(name))
     if not dict.__contains__(self, name) and match:
-      self[name] = self._read_at(match.group(1), int(match.group(2)))
+      split, frames = match.group(1), int(match.group(2))
+      self[name] = (dict.__getitem__(self, split) if frames == RV.CLIP_FRAMES
+                    else self._read_at(split, frames))
     return dict.__getitem__(self, name)
+
+  def get(self, name, default=None):
+    return self[name] if name in self else default
 
 
 @registry.DATASETS.register("reasoning_video")
@@ -155,8 +162,6 @@ def reasoning_video(data_dir: Optional[str] = None, variant: str = "default",
                                  TEXT_FIELDS)
 
   def read_at(split: str, frames: int):
-    if frames < 1:
-      raise ValueError(f"reasoning_video: {split}_{frames}f: a clip is read at >= 1 frame")
     config = read_at_config(builder.builder_config, split, frames)
     with _lock(data_dir, config.name):
       return _prepared(config, data_dir).as_data_source(split=split)

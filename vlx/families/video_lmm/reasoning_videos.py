@@ -36,6 +36,9 @@ import numpy as np
 from vlx.data import video_render as V
 
 KINDS = ("count", "order", "direction", "span")
+# Every reasoning clip's frames: answers and traces count in them, however many frames the
+# clip is read at (`render_frames`).
+CLIP_FRAMES = V.NUM_FRAMES
 DIRECTIONS = ("left", "right", "up", "down")
 MAX_COUNT = 3
 # Coarse position words the traces use for the start and end of a motion.
@@ -187,6 +190,8 @@ class _ClipScene(V._Scene):  # pylint: disable=protected-access
 
   def add(self, shape, rgb, frames, xs, ys, rs, colour: Optional[str] = None):
     frames = list(frames)
+    if not len(frames) == len(xs) == len(ys) == len(rs):
+      raise ValueError("a shape needs a position and radius per frame it is drawn in")
     super().add(shape, rgb, frames, xs, ys, rs, colour)
     self.tracks.append((frames, [self.plan[t][-1] for t in frames]))  # jitter included
 
@@ -206,7 +211,7 @@ class _ClipScene(V._Scene):  # pylint: disable=protected-access
 
 
 def make_example(seed: int, kind: str, image_size: int = V.IMAGE_SIZE,
-                 num_frames: int = V.NUM_FRAMES,
+                 num_frames: int = CLIP_FRAMES,
                  render_frames: Optional[int] = None) -> Example:
   """The example of `kind` for `seed` (the same seed gives the same frames and text), its
   clip read at `render_frames` frames (default: the clip's `num_frames`; the question,
