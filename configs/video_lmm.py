@@ -31,6 +31,7 @@ import os
 
 import ml_collections
 
+from vlx.families.video_lmm.reasoning_videos import CLIP_FRAMES
 from vlx.families.video_lmm.tasks import vocab_size
 from vlx.presets import base, sizes
 from vlx.presets.finetune import preprocess_op, read_paligemma
@@ -65,7 +66,7 @@ def imported_model(c, path: str, response: str, stage: str, smoke: bool) -> None
   op = (f"decode_video|{video_pp}|reasoning_qa({FT_PROMPT_LEN}, {FT_TARGET_LEN}, "
         f"'{response}', {loc_start}, 'paligemma', {size})")
   c.init_from = path
-  c.model = ml_collections.ConfigDict(dict(meta["model"], clip_frames=c.data.num_frames))
+  c.model = ml_collections.ConfigDict(dict(meta["model"], clip_frames=CLIP_FRAMES))
   c.data.update(dict(image_size=meta["image_size"], max_len=FT_TARGET_LEN,
                      tokenizer=meta["tokenizer"], pretrained_preprocess=meta["preprocess"],
                      pp_train=op, pp_eval=op))
@@ -134,7 +135,7 @@ def get_config(arg: str = "tiny"):
                  posemb="sincos2d"),
       # frames marked by their time in an 8-frame clip: read at 16 frames (the evaluator's
       # `split=test_16f`), frame j is marked at (j + 0.5) / 2 - 0.5, between the trained marks
-      clip_frames=8,
+      clip_frames=CLIP_FRAMES,
       decoder=dict(vocab_size=vocab_size(TEXT_VOCAB), width=128, depth=4, num_heads=4,
                    num_kv_heads=1, head_dim=32, mlp_dim=512)))
   c.objectives = ml_collections.ConfigDict(dict(prefix_lm=1.0))

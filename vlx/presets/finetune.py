@@ -3,6 +3,8 @@ configs): the model, tokenizer, image size and preprocessing come from DIR."""
 
 from __future__ import annotations
 
+import os
+
 import ml_collections
 
 from vlx.presets import base, sizes
@@ -14,7 +16,6 @@ FINETUNE_KEYS = ("ft", "lit")  # full fine-tune / locked image tower (LiT)
 def read_converted(path: str, where: str) -> dict:
   """The metadata of a converted checkpoint directory (`python -m vlx.convert --out=DIR`) that
   ships its tokenizer, or one line naming `where` (the variant key that gave the path)."""
-  import os  # pylint: disable=g-import-not-at-top
   from vlx import convert  # pylint: disable=g-import-not-at-top
   if not os.path.exists(os.path.join(path, convert.PRETRAINED_JSON)):
     raise ValueError(f"{where}: no {convert.PRETRAINED_JSON}; convert the checkpoint first "
@@ -28,7 +29,6 @@ def read_converted(path: str, where: str) -> dict:
 def read_paligemma(path: str, config: str, why_locations: str):
   """A converted PaliGemma for `config`'s `ft=DIR`: (absolute DIR, its metadata, its
   `<loc0000>` id, its decoder's vocabulary size), or one line on what DIR is not."""
-  import os  # pylint: disable=g-import-not-at-top
   path = os.path.abspath(os.path.expanduser(path))
   meta = read_converted(path, f"ft={path}")
   if meta["family"] != "paligemma":
@@ -57,7 +57,6 @@ def finetune_config(arg: str) -> ml_collections.ConfigDict:
   the objective follows the checkpoint (sigmoid when it has SigLIP's bias, softmax otherwise).
   Point `data` elsewhere with the usual overrides (e.g. `--config.data.name=tfds`).
   """
-  import os  # pylint: disable=g-import-not-at-top
   variant = parse_variant(arg, sizes=sizes.SIZES, keys=FINETUNE_KEYS)
   smoke = variant.smoke
   if len(variant.values) != 1 or variant.size_given:

@@ -144,7 +144,7 @@ class ReasoningQA:
     return results, truth, frames[0]
 
   def __call__(self, params) -> Dict[str, float]:
-    draws, truth, frames = self.responses(params, self.num_samples)
+    draws, truth, _ = self.responses(params, self.num_samples)
     examples = examples_of(truth, self.clip_frames)
     text, ids, _ = draws[0]
     out = score_responses(text, examples)
