@@ -8,8 +8,9 @@ accelerators):
   mean_pool        frozen: frame embeddings averaged (CLIP4Clip meanP; blind to order)
   seq_transformer  frozen: a temporal transformer over frame embeddings (CLIP4Clip seqTransf)
   evl              frozen: an EVL-style decoder whose queries read every frame's patch tokens
-                   (where and when) of the image tower's last blocks (one per decoder layer),
-                   added to the frame embeddings
+                   (where and when, and through EVL's temporal convolution how each changes
+                   from frame to frame) of the image tower's last blocks (one per decoder
+                   layer), added to the frame embeddings
   cross_encoder    frozen: seq_transformer's dual encoder shortlists, a cross-encoder (text
                    tokens attending to the frame embeddings, an ITM head trained on hard
                    negatives) re-ranks its top 16 (ALBEF's protocol, for video)
@@ -111,7 +112,7 @@ def paradigm_model(paradigm: str, size: str, image: Optional[dict] = None,
     # As EVL: each decoder layer reads one of the tower's last blocks (layers_read = depth).
     depth = 2 if size == "tiny" else 4
     temporal = dict(kind="evl", depth=depth, num_heads=heads, max_frames=16,
-                    time_init="sincos", layers_read=depth)
+                    time_init="sincos", layers_read=depth, time_conv=True)
   elif paradigm == "st_adapter":
     adapter = dict(kind=paradigm, bottleneck=width // 2)
   elif paradigm == "aim":

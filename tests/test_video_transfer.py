@@ -706,3 +706,38 @@ def test_evl_decoder_layers_read_the_states_of_the_towers_last_blocks(pool):
   smoke = config_lib.load_config_file(f"{CONFIG}:b16,evl,smoke")
   assert smoke.model.image.depth == smoke.model.temporal.layers_read == 2
   assert config_lib.load_config_file(f"{CONFIG}:b16,evl").model.temporal.layers_read == 4
+
+
+def test_evl_time_conv_reads_each_token_in_its_neighbouring_frames():
+  """EVL's local temporal convolution (`time_conv`): depthwise over time, zero padded, equal
+  to XLA's grouped convolution; a padded frame never reaches a real one; it changes what the
+  decoder reads (so a token's change between frames reaches the queries) while the model
+  still starts as the image model (the output projection at zero)."""
+  from vlx.families.video_transfer.temporal import (  # pylint: disable=g-import-not-at-top
+      EvlDecoder, depthwise_time_conv)
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(2, 5, 3, 4)).astype(np.float32)   # [B, T, N, C]
+  kernel = rng.normal(size=(3, 4)).astype(np.float32)
+  bias = rng.normal(size=(4,)).astype(np.float32)
+  got = depthwise_time_conv(x, kernel, bias)
+  lhs = x.transpose(0, 2, 3, 1).reshape(6, 4, 5)          # [B * N, C, T]
+  want = jax.lax.conv_general_dilated(lhs, kernel.T[:, None, :], (1,), [(1, 1)],
+                                      feature_group_count=4)
+  want = want.reshape(2, 3, 4, 5).transpose(0, 3, 1, 2) + bias
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  mask = np.array([[True] * 5, [True] * 3 + [False] * 2])
+  noisy = x.copy()
+  noisy[1, 3:] = 100.0
+  np.testing.assert_array_equal(depthwise_time_conv(noisy, kernel, bias, mask)[1, :3],
+                                depthwise_time_conv(x, kernel, bias, mask)[1, :3])
+  # In the decoder: off at init (the projection at zero), and it changes what is read.
+  frames = rng.normal(size=(2, 5, 16)).astype(np.float32)
+  tokens = rng.normal(size=(2, 5, 4, 32)).astype(np.float32)
+  evl = EvlDecoder(depth=1, num_heads=2, time_conv=True)
+  params = nn.meta.unbox(evl.init(jax.random.key(0), frames, None, tokens)["params"])
+  assert params["time_conv_0"]["kernel"].shape == (3, 32)
+  np.testing.assert_array_equal(evl.apply({"params": params}, frames, None, tokens), frames)
+  params = perturbed(params, 0.05)
+  run = lambda p: evl.apply({"params": p}, frames, None, tokens)  # noqa: E731
+  still = dict(params, time_conv_0=jax.tree.map(np.zeros_like, params["time_conv_0"]))
+  assert not np.allclose(run(params), run(still), atol=1e-5)

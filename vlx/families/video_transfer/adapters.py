@@ -44,7 +44,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from vlx.families.video_transfer.temporal import time_table
+from vlx.families.video_transfer.temporal import depthwise_time_conv, time_table
 from vlx.models import layers
 from vlx.models.prompt_tuning import gated_extra_block, prompt_params
 
@@ -85,15 +85,12 @@ class STAdapter(nn.Module):
   def __call__(self, x):
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     h = by_clip(layers.dense(self.width, "embed", "mlp", name="down", **kw)(x), self.frames)
-    if self.frame_mask is not None:
-      h = jnp.where(self.frame_mask.astype(bool)[:, :, None, None], h, 0)
     k = self.kernel_size
     kernel = self.param("conv_kernel", layers.boxed(nn.initializers.normal(1 / k), (None, "mlp")),
                         (k, self.width), self.param_dtype).astype(self.dtype)
     bias = self.param("conv_bias", layers.boxed(nn.initializers.zeros, ("mlp",)),
                       (self.width,), self.param_dtype).astype(self.dtype)
-    padded = jnp.pad(h, ((0, 0), (k // 2, k // 2), (0, 0), (0, 0)))
-    h = sum(kernel[i] * padded[:, i:i + self.frames] for i in range(k)) + bias
+    h = depthwise_time_conv(h, kernel, bias, self.frame_mask)
     h = h.reshape(x.shape[:-1] + (self.width,))
     return layers.dense(x.shape[-1], "mlp", "embed", kernel_init=nn.initializers.zeros,
                         name="up", **kw)(h)

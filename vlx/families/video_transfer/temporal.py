@@ -13,7 +13,10 @@ vlx trains it, as a sinusoid centred over each clip's frames: `2x` on average at
 same direction once normalised); `evl` is an EVL-style decoder whose queries read the image
 tower's patch tokens of every frame (`reads_tokens`: called with them as `tokens`; with
 `layers_read` > 1, each decoder layer reads the states of another of the tower's last blocks),
-its output added to every frame through a projection that starts at zero.
+its output added to every frame through a projection that starts at zero; with `time_conv`
+(EVL's local temporal convolution) each token the decoder reads first gains a depthwise
+convolution over time of itself in the neighbouring frames (`depthwise_time_conv`), so where a
+patch changes from frame to frame is in the token itself, not left to the queries' attention.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from vlx.models import layers
@@ -116,6 +120,7 @@ class EvlDecoder(nn.Module):
   max_frames: int = 16
   time_init: str = "sincos"
   layers_read: int = 1
+  time_conv: bool = False
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   # Called with the image tower's tokens `[B, T, N, width]`, or with `layers_read` > 1 a
@@ -141,15 +146,17 @@ class EvlDecoder(nn.Module):
     space = sincos_2d(side, side, w)[0]
     time = time_table(self, x, self.max_frames, self.time_init, width=w)          # [1, T, w]
 
-    def placed(tokens):  # where and when each token is, then frames x patches as one sequence
+    def placed(tokens, i):  # where and when each token is, then frames x patches in one row
+      if self.time_conv:  # EVL's local temporal conv, one per decoder layer, residual
+        tokens = tokens + TimeConv(frame_mask=frame_mask, name=f"time_conv_{i}", **kw)(tokens)
       return (tokens + time[:, :, None].astype(tokens.dtype)
               + jnp.asarray(space, tokens.dtype)).reshape(b, t * n, w)
 
     if per_layer:
-      memory = tuple(placed(layers.layer_norm(name=f"ln_memory_{i}", **kw)(layer))
+      memory = tuple(placed(layers.layer_norm(name=f"ln_memory_{i}", **kw)(layer), i)
                      for i, layer in enumerate(tokens))
     else:
-      memory = placed(tokens)
+      memory = placed(tokens, 0)
     memory_mask = None
     if frame_mask is not None:
       memory_mask = jnp.repeat(frame_mask.astype(bool), n, axis=1)[:, None, None, :]
@@ -163,6 +170,41 @@ class EvlDecoder(nn.Module):
     delta = layers.dense(x.shape[-1], "embed", "joint", kernel_init=nn.initializers.zeros,
                          name="out", **kw)(h.mean(axis=1))
     return x + delta[:, None].astype(x.dtype)
+
+
+def depthwise_time_conv(x, kernel, bias, frame_mask=None):
+  """`x [B, T, ..., C]` convolved over time, channel by channel (`kernel [K, C]`, `bias [C]`,
+  zero padding, K odd): each token compared with itself in the neighbouring frames, what
+  ST-Adapter and EVL add to read motion. Padded frames (`frame_mask [B, T]` False) are zeroed
+  first, so they never reach a real frame."""
+  if frame_mask is not None:
+    real = frame_mask.astype(bool).reshape(frame_mask.shape + (1,) * (x.ndim - 2))
+    x = jnp.where(real, x, 0)
+  k, t = kernel.shape[0], x.shape[1]
+  pad = [(0, 0)] * x.ndim
+  pad[1] = (k // 2, k // 2)
+  padded = jnp.pad(x, pad)
+  return sum(kernel[i] * padded[:, i:i + t] for i in range(k)) + bias
+
+
+class TimeConv(nn.Module):
+  """EVL's temporal convolution over `[B, T, N, C]` tokens (depthwise, kernel 3; PyTorch's
+  Conv1d scale at init)."""
+  kernel_size: int = 3
+  frame_mask: Any = None
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    k, c = self.kernel_size, x.shape[-1]
+    bound = 1 / k ** 0.5
+    init = lambda key, shape, dtype: jax.random.uniform(key, shape, dtype, -bound, bound)  # noqa: E731
+    kernel = self.param("kernel", layers.boxed(init, (None, "embed")), (k, c), self.param_dtype)
+    bias = self.param("bias", layers.boxed(nn.initializers.zeros, ("embed",)), (c,),
+                      self.param_dtype)
+    return depthwise_time_conv(x, kernel.astype(self.dtype), bias.astype(self.dtype),
+                               self.frame_mask)
 
 
 def sincos_init(key, shape, dtype):
@@ -192,6 +234,7 @@ def time_table(module: nn.Module, x, max_frames: int, init: str = "zeros",
 
 TEMPORAL = {"mean": MeanPool, "seq_transformer": SeqTransformer, "mit": MultiframeIntegration,
             "evl": EvlDecoder}
+
 
 
 def tower_layers_read(temporal, depth: int) -> tuple:
