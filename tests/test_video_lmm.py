@@ -16,8 +16,13 @@ from vlx_testlib import REPO
 
 
 @pytest.fixture(scope="module")
-def handle(tmp_path_factory):
-  return RD.reasoning_video(data_dir=str(tmp_path_factory.mktemp("rv")), variant="small")
+def rv_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp("rv"))
+
+
+@pytest.fixture(scope="module")
+def handle(rv_dir):
+  return RD.reasoning_video(data_dir=rv_dir, variant="small")
 
 
 def _record(handle, i, split="cot"):
@@ -58,8 +63,25 @@ def test_splits_read_at_other_frame_counts(handle):
   assert handle.split("test_8f") is handle.split("test")  # the clip's own count: the split
   assert handle.splits.get("cot_4f") is handle.split("cot_4f")
   for name in ("test_0f", "val_16f", "test_16f\n"):
-    with pytest.raises(KeyError, match="unknown split"):
+    with pytest.raises(KeyError, match=r"unknown split.*and <split>_<R>f .*data.num_frames=R"):
       handle.split(name)
+
+
+def test_training_on_a_split_read_at_other_frames_needs_num_frames(handle, rv_dir):
+  """`data.train_split=cot_16f` with the config's 8 frames is refused in one line naming
+  data.num_frames and the clips' shape (it once failed at the first step in JAX's shape
+  check); with data.num_frames=16 it passes."""
+  from vlx import config_checks  # pylint: disable=g-import-not-at-top
+  config = config_lib.load_config_file(str(REPO / "configs" / "video_lmm.py:tiny,smoke"))
+  assert config.data.source.variant == "small" and len(handle.split("cot_16f"))
+  config_lib.apply_overrides(config, [("data.source.data_dir", rv_dir),
+                                      ("data.train_split", "cot_16f")])
+  with pytest.raises(config_lib.ConfigError,
+                     match=r"data.num_frames=8 .* split 'cot_16f' makes video of shape "
+                           r"\(16, 32, 32, 3\)"):
+    config_checks.check_data(config)
+  config_lib.apply_overrides(config, [("data.num_frames", "16")])
+  config_checks.check_data(config)
 
 
 def test_config_lengths_cover_the_data(handle):

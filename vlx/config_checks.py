@@ -197,7 +197,16 @@ def check_data(config) -> None:
   keys = tuple(data.get("keys", ("image", "text")))
   handle = sources.load_dataset(data)
   expected = {"image": (data.image_size, data.image_size, 3), "text": (data.max_len,)}
-  for pp_key, wanted in (("pp_train", [k for k in ("image", "text") if k in keys]),
+  sizes = {"image": ("data.image_size", data.image_size), "text": ("data.max_len",
+                                                                     data.max_len)}
+  # A clip's frame count too, for training (evaluators may read other counts: a split of
+  # reasoning_video's clips at 16 frames, `test_16f`, scored by a model trained on 8).
+  train_keys = ["image", "text"]
+  if data.get("num_frames") and data.get("image_size"):
+    train_keys.append("video")
+    expected["video"] = (data.num_frames, data.image_size, data.image_size, 3)
+    sizes["video"] = ("data.num_frames", data.num_frames)
+  for pp_key, wanted in (("pp_train", [k for k in train_keys if k in keys]),
                          ("pp_eval", [k for k in ("image",) if k in keys])):
     if not wanted:
       continue
@@ -205,7 +214,9 @@ def check_data(config) -> None:
     for key in wanted:
       shape = tuple(spec[key][0])
       if shape != expected[key]:
-        what = ("data.image_size", data.image_size) if key == "image" else ("data.max_len",
-                                                                             data.max_len)
-        _fail(f"{what[0]}={what[1]} but data.{pp_key} makes {key} of shape {shape} "
-              f"(wanted {expected[key]}): change its size ops to match, or the key")
+        what, fix = sizes[key], "change its size ops to match, or the key"
+        if key == "video":
+          what = (f"data.num_frames={data.num_frames} and data.image_size", data.image_size)
+          fix = "set data.num_frames (and data.image_size) to the clips', or change its ops"
+        _fail(f"{what[0]}={what[1]} but data.{pp_key} on split {data.train_split!r} makes "
+              f"{key} of shape {shape} (wanted {expected[key]}): {fix}")

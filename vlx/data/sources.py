@@ -42,7 +42,9 @@ class DatasetHandle:
 
   def split(self, name: str) -> Sequence[Any]:
     if name not in self.splits:
-      raise KeyError(f"unknown split {name!r}; known: {sorted(self.splits)}")
+      # A splits mapping that makes some on demand says which (`also`).
+      raise KeyError(f"unknown split {name!r}; known: {sorted(self.splits)}"
+                     f"{getattr(self.splits, 'also', '')}")
     return self.splits[name]
 
 

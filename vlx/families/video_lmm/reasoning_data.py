@@ -130,6 +130,10 @@ class _Splits(dict):
   frames), prepared when first asked for (`<split>_8f` is `<split>` itself). Listing the
   splits shows those prepared so far."""
 
+  # What an unknown split's message adds (vlx/data/sources.py).
+  also = (", and <split>_<R>f for any of them (its clips read at R >= 1 frames, e.g. "
+          "'test_16f'; training on one needs data.num_frames=R)")
+
   def __init__(self, splits: dict, read_at):
     super().__init__(splits)
     self._read_at = read_at
