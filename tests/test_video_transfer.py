@@ -730,12 +730,19 @@ def test_evl_time_conv_reads_each_token_in_its_neighbouring_frames():
   noisy[1, 3:] = 100.0
   np.testing.assert_array_equal(depthwise_time_conv(noisy, kernel, bias, mask)[1, :3],
                                 depthwise_time_conv(x, kernel, bias, mask)[1, :3])
+  # Frame embeddings [B, T, C] too: the same as one token per frame.
+  np.testing.assert_allclose(depthwise_time_conv(x[:, :, 0], kernel, bias, mask),
+                             depthwise_time_conv(x[:, :, :1], kernel, bias, mask)[:, :, 0],
+                             rtol=1e-6)
   # In the decoder: off at init (the projection at zero), and it changes what is read.
   frames = rng.normal(size=(2, 5, 16)).astype(np.float32)
   tokens = rng.normal(size=(2, 5, 4, 32)).astype(np.float32)
   evl = EvlDecoder(depth=1, num_heads=2, time_conv=True)
   params = nn.meta.unbox(evl.init(jax.random.key(0), frames, None, tokens)["params"])
-  assert params["time_conv_0"]["kernel"].shape == (3, 32)
+  drawn = params["time_conv_0"]["kernel"]
+  assert drawn.shape == (3, 32) and not params["time_conv_0"]["bias"].any()
+  assert np.abs(drawn).max() <= 3 ** -0.5 and np.abs(drawn).max() > 0.4  # PyTorch's range
+  assert config_lib.load_config_file(f"{CONFIG}:evl").model.temporal.time_conv  # the recipe
   np.testing.assert_array_equal(evl.apply({"params": params}, frames, None, tokens), frames)
   params = perturbed(params, 0.05)
   run = lambda p: evl.apply({"params": p}, frames, None, tokens)  # noqa: E731

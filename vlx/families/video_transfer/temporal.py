@@ -188,8 +188,8 @@ def depthwise_time_conv(x, kernel, bias, frame_mask=None):
 
 
 class TimeConv(nn.Module):
-  """EVL's temporal convolution over `[B, T, N, C]` tokens (depthwise, kernel 3; PyTorch's
-  Conv1d scale at init)."""
+  """EVL's temporal convolution over `[B, T, N, C]` tokens (depthwise, kernel 3: the kernel
+  drawn as PyTorch's Conv1d draws it, uniform in +-1/sqrt(3); the bias at zero)."""
   kernel_size: int = 3
   frame_mask: Any = None
   dtype: Any = jnp.float32
@@ -234,7 +234,6 @@ def time_table(module: nn.Module, x, max_frames: int, init: str = "zeros",
 
 TEMPORAL = {"mean": MeanPool, "seq_transformer": SeqTransformer, "mit": MultiframeIntegration,
             "evl": EvlDecoder}
-
 
 
 def tower_layers_read(temporal, depth: int) -> tuple:
