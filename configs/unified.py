@@ -130,11 +130,12 @@ def get_config(arg: str = "tiny"):
       name="prefix_lm", dtype="float32", layout="decoder_only", encoder_depth=0,
       # Fixed 2-D sin-cos positions: where each patch is, from the first step (boxes are read
       # off the image tokens' positions).
-      # A conv stem twice as wide as the default (32, 64, 128): the misses are telling the
-      # shapes apart and seeing the small ones; it took grounding from 0.412 to 0.477 for 7%
-      # more FLOPs a step (docs/unified.md, run W).
+      # A conv stem four times as wide as the default (32, 64, 128): the misses are telling
+      # the shapes apart and seeing the small ones; twice as wide took grounding from 0.412
+      # to 0.477 (run W), four times detection's AP50 from 0.116 to 0.206 and VQA from 0.711
+      # to 0.731, for 26% more FLOPs a step than W (docs/unified.md, run X).
       image=dict(sizes.VIT["tiny"], mlp_ratio=4.0, stem="conv", posemb="sincos2d",
-                 stem_channels=(64, 128, 256)),
+                 stem_channels=(128, 256, 512)),
       decoder=dict(vocab_size=vocab.size, width=128, depth=4, num_heads=4, num_kv_heads=1,
                    head_dim=32, mlp_dim=512)))
   if "loc_code" in variant.words:  # a fixed coordinate code on location and image tokens
@@ -147,8 +148,8 @@ def get_config(arg: str = "tiny"):
                 text_size=TEXT_VOCAB, limit=512, isolate=True)
   c.evals = ml_collections.ConfigDict({
       f"unified_{t}": dict(type=f"unified_{t}", **shared) for t in TASKS})
-  # ~1.2 s a step of 32 packed images on the 2-core CPU: 850 steps and the evaluation fit in
-  # 20 minutes with the dataset's generation (1000 steps took 22.5 min; docs/unified.md).
+  # ~1.1-1.2 s a step of 32 packed images on the 2-core CPU: 850 steps and the evaluation
+  # took 17m09s, 18.6 minutes with the dataset's generation (docs/unified.md, run X).
   base.cpu_schedule(c, batch_size=32, total_steps=850, evals=1, lr=1e-3)
   if "ofa" in variant.words:
     c.model.update(dict(layout="encoder_decoder", encoder_depth=2))
