@@ -190,22 +190,26 @@ def _check_image_grid(config):
 
 def check_data(config) -> None:
   """What the preprocessing really makes (one training example through data.pp_train and
-  data.pp_eval) against data.image_size and data.max_len: the model is built and the step
-  compiled for the config's sizes, so they must be the data's."""
+  data.pp_eval) against data.image_size, data.max_len and data.num_frames: the model is built
+  and the step compiled for the config's sizes, so they must be the data's."""
   from vlx.data import pipeline, sources  # pylint: disable=g-import-not-at-top
   data = config.data
   keys = tuple(data.get("keys", ("image", "text")))
   handle = sources.load_dataset(data)
   expected = {"image": (data.image_size, data.image_size, 3), "text": (data.max_len,)}
-  sizes = {"image": ("data.image_size", data.image_size), "text": ("data.max_len",
-                                                                     data.max_len)}
+  resize = "change its size ops to match, or the key"
+  # Per key: the config fields that say its size, and how to make them agree.
+  fields = {"image": (f"data.image_size={data.image_size}", resize),
+            "text": (f"data.max_len={data.max_len}", resize)}
   # A clip's frame count too, for training (evaluators may read other counts: a split of
   # reasoning_video's clips at 16 frames, `test_16f`, scored by a model trained on 8).
   train_keys = ["image", "text"]
   if data.get("num_frames") and data.get("image_size"):
     train_keys.append("video")
     expected["video"] = (data.num_frames, data.image_size, data.image_size, 3)
-    sizes["video"] = ("data.num_frames", data.num_frames)
+    fields["video"] = (f"data.num_frames={data.num_frames} and data.image_size="
+                       f"{data.image_size}", "set data.num_frames (and data.image_size) to "
+                       "the clips', or change its ops")
   for pp_key, wanted in (("pp_train", [k for k in train_keys if k in keys]),
                          ("pp_eval", [k for k in ("image",) if k in keys])):
     if not wanted:
@@ -214,9 +218,6 @@ def check_data(config) -> None:
     for key in wanted:
       shape = tuple(spec[key][0])
       if shape != expected[key]:
-        what, fix = sizes[key], "change its size ops to match, or the key"
-        if key == "video":
-          what = (f"data.num_frames={data.num_frames} and data.image_size", data.image_size)
-          fix = "set data.num_frames (and data.image_size) to the clips', or change its ops"
-        _fail(f"{what[0]}={what[1]} but data.{pp_key} on split {data.train_split!r} makes "
-              f"{key} of shape {shape} (wanted {expected[key]}): {fix}")
+        what, fix = fields[key]
+        _fail(f"{what} but data.{pp_key} on split {data.train_split!r} makes {key} of shape "
+              f"{shape} (wanted {expected[key]}): {fix}")
