@@ -21,7 +21,7 @@ CONFIG = str(REPO / "configs" / "video_transfer.py")
 # text_prompt's video side is seq_transformer's (its prompts are in the text tower:
 # tests/test_prompt_tuning.py).
 PARADIGMS = ("mean_pool", "seq_transformer", "evl", "cross_encoder", "st_adapter", "aim",
-             "full_finetune", "xclip", "vpt", "st_adapter,seq_transformer")
+             "full_finetune", "xclip", "vpt", "st_adapter,seq_transformer", "evl,seq_transformer")
 ORDER_BLIND = ("mean_pool", "full_finetune")
 # What the adapted paradigms add inside the image tower and train (adapters, AIM's temporal
 # position tables), written out here rather than read from the config it checks.
@@ -748,3 +748,50 @@ def test_evl_time_conv_reads_each_token_in_its_neighbouring_frames():
   run = lambda p: evl.apply({"params": p}, frames, None, tokens)  # noqa: E731
   still = dict(params, time_conv_0=jax.tree.map(np.zeros_like, params["time_conv_0"]))
   assert not np.allclose(run(params), run(still), atol=1e-5)
+
+
+def test_evl_per_frame_reads_each_frame_on_its_own_then_the_frames_transformer():
+  """`per_frame`: each frame's queries read only that frame's tokens (without the temporal
+  convolution, another frame's tokens leave a frame's output bit for bit alike; reading the
+  whole clip, every frame's output moves), each frame its own output; `frames_depth` stacks
+  seqTransf's transformer over the frames (padded ones hidden). `:evl,seq_transformer` is
+  the frozen paradigm with both, at lr 1e-3 (tiny), a frozen row in compare_video."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  from vlx.families.video_transfer.temporal import EvlDecoder  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  frames = rng.normal(size=(2, 5, 16)).astype(np.float32)
+  tokens = rng.normal(size=(2, 5, 4, 32)).astype(np.float32)
+  other = tokens.copy()
+  other[:, 3] += 1.0   # frame 3's tokens changed
+
+  def run(**fields):
+    evl = EvlDecoder(depth=1, num_heads=2, **fields)
+    params = perturbed(nn.meta.unbox(evl.init(jax.random.key(0), frames, None, tokens)["params"]),
+                       0.05)
+    return lambda t, m=None: np.asarray(evl.apply({"params": params}, frames, m, t))
+
+  per_frame = run(per_frame=True)
+  moved = np.abs(per_frame(tokens) - per_frame(other)).max(axis=(0, 2))
+  assert moved[3] > 1e-3 and not moved[[0, 1, 2, 4]].any(), moved
+  clip = run()
+  assert (np.abs(clip(tokens) - clip(other)).max(axis=(0, 2)) > 1e-4).all()
+  stacked = run(per_frame=True, frames_depth=1, time_conv=True)
+  moved = np.abs(stacked(tokens) - stacked(other)).max(axis=(0, 2))
+  assert (moved > 1e-4).all(), moved   # the transformer over the frames spreads frame 3
+  mask = np.array([[True] * 5, [True] * 3 + [False] * 2])
+  noisy = tokens.copy()
+  noisy[1, 3:] = 100.0
+  np.testing.assert_allclose(stacked(tokens, mask)[1, :3], stacked(noisy, mask)[1, :3],
+                             atol=1e-6)
+  config = config_lib.load_config_file(f"{CONFIG}:evl,seq_transformer,where")
+  temporal = config.model.temporal
+  assert temporal.kind == "evl" and temporal.per_frame and temporal.frames_depth == 2
+  assert config.model.frozen_image and config.optimizer.lr == 1e-3
+  plain = config_lib.load_config_file(f"{CONFIG}:evl")
+  assert not plain.model.temporal.per_frame and plain.optimizer.lr == 5e-4
+  spec = importlib.util.spec_from_file_location("compare_video",
+                                                REPO / "experiments" / "compare_video.py")
+  cv = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(cv)
+  assert cv.KIND["evl+seq_transformer"] == "frozen"
+  assert "evl+seq_transformer" in cv.DEFAULT_ROWS

@@ -112,7 +112,14 @@ class EvlDecoder(nn.Module):
   as in EVL, decoder layer i reads the states of the tower's block `L - depth + i` (the
   tower's last `depth` blocks, mid-stack states the last layer's pooling may not keep), each
   through its own LayerNorm (`ln_memory_i`), the tower's residual stream not being
-  normalised there."""
+  normalised there.
+
+  `per_frame`: the queries read each frame's tokens on their own (the time table and, with
+  `time_conv`, the neighbouring frames still in them), and each frame gets its own output;
+  `frames_depth` > 0 then runs seqTransf's temporal transformer (`frames`) over those frame
+  embeddings. One clip-level output added to every frame gives a transformer over the frames
+  nothing frame by frame to compare; per frame, a frame where one object leaves and another
+  enters says which came first (`:evl,seq_transformer`, docs/video_transfer.md)."""
   depth: int = 2
   num_heads: int = 4
   num_queries: int = 4  # several: one query's self-attention would be a constant
@@ -121,6 +128,8 @@ class EvlDecoder(nn.Module):
   time_init: str = "sincos"
   layers_read: int = 1
   time_conv: bool = False
+  per_frame: bool = False
+  frames_depth: int = 0
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   # Called with the image tower's tokens `[B, T, N, width]`, or with `layers_read` > 1 a
@@ -158,18 +167,29 @@ class EvlDecoder(nn.Module):
     else:
       memory = placed(tokens, 0)
     memory_mask = None
-    if frame_mask is not None:
+    rows = b
+    if self.per_frame:  # each frame's queries read that frame's tokens only
+      memory = jax.tree.map(lambda m: m.reshape(b * t, n, w), memory)
+      rows = b * t
+    elif frame_mask is not None:
       memory_mask = jnp.repeat(frame_mask.astype(bool), n, axis=1)[:, None, None, :]
     queries = self.param("queries", layers.boxed(nn.initializers.normal(0.02),
                                                  (None, None, "embed")),
                          (1, self.num_queries, w), self.param_dtype)
     h = layers.Encoder(self.depth, self.num_heads, int(w * self.mlp_ratio),
                        cross_attention=True, name="decoder", **kw)(
-                           jnp.broadcast_to(queries.astype(self.dtype), (b,) + queries.shape[1:]),
+                           jnp.broadcast_to(queries.astype(self.dtype),
+                                            (rows,) + queries.shape[1:]),
                            None, memory, memory_mask)
     delta = layers.dense(x.shape[-1], "embed", "joint", kernel_init=nn.initializers.zeros,
                          name="out", **kw)(h.mean(axis=1))
-    return x + delta[:, None].astype(x.dtype)
+    if not self.per_frame:
+      return x + delta[:, None].astype(x.dtype)
+    x = x + delta.reshape(b, t, -1).astype(x.dtype)
+    if self.frames_depth:
+      x = SeqTransformer(self.frames_depth, self.num_heads, self.mlp_ratio, self.max_frames,
+                         self.time_init, name="frames", **kw)(x, frame_mask)
+    return x
 
 
 def depthwise_time_conv(x, kernel, bias, frame_mask=None):
