@@ -100,7 +100,8 @@ def paradigm_model(paradigm: str, size: str, image: Optional[dict] = None,
                    stacked: bool = False) -> dict:
   """`adapter`, `temporal` and `frozen_image` of a paradigm on the `image` ViT's fields (the
   size's, or an imported CLIP's); `stacked`: an adapted one with seqTransf's temporal
-  transformer on top."""
+  transformer on top, or EVL read frame by frame with it on top (`per_frame`,
+  `frames_depth`)."""
   imported = image is not None
   image = image or image_fields(size)
   width = image["width"]
@@ -241,7 +242,8 @@ def get_config(arg: str = "mean_pool"):
 
   if tiny:
     # Tiny ST-Adapter with seqTransf stacked on it learns at 1e-3: 0.920 on the twins in 1000
-    # steps against 0.852 at 5e-4 (STACKED_TINY in docs/video_transfer.md).
+    # steps against 0.852 at 5e-4 (STACKED_TINY in docs/video_transfer.md; from the 1500-step
+    # `where` image model).
     # EVL read frame by frame with seqTransf on top: 0.894 at 1e-3 from the 3000-step `where`
     # image model (EVL_STACKED in docs/video_transfer.md).
     # The `where` image model trains 3000 steps: its frozen features then carry direction and
@@ -321,7 +323,8 @@ def as_qa_task(c, paradigm: str) -> None:
   if c.get("init_from_run"):
     c.init_from_run_inherits = ("data.source", "model.image=model.video.image", "model.text",
                                 "model.embed_dim=model.video.embed_dim")
-  # Every QA run at 5e-4 (a stacked ST-Adapter's too: its 1e-3 was chosen on the twins).
+  # Every QA run at 5e-4 (a stacked ST-Adapter's or EVL's too: their 1e-3 was chosen on the
+  # twins).
   base.cpu_schedule(c, batch_size=32, total_steps=1000, lr=5e-4)
 
 

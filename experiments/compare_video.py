@@ -1,13 +1,14 @@
 """Image->video transfer, every paradigm on the same data and step budget (issue 20): one
 table and one plot.
 
-  1. `configs/video_transfer.py:image` trains the image model (a CLIP on still frames of the
-     synthetic videos; skipped when OUT/image holds a finished run, or given with --image);
-  2. each paradigm (`configs/video_transfer.py:<paradigm>,image=OUT/image`; the row
+  1. `configs/video_transfer.py:image` (`image,where` with --where) trains the image model (a
+     CLIP on still frames of the synthetic videos) in OUT/image_<steps> (OUT/image_where_<steps>;
+     skipped when it holds a finished run, or given with --image);
+  2. each paradigm (`configs/video_transfer.py:<paradigm>,image=OUT/image_<steps>`; the row
      `st_adapter+seq_transformer` runs `st_adapter,seq_transformer`) trains --steps steps
      from it (0: not run; the row keeps its earlier figures);
   3. each paradigm's video side fine-tuned for video QA and temporal grounding
-     (`<paradigm>,qa,image=OUT/image`: configs/video_qa.py's fusion and heads on it) for
+     (`<paradigm>,qa,image=OUT/image_<steps>`: configs/video_qa.py's fusion and heads on it) for
      --qa_steps steps (0: not run);
   4. every row's train step timed side by side (experiments/bench_steps.py: compiled as the
      trainer compiles it, timed in alternating rounds, --bench_rounds rounds; 0: not run,
@@ -45,7 +46,12 @@ def _paradigms() -> dict:
   from vlx import config_lib  # pylint: disable=g-import-not-at-top
   config = config_lib.load_config_module(os.path.join(ROOT, CONFIG))
   kinds = {**{p: "frozen" for p in config.FROZEN}, **{p: "adapted" for p in config.ADAPTED}}
-  return {**kinds, **{f"{p}+seq_transformer": kinds[p] for p in config.STACKABLE}}
+  rows = {}
+  for paradigm, kind in kinds.items():  # a stacked row right after its paradigm's
+    rows[paradigm] = kind
+    if paradigm in config.STACKABLE:
+      rows[f"{paradigm}+seq_transformer"] = kind
+  return rows
 
 
 KIND = _paradigms()
@@ -169,6 +175,16 @@ def plot(results, out: str) -> None:
   print(f"wrote {out}")
 
 
+def image_dir(out: str, where: bool) -> str:
+  """Where the table's image model trains, named by its config's steps: a finished run of
+  another length there would be resumed to this one, and the rows kept from it (matched by
+  this path) would mix image models."""
+  from vlx import config_lib  # pylint: disable=g-import-not-at-top
+  spec = "image,where" if where else "image"
+  steps = config_lib.load_config_file(f"{os.path.join(ROOT, CONFIG)}:{spec}").total_steps
+  return os.path.join(out, f"{spec.replace(',', '_')}_{steps}")
+
+
 def steps_flags(steps) -> list:
   """Flags for a run of `steps` steps evaluated and checkpointed once (None: the config's)."""
   return [f"--config.total_steps={steps}", f"--config.eval_every={steps}",
@@ -197,8 +213,7 @@ def main():
   data = [f"--config.data.source.data_dir={args.data_dir}"] if args.data_dir else []
   if args.image and args.where:
     raise SystemExit("--where trains the image model; --image names one already trained")
-  image = (os.path.abspath(args.image) if args.image
-           else os.path.join(out, "image_where" if args.where else "image"))
+  image = os.path.abspath(args.image) if args.image else image_dir(out, args.where)
   if not args.image:
     spec = "image,where" if args.where else "image"
     print(f"image model ({spec}): {run(spec, image, data):.0f} s", flush=True)

@@ -175,7 +175,7 @@ def test_an_adapted_paradigm_stacks_the_temporal_transformer_on_its_upper_blocks
   """`:st_adapter,seq_transformer`: ST-Adapter's tower with seqTransf's temporal transformer
   on top; tiny adapts the blocks from the second on (the first is the image model's, with no
   adapter weights), so its step costs fewer FLOPs than with adapters in every block. A stack
-  that is not an adapted paradigm plus seq_transformer is refused."""
+  that is not a stackable paradigm (adapted, or EVL) plus seq_transformer is refused."""
   from vlx.train import optimizer, step as step_lib  # pylint: disable=g-import-not-at-top
   from vlx.train.task import build_task  # pylint: disable=g-import-not-at-top
   tiny = config_lib.load_config_file(f"{CONFIG}:st_adapter,seq_transformer,where")
@@ -358,7 +358,7 @@ def test_frozen_paradigms_send_no_gradient_into_the_image_tower():
                ADAPTED.fullmatch(k)), paradigm
 
 
-@pytest.mark.parametrize("paradigm", ["evl", "aim", "xclip"])
+@pytest.mark.parametrize("paradigm", ["evl", "aim", "xclip", "evl,seq_transformer"])
 def test_every_paradigm_builds_as_a_qa_tower(paradigm):
   """`qa` on the paradigms the order test does not build: the transfer tower takes each
   one's adapters and temporal module (X-CLIP's without its text prompts)."""
@@ -576,6 +576,9 @@ def test_every_tiny_paradigm_starts_from_the_one_image_model():
   assert len(where) == 1 and not where & dirs, where
   image = init_run.init_run_config(config_lib.load_config_file(f"{CONFIG}:aim,where"))
   assert "still_caption(0.5)" in image.data.pp_train
+  # The where image model trains 3000 steps, the plain one 1500 (docs: IMAGE_3000).
+  assert image.total_steps == 3000
+  assert init_run.init_run_config(config).total_steps == 1500
   with pytest.raises(ValueError, match="where"):
     config_lib.load_config_file(f"{CONFIG}:aim,where,image=/w/clip")
 
@@ -778,6 +781,8 @@ def test_evl_per_frame_reads_each_frame_on_its_own_then_the_frames_transformer()
   stacked = run(per_frame=True, frames_depth=1, time_conv=True)
   moved = np.abs(stacked(tokens) - stacked(other)).max(axis=(0, 2))
   assert (moved > 1e-4).all(), moved   # the transformer over the frames spreads frame 3
+  with pytest.raises(ValueError, match="set per_frame=True"):
+    run(frames_depth=1)
   mask = np.array([[True] * 5, [True] * 3 + [False] * 2])
   noisy = tokens.copy()
   noisy[1, 3:] = 100.0

@@ -140,6 +140,10 @@ class EvlDecoder(nn.Module):
   def __call__(self, x, frame_mask=None, tokens=None):
     if tokens is None:
       raise ValueError("the EVL decoder reads the image tower's patch tokens")
+    if self.frames_depth and not self.per_frame:
+      raise ValueError(f"EVL frames_depth={self.frames_depth} stacks a transformer over the "
+                       "frames' own outputs: set per_frame=True (the clip-level decoder gives "
+                       "every frame the same one)")
     if self.layers_read not in (1, self.depth):
       raise ValueError(f"EVL layers_read={self.layers_read}: 1 (the tower's output tokens) "
                        f"or the decoder's depth {self.depth} (one block's states per layer)")
