@@ -245,7 +245,7 @@ def get_config(arg: str = "mean_pool"):
     # steps against 0.852 at 5e-4 (STACKED_TINY in docs/video_transfer.md; from the 1500-step
     # `where` image model).
     # EVL read frame by frame with seqTransf on top: 0.894 at 1e-3 from the 3000-step `where`
-    # image model (EVL_STACKED in docs/video_transfer.md).
+    # image model, the clip-level decoder 0.884 at 1e-3 (EVL_STACKED in docs/video_transfer.md).
     # The `where` image model trains 3000 steps: its frozen features then carry direction and
     # static retrieval 5 points higher than after 1500 (IMAGE_3000 in docs/video_transfer.md).
     image_steps = 3000 if "where" in variant.words else 1500

@@ -118,8 +118,9 @@ class EvlDecoder(nn.Module):
   `time_conv`, the neighbouring frames still in them), and each frame gets its own output;
   `frames_depth` > 0 then runs seqTransf's temporal transformer (`frames`) over those frame
   embeddings. One clip-level output added to every frame gives a transformer over the frames
-  nothing frame by frame to compare; per frame, a frame where one object leaves and another
-  enters says which came first (`:evl,seq_transformer`, docs/video_transfer.md)."""
+  nothing frame by frame to compare; per frame, each frame's own output can carry what
+  changes there (`:evl,seq_transformer`: 0.894 on the twins against the clip-level
+  decoder's 0.884 at the same lr, docs/video_transfer.md)."""
   depth: int = 2
   num_heads: int = 4
   num_queries: int = 4  # several: one query's self-attention would be a constant
