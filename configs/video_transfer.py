@@ -246,8 +246,9 @@ def get_config(arg: str = "mean_pool"):
     # `where` image model).
     # EVL read frame by frame with seqTransf on top: 0.894 at 1e-3 from the 3000-step `where`
     # image model, the clip-level decoder 0.884 at 1e-3 (EVL_STACKED in docs/video_transfer.md).
-    # The `where` image model trains 3000 steps: its frozen features then carry direction and
-    # static retrieval 5 points higher than after 1500 (IMAGE_3000 in docs/video_transfer.md).
+    # The `where` image model trains 3000 steps: its frozen features then carry direction, and
+    # the frozen rows' static R@1 is 2.5-7.5 points higher than after 1500 (EVL_STACKED in
+    # docs/video_transfer.md).
     image_steps = 3000 if "where" in variant.words else 1500
     base.cpu_schedule(c, batch_size=64, total_steps=image_steps if paradigm == "image" else 1000,
                       lr=1e-3 if stacked and paradigm in ("st_adapter", "evl") and "clip" not in
