@@ -175,12 +175,11 @@ def plot(results, out: str) -> None:
   print(f"wrote {out}")
 
 
-def image_dir(out: str, where: bool) -> str:
-  """Where the table's image model trains, named by its config's steps: a finished run of
-  another length there would be resumed to this one, and the rows kept from it (matched by
-  this path) would mix image models."""
+def image_dir(out: str, spec: str) -> str:
+  """Where the table's image model (variant `spec`) trains, named by its config's steps: a
+  finished run of another length there would be resumed to this one, and the rows kept from
+  it (matched by this path) would mix image models."""
   from vlx import config_lib  # pylint: disable=g-import-not-at-top
-  spec = "image,where" if where else "image"
   steps = config_lib.load_config_file(f"{os.path.join(ROOT, CONFIG)}:{spec}").total_steps
   return os.path.join(out, f"{spec.replace(',', '_')}_{steps}")
 
@@ -213,9 +212,9 @@ def main():
   data = [f"--config.data.source.data_dir={args.data_dir}"] if args.data_dir else []
   if args.image and args.where:
     raise SystemExit("--where trains the image model; --image names one already trained")
-  image = os.path.abspath(args.image) if args.image else image_dir(out, args.where)
+  spec = "image,where" if args.where else "image"
+  image = os.path.abspath(args.image) if args.image else image_dir(out, spec)
   if not args.image:
-    spec = "image,where" if args.where else "image"
     print(f"image model ({spec}): {run(spec, image, data):.0f} s", flush=True)
   # Rows of an earlier run from the same image model are kept (one table for runs made in
   # turns); a stage run now (retrieval unless --steps 0, QA unless --qa_steps 0) replaces its

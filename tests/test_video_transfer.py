@@ -29,6 +29,16 @@ ADAPTED = re.compile(r"img/.*(_adapter/.*|/time_pos_embedding|/message_.*)")
 TEXT_PROMPTS = re.compile(r"txt/encoder/layer_\d+/prompt_(tokens|gate)")
 
 
+def compare_video_module():
+  """experiments/compare_video.py as a module (it is a script, not in a package)."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.spec_from_file_location("compare_video",
+                                                REPO / "experiments" / "compare_video.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
 def small_config(paradigm: str, *overrides, base: bool = True):
   """The paradigm's smoke config with small towers (`base`: the transfer model's keys; the
   `qa` model's tower keys come in `overrides`)."""
@@ -590,11 +600,7 @@ def test_compare_video_runs_each_stage_and_merges_rows_into_one_table(tmp_path, 
   `+` spelt `,`), a paradigm whose QA model is another's shows that one's QA figures, a later
   invocation that reruns one stage keeps the other stage's figures, and the table and its plot
   are written."""
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  spec = importlib.util.spec_from_file_location("compare_video",
-                                                REPO / "experiments" / "compare_video.py")
-  cv = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(cv)
+  cv = compare_video_module()
   calls = []
 
   def fake_run(spec, workdir, flags):
@@ -759,7 +765,6 @@ def test_evl_per_frame_reads_each_frame_on_its_own_then_the_frames_transformer()
   whole clip, every frame's output moves), each frame its own output; `frames_depth` stacks
   seqTransf's transformer over the frames (padded ones hidden). `:evl,seq_transformer` is
   the frozen paradigm with both, at lr 1e-3 (tiny), a frozen row in compare_video."""
-  import importlib.util  # pylint: disable=g-import-not-at-top
   from vlx.families.video_transfer.temporal import EvlDecoder  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(0)
   frames = rng.normal(size=(2, 5, 16)).astype(np.float32)
@@ -794,9 +799,6 @@ def test_evl_per_frame_reads_each_frame_on_its_own_then_the_frames_transformer()
   assert config.model.frozen_image and config.optimizer.lr == 1e-3
   plain = config_lib.load_config_file(f"{CONFIG}:evl")
   assert not plain.model.temporal.per_frame and plain.optimizer.lr == 5e-4
-  spec = importlib.util.spec_from_file_location("compare_video",
-                                                REPO / "experiments" / "compare_video.py")
-  cv = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(cv)
+  cv = compare_video_module()
   assert cv.KIND["evl+seq_transformer"] == "frozen"
   assert "evl+seq_transformer" in cv.DEFAULT_ROWS
